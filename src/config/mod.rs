@@ -1,0 +1,332 @@
+//! Settings (DESIGN.md section 6) and the routing file (section 5).
+//!
+//! Settings come from a TOML file through the `config` crate, overridden by
+//! environment variables `CONNECTOR__SECTION__KEY`. Unknown keys are refused, and
+//! every value is checked at load with a message that names the key and says what
+//! to fix, so a typo never turns into a silent default.
+
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
+pub const ENV_PREFIX: &str = "CONNECTOR";
+
+/// librdkafka properties the connector sets itself; overriding them would break
+/// "200 means acknowledged by every in-sync replica" or fight a setting above.
+const RESERVED_PROPERTIES: [(&str, &str); 5] = [
+    ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
+    ("message.timeout.ms", "set kafka.delivery_timeout_ms instead"),
+    ("delivery.timeout.ms", "set kafka.delivery_timeout_ms instead"),
+    ("enable.idempotence", "the connector always produces idempotently"),
+    ("acks", "the connector always waits for acks=all"),
+];
+
+/// Why settings cannot be loaded. `key` is the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Everything the connector is configured with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub webhook: WebhookSettings,
+    pub kafka: KafkaSettings,
+    pub routing: RoutingSettings,
+    pub log: LogSettings,
+}
+
+/// `[server]`: the HTTP side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger ones are answered 413.
+    pub max_body_bytes: usize,
+    /// Webhook requests processed at once; beyond this they are answered 503 at once.
+    pub max_in_flight: usize,
+    /// How long a shutdown waits for in-flight requests and the producer flush.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 262_144,
+            max_in_flight: 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// `[webhook]`: what the platform's requests must carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// HMAC-SHA1 secrets, any of which may sign; empty = unsigned requests accepted.
+    pub secrets: Vec<String>,
+}
+
+/// `[kafka]`: the producer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// How long to wait for Kafka to acknowledge every event of a request; then 503.
+    pub delivery_timeout_ms: u64,
+    /// Passed to librdkafka as they are (SASL, TLS, compression, batching, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            delivery_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
+    }
+}
+
+/// `[routing]`: where the routing file is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSettings {
+    /// Path of the routing file; a relative path is resolved against the working directory.
+    pub file: PathBuf,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings {
+            file: PathBuf::from("config/routes.toml"),
+        }
+    }
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter: `info`, `debug`, `webhook_connector=debug,rdkafka=warn`, ...
+    pub level: String,
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Settings {
+    /// Loads `file` (required when given; built-in defaults when `None`), then the
+    /// environment overrides, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_with_env(file, config::Environment::with_prefix(ENV_PREFIX))
+    }
+
+    fn load_with_env(
+        file: Option<&Path>,
+        env: config::Environment,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env = env
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("webhook.secrets");
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, message: &str| {
+            Err(SettingsError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be at least 1");
+        }
+        if self.server.max_in_flight == 0 {
+            return invalid("server.max_in_flight", "must be at least 1");
+        }
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return invalid("kafka.bootstrap_servers", "must list at least one host:port");
+        }
+        if !(1..=3_600_000).contains(&self.kafka.delivery_timeout_ms) {
+            return invalid(
+                "kafka.delivery_timeout_ms",
+                "must be between 1 and 3600000 (one hour)",
+            );
+        }
+        for (name, why) in RESERVED_PROPERTIES {
+            if self.kafka.properties.contains_key(name) {
+                return invalid(
+                    &format!("kafka.properties.\"{name}\""),
+                    &format!("is set by the connector: {why}"),
+                );
+            }
+        }
+        if self.webhook.secrets.iter().any(String::is_empty) {
+            return invalid("webhook.secrets", "an empty secret is not allowed");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid(
+                "log.level",
+                "not a log filter: use error, warn, info, debug, trace or target=level pairs",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config::Environment::with_prefix(ENV_PREFIX).source(Some(map))
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load_with_env(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn the_shipped_default_file_loads() {
+        let settings = Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[]))
+            .unwrap();
+        assert_eq!(settings.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.kafka.delivery_timeout_ms, 10_000);
+        assert_eq!(settings.routing.file, PathBuf::from("config/routes.toml"));
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(settings.server.max_body_bytes, 262_144);
+        assert_eq!(settings.server.max_in_flight, 1024);
+        assert_eq!(settings.log.format, LogFormat::Pretty);
+        assert!(settings.webhook.secrets.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let settings = load_text(
+            "[kafka]\nbootstrap_servers = \"a:1\"\n[kafka.properties]\n\"linger.ms\" = 5\n",
+            &[
+                ("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", "b:2,c:3"),
+                ("CONNECTOR__SERVER__MAX_BODY_BYTES", "1000"),
+                ("CONNECTOR__WEBHOOK__SECRETS", "one,two"),
+                ("CONNECTOR__LOG__FORMAT", "json"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.kafka.bootstrap_servers, "b:2,c:3");
+        assert_eq!(settings.server.max_body_bytes, 1000);
+        assert_eq!(settings.webhook.secrets, ["one", "two"]);
+        assert_eq!(settings.log.format, LogFormat::Json);
+        assert_eq!(settings.kafka.properties["linger.ms"], "5");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load_text("[server]\nlisten_on = \"127.0.0.1:1\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `listen_on`"), "{err}");
+        let err = load_text("", &[("CONNECTOR__KAFKA__BOOTSTRAP", "x")]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `bootstrap`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = load_text("[server]\nmax_body_bytes = \"big\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.max_body_bytes"), "{err}");
+        let err = load_text("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (text, key) in [
+            ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
+            ("[server]\nmax_in_flight = 0\n", "server.max_in_flight"),
+            ("[kafka]\ndelivery_timeout_ms = 0\n", "kafka.delivery_timeout_ms"),
+            ("[kafka]\nbootstrap_servers = \" \"\n", "kafka.bootstrap_servers"),
+            ("[kafka.properties]\nacks = \"1\"\n", "kafka.properties.\"acks\""),
+            (
+                "[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
+                "kafka.properties.\"enable.idempotence\"",
+            ),
+            ("[webhook]\nsecrets = [\"\"]\n", "webhook.secrets"),
+            ("[log]\nlevel = \"=\"\n", "log.level"),
+        ] {
+            let err = load_text(text, &[]).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+        let err = load_text("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/x.toml")), env(&[]));
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Every way a request can fail, mapped once to the HTTP contract (DESIGN.md
+//! section 3): a status, a stable `error` code, a message for a human, and
+//! `Retry-After` where sending again later may succeed.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+use super::signature::SignatureError;
+use crate::normalize::NormalizeError;
+use crate::payload::PayloadError;
+use crate::sink::DeliveryError;
+
+/// Seconds a sender should wait before retrying after a Kafka failure.
+pub const RETRY_AFTER_KAFKA_SECS: u64 = 5;
+/// Seconds a sender should wait before retrying when too many requests are in flight.
+pub const RETRY_AFTER_OVERLOAD_SECS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such endpoint; webhooks go to POST /webhooks/customer")]
+    NotFound,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("Content-Type {0:?} is not supported; send application/json")]
+    UnsupportedMediaType(String),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
+    #[error("{0}")]
+    Payload(#[from] PayloadError),
+    #[error("{0}")]
+    Normalize(#[from] NormalizeError),
+    #[error("too many requests in flight; retry later")]
+    Overloaded,
+    #[error("{0}; nothing was acknowledged, retry later")]
+    Delivery(#[from] DeliveryError),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BodyRead(_)
+            | ApiError::Payload(_)
+            | ApiError::Normalize(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Overloaded | ApiError::Delivery(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable, machine-readable `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyRead(_) => "body_unreadable",
+            ApiError::Signature(SignatureError::Missing) => "signature_missing",
+            ApiError::Signature(_) => "signature_invalid",
+            ApiError::Payload(PayloadError::InvalidJson { .. }) => "invalid_json",
+            ApiError::Payload(PayloadError::InvalidShape { .. }) | ApiError::Normalize(_) => {
+                "invalid_payload"
+            }
+            ApiError::Overloaded => "overloaded",
+            ApiError::Delivery(e) if e.is_retriable() => "kafka_unavailable",
+            ApiError::Delivery(_) => "kafka_refused",
+            ApiError::BadRequest(_) => "bad_request",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::Overloaded => Some(RETRY_AFTER_OVERLOAD_SECS),
+            ApiError::Delivery(_) => Some(RETRY_AFTER_KAFKA_SECS),
+            _ => None,
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        };
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Maps warp's own rejections (unknown path, wrong method, bad headers) to the
+/// same JSON contract as the handlers' errors.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else {
+        ApiError::BadRequest(format!("{rejection:?}"))
+    };
+    Ok(error.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_failures_ask_for_a_retry() {
+        let timed_out = ApiError::Delivery(DeliveryError::TimedOut {
+            topics: "t".into(),
+            timeout_ms: 10,
+        });
+        assert_eq!(timed_out.code(), "kafka_unavailable");
+        let response = timed_out.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+
+        let refused = ApiError::Delivery(DeliveryError::Refused {
+            topic: "t".into(),
+            change_type: "X".into(),
+            reason: "Broker: Unknown topic or partition".into(),
+            retriable: false,
+        });
+        assert_eq!(refused.code(), "kafka_refused");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn client_errors_have_no_retry_after() {
+        let response = ApiError::PayloadTooLarge { limit: 1 }.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

@@ -1,0 +1,27 @@
+//! webhook-connector: customer change webhooks in, one flat event per change out
+//! to the Kafka topics a routing file names.
+//!
+//! ```text
+//! POST ─▶ ingress ─▶ signature ─▶ payload ─▶ normalize ─▶ routing ─▶ sink ─▶ Kafka
+//!   ◀── 200 only after Kafka acknowledged every event of the notification ──┘
+//! ```
+//!
+//! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
+//! - [`normalize`]: notification -> flat events; pure.
+//! - [`routing`]: change type -> topics; pure.
+//! - [`config`]: settings and the routing file, validated at load.
+//! - [`ingress`]: HTTP endpoints and the error contract.
+//! - [`sink`]: the idempotent Kafka producer and topic administration.
+//! - [`app`]: wires the stages together and runs the server with graceful shutdown.
+//! - [`explain`]: the `explain` command's rendering, shared with nothing that does I/O.
+//! - [`telemetry`]: logging setup.
+
+pub mod app;
+pub mod config;
+pub mod explain;
+pub mod ingress;
+pub mod normalize;
+pub mod payload;
+pub mod routing;
+pub mod sink;
+pub mod telemetry;

@@ -1,0 +1,201 @@
+//! The `webhook-connector` command: parse arguments, load settings, run a command,
+//! turn the outcome into an exit code (64: configuration, 65: bad input file,
+//! 69: Kafka unavailable, 1: anything else).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{info, warn};
+
+use webhook_connector::config::{routes, Settings};
+use webhook_connector::routing::RoutingTable;
+use webhook_connector::sink::admin::{self, TopicOutcome};
+use webhook_connector::{app, explain, telemetry};
+
+const EXIT_CONFIG: u8 = 64;
+const EXIT_DATA: u8 = 65;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Receives customer change webhooks and produces one flat event per change to the Kafka topics of a routing file.",
+    after_help = "Settings can be overridden with environment variables CONNECTOR__SECTION__KEY,\n\
+                  e.g. CONNECTOR__KAFKA__BOOTSTRAP_SERVERS=broker:9092."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Settings file (TOML). Without it, config/default.toml is used when it exists,
+    /// built-in defaults otherwise.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the webhook endpoint until SIGINT or SIGTERM.
+    Run(ConfigArg),
+    /// Validate the settings and the routing file, then print the route table.
+    Check(ConfigArg),
+    /// Print the flat events of a webhook body and the topics each goes to; needs no Kafka.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A webhook body (JSON) as the platform would POST it.
+        body: PathBuf,
+    },
+    /// Create every routed topic that does not exist yet (the unmatched one included).
+    CreateTopics {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Partitions of each new topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Replication factor of each new topic.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
+    },
+}
+
+/// An error with the exit code it maps to.
+struct Failure(u8, anyhow::Error);
+
+fn config_failure(error: impl Into<anyhow::Error>) -> Failure {
+    Failure(EXIT_CONFIG, error.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run(arg) => {
+            let (settings, routing) = load(&arg)?;
+            telemetry::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
+            runtime.block_on(serve(settings, routing))
+        }
+        Command::Check(arg) => {
+            let (settings, routing) = load(&arg)?;
+            println!("settings: {}", describe_source(&arg));
+            println!("routing file: {}", settings.routing.file.display());
+            println!("kafka: {}", settings.kafka.bootstrap_servers);
+            println!();
+            print!("{}", explain::route_table(&routing));
+            Ok(())
+        }
+        Command::Explain { config, body } => {
+            let (_, routing) = load(&config)?;
+            let bytes = std::fs::read(&body)
+                .with_context(|| format!("cannot read {}", body.display()))
+                .map_err(|e| Failure(EXIT_DATA, e))?;
+            let events = explain::explain(&bytes, &routing, chrono::Utc::now())
+                .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
+            let text = serde_json::to_string_pretty(&events).map_err(|e| Failure(1, e.into()))?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::CreateTopics {
+            config,
+            partitions,
+            replication_factor,
+        } => {
+            let (settings, routing) = load(&config)?;
+            let topics: Vec<&str> = routing.all_topics().into_iter().collect();
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
+            let outcomes = runtime
+                .block_on(admin::create_topics(
+                    &settings.kafka,
+                    &topics,
+                    partitions,
+                    replication_factor,
+                ))
+                .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
+            for (topic, outcome) in outcomes {
+                let what = match outcome {
+                    TopicOutcome::Created => "created",
+                    TopicOutcome::AlreadyExisted => "exists",
+                };
+                println!("{what:<8} {topic}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The settings file in effect: `--config`, else `config/default.toml` if present.
+fn settings_file(arg: &ConfigArg) -> Option<PathBuf> {
+    let default = Path::new("config/default.toml");
+    arg.config
+        .clone()
+        .or_else(|| default.exists().then(|| default.to_path_buf()))
+}
+
+fn describe_source(arg: &ConfigArg) -> String {
+    settings_file(arg).map_or_else(
+        || "built-in defaults".to_string(),
+        |p| p.display().to_string(),
+    )
+}
+
+fn load(arg: &ConfigArg) -> Result<(Settings, RoutingTable), Failure> {
+    let file = settings_file(arg);
+    let settings = Settings::load(file.as_deref())
+        .with_context(|| format!("invalid settings ({})", describe_source(arg)))
+        .map_err(config_failure)?;
+    let routing = routes::load(&settings.routing.file)
+        .context("invalid routing file")
+        .map_err(config_failure)?;
+    Ok((settings, routing))
+}
+
+async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure> {
+    if settings.webhook.secrets.is_empty() {
+        warn!("webhook.secrets is empty: unsigned requests are accepted; set a secret in production");
+    }
+    let topics = routing.all_topics().len();
+    let server = app::start(&settings, routing)
+        .await
+        .map_err(|e| Failure(1, e.into()))?;
+    info!(
+        listen = %server.addr(),
+        kafka = %settings.kafka.bootstrap_servers,
+        topics,
+        "webhook-connector listening; POST /webhooks/customer"
+    );
+    wait_for_stop_signal().await;
+    info!(grace_ms = settings.server.shutdown_grace_ms, "stopping: draining in-flight requests");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(error) => {
+            warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

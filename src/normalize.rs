@@ -1,0 +1,551 @@
+//! Turns one parsed notification into flat events, one per change (schema version 1).
+//!
+//! Pure: no I/O, no clock. The receive time is passed in, so the same notification
+//! and time always give the same events. See DESIGN.md section 4 for the fields.
+//!
+//! Field naming: `Customer.X` becomes `customer_<snake(X)>`, unknown top-level fields
+//! `notification_<snake(X)>`, unknown change fields `change_<snake(X)>`. Object and
+//! array values become their compact JSON text so the event stays flat. Should two
+//! names meet (say `Email` and `email`), the later one gets a `_2`, `_3`, ... suffix:
+//! no field is ever dropped or overwritten.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::payload::{Change, Notification};
+
+/// The version of the flat event layout, sent in every event and as a header.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Namespace of the UUIDv5 event ids. Never change it: ids must stay stable.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_8d3b_4c55_9a7e_0b1d_3c5f_7e21);
+
+/// Keys every event has; a platform field never takes one of these names.
+const FIXED_KEYS: [&str; 10] = [
+    "event_id",
+    "schema_version",
+    "change_type",
+    "change_index",
+    "change_count",
+    "change_date_time",
+    "old_value",
+    "new_value",
+    "customer_id",
+    "received_at",
+];
+
+/// One change of one notification, flat and ready to be serialized as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatEvent {
+    pub event_id: Uuid,
+    /// `None` for the single event of a notification with no changes.
+    pub change_type: Option<String>,
+    pub change_index: usize,
+    pub change_count: usize,
+    /// RFC 3339 UTC with `Z`.
+    pub change_date_time: String,
+    pub old_value: Value,
+    pub new_value: Value,
+    pub customer_id: i64,
+    /// `customer_*` and `notification_*` fields, shared by all events of a notification.
+    pub shared_fields: Arc<[(String, Value)]>,
+    /// `change_*` fields from unknown keys of this change (usually empty).
+    pub change_fields: Vec<(String, Value)>,
+    /// RFC 3339 UTC with `Z`.
+    pub received_at: String,
+}
+
+impl FlatEvent {
+    /// The Kafka record key: the customer id in decimal, for per-customer ordering.
+    pub fn key(&self) -> String {
+        self.customer_id.to_string()
+    }
+}
+
+impl Serialize for FlatEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let extra = self.shared_fields.len() + self.change_fields.len();
+        let mut map = serializer.serialize_map(Some(FIXED_KEYS.len() + extra))?;
+        map.serialize_entry("event_id", &self.event_id)?;
+        map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
+        map.serialize_entry("change_type", &self.change_type)?;
+        map.serialize_entry("change_index", &self.change_index)?;
+        map.serialize_entry("change_count", &self.change_count)?;
+        map.serialize_entry("change_date_time", &self.change_date_time)?;
+        map.serialize_entry("old_value", &self.old_value)?;
+        map.serialize_entry("new_value", &self.new_value)?;
+        map.serialize_entry("customer_id", &self.customer_id)?;
+        for (key, value) in self.shared_fields.iter().chain(&self.change_fields) {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("received_at", &self.received_at)?;
+        map.end()
+    }
+}
+
+/// Why a parsed notification cannot become events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("ChangeDateTime: {value:?} is not a date-time (expected e.g. 2018-11-16T10:46:20.7741026Z)")]
+    InvalidChangeDateTime { value: String },
+}
+
+/// Turns a notification into its flat events: one per change, or exactly one with
+/// `change_type: null` when `Changes` is empty.
+pub fn normalize(
+    notification: &Notification,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<FlatEvent>, NormalizeError> {
+    let raw_date = &notification.change_date_time;
+    let change_date_time = parse_timestamp(raw_date)
+        .map(format_timestamp)
+        .ok_or_else(|| NormalizeError::InvalidChangeDateTime {
+            value: raw_date.clone(),
+        })?;
+    let received_at = format_timestamp(received_at);
+    let customer_id = notification.customer.id;
+
+    let mut taken: HashSet<String> = FIXED_KEYS.iter().map(|k| k.to_string()).collect();
+    let mut shared = Vec::with_capacity(notification.customer.fields.len() + notification.extra.len());
+    for (name, value) in &notification.customer.fields {
+        let key = unique_key(&mut taken, format!("customer_{}", snake_case(name)));
+        shared.push((key, customer_value(name, value)));
+    }
+    for (name, value) in &notification.extra {
+        let key = unique_key(&mut taken, format!("notification_{}", snake_case(name)));
+        shared.push((key, flat_value(value)));
+    }
+    let shared_fields: Arc<[(String, Value)]> = shared.into();
+
+    let change_count = notification.changes.len();
+    let event = |index: usize, change: Option<&Change>| {
+        let change_type = change.map(|c| c.change_type.clone());
+        let old_value = change.map_or(Value::Null, |c| flat_value(&c.old_value));
+        let new_value = change.map_or(Value::Null, |c| flat_value(&c.new_value));
+        let change_fields = match change {
+            Some(c) if !c.extra.is_empty() => {
+                let mut taken = taken.clone();
+                c.extra
+                    .iter()
+                    .map(|(name, value)| {
+                        let key = unique_key(&mut taken, format!("change_{}", snake_case(name)));
+                        (key, flat_value(value))
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        FlatEvent {
+            event_id: event_id(customer_id, raw_date, index, change),
+            change_type,
+            change_index: index,
+            change_count,
+            change_date_time: change_date_time.clone(),
+            old_value,
+            new_value,
+            customer_id,
+            shared_fields: Arc::clone(&shared_fields),
+            change_fields,
+            received_at: received_at.clone(),
+        }
+    };
+
+    if notification.changes.is_empty() {
+        return Ok(vec![event(0, None)]);
+    }
+    Ok(notification
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(index, change)| event(index, Some(change)))
+        .collect())
+}
+
+/// The deterministic id of one change: a UUIDv5 over the customer id, the raw
+/// `ChangeDateTime`, the change's position, type and values. A redelivered
+/// notification gets the same ids; any difference in what changed gives new ones.
+fn event_id(customer_id: i64, raw_date: &str, index: usize, change: Option<&Change>) -> Uuid {
+    let mut name = format!("{customer_id}\n{raw_date}\n{index}\n");
+    match change {
+        Some(c) => {
+            name.push_str(&c.change_type);
+            name.push('\n');
+            name.push_str(&c.old_value.to_string());
+            name.push('\n');
+            name.push_str(&c.new_value.to_string());
+        }
+        None => name.push_str("\u{0}no-changes"),
+    }
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+}
+
+/// Returns `candidate`, or `candidate_N` with the smallest N >= 2 not yet taken.
+fn unique_key(taken: &mut HashSet<String>, candidate: String) -> String {
+    if taken.insert(candidate.clone()) {
+        return candidate;
+    }
+    let mut n = 2;
+    loop {
+        let next = format!("{candidate}_{n}");
+        if taken.insert(next.clone()) {
+            return next;
+        }
+        n += 1;
+    }
+}
+
+/// A customer field's value: date-time fields normalized when they parse,
+/// everything else flat as sent.
+fn customer_value(name: &str, value: &Value) -> Value {
+    if let Value::String(text) = value {
+        if is_date_time_field(name) {
+            if let Some(time) = parse_timestamp(text) {
+                return Value::String(format_timestamp(time));
+            }
+        }
+    }
+    flat_value(value)
+}
+
+/// A field whose name says it holds a date-time (`...DateTime`, `...Date`).
+fn is_date_time_field(name: &str) -> bool {
+    let snake = snake_case(name);
+    snake.ends_with("date_time") || snake.ends_with("date")
+}
+
+/// Scalars as they are; objects and arrays as their compact JSON text.
+fn flat_value(value: &Value) -> Value {
+    match value {
+        Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
+        scalar => scalar.clone(),
+    }
+}
+
+/// `RelatedProviderId` -> `related_provider_id`, `SMSOptIn` -> `sms_opt_in`.
+/// Characters that are neither letters nor digits become `_`.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1);
+            let starts_word = match prev {
+                Some(p) if p.is_lowercase() || p.is_numeric() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if starts_word && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else if c.is_alphanumeric() {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+    out
+}
+
+/// Parses every timestamp shape the platform sends: RFC 3339 with `Z` or an offset
+/// and any number of fraction digits, or no zone at all (taken as UTC).
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+/// RFC 3339 in UTC with `Z`, keeping the fraction digits the value has (0, 3, 6 or 9).
+pub fn format_timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{self, Customer};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn received() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-28T09:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn seed() -> Notification {
+        payload::parse(include_bytes!("../tests/fixtures/seed_sample.json")).unwrap()
+    }
+
+    #[test]
+    fn seed_sample_gives_four_events_with_every_field() {
+        let events = normalize(&seed(), received()).unwrap();
+        assert_eq!(events.len(), 4);
+        let first = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(
+            first,
+            json!({
+                "event_id": events[0].event_id.to_string(),
+                "schema_version": 1,
+                "change_type": "CustomerSmsChanged",
+                "change_index": 0,
+                "change_count": 4,
+                "change_date_time": "2018-11-16T10:46:20.774102600Z",
+                "old_value": "2",
+                "new_value": "3",
+                "customer_id": 862,
+                "customer_title": "",
+                "customer_first_name": "Aardvark",
+                "customer_surname": "Anderson",
+                "customer_related_provider_id": 1044,
+                "customer_mobile_number": "3",
+                "customer_company": "Animalania",
+                "customer_email": "[email protected]",
+                "customer_receive_group_email_marketing": false,
+                "customer_group_email_marketing_opt_in_date_time": null,
+                "customer_group_email_marketing_opt_in_text": null,
+                "customer_receive_group_sms_marketing": true,
+                "customer_group_sms_marketing_opt_in_date_time": "2018-11-12T10:15:00Z",
+                "customer_group_sms_marketing_opt_in_text":
+                    "Would you like to receive news and offers from Laharna by SMS",
+                "customer_receive_restaurant_email_marketing": false,
+                "customer_restaurant_email_marketing_opt_in_date_time": null,
+                "customer_restaurant_email_marketing_opt_in_text": null,
+                "customer_receive_restaurant_sms_marketing": true,
+                "customer_restaurant_sms_marketing_opt_in_date_time": "2018-11-16T10:46:20.771556200Z",
+                "customer_restaurant_sms_marketing_opt_in_text":
+                    "Would you like to receive news and offers from Testaurant by SMS",
+                "received_at": "2026-11-28T09:00:00.123Z"
+            })
+        );
+        assert_eq!(events[3].old_value, json!("2018-11-12T09:31:00.0000000"));
+        assert_eq!(events[1].old_value, json!(true));
+        assert_eq!(events[0].key(), "862");
+    }
+
+    #[test]
+    fn serialized_keys_follow_the_documented_order() {
+        let events = normalize(&seed(), received()).unwrap();
+        let text = serde_json::to_string(&events[0]).unwrap();
+        let position = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
+        assert!(position("event_id") < position("schema_version"));
+        assert!(position("customer_id") < position("customer_title"));
+        assert!(position("customer_restaurant_sms_marketing_opt_in_text") < position("received_at"));
+    }
+
+    #[test]
+    fn every_timestamp_shape_normalizes_to_utc_with_z() {
+        for (raw, expected) in [
+            ("2018-11-16T10:46:20.7741026Z", "2018-11-16T10:46:20.774102600Z"),
+            ("2018-11-16T10:46:20.7115562+00:00", "2018-11-16T10:46:20.771556200Z"),
+            ("2018-11-16T12:46:20+02:00", "2018-11-16T10:46:20Z"),
+            ("2018-11-12T10:15:00", "2018-11-12T10:15:00Z"),
+            ("2018-11-12T09:31:00.0000000", "2018-11-12T09:31:00Z"),
+            ("2018-11-12T09:31:00.5", "2018-11-12T09:31:00.500Z"),
+        ] {
+            let time = parse_timestamp(raw).unwrap_or_else(|| panic!("{raw} must parse"));
+            assert_eq!(format_timestamp(time), expected, "{raw}");
+        }
+        for bad in ["", "yesterday", "2018-13-01T00:00:00", "2018-11-12", "2018-11-12T25:00:00Z"] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn unparsable_change_date_time_is_an_error() {
+        let mut n = seed();
+        n.change_date_time = "16/11/2018".into();
+        assert_eq!(
+            normalize(&n, received()).unwrap_err(),
+            NormalizeError::InvalidChangeDateTime {
+                value: "16/11/2018".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unparsable_customer_date_times_pass_through() {
+        let mut n = seed();
+        n.customer.fields = vec![
+            ("CreatedDateTime".into(), json!("not a date")),
+            ("BirthDate".into(), json!("2000-01-02T00:00:00")),
+            ("Company".into(), json!("2018-11-12T10:15:00")),
+        ];
+        let event = serde_json::to_value(&normalize(&n, received()).unwrap()[0]).unwrap();
+        assert_eq!(event["customer_created_date_time"], json!("not a date"));
+        assert_eq!(event["customer_birth_date"], json!("2000-01-02T00:00:00Z"));
+        assert_eq!(event["customer_company"], json!("2018-11-12T10:15:00"));
+    }
+
+    #[test]
+    fn empty_changes_give_one_event_with_null_change_type() {
+        let mut n = seed();
+        n.changes.clear();
+        let events = normalize(&n, received()).unwrap();
+        assert_eq!(events.len(), 1);
+        let event = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(event["change_type"], Value::Null);
+        assert_eq!(event["change_index"], json!(0));
+        assert_eq!(event["change_count"], json!(0));
+        assert_eq!(event["old_value"], Value::Null);
+        assert_eq!(event["customer_email"], json!("[email protected]"));
+    }
+
+    #[test]
+    fn values_keep_their_json_type_and_nested_ones_become_text() {
+        let mut n = seed();
+        n.changes = [json!("s"), json!(false), json!(12.5), Value::Null, json!({"a": 1}), json!([1, 2])]
+            .into_iter()
+            .map(|v| Change {
+                change_type: "T".into(),
+                old_value: v.clone(),
+                new_value: v,
+                extra: vec![],
+            })
+            .collect();
+        let values: Vec<Value> = normalize(&n, received())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.new_value)
+            .collect();
+        assert_eq!(
+            values,
+            vec![json!("s"), json!(false), json!(12.5), Value::Null, json!("{\"a\":1}"), json!("[1,2]")]
+        );
+    }
+
+    #[test]
+    fn colliding_names_are_suffixed_never_dropped() {
+        let n = Notification {
+            change_date_time: "2018-11-12T10:15:00".into(),
+            customer: Customer {
+                id: 7,
+                fields: vec![
+                    ("Email".into(), json!("a")),
+                    ("email".into(), json!("b")),
+                    ("ID".into(), json!("c")),
+                ],
+            },
+            changes: vec![Change {
+                change_type: "T".into(),
+                old_value: Value::Null,
+                new_value: Value::Null,
+                extra: vec![("Type".into(), json!("x")), ("Extra Info".into(), json!(1))],
+            }],
+            extra: vec![("Source".into(), json!({"k": true}))],
+        };
+        let event = serde_json::to_value(&normalize(&n, received()).unwrap()[0]).unwrap();
+        assert_eq!(event["customer_email"], json!("a"));
+        assert_eq!(event["customer_email_2"], json!("b"));
+        assert_eq!(event["customer_id"], json!(7));
+        assert_eq!(event["customer_id_2"], json!("c"));
+        assert_eq!(event["change_type"], json!("T"));
+        assert_eq!(event["change_type_2"], json!("x"));
+        assert_eq!(event["change_extra_info"], json!(1));
+        assert_eq!(event["notification_source"], json!("{\"k\":true}"));
+    }
+
+    #[test]
+    fn snake_case_examples() {
+        for (raw, expected) in [
+            ("RelatedProviderId", "related_provider_id"),
+            ("GroupEmailMarketingOptInDateTime", "group_email_marketing_opt_in_date_time"),
+            ("Id", "id"),
+            ("SMSOptIn", "sms_opt_in"),
+            ("Address2Line", "address2_line"),
+            ("already_snake", "already_snake"),
+            ("First Name", "first_name"),
+            ("", ""),
+        ] {
+            assert_eq!(snake_case(raw), expected, "{raw}");
+        }
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-zA-Z0-9 :.-]{0,12}".prop_map(Value::String),
+        ]
+    }
+
+    fn arb_notification() -> impl Strategy<Value = Notification> {
+        let change = ("[A-Za-z]{1,20}", arb_value(), arb_value()).prop_map(|(t, o, n)| Change {
+            change_type: t,
+            old_value: o,
+            new_value: n,
+            extra: vec![],
+        });
+        (
+            any::<i64>(),
+            proptest::collection::vec(("[A-Za-z_ ]{0,12}", arb_value()), 0..12),
+            proptest::collection::vec(change, 0..8),
+        )
+            .prop_map(|(id, fields, changes)| Notification {
+                change_date_time: "2018-11-16T10:46:20.7741026Z".into(),
+                customer: Customer { id, fields },
+                changes,
+                extra: vec![],
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn one_event_per_change_and_at_least_one(n in arb_notification()) {
+            let events = normalize(&n, received()).unwrap();
+            prop_assert_eq!(events.len(), n.changes.len().max(1));
+            for (i, e) in events.iter().enumerate() {
+                prop_assert_eq!(e.change_index, i);
+                prop_assert_eq!(e.change_count, n.changes.len());
+                prop_assert_eq!(e.customer_id, n.customer.id);
+            }
+        }
+
+        #[test]
+        fn ids_are_unique_within_and_stable_across_calls(n in arb_notification()) {
+            let first = normalize(&n, received()).unwrap();
+            let later = normalize(&n, received() + chrono::Duration::seconds(90)).unwrap();
+            let ids: HashSet<Uuid> = first.iter().map(|e| e.event_id).collect();
+            prop_assert_eq!(ids.len(), first.len());
+            let again: Vec<Uuid> = later.iter().map(|e| e.event_id).collect();
+            prop_assert_eq!(first.iter().map(|e| e.event_id).collect::<Vec<_>>(), again);
+        }
+
+        #[test]
+        fn every_customer_field_appears_exactly_once(n in arb_notification()) {
+            let events = normalize(&n, received()).unwrap();
+            let text = serde_json::to_string(&events[0]).unwrap();
+            // A repeated key would collapse into one map entry and the count would fall short.
+            let object: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+            let customer_keys = object.keys().filter(|k| k.starts_with("customer_")).count();
+            // customer_id plus one key per field, whatever their names.
+            prop_assert_eq!(customer_keys, n.customer.fields.len() + 1);
+            prop_assert_eq!(object.len(), FIXED_KEYS.len() + n.customer.fields.len());
+            prop_assert!(object.values().all(|v| !v.is_object() && !v.is_array()));
+        }
+
+        #[test]
+        fn snake_case_output_is_lowercase_word_characters(name in "[A-Za-z0-9 _-]{0,24}") {
+            let snake = snake_case(&name);
+            prop_assert!(snake.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        }
+
+        #[test]
+        fn timestamps_round_trip(secs in 0i64..4_000_000_000, nanos in 0u32..1_000_000_000) {
+            let time = DateTime::from_timestamp(secs, nanos).unwrap();
+            let text = format_timestamp(time);
+            prop_assert!(text.ends_with('Z'));
+            prop_assert_eq!(parse_timestamp(&text), Some(time));
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The webhook body as the platform sends it: a customer change notification.
+//!
+//! Parsing is strict about the fields the connector needs (`ChangeDateTime`,
+//! `Customer.Id`, `Changes[].ChangeType`) and lenient about everything else:
+//! unknown fields are kept in order, never rejected, so that nothing the platform
+//! sends is dropped. A key that appears twice in one object is refused, because
+//! which of the two values is meant cannot be known.
+//!
+//! Errors carry the path of the offending value (`Changes[1].ChangeType`).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One webhook body: the customer's latest state and the changes that were made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// `ChangeDateTime` exactly as sent (normalized later, hashed raw for event ids).
+    pub change_date_time: String,
+    pub customer: Customer,
+    pub changes: Vec<Change>,
+    /// Top-level fields other than the three above, in the order sent.
+    pub extra: Vec<(String, Value)>,
+}
+
+/// `Customer`: the id plus every other field in the order sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub id: i64,
+    pub fields: Vec<(String, Value)>,
+}
+
+/// One element of `Changes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub change_type: String,
+    /// `OldValue` as sent; `null` when absent.
+    pub old_value: Value,
+    /// `NewValue` as sent; `null` when absent.
+    pub new_value: Value,
+    /// Fields of the change other than the three above, in the order sent.
+    pub extra: Vec<(String, Value)>,
+}
+
+/// Why a body is not a notification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The bytes are not JSON (syntax error, truncated, invalid UTF-8, too deep).
+    #[error("body is not valid JSON: {message}")]
+    InvalidJson { message: String },
+    /// The JSON does not have the shape of a notification.
+    #[error("{path}: {message}")]
+    InvalidShape { path: String, message: String },
+}
+
+/// Parses a raw webhook body.
+pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let notification = serde_path_to_error::deserialize(&mut json).map_err(shape_error)?;
+    json.end().map_err(|e| PayloadError::InvalidJson {
+        message: e.to_string(),
+    })?;
+    Ok(notification)
+}
+
+fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> PayloadError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if !inner.is_data() {
+        return PayloadError::InvalidJson {
+            message: inner.to_string(),
+        };
+    }
+    // serde_json appends " at line L column C"; the path says where more usefully.
+    let message = inner.to_string();
+    let message = match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message,
+    };
+    // A missing field is reported at its parent; name the field itself instead.
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        let path = if path == "." {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return PayloadError::InvalidShape {
+            path,
+            message: "missing field".to_string(),
+        };
+    }
+    let path = if path == "." {
+        "body".to_string()
+    } else {
+        path
+    };
+    PayloadError::InvalidShape { path, message }
+}
+
+/// Reads the entries of a JSON object, one call per key, refusing repeated keys.
+fn read_object<'de, A, F>(mut map: A, mut on_entry: F) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    F: FnMut(&str, &mut A) -> Result<(), A::Error>,
+{
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(key) = map.next_key::<String>()? {
+        if seen.iter().any(|k| k == &key) {
+            return Err(de::Error::custom(format!("duplicate field `{key}`")));
+        }
+        on_entry(&key, &mut map)?;
+        seen.push(key);
+    }
+    Ok(())
+}
+
+fn required<T, E: de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
+    value.ok_or_else(|| de::Error::missing_field(name))
+}
+
+impl<'de> Deserialize<'de> for Notification {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NotificationVisitor;
+        impl<'de> Visitor<'de> for NotificationVisitor {
+            type Value = Notification;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a customer notification object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Notification, A::Error> {
+                let (mut date, mut customer, mut changes) = (None, None, None);
+                let mut extra = Vec::new();
+                read_object(map, |key, map| {
+                    match key {
+                        "ChangeDateTime" => date = Some(map.next_value::<String>()?),
+                        "Customer" => customer = Some(map.next_value::<Customer>()?),
+                        "Changes" => changes = Some(map.next_value::<Vec<Change>>()?),
+                        _ => extra.push((key.to_string(), map.next_value::<Value>()?)),
+                    }
+                    Ok(())
+                })?;
+                Ok(Notification {
+                    change_date_time: required(date, "ChangeDateTime")?,
+                    customer: required(customer, "Customer")?,
+                    changes: required(changes, "Changes")?,
+                    extra,
+                })
+            }
+        }
+        deserializer.deserialize_map(NotificationVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Customer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CustomerVisitor;
+        impl<'de> Visitor<'de> for CustomerVisitor {
+            type Value = Customer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a customer object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Customer, A::Error> {
+                let mut id = None;
+                let mut fields = Vec::new();
+                read_object(map, |key, map| {
+                    match key {
+                        "Id" => id = Some(map.next_value::<i64>()?),
+                        _ => fields.push((key.to_string(), map.next_value::<Value>()?)),
+                    }
+                    Ok(())
+                })?;
+                Ok(Customer {
+                    id: required(id, "Id")?,
+                    fields,
+                })
+            }
+        }
+        deserializer.deserialize_map(CustomerVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChangeVisitor;
+        impl<'de> Visitor<'de> for ChangeVisitor {
+            type Value = Change;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a change object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Change, A::Error> {
+                let mut change_type = None;
+                let (mut old_value, mut new_value) = (Value::Null, Value::Null);
+                let mut extra = Vec::new();
+                read_object(map, |key, map| {
+                    match key {
+                        "ChangeType" => change_type = Some(map.next_value::<String>()?),
+                        "OldValue" => old_value = map.next_value::<Value>()?,
+                        "NewValue" => new_value = map.next_value::<Value>()?,
+                        _ => extra.push((key.to_string(), map.next_value::<Value>()?)),
+                    }
+                    Ok(())
+                })?;
+                Ok(Change {
+                    change_type: required(change_type, "ChangeType")?,
+                    old_value,
+                    new_value,
+                    extra,
+                })
+            }
+        }
+        deserializer.deserialize_map(ChangeVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shape(path: &str, message: &str) -> PayloadError {
+        PayloadError::InvalidShape {
+            path: path.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn parse_value(value: Value) -> Result<Notification, PayloadError> {
+        parse(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn parses_the_seed_sample_keeping_field_order() {
+        let body = include_bytes!("../tests/fixtures/seed_sample.json");
+        let n = parse(body).unwrap();
+        assert_eq!(n.change_date_time, "2018-11-16T10:46:20.7741026Z");
+        assert_eq!(n.customer.id, 862);
+        assert_eq!(n.customer.fields.len(), 20);
+        assert_eq!(n.customer.fields[0].0, "Title");
+        assert_eq!(n.customer.fields[19].0, "RestaurantSmsMarketingOptInText");
+        assert_eq!(n.changes.len(), 4);
+        assert_eq!(n.changes[1].change_type, "CustomerGroupEmailMarketingOptinChanged");
+        assert_eq!(n.changes[1].old_value, json!(true));
+        assert_eq!(n.changes[2].new_value, Value::Null);
+        assert!(n.extra.is_empty());
+    }
+
+    #[test]
+    fn keeps_unknown_fields_everywhere() {
+        let n = parse_value(json!({
+            "ChangeDateTime": "2018-11-12T10:15:00", "Source": "pos",
+            "Customer": {"Id": 1, "Nested": {"a": [1]}},
+            "Changes": [{"ChangeType": "X", "FieldName": "Email"}]
+        }))
+        .unwrap();
+        assert_eq!(n.extra, vec![("Source".to_string(), json!("pos"))]);
+        assert_eq!(n.customer.fields[0].1, json!({"a": [1]}));
+        assert_eq!(n.changes[0].extra[0].0, "FieldName");
+        assert_eq!(n.changes[0].old_value, Value::Null);
+    }
+
+    #[test]
+    fn names_the_missing_field_with_its_path() {
+        let err = parse_value(json!({
+            "ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1},
+            "Changes": [{"ChangeType": "A"}, {"OldValue": 1}]
+        }))
+        .unwrap_err();
+        assert_eq!(err, shape("Changes[1].ChangeType", "missing field"));
+        let err = parse_value(json!({"ChangeDateTime": "x", "Customer": {}, "Changes": []}));
+        assert_eq!(err.unwrap_err(), shape("Customer.Id", "missing field"));
+        let err = parse_value(json!({"Customer": {"Id": 1}, "Changes": []}));
+        assert_eq!(err.unwrap_err(), shape("ChangeDateTime", "missing field"));
+    }
+
+    #[test]
+    fn names_wrong_types_with_their_path() {
+        let err = parse_value(json!({
+            "ChangeDateTime": "x", "Customer": {"Id": "862"}, "Changes": []
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&err, PayloadError::InvalidShape { path, message }
+                if path == "Customer.Id" && message.contains("expected i64")),
+            "{err}"
+        );
+        let err = parse_value(json!({
+            "ChangeDateTime": "x", "Customer": {"Id": 1}, "Changes": {"ChangeType": "A"}
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&err, PayloadError::InvalidShape { path, message }
+                if path == "Changes" && message.contains("expected a sequence")),
+            "{err}"
+        );
+        let err = parse_value(json!({
+            "ChangeDateTime": "x", "Customer": {"Id": 1}, "Changes": [{"ChangeType": 5}]
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&err, PayloadError::InvalidShape { path, .. } if path == "Changes[0].ChangeType"),
+            "{err}"
+        );
+        let err = parse_value(json!([1, 2])).unwrap_err();
+        assert!(
+            matches!(&err, PayloadError::InvalidShape { path, .. } if path == "body"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_ids_outside_i64() {
+        let body = br#"{"ChangeDateTime":"x","Customer":{"Id":9223372036854775808},"Changes":[]}"#;
+        let err = parse(body).unwrap_err();
+        assert!(
+            matches!(&err, PayloadError::InvalidShape { path, .. } if path == "Customer.Id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_duplicate_keys() {
+        let body = br#"{"ChangeDateTime":"x","Customer":{"Id":1,"Id":2},"Changes":[]}"#;
+        let err = parse(body).unwrap_err();
+        assert_eq!(err, shape("Customer", "duplicate field `Id`"));
+        let body = br#"{"ChangeDateTime":"x","Customer":{"Id":1,"A":1,"A":2},"Changes":[]}"#;
+        assert_eq!(
+            parse(body).unwrap_err(),
+            shape("Customer", "duplicate field `A`")
+        );
+    }
+
+    #[test]
+    fn reports_syntax_errors_as_invalid_json() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"not json",
+            b"{\"ChangeDateTime\": \"\xff\"}",
+            b"{} trailing",
+        ] {
+            let err = parse(body).unwrap_err();
+            assert!(
+                matches!(err, PayloadError::InvalidJson { .. }),
+                "{body:?}: {err}"
+            );
+        }
+        let deep = format!(
+            r#"{{"ChangeDateTime":"x","Customer":{{"Id":1,"A":{}}},"Changes":[]}}"#,
+            "[".repeat(10_000)
+        );
+        assert!(matches!(
+            parse(deep.as_bytes()).unwrap_err(),
+            PayloadError::InvalidJson { .. }
+        ));
+    }
+}

@@ -1,0 +1,230 @@
+//! Which Kafka topics a change type goes to. Pure: no I/O.
+//!
+//! An event goes to every topic of every route whose patterns match its change type
+//! (fan-out, each topic once, in route order), or to the unmatched topic when none
+//! matches. An event with no change type (a notification without changes) matches
+//! no route and goes to the unmatched topic. The table is built by
+//! [`crate::config::routes`], which validates the routing file.
+
+use std::collections::BTreeSet;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+/// One `[[routes]]` entry with its patterns compiled.
+#[derive(Debug, Clone)]
+pub struct Route {
+    name: String,
+    patterns: Vec<String>,
+    matcher: GlobSet,
+    topics: Vec<String>,
+}
+
+impl Route {
+    /// Compiles the change type patterns (globs: `*`, `?`, `[abc]`, `{a,b}`).
+    /// Topics are kept in order with repeats removed.
+    pub fn new(
+        name: impl Into<String>,
+        patterns: Vec<String>,
+        topics: Vec<String>,
+    ) -> Result<Self, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &patterns {
+            builder.add(Glob::new(pattern)?);
+        }
+        let mut unique_topics: Vec<String> = Vec::with_capacity(topics.len());
+        for topic in topics {
+            if !unique_topics.contains(&topic) {
+                unique_topics.push(topic);
+            }
+        }
+        Ok(Route {
+            name: name.into(),
+            patterns,
+            matcher: builder.build()?,
+            topics: unique_topics,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn matches(&self, change_type: &str) -> bool {
+        self.matcher.is_match(change_type)
+    }
+}
+
+/// The routes of a routing file plus the topic for events no route matches.
+#[derive(Debug, Clone)]
+pub struct RoutingTable {
+    routes: Vec<Route>,
+    unmatched_topic: String,
+}
+
+impl RoutingTable {
+    pub fn new(routes: Vec<Route>, unmatched_topic: impl Into<String>) -> Self {
+        RoutingTable {
+            routes,
+            unmatched_topic: unmatched_topic.into(),
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn unmatched_topic(&self) -> &str {
+        &self.unmatched_topic
+    }
+
+    /// The topics an event of this change type goes to; never empty.
+    pub fn topics_for(&self, change_type: Option<&str>) -> Vec<&str> {
+        let mut topics: Vec<&str> = Vec::new();
+        if let Some(change_type) = change_type {
+            for route in self.routes.iter().filter(|r| r.matches(change_type)) {
+                for topic in &route.topics {
+                    if !topics.contains(&topic.as_str()) {
+                        topics.push(topic);
+                    }
+                }
+            }
+        }
+        if topics.is_empty() {
+            topics.push(&self.unmatched_topic);
+        }
+        topics
+    }
+
+    /// Every topic the table can send to, the unmatched one included.
+    pub fn all_topics(&self) -> BTreeSet<&str> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.topics.iter().map(String::as_str))
+            .chain([self.unmatched_topic.as_str()])
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn example() -> RoutingTable {
+        RoutingTable::new(
+            vec![
+                Route::new(
+                    "contact",
+                    strings(&["CustomerEmailChanged", "CustomerSmsChanged"]),
+                    strings(&["contact"]),
+                )
+                .unwrap(),
+                Route::new(
+                    "marketing",
+                    strings(&["Customer*Marketing*Changed"]),
+                    strings(&["marketing", "audit"]),
+                )
+                .unwrap(),
+                Route::new("email-audit", strings(&["*Email*"]), strings(&["audit", "email"]))
+                    .unwrap(),
+            ],
+            "unrouted",
+        )
+    }
+
+    #[test]
+    fn exact_names_and_globs_match() {
+        let table = example();
+        assert_eq!(table.topics_for(Some("CustomerSmsChanged")), ["contact"]);
+        assert_eq!(
+            table.topics_for(Some("CustomerGroupSmsMarketingOptinChanged")),
+            ["marketing", "audit"]
+        );
+    }
+
+    #[test]
+    fn fans_out_across_routes_with_each_topic_once() {
+        let table = example();
+        assert_eq!(
+            table.topics_for(Some("CustomerEmailChanged")),
+            ["contact", "audit", "email"]
+        );
+        assert_eq!(
+            table.topics_for(Some("CustomerRestaurantEmailMarketingDateChanged")),
+            ["marketing", "audit", "email"]
+        );
+    }
+
+    #[test]
+    fn unmatched_and_missing_change_types_go_to_the_unmatched_topic() {
+        let table = example();
+        assert_eq!(table.topics_for(Some("CustomerCreated")), ["unrouted"]);
+        assert_eq!(table.topics_for(None), ["unrouted"]);
+        assert_eq!(table.topics_for(Some("")), ["unrouted"]);
+    }
+
+    #[test]
+    fn matching_is_case_sensitive() {
+        assert_eq!(example().topics_for(Some("customersmschanged")), ["unrouted"]);
+    }
+
+    #[test]
+    fn repeated_topics_in_a_route_are_kept_once() {
+        let route = Route::new("r", strings(&["A"]), strings(&["t", "u", "t"])).unwrap();
+        assert_eq!(route.topics(), ["t", "u"]);
+    }
+
+    #[test]
+    fn invalid_globs_are_refused() {
+        assert!(Route::new("r", strings(&["Customer[Email"]), strings(&["t"])).is_err());
+    }
+
+    #[test]
+    fn all_topics_lists_each_topic_once() {
+        let all: Vec<&str> = example().all_topics().into_iter().collect();
+        assert_eq!(all, ["audit", "contact", "email", "marketing", "unrouted"]);
+    }
+
+    proptest! {
+        #[test]
+        fn topics_are_never_empty_and_never_repeat(change_type in proptest::option::of("[A-Za-z*]{0,30}")) {
+            let table = example();
+            let topics = table.topics_for(change_type.as_deref());
+            prop_assert!(!topics.is_empty());
+            let unique: BTreeSet<&str> = topics.iter().copied().collect();
+            prop_assert_eq!(unique.len(), topics.len());
+        }
+
+        #[test]
+        fn a_star_route_takes_everything(change_type in "[A-Za-z0-9]{1,30}") {
+            let table = RoutingTable::new(
+                vec![Route::new("all", strings(&["*"]), strings(&["all"])).unwrap()],
+                "unrouted",
+            );
+            prop_assert_eq!(table.topics_for(Some(&change_type)), vec!["all"]);
+        }
+
+        #[test]
+        fn prefix_globs_match_exactly_the_prefixed(suffix in "[A-Za-z]{0,20}", other in "[a-z][A-Za-z]{0,20}") {
+            let table = RoutingTable::new(
+                vec![Route::new("p", strings(&["Customer*"]), strings(&["p"])).unwrap()],
+                "unrouted",
+            );
+            let prefixed = format!("Customer{suffix}");
+            prop_assert_eq!(table.topics_for(Some(&prefixed)), vec!["p"]);
+            prop_assert_eq!(table.topics_for(Some(&other)), vec!["unrouted"]);
+        }
+    }
+}
