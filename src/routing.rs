@@ -193,7 +193,8 @@ mod tests {
 
     #[test]
     fn all_topics_lists_each_topic_once() {
-        let all: Vec<&str> = example().all_topics().into_iter().collect();
+        let table = example();
+        let all: Vec<&str> = table.all_topics().into_iter().collect();
         assert_eq!(all, ["audit", "contact", "email", "marketing", "unrouted"]);
     }
 
