@@ -52,7 +52,10 @@ impl RunningServer {
 }
 
 /// Binds `settings.server.listen` and serves until [`RunningServer::shutdown`].
-pub async fn start(settings: &Settings, routing: RoutingTable) -> Result<RunningServer, StartError> {
+pub async fn start(
+    settings: &Settings,
+    routing: RoutingTable,
+) -> Result<RunningServer, StartError> {
     let sink = Arc::new(KafkaSink::new(&settings.kafka)?);
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)

@@ -50,7 +50,12 @@ pub fn route_table(routing: &RoutingTable) -> String {
         "anything no route matches".into(),
         routing.unmatched_topic().to_string(),
     ]);
-    let width = |column: usize| rows.iter().map(|r| r[column].chars().count()).max().unwrap_or(0);
+    let width = |column: usize| {
+        rows.iter()
+            .map(|r| r[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
     let (name_width, types_width) = (width(0), width(1));
     rows.iter()
         .map(|[name, types, topics]| {
@@ -83,7 +88,10 @@ mod tests {
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
         let explained = explain(body, &table, Utc::now()).unwrap();
         let topics: Vec<Vec<&str>> = explained.iter().map(|e| e.topics.clone()).collect();
-        assert_eq!(topics, [["contact"], ["marketing"], ["marketing"], ["marketing"]]);
+        assert_eq!(
+            topics,
+            [["contact"], ["marketing"], ["marketing"], ["marketing"]]
+        );
         assert!(explained.iter().all(|e| e.key == "862"));
     }
 

@@ -166,7 +166,9 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingTable), Failure> {
 
 async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure> {
     if settings.webhook.secrets.is_empty() {
-        warn!("webhook.secrets is empty: unsigned requests are accepted; set a secret in production");
+        warn!(
+            "webhook.secrets is empty: unsigned requests are accepted; set a secret in production"
+        );
     }
     let topics = routing.all_topics().len();
     let server = app::start(&settings, routing)
@@ -179,7 +181,10 @@ async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure>
         "webhook-connector listening; POST /webhooks/customer"
     );
     wait_for_stop_signal().await;
-    info!(grace_ms = settings.server.shutdown_grace_ms, "stopping: draining in-flight requests");
+    info!(
+        grace_ms = settings.server.shutdown_grace_ms,
+        "stopping: draining in-flight requests"
+    );
     server.shutdown().await;
     Ok(())
 }

@@ -91,7 +91,9 @@ impl Serialize for FlatEvent {
 /// Why a parsed notification cannot become events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
-    #[error("ChangeDateTime: {value:?} is not a date-time (expected e.g. 2018-11-16T10:46:20.7741026Z)")]
+    #[error(
+        "ChangeDateTime: {value:?} is not a date-time (expected e.g. 2018-11-16T10:46:20.7741026Z)"
+    )]
     InvalidChangeDateTime { value: String },
 }
 
@@ -111,7 +113,8 @@ pub fn normalize(
     let customer_id = notification.customer.id;
 
     let mut taken: HashSet<String> = FIXED_KEYS.iter().map(|k| k.to_string()).collect();
-    let mut shared = Vec::with_capacity(notification.customer.fields.len() + notification.extra.len());
+    let mut shared =
+        Vec::with_capacity(notification.customer.fields.len() + notification.extra.len());
     for (name, value) in &notification.customer.fields {
         let key = unique_key(&mut taken, format!("customer_{}", snake_case(name)));
         shared.push((key, customer_value(name, value)));
@@ -339,14 +342,22 @@ mod tests {
         let position = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
         assert!(position("event_id") < position("schema_version"));
         assert!(position("customer_id") < position("customer_title"));
-        assert!(position("customer_restaurant_sms_marketing_opt_in_text") < position("received_at"));
+        assert!(
+            position("customer_restaurant_sms_marketing_opt_in_text") < position("received_at")
+        );
     }
 
     #[test]
     fn every_timestamp_shape_normalizes_to_utc_with_z() {
         for (raw, expected) in [
-            ("2018-11-16T10:46:20.7741026Z", "2018-11-16T10:46:20.774102600Z"),
-            ("2018-11-16T10:46:20.7115562+00:00", "2018-11-16T10:46:20.711556200Z"),
+            (
+                "2018-11-16T10:46:20.7741026Z",
+                "2018-11-16T10:46:20.774102600Z",
+            ),
+            (
+                "2018-11-16T10:46:20.7115562+00:00",
+                "2018-11-16T10:46:20.711556200Z",
+            ),
             ("2018-11-16T12:46:20+02:00", "2018-11-16T10:46:20Z"),
             ("2018-11-12T10:15:00", "2018-11-12T10:15:00Z"),
             ("2018-11-12T09:31:00.0000000", "2018-11-12T09:31:00Z"),
@@ -355,7 +366,13 @@ mod tests {
             let time = parse_timestamp(raw).unwrap_or_else(|| panic!("{raw} must parse"));
             assert_eq!(format_timestamp(time), expected, "{raw}");
         }
-        for bad in ["", "yesterday", "2018-13-01T00:00:00", "2018-11-12", "2018-11-12T25:00:00Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2018-13-01T00:00:00",
+            "2018-11-12",
+            "2018-11-12T25:00:00Z",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
@@ -403,15 +420,22 @@ mod tests {
     #[test]
     fn values_keep_their_json_type_and_nested_ones_become_text() {
         let mut n = seed();
-        n.changes = [json!("s"), json!(false), json!(12.5), Value::Null, json!({"a": 1}), json!([1, 2])]
-            .into_iter()
-            .map(|v| Change {
-                change_type: "T".into(),
-                old_value: v.clone(),
-                new_value: v,
-                extra: vec![],
-            })
-            .collect();
+        n.changes = [
+            json!("s"),
+            json!(false),
+            json!(12.5),
+            Value::Null,
+            json!({"a": 1}),
+            json!([1, 2]),
+        ]
+        .into_iter()
+        .map(|v| Change {
+            change_type: "T".into(),
+            old_value: v.clone(),
+            new_value: v,
+            extra: vec![],
+        })
+        .collect();
         let values: Vec<Value> = normalize(&n, received())
             .unwrap()
             .into_iter()
@@ -419,7 +443,14 @@ mod tests {
             .collect();
         assert_eq!(
             values,
-            vec![json!("s"), json!(false), json!(12.5), Value::Null, json!("{\"a\":1}"), json!("[1,2]")]
+            vec![
+                json!("s"),
+                json!(false),
+                json!(12.5),
+                Value::Null,
+                json!("{\"a\":1}"),
+                json!("[1,2]")
+            ]
         );
     }
 
@@ -458,7 +489,10 @@ mod tests {
     fn snake_case_examples() {
         for (raw, expected) in [
             ("RelatedProviderId", "related_provider_id"),
-            ("GroupEmailMarketingOptInDateTime", "group_email_marketing_opt_in_date_time"),
+            (
+                "GroupEmailMarketingOptInDateTime",
+                "group_email_marketing_opt_in_date_time",
+            ),
             ("Id", "id"),
             ("SMSOptIn", "sms_opt_in"),
             ("Address2Line", "address2_line"),

@@ -242,7 +242,10 @@ mod tests {
         assert_eq!(n.customer.fields[0].0, "Title");
         assert_eq!(n.customer.fields[18].0, "RestaurantSmsMarketingOptInText");
         assert_eq!(n.changes.len(), 4);
-        assert_eq!(n.changes[1].change_type, "CustomerGroupEmailMarketingOptinChanged");
+        assert_eq!(
+            n.changes[1].change_type,
+            "CustomerGroupEmailMarketingOptinChanged"
+        );
         assert_eq!(n.changes[1].old_value, json!(true));
         assert_eq!(n.changes[2].new_value, Value::Null);
         assert!(n.extra.is_empty());

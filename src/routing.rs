@@ -137,8 +137,12 @@ mod tests {
                     strings(&["marketing", "audit"]),
                 )
                 .unwrap(),
-                Route::new("email-audit", strings(&["*Email*"]), strings(&["audit", "email"]))
-                    .unwrap(),
+                Route::new(
+                    "email-audit",
+                    strings(&["*Email*"]),
+                    strings(&["audit", "email"]),
+                )
+                .unwrap(),
             ],
             "unrouted",
         )
@@ -177,7 +181,10 @@ mod tests {
 
     #[test]
     fn matching_is_case_sensitive() {
-        assert_eq!(example().topics_for(Some("customersmschanged")), ["unrouted"]);
+        assert_eq!(
+            example().topics_for(Some("customersmschanged")),
+            ["unrouted"]
+        );
     }
 
     #[test]

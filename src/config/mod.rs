@@ -21,9 +21,18 @@ pub const ENV_PREFIX: &str = "CONNECTOR";
 /// "200 means acknowledged by every in-sync replica" or fight a setting above.
 const RESERVED_PROPERTIES: [(&str, &str); 5] = [
     ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
-    ("message.timeout.ms", "set kafka.delivery_timeout_ms instead"),
-    ("delivery.timeout.ms", "set kafka.delivery_timeout_ms instead"),
-    ("enable.idempotence", "the connector always produces idempotently"),
+    (
+        "message.timeout.ms",
+        "set kafka.delivery_timeout_ms instead",
+    ),
+    (
+        "delivery.timeout.ms",
+        "set kafka.delivery_timeout_ms instead",
+    ),
+    (
+        "enable.idempotence",
+        "the connector always produces idempotently",
+    ),
     ("acks", "the connector always waits for acks=all"),
 ];
 
@@ -200,7 +209,10 @@ impl Settings {
             return invalid("server.max_in_flight", "must be at least 1");
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
-            return invalid("kafka.bootstrap_servers", "must list at least one host:port");
+            return invalid(
+                "kafka.bootstrap_servers",
+                "must list at least one host:port",
+            );
         }
         if !(1..=3_600_000).contains(&self.kafka.delivery_timeout_ms) {
             return invalid(
@@ -251,8 +263,8 @@ mod tests {
 
     #[test]
     fn the_shipped_default_file_loads() {
-        let settings = Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[]))
-            .unwrap();
+        let settings =
+            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[])).unwrap();
         assert_eq!(settings.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(settings.kafka.delivery_timeout_ms, 10_000);
         assert_eq!(settings.routing.file, PathBuf::from("config/routes.toml"));
@@ -289,9 +301,15 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = load_text("[server]\nlisten_on = \"127.0.0.1:1\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("unknown field `listen_on`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `listen_on`"),
+            "{err}"
+        );
         let err = load_text("", &[("CONNECTOR__KAFKA__BOOTSTRAP", "x")]).unwrap_err();
-        assert!(err.to_string().contains("unknown field `bootstrap`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `bootstrap`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -307,9 +325,18 @@ mod tests {
         for (text, key) in [
             ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
             ("[server]\nmax_in_flight = 0\n", "server.max_in_flight"),
-            ("[kafka]\ndelivery_timeout_ms = 0\n", "kafka.delivery_timeout_ms"),
-            ("[kafka]\nbootstrap_servers = \" \"\n", "kafka.bootstrap_servers"),
-            ("[kafka.properties]\nacks = \"1\"\n", "kafka.properties.\"acks\""),
+            (
+                "[kafka]\ndelivery_timeout_ms = 0\n",
+                "kafka.delivery_timeout_ms",
+            ),
+            (
+                "[kafka]\nbootstrap_servers = \" \"\n",
+                "kafka.bootstrap_servers",
+            ),
+            (
+                "[kafka.properties]\nacks = \"1\"\n",
+                "kafka.properties.\"acks\"",
+            ),
             (
                 "[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
                 "kafka.properties.\"enable.idempotence\"",

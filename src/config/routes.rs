@@ -95,7 +95,10 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutesError> {
             .try_into()
             .map_err(|e: toml::de::Error| invalid(&named, toml_message(&e, None)))?;
         if entry.name.trim().is_empty() {
-            return Err(invalid(&format!("{named}.name"), "must not be empty".into()));
+            return Err(invalid(
+                &format!("{named}.name"),
+                "must not be empty".into(),
+            ));
         }
         if routes.iter().any(|r| r.name() == entry.name) {
             return Err(invalid(
@@ -124,8 +127,12 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutesError> {
         for topic in &entry.topics {
             validate_topic(topic).map_err(|m| invalid(&format!("{named}.topics"), m))?;
         }
-        let route = Route::new(entry.name, entry.change_types, entry.topics)
-            .map_err(|e| invalid(&format!("{named}.change_types"), format!("invalid glob: {e}")))?;
+        let route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
+            invalid(
+                &format!("{named}.change_types"),
+                format!("invalid glob: {e}"),
+            )
+        })?;
         routes.push(route);
     }
     Ok(RoutingTable::new(routes, unmatched.topic))
@@ -139,7 +146,9 @@ pub fn validate_topic(topic: &str) -> Result<(), String> {
         ));
     }
     if topic == "." || topic == ".." {
-        return Err(format!("invalid topic {topic:?}: `.` and `..` are not allowed"));
+        return Err(format!(
+            "invalid topic {topic:?}: `.` and `..` are not allowed"
+        ));
     }
     if let Some(bad) = topic
         .chars()
@@ -214,7 +223,10 @@ mod tests {
     fn requires_the_unmatched_topic() {
         let text = EXAMPLE.replace("[unmatched]\n        topic = \"customer.unrouted\"", "");
         let err = error_of(&text);
-        assert!(err.starts_with("routes.toml: [unmatched]: missing"), "{err}");
+        assert!(
+            err.starts_with("routes.toml: [unmatched]: missing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -237,7 +249,10 @@ mod tests {
             "{err}"
         );
         let err = error_of(&EXAMPLE.replace("[\"customer.contact-details\"]", "[]"));
-        assert!(err.contains("routes[0] (\"contact-details\").topics: empty"), "{err}");
+        assert!(
+            err.contains("routes[0] (\"contact-details\").topics: empty"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -260,7 +275,10 @@ mod tests {
         let err = error_of(&EXAMPLE.replace("name = \"contact-details\"", ""));
         assert!(err.contains("routes[0]: missing field `name`"), "{err}");
         let err = error_of(&EXAMPLE.replace("[\"customer.contact-details\"]", "\"one\""));
-        assert!(err.contains("routes[0] (\"contact-details\"): invalid type"), "{err}");
+        assert!(
+            err.contains("routes[0] (\"contact-details\"): invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,7 +290,10 @@ mod tests {
             (&"t".repeat(250), "1 to 249"),
         ] {
             let err = error_of(&EXAMPLE.replace("customer.audit", topic));
-            assert!(err.contains("routes[1] (\"marketing-opt-ins\").topics: invalid topic"), "{err}");
+            assert!(
+                err.contains("routes[1] (\"marketing-opt-ins\").topics: invalid topic"),
+                "{err}"
+            );
             assert!(err.contains(why), "{err}");
         }
         let err = error_of(&EXAMPLE.replace("customer.unrouted", "a/b"));

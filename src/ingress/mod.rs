@@ -65,13 +65,12 @@ pub fn routes(
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_state)
-        .then(|state: Arc<Ingress>| async move {
+    let readyz = warp::path!("readyz").and(warp::get()).and(with_state).then(
+        |state: Arc<Ingress>| async move {
             let report = state.readiness.check(&state.sink, &state.routing).await;
             report.into_response()
-        });
+        },
+    );
     webhook
         .or(healthz)
         .unify()

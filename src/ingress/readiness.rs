@@ -60,8 +60,12 @@ impl Readiness {
 async fn probe(sink: Arc<KafkaSink>, routing: &RoutingTable) -> Report {
     let topics: Vec<String> = routing.all_topics().into_iter().map(String::from).collect();
     let result = tokio::task::spawn_blocking(move || {
-        admin::missing_topics(sink.producer(), topics.iter().map(String::as_str), METADATA_TIMEOUT)
-            .map(|missing| missing.into_iter().map(String::from).collect::<Vec<_>>())
+        admin::missing_topics(
+            sink.producer(),
+            topics.iter().map(String::as_str),
+            METADATA_TIMEOUT,
+        )
+        .map(|missing| missing.into_iter().map(String::from).collect::<Vec<_>>())
     })
     .await;
     let reasons = match result {

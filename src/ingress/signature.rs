@@ -20,7 +20,11 @@ pub enum SignatureError {
 }
 
 /// Checks `header` against the HMAC-SHA1 of `body` under each secret.
-pub fn verify(secrets: &[String], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
+pub fn verify(
+    secrets: &[String],
+    header: Option<&[u8]>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let hex_digest = header
         .strip_prefix(b"sha1=")
@@ -63,7 +67,10 @@ mod tests {
         // HMAC-SHA1("key", "The quick brown fox jumps over the lazy dog"): the widely
         // published example value.
         let body = b"The quick brown fox jumps over the lazy dog";
-        assert_eq!(sign("key", body), "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9");
+        assert_eq!(
+            sign("key", body),
+            "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        );
         let header = b"sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9";
         assert_eq!(verify(&secrets(&["key"]), Some(header), body), Ok(()));
     }
@@ -71,18 +78,40 @@ mod tests {
     #[test]
     fn accepts_any_secret_and_either_case() {
         let body = b"{}";
-        let header = sign("second", body).to_uppercase().replace("SHA1=", "sha1=");
-        assert_eq!(verify(&secrets(&["first", "second"]), Some(header.as_bytes()), body), Ok(()));
+        let header = sign("second", body)
+            .to_uppercase()
+            .replace("SHA1=", "sha1=");
+        assert_eq!(
+            verify(
+                &secrets(&["first", "second"]),
+                Some(header.as_bytes()),
+                body
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn refuses_changed_bodies_and_bad_headers() {
         let header = sign("key", b"{\"a\":1}");
         let keys = secrets(&["key"]);
-        assert_eq!(verify(&keys, Some(header.as_bytes()), b"{\"a\":2}"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&keys, Some(header.as_bytes()), b"{\"a\":2}"),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(&keys, None, b"{}"), Err(SignatureError::Missing));
-        for bad in ["", "sha1=", "sha256=00", "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9", "sha1=zz7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"] {
-            assert_eq!(verify(&keys, Some(bad.as_bytes()), b"{}"), Err(SignatureError::Malformed), "{bad}");
+        for bad in [
+            "",
+            "sha1=",
+            "sha256=00",
+            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9",
+            "sha1=zz7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9",
+        ] {
+            assert_eq!(
+                verify(&keys, Some(bad.as_bytes()), b"{}"),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
         }
     }
 }

@@ -64,7 +64,13 @@ pub async fn create_topics(
         .map_err(unreachable)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication_factor)))
+        .map(|name| {
+            NewTopic::new(
+                name,
+                partitions,
+                TopicReplication::Fixed(replication_factor),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = client

@@ -210,10 +210,19 @@ fn is_retriable(error: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;
     match error.rdkafka_error_code() {
         Some(
-            UnknownTopicOrPartition | UnknownTopic | TopicAuthorizationFailed
-            | ClusterAuthorizationFailed | MessageSizeTooLarge | InvalidMessageSize
-            | InvalidMessage | InvalidRecord | InvalidTopic | UnknownPartition
-            | InvalidArgument | Authentication | SaslAuthenticationFailed,
+            UnknownTopicOrPartition
+            | UnknownTopic
+            | TopicAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | MessageSizeTooLarge
+            | InvalidMessageSize
+            | InvalidMessage
+            | InvalidRecord
+            | InvalidTopic
+            | UnknownPartition
+            | InvalidArgument
+            | Authentication
+            | SaslAuthenticationFailed,
         ) => false,
         _ => true,
     }
@@ -226,9 +235,15 @@ mod tests {
     #[test]
     fn classifies_kafka_errors() {
         let produce = |code| KafkaError::MessageProduction(code);
-        assert!(!is_retriable(&produce(RDKafkaErrorCode::UnknownTopicOrPartition)));
-        assert!(!is_retriable(&produce(RDKafkaErrorCode::TopicAuthorizationFailed)));
-        assert!(!is_retriable(&produce(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(!is_retriable(&produce(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
+        assert!(!is_retriable(&produce(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
+        assert!(!is_retriable(&produce(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        )));
         assert!(is_retriable(&produce(RDKafkaErrorCode::MessageTimedOut)));
         assert!(is_retriable(&produce(RDKafkaErrorCode::AllBrokersDown)));
         assert!(is_retriable(&produce(RDKafkaErrorCode::NotEnoughReplicas)));

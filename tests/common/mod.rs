@@ -1,0 +1,242 @@
+//! Shared helpers of the integration tests: the broker address, unique topics, an
+//! in-process connector on a free loopback port, an HTTP client and a consumer
+//! that reads topics back over the Kafka protocol.
+//!
+//! The broker is started by `scripts/test.sh`, which exports its address as
+//! `WEBHOOK_CONNECTOR_TEST_KAFKA`. Without it these tests fail; they never skip.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use webhook_connector::app::{self, RunningServer};
+use webhook_connector::config::{routes, KafkaSettings, Settings};
+use webhook_connector::sink::admin;
+
+pub const KAFKA_ENV: &str = "WEBHOOK_CONNECTOR_TEST_KAFKA";
+
+/// The test broker's `host:port`; panics with instructions when there is none.
+pub fn kafka() -> String {
+    std::env::var(KAFKA_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{KAFKA_ENV} is not set: these tests need a Kafka-compatible broker. \
+             Run them with `scripts/test.sh`, which starts one."
+        )
+    })
+}
+
+fn kafka_settings() -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: kafka(),
+        ..KafkaSettings::default()
+    }
+}
+
+/// A topic name no other test (or earlier run against the same broker) uses.
+pub fn unique_topic(label: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test.{label}.{}-{nanos}-{n}", std::process::id())
+}
+
+/// Creates single-partition topics, so reading one back gives production order.
+pub async fn create_topics(topics: &[&str]) {
+    let outcomes = admin::create_topics(&kafka_settings(), topics, 1, 1)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create topics on the test broker: {e}"));
+    assert_eq!(outcomes.len(), topics.len());
+}
+
+/// A connector running in this process on a free loopback port.
+pub struct Connector {
+    pub server: RunningServer,
+    pub url: String,
+}
+
+impl Connector {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("{}/webhooks/customer", self.url)
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// Settings for a test connector: loopback, port 0, the test broker.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.kafka = kafka_settings();
+    settings
+}
+
+/// Starts a connector with `routes_toml` as its routing file.
+pub async fn start_connector(settings: Settings, routes_toml: &str) -> Connector {
+    let routing = routes::parse(routes_toml, "test-routes.toml").expect("test routes are valid");
+    let server = app::start(&settings, routing)
+        .await
+        .expect("connector starts");
+    let url = format!("http://{}", server.addr());
+    Connector { server, url }
+}
+
+/// A routing file: one route per `(name, change_types, topics)`, and the unmatched topic.
+pub fn routes_toml(unmatched: &str, routes: &[(&str, &[&str], &[&str])]) -> String {
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!("[unmatched]\ntopic = {unmatched:?}\n");
+    for (name, change_types, topics) in routes {
+        text.push_str(&format!(
+            "\n[[routes]]\nname = {name:?}\nchange_types = [{}]\ntopics = [{}]\n",
+            list(change_types),
+            list(topics)
+        ));
+    }
+    text
+}
+
+/// An HTTP answer: status, headers and the body parsed as JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+/// POSTs `body` as `application/json` with extra headers.
+pub async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Answer {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    answer(request.send().await.expect("the connector answers")).await
+}
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("a complete body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "status {status}: body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Answer {
+        status,
+        headers,
+        json,
+    }
+}
+
+/// The seed sample notification as bytes.
+pub fn seed_sample() -> Vec<u8> {
+    std::fs::read("tests/fixtures/seed_sample.json").expect("fixture exists")
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<String>,
+    pub value: Value,
+    /// Header name -> value; `None` for a header with a null value.
+    pub headers: BTreeMap<String, Option<String>>,
+}
+
+/// Reads a single-partition topic from the beginning: waits up to 15 s for
+/// `count` records, then keeps reading for `settle` so extra records show up too.
+fn read(topic: &str, count: usize, settle: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique_topic("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer is created");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).expect("partition is assigned");
+    let mut deadline = Instant::now() + Duration::from_secs(15);
+    let mut settling = false;
+    let mut records = Vec::new();
+    while Instant::now() < deadline {
+        if !settling && records.len() >= count {
+            settling = true;
+            deadline = Instant::now() + settle;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
+            Some(Ok(message)) => records.push(to_record(&message)),
+        }
+    }
+    records
+}
+
+fn to_record(message: &impl Message) -> Record {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(text)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: message.topic().to_string(),
+        key: message.key().map(text),
+        value: serde_json::from_slice(message.payload().unwrap_or_default())
+            .expect("record value is JSON"),
+        headers,
+    }
+}
+
+/// At least `count` records of `topic`, from its beginning.
+pub fn read_topic(topic: &str, count: usize) -> Vec<Record> {
+    let records = read(topic, count, Duration::ZERO);
+    assert!(
+        records.len() >= count,
+        "topic {topic}: {} of {count} records after 15 s",
+        records.len()
+    );
+    records
+}
+
+/// Exactly `count` records of `topic`: fails when fewer arrive or more follow.
+pub fn read_exactly(topic: &str, count: usize) -> Vec<Record> {
+    let records = read(topic, count, Duration::from_millis(1500));
+    assert_eq!(
+        records.len(),
+        count,
+        "topic {topic}: expected exactly {count} records: {records:#?}"
+    );
+    records
+}

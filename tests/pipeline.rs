@@ -1,0 +1,576 @@
+//! End to end against a real broker: HTTP in, records read back over the Kafka protocol.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// A notification for customer `id` with the given changes.
+fn notification(id: i64, change_date_time: &str, changes: Value) -> String {
+    json!({
+        "ChangeDateTime": change_date_time,
+        "Customer": {"Id": id, "FirstName": "Ada", "Email": "ada@example.com"},
+        "Changes": changes,
+    })
+    .to_string()
+}
+
+fn event_ids(answer: &Answer) -> Vec<String> {
+    answer.json["event_ids"]
+        .as_array()
+        .expect("event_ids is an array")
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn seed_sample_reaches_the_routed_topics_with_key_headers_and_every_field() {
+    let contact = unique_topic("contact");
+    let marketing = unique_topic("marketing");
+    let unrouted = unique_topic("unrouted");
+    create_topics(&[&contact, &marketing, &unrouted]).await;
+    let routes = routes_toml(
+        &unrouted,
+        &[
+            (
+                "contact",
+                &["CustomerEmailChanged", "CustomerSmsChanged"],
+                &[&contact],
+            ),
+            ("marketing", &["Customer*Marketing*Changed"], &[&marketing]),
+        ],
+    );
+    let connector = start_connector(test_settings(), &routes).await;
+
+    let before = chrono::Utc::now();
+    let answer = post(&connector.endpoint(), seed_sample(), &[]).await;
+    let after = chrono::Utc::now();
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    assert_eq!(answer.json["events"], json!(4));
+    let ids = event_ids(&answer);
+    assert_eq!(ids.len(), 4);
+
+    let contact_records = read_exactly(&contact, 1);
+    let marketing_records = read_exactly(&marketing, 3);
+    assert!(read_exactly(&unrouted, 0).is_empty());
+
+    let sms = &contact_records[0];
+    assert_eq!(sms.key.as_deref(), Some("862"));
+    assert_eq!(sms.headers["event_id"].as_deref(), Some(ids[0].as_str()));
+    assert_eq!(
+        sms.headers["change_type"].as_deref(),
+        Some("CustomerSmsChanged")
+    );
+    assert_eq!(sms.headers["schema_version"].as_deref(), Some("1"));
+    assert_eq!(
+        sms.headers["content-type"].as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(sms.headers.len(), 4);
+
+    let received_at = sms.value["received_at"].as_str().unwrap().to_string();
+    let received = chrono::DateTime::parse_from_rfc3339(&received_at).unwrap();
+    assert!(received >= before - chrono::Duration::milliseconds(1) && received <= after);
+    assert!(received_at.ends_with('Z'));
+    assert_eq!(
+        sms.value,
+        json!({
+            "event_id": ids[0],
+            "schema_version": 1,
+            "change_type": "CustomerSmsChanged",
+            "change_index": 0,
+            "change_count": 4,
+            "change_date_time": "2018-11-16T10:46:20.774102600Z",
+            "old_value": "2",
+            "new_value": "3",
+            "customer_id": 862,
+            "customer_title": "",
+            "customer_first_name": "Aardvark",
+            "customer_surname": "Anderson",
+            "customer_related_provider_id": 1044,
+            "customer_mobile_number": "3",
+            "customer_company": "Animalania",
+            "customer_email": "aardvark@example.com",
+            "customer_receive_group_email_marketing": false,
+            "customer_group_email_marketing_opt_in_date_time": null,
+            "customer_group_email_marketing_opt_in_text": null,
+            "customer_receive_group_sms_marketing": true,
+            "customer_group_sms_marketing_opt_in_date_time": "2018-11-12T10:15:00Z",
+            "customer_group_sms_marketing_opt_in_text":
+                "Would you like to receive news and offers from Laharna by SMS",
+            "customer_receive_restaurant_email_marketing": false,
+            "customer_restaurant_email_marketing_opt_in_date_time": null,
+            "customer_restaurant_email_marketing_opt_in_text": null,
+            "customer_receive_restaurant_sms_marketing": true,
+            "customer_restaurant_sms_marketing_opt_in_date_time": "2018-11-16T10:46:20.711556200Z",
+            "customer_restaurant_sms_marketing_opt_in_text":
+                "Would you like to receive news and offers from Testaurant by SMS",
+            "received_at": received_at,
+        })
+    );
+
+    let expected = [
+        (
+            "CustomerGroupEmailMarketingOptinChanged",
+            json!(true),
+            json!(false),
+        ),
+        (
+            "CustomerGroupEmailMarketingTextChanged",
+            json!("Would you like to receive news and offers from Laharna by Email"),
+            Value::Null,
+        ),
+        (
+            "CustomerGroupEmailMarketingDateChanged",
+            json!("2018-11-12T09:31:00.0000000"),
+            Value::Null,
+        ),
+    ];
+    for (i, (record, (change_type, old, new))) in marketing_records.iter().zip(expected).enumerate()
+    {
+        let index = i + 1;
+        assert_eq!(record.key.as_deref(), Some("862"));
+        assert_eq!(record.headers["change_type"].as_deref(), Some(change_type));
+        assert_eq!(
+            record.headers["event_id"].as_deref(),
+            Some(ids[index].as_str())
+        );
+        assert_eq!(record.value["event_id"], json!(ids[index]));
+        assert_eq!(record.value["change_type"], json!(change_type));
+        assert_eq!(record.value["change_index"], json!(index));
+        assert_eq!(record.value["change_count"], json!(4));
+        assert_eq!(record.value["old_value"], old);
+        assert_eq!(record.value["new_value"], new);
+        // Customer fields are the same snapshot in every event of the notification.
+        let customer = |v: &Value| {
+            v.as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with("customer_"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(customer(&record.value), customer(&sms.value));
+    }
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn fans_out_to_every_topic_of_every_matching_route() {
+    let contact = unique_topic("contact");
+    let audit = unique_topic("audit");
+    let unrouted = unique_topic("unrouted");
+    create_topics(&[&contact, &audit, &unrouted]).await;
+    let routes = routes_toml(
+        &unrouted,
+        &[
+            ("contact", &["CustomerEmailChanged"], &[&contact, &audit]),
+            ("audit-all", &["Customer*"], &[&audit]),
+        ],
+    );
+    let connector = start_connector(test_settings(), &routes).await;
+    let body = notification(
+        5,
+        "2018-11-16T10:46:20Z",
+        json!([
+            {"ChangeType": "CustomerEmailChanged", "OldValue": "a@x", "NewValue": "b@x"},
+            {"ChangeType": "CustomerSmsChanged", "OldValue": "1", "NewValue": "2"},
+        ]),
+    );
+    let answer = post(&connector.endpoint(), body, &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let ids = event_ids(&answer);
+
+    let contact_records = read_exactly(&contact, 1);
+    assert_eq!(contact_records[0].value["event_id"], json!(ids[0]));
+    // The email change matches both routes but reaches the audit topic once.
+    let audit_records = read_exactly(&audit, 2);
+    let audit_ids: Vec<&Value> = audit_records.iter().map(|r| &r.value["event_id"]).collect();
+    assert_eq!(audit_ids, [&json!(ids[0]), &json!(ids[1])]);
+    assert_eq!(audit_records[0].value, contact_records[0].value);
+    read_exactly(&unrouted, 0);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_change_types_and_empty_notifications_reach_the_unmatched_topic() {
+    let contact = unique_topic("contact");
+    let unrouted = unique_topic("unrouted");
+    create_topics(&[&contact, &unrouted]).await;
+    let routes = routes_toml(
+        &unrouted,
+        &[("contact", &["CustomerEmailChanged"], &[&contact])],
+    );
+    let connector = start_connector(test_settings(), &routes).await;
+
+    let unknown = notification(
+        7,
+        "2018-11-16T10:46:20Z",
+        json!([{"ChangeType": "CustomerLoyaltyTierChanged", "OldValue": "gold", "NewValue": "platinum"}]),
+    );
+    let answer = post(&connector.endpoint(), unknown, &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let empty = notification(8, "2018-11-16T10:47:00Z", json!([]));
+    let answer_empty = post(&connector.endpoint(), empty, &[]).await;
+    assert_eq!(answer_empty.status, 200, "{:?}", answer_empty.json);
+    assert_eq!(answer_empty.json["events"], json!(1));
+
+    let records = read_exactly(&unrouted, 2);
+    assert_eq!(
+        records[0].value["change_type"],
+        json!("CustomerLoyaltyTierChanged")
+    );
+    assert_eq!(records[0].value["new_value"], json!("platinum"));
+    assert_eq!(records[0].key.as_deref(), Some("7"));
+    let empty_event = &records[1].value;
+    assert_eq!(empty_event["event_id"], json!(event_ids(&answer_empty)[0]));
+    assert_eq!(empty_event["change_type"], Value::Null);
+    assert_eq!(empty_event["change_index"], json!(0));
+    assert_eq!(empty_event["change_count"], json!(0));
+    assert_eq!(empty_event["old_value"], Value::Null);
+    assert_eq!(empty_event["customer_email"], json!("ada@example.com"));
+    assert_eq!(records[1].headers["change_type"], None);
+    assert_eq!(records[1].key.as_deref(), Some("8"));
+    read_exactly(&contact, 0);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn every_timestamp_shape_and_value_type_survives_the_trip() {
+    let all = unique_topic("all");
+    let unrouted = unique_topic("unrouted");
+    create_topics(&[&all, &unrouted]).await;
+    let connector = start_connector(
+        test_settings(),
+        &routes_toml(&unrouted, &[("all", &["*"], &[&all])]),
+    )
+    .await;
+
+    let shapes = [
+        (
+            "2018-11-16T10:46:20.7741026Z",
+            "2018-11-16T10:46:20.774102600Z",
+        ),
+        (
+            "2018-11-16T10:46:20.7115562+00:00",
+            "2018-11-16T10:46:20.711556200Z",
+        ),
+        ("2018-11-12T10:15:00", "2018-11-12T10:15:00Z"),
+        ("2018-11-12T09:31:00.0000000", "2018-11-12T09:31:00Z"),
+    ];
+    let values = [
+        json!("text"),
+        json!(true),
+        json!(false),
+        json!(42),
+        json!(-1.5),
+        Value::Null,
+    ];
+    for (i, (raw, normalized)) in shapes.iter().enumerate() {
+        let body = json!({
+            "ChangeDateTime": raw,
+            "Customer": {"Id": 100 + i, "GroupSmsMarketingOptInDateTime": raw},
+            "Changes": values
+                .iter()
+                .map(|v| json!({"ChangeType": "CustomerThingChanged", "OldValue": v, "NewValue": v}))
+                .collect::<Vec<_>>(),
+        });
+        let answer = post(&connector.endpoint(), body.to_string(), &[]).await;
+        assert_eq!(answer.status, 200, "{raw}: {:?}", answer.json);
+        let records = read_topic(&all, (i + 1) * values.len());
+        let mine = &records[i * values.len()..];
+        for (record, value) in mine.iter().zip(&values) {
+            assert_eq!(record.value["change_date_time"], json!(normalized), "{raw}");
+            assert_eq!(
+                record.value["customer_group_sms_marketing_opt_in_date_time"],
+                json!(normalized),
+                "{raw}"
+            );
+            // Values keep their JSON type exactly.
+            assert_eq!(&record.value["old_value"], value);
+            assert_eq!(&record.value["new_value"], value);
+        }
+    }
+    read_exactly(&all, shapes.len() * values.len());
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_notification_twice_gives_the_same_event_ids() {
+    let all = unique_topic("all");
+    create_topics(&[&all]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&all, &[])).await;
+    let first = post(&connector.endpoint(), seed_sample(), &[]).await;
+    let second = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(second.status, 200);
+    assert_eq!(event_ids(&first), event_ids(&second));
+    let unique: BTreeSet<String> = event_ids(&first).into_iter().collect();
+    assert_eq!(unique.len(), 4);
+    for id in &unique {
+        Uuid::parse_str(id).expect("event ids are UUIDs");
+    }
+    // Both deliveries are in Kafka (at-least-once); consumers dedupe by event_id.
+    let records = read_exactly(&all, 8);
+    let ids: Vec<&Value> = records.iter().map(|r| &r.value["event_id"]).collect();
+    assert_eq!(ids[..4], ids[4..]);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_a_useful_message_and_produce_nothing() {
+    let all = unique_topic("all");
+    create_topics(&[&all]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&all, &[])).await;
+    let valid_change =
+        json!([{"ChangeType": "CustomerSmsChanged", "OldValue": "1", "NewValue": "2"}]);
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("not json".into(), "invalid_json", "not valid JSON"),
+        ("{\"ChangeDateTime\": ".into(), "invalid_json", "not valid JSON"),
+        (
+            json!({"ChangeDateTime": 5, "Customer": {"Id": 1}, "Changes": []}).to_string(),
+            "invalid_payload",
+            "ChangeDateTime: invalid type: integer `5`, expected a string",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"FirstName": "A"}, "Changes": valid_change}).to_string(),
+            "invalid_payload",
+            "Customer.Id: missing field",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": "862"}, "Changes": []}).to_string(),
+            "invalid_payload",
+            "Customer.Id: invalid type: string \"862\", expected i64",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1}, "Changes": {"ChangeType": "X"}}).to_string(),
+            "invalid_payload",
+            "Changes: invalid type: map, expected a sequence",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1},
+                   "Changes": [{"ChangeType": "A"}, {"OldValue": 1}]}).to_string(),
+            "invalid_payload",
+            "Changes[1].ChangeType: missing field",
+        ),
+        (
+            json!({"ChangeDateTime": "12/11/2018 10:15", "Customer": {"Id": 1}, "Changes": valid_change}).to_string(),
+            "invalid_payload",
+            "ChangeDateTime: \"12/11/2018 10:15\" is not a date-time",
+        ),
+        (
+            json!({"Customer": {"Id": 1}, "Changes": []}).to_string(),
+            "invalid_payload",
+            "ChangeDateTime: missing field",
+        ),
+    ];
+    for (body, code, message) in &cases {
+        let answer = post(&connector.endpoint(), body.clone(), &[]).await;
+        assert_eq!(answer.status, 400, "{body}: {:?}", answer.json);
+        assert_eq!(answer.json["error"], json!(code), "{body}");
+        let text = answer.json["message"].as_str().unwrap();
+        assert!(
+            text.starts_with(message) || text.contains(message),
+            "{body}: {text}"
+        );
+    }
+    // Then one valid request: it must be the only thing in the topic.
+    let sentinel = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(sentinel.status, 200);
+    let records = read_exactly(&all, 4);
+    assert!(records.iter().all(|r| r.value["customer_id"] == json!(862)));
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn http_contract_for_paths_methods_sizes_and_content_types() {
+    let all = unique_topic("all");
+    create_topics(&[&all]).await;
+    let mut settings = test_settings();
+    settings.server.max_body_bytes = 4096;
+    let connector = start_connector(settings, &routes_toml(&all, &[])).await;
+    let client = reqwest::Client::new();
+
+    let get = answer(client.get(connector.endpoint()).send().await.unwrap()).await;
+    assert_eq!(get.status, 405);
+    assert_eq!(get.json["error"], json!("method_not_allowed"));
+    let unknown = answer(
+        client
+            .post(format!("{}/webhooks/other", connector.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json["error"], json!("not_found"));
+
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000));
+    let too_large = post(&connector.endpoint(), big.clone(), &[]).await;
+    assert_eq!(too_large.status, 413);
+    assert_eq!(too_large.json["error"], json!("payload_too_large"));
+    // Without a Content-Length (chunked), the limit still holds.
+    let stream = futures::stream::iter(
+        big.into_bytes()
+            .chunks(512)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let chunked = post(
+        &connector.endpoint(),
+        reqwest::Body::wrap_stream(stream),
+        &[],
+    )
+    .await;
+    assert_eq!(chunked.status, 413);
+
+    let text = answer(
+        client
+            .post(connector.endpoint())
+            .header("content-type", "text/plain")
+            .body(seed_sample())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text.status, 415);
+    assert_eq!(text.json["error"], json!("unsupported_media_type"));
+
+    let with_charset = answer(
+        client
+            .post(connector.endpoint())
+            .header("content-type", "Application/JSON; charset=utf-8")
+            .body(seed_sample())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(with_charset.status, 200, "{:?}", with_charset.json);
+    let without = answer(
+        client
+            .post(connector.endpoint())
+            .body(seed_sample())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(without.status, 200, "{:?}", without.json);
+
+    let health = answer(
+        client
+            .get(format!("{}/healthz", connector.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    let ready = answer(
+        client
+            .get(format!("{}/readyz", connector.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ready.status, 200, "{:?}", ready.json);
+
+    read_exactly(&all, 8);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn a_route_to_a_missing_topic_answers_503_never_200() {
+    let present = unique_topic("present");
+    let missing = unique_topic("missing");
+    create_topics(&[&present]).await;
+    let mut settings = test_settings();
+    settings.kafka.delivery_timeout_ms = 3000;
+    let routes = routes_toml(
+        &present,
+        &[("to-missing", &["CustomerSmsChanged"], &[&missing])],
+    );
+    let connector = start_connector(settings, &routes).await;
+
+    let started = std::time::Instant::now();
+    let answer = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(answer.status, 503, "{:?}", answer.json);
+    assert!(started.elapsed() < Duration::from_millis(3000 + 1000));
+    assert!(answer.headers.contains_key("retry-after"));
+    let message = answer.json["message"].as_str().unwrap();
+    assert!(message.contains(&missing), "{message}");
+
+    let ready = answer_of_readyz(&connector).await;
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.json["reasons"].to_string().contains(&missing),
+        "{:?}",
+        ready.json
+    );
+    connector.stop().await;
+}
+
+async fn answer_of_readyz(connector: &Connector) -> Answer {
+    answer(
+        reqwest::get(format!("{}/readyz", connector.url))
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn signed_requests_are_verified_when_secrets_are_set() {
+    let all = unique_topic("all");
+    create_topics(&[&all]).await;
+    let mut settings = test_settings();
+    settings.webhook.secrets = vec!["old-secret".into(), "new-secret".into()];
+    let connector = start_connector(settings, &routes_toml(&all, &[])).await;
+    let body = seed_sample();
+    let sign = webhook_connector::ingress::signature::sign;
+
+    let unsigned = post(&connector.endpoint(), body.clone(), &[]).await;
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(unsigned.json["error"], json!("signature_missing"));
+    for secret in ["old-secret", "new-secret"] {
+        let header = sign(secret, &body);
+        let signed = post(
+            &connector.endpoint(),
+            body.clone(),
+            &[("X-ResDiary-Signature", &header)],
+        )
+        .await;
+        assert_eq!(signed.status, 200, "{secret}: {:?}", signed.json);
+    }
+    let mut changed = body.clone();
+    let at = changed.iter().position(|&b| b == b'3').unwrap();
+    changed[at] = b'4';
+    let header = sign("new-secret", &body);
+    let tampered = post(
+        &connector.endpoint(),
+        changed,
+        &[("X-ResDiary-Signature", &header)],
+    )
+    .await;
+    assert_eq!(tampered.status, 401);
+    assert_eq!(tampered.json["error"], json!("signature_invalid"));
+    let wrong_key = sign("other", &body);
+    let wrong = post(
+        &connector.endpoint(),
+        body.clone(),
+        &[("X-ResDiary-Signature", &wrong_key)],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+
+    read_exactly(&all, 8);
+    connector.stop().await;
+}
