@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# Helpers to install, start and stop a local Kafka-compatible broker (Tansu).
+# Sourced by scripts/quickstart.sh, scripts/test.sh and the benchmark.
+#
+# The broker binary is built once with cargo and cached outside the clone, in
+# $WEBHOOK_CONNECTOR_CACHE (default ~/.cache/webhook-connector), so later runs
+# and other clones on the same machine start in a second.
+
+TANSU_VERSION=0.6.0
+CACHE_DIR="${WEBHOOK_CONNECTOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/webhook-connector}"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+BROKER_PID=""
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs Tansu into the cache unless it is there already; prints nothing.
+ensure_broker_installed() {
+  if [ -x "$TANSU_BIN" ]; then
+    return 0
+  fi
+  mkdir -p "$CACHE_DIR"
+  (
+    # One install at a time, even when two scripts start together.
+    flock 9
+    if [ -x "$TANSU_BIN" ]; then exit 0; fi
+    log "Installing the Tansu broker $TANSU_VERSION into $CACHE_DIR (once; about 8-10 minutes on 2 cores)"
+    local staging="$CACHE_DIR/tansu-$TANSU_VERSION.partial"
+    rm -rf "$staging"
+    # A build directory in the cache lets an interrupted install resume.
+    CARGO_TARGET_DIR="$CACHE_DIR/tansu-build" cargo install tansu \
+      --version "$TANSU_VERSION" --locked --features dynostore --root "$staging" >&2
+    rm -rf "$CACHE_DIR/tansu-$TANSU_VERSION"
+    mv "$staging" "$CACHE_DIR/tansu-$TANSU_VERSION"
+    rm -rf "$CACHE_DIR/tansu-build"
+  ) 9>"$CACHE_DIR/install.lock"
+  [ -x "$TANSU_BIN" ] || { echo "error: Tansu install failed" >&2; return 1; }
+}
+
+# True when nothing listens on 127.0.0.1:$1.
+port_is_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Prints $1 when it is free, else a free port in 20000-59999.
+pick_port() {
+  local port="${1:-}"
+  if [ -n "$port" ] && port_is_free "$port"; then
+    echo "$port"
+    return
+  fi
+  for _ in $(seq 1 200); do
+    port=$((20000 + RANDOM % 40000))
+    if port_is_free "$port"; then
+      echo "$port"
+      return
+    fi
+  done
+  echo "error: no free port found" >&2
+  return 1
+}
+
+# start_broker PORT LOGFILE: starts Tansu on 127.0.0.1:PORT (in-memory storage)
+# and waits until it accepts connections. Sets BROKER_PID.
+start_broker() {
+  local port="$1" logfile="$2"
+  "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "memory://tansu/" >"$logfile" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      echo "error: the broker exited at start; its log ($logfile):" >&2
+      cat "$logfile" >&2
+      return 1
+    fi
+    if ! port_is_free "$port"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: the broker did not listen on 127.0.0.1:$port within 10 s" >&2
+  return 1
+}
+
+# Stops the broker started by start_broker, if any.
+stop_broker() {
+  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+    kill -CONT "$BROKER_PID" 2>/dev/null || true
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+  fi
+  BROKER_PID=""
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The quick start: installs (once) and starts a local Kafka-compatible broker on
+# loopback, creates the routed topics, and runs the connector with the example
+# configuration in the foreground. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/broker.sh
+
+ensure_broker_installed
+log "Building webhook-connector"
+cargo build --locked --quiet
+bin="$PWD/target/debug/webhook-connector"
+
+kafka_port=$(pick_port 9092)
+http_port=$(pick_port 8080)
+broker_log="$PWD/target/quickstart-broker.log"
+connector_pid=""
+cleanup() {
+  trap - EXIT INT TERM
+  if [ -n "$connector_pid" ] && kill -0 "$connector_pid" 2>/dev/null; then
+    kill -TERM "$connector_pid" 2>/dev/null || true
+    wait "$connector_pid" 2>/dev/null || true
+  fi
+  stop_broker
+  log "Stopped the connector and the broker"
+}
+trap cleanup EXIT INT TERM
+
+log "Starting the broker on 127.0.0.1:$kafka_port (log: $broker_log)"
+start_broker "$kafka_port" "$broker_log"
+
+export CONNECTOR__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$kafka_port"
+export CONNECTOR__SERVER__LISTEN="127.0.0.1:$http_port"
+"$bin" check --config config/default.toml
+log "Creating the routed topics"
+"$bin" create-topics --config config/default.toml --partitions 1
+
+cat <<MSG
+
+  webhook-connector listens on http://127.0.0.1:$http_port (Kafka: 127.0.0.1:$kafka_port)
+
+  Post the platform's sample notification, from another terminal in this folder:
+    curl -sS -H 'Content-Type: application/json' --data-binary @tests/fixtures/seed_sample.json http://127.0.0.1:$http_port/webhooks/customer
+
+  Read the events back:
+    $TANSU_BIN cat consume customer.marketing-opt-ins --broker tcp://127.0.0.1:$kafka_port
+    $TANSU_BIN cat consume customer.contact-details --broker tcp://127.0.0.1:$kafka_port
+
+  Ctrl-C stops the connector and the broker.
+
+MSG
+"$bin" run --config config/default.toml &
+connector_pid=$!
+wait "$connector_pid" || true
+connector_pid=""

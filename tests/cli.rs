@@ -1,0 +1,128 @@
+//! The `check` and `explain` commands, run as a user would run the binary.
+//! They need no Kafka.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn connector(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+        .args(args)
+        .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_the_route_table_of_the_example_config() {
+    let output = connector(&["check", "--config", "config/default.toml"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("routing file: config/routes.toml"),
+        "{stdout}"
+    );
+    for line in [
+        "contact-details",
+        "marketing-opt-ins",
+        "lifecycle",
+        "(unmatched)",
+        "customer.unrouted",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_fails_with_exit_64_naming_file_route_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = []\ntopics = [\"t\"]\n",
+    )
+    .unwrap();
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!("[routing]\nfile = {:?}\n", routes.display().to_string()),
+    )
+    .unwrap();
+    let output = connector(&["check", "--config", settings.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: routes[0] (\"r\").change_types: empty",
+            routes.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_setting_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, "[server]\nmax_in_flight = 0\n").unwrap();
+    let output = connector(&["check", "--config", settings.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        text(&output.stderr).contains("server.max_in_flight"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn explain_prints_the_events_and_their_topics() {
+    let output = connector(&[
+        "explain",
+        "--config",
+        "config/default.toml",
+        "tests/fixtures/seed_sample.json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let explained: Value = serde_json::from_slice(&output.stdout).expect("explain prints JSON");
+    let events = explained.as_array().unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(
+        events[0]["topics"],
+        serde_json::json!(["customer.contact-details"])
+    );
+    assert_eq!(events[0]["key"], "862");
+    assert_eq!(events[0]["event"]["change_type"], "CustomerSmsChanged");
+    for event in &events[1..] {
+        assert_eq!(
+            event["topics"],
+            serde_json::json!(["customer.marketing-opt-ins"])
+        );
+    }
+}
+
+#[test]
+fn explain_refuses_a_malformed_body_with_exit_65() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(
+        &body,
+        r#"{"ChangeDateTime": "x", "Customer": {}, "Changes": []}"#,
+    )
+    .unwrap();
+    let output = connector(&[
+        "explain",
+        "--config",
+        "config/default.toml",
+        body.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(65));
+    assert!(
+        text(&output.stderr).contains("Customer.Id: missing field"),
+        "{}",
+        text(&output.stderr)
+    );
+}
