@@ -98,7 +98,7 @@ async fn serve(
     let deadline = tokio::select! {
         () = &mut server => Instant::now() + grace,
         started = drain_started => {
-            let deadline = started.map_or_else(|_| Instant::now(), |at| at) + grace;
+            let deadline = started.unwrap_or_else(|_| Instant::now()) + grace;
             if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
                 warn!(grace_ms = grace.as_millis() as u64, "grace period over with requests still in flight; closing them");
             }

@@ -208,24 +208,24 @@ fn refused(topic: &str, event: &FlatEvent, error: &KafkaError) -> DeliveryError 
 /// size limit). Everything else may pass when the same request is sent again.
 fn is_retriable(error: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;
-    match error.rdkafka_error_code() {
+    !matches!(
+        error.rdkafka_error_code(),
         Some(
             UnknownTopicOrPartition
-            | UnknownTopic
-            | TopicAuthorizationFailed
-            | ClusterAuthorizationFailed
-            | MessageSizeTooLarge
-            | InvalidMessageSize
-            | InvalidMessage
-            | InvalidRecord
-            | InvalidTopic
-            | UnknownPartition
-            | InvalidArgument
-            | Authentication
-            | SaslAuthenticationFailed,
-        ) => false,
-        _ => true,
-    }
+                | UnknownTopic
+                | TopicAuthorizationFailed
+                | ClusterAuthorizationFailed
+                | MessageSizeTooLarge
+                | InvalidMessageSize
+                | InvalidMessage
+                | InvalidRecord
+                | InvalidTopic
+                | UnknownPartition
+                | InvalidArgument
+                | Authentication
+                | SaslAuthenticationFailed,
+        )
+    )
 }
 
 #[cfg(test)]
