@@ -69,6 +69,7 @@ pub async fn start(
         sink: Arc::clone(&sink),
         secrets: settings.webhook.secrets.clone(),
         max_body_bytes: settings.server.max_body_bytes,
+        body_read_timeout: settings.server.body_read_timeout(),
         in_flight: Semaphore::new(settings.server.max_in_flight),
         readiness: Readiness::default(),
     });
@@ -76,6 +77,11 @@ pub async fn start(
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state, sink, stopped, grace));
     Ok(RunningServer { addr, stop, task })
+}
+
+/// The part of the grace period kept for flushing the producer.
+fn flush_reserve(grace: Duration) -> Duration {
+    (grace / 10).min(Duration::from_secs(1))
 }
 
 async fn serve(
@@ -99,8 +105,15 @@ async fn serve(
         () = &mut server => Instant::now() + grace,
         started = drain_started => {
             let deadline = started.unwrap_or_else(|_| Instant::now()) + grace;
-            if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
-                warn!(grace_ms = grace.as_millis() as u64, "grace period over with requests still in flight; closing them");
+            // Requests still waiting for Kafka near the end of the grace period are
+            // answered 503 (never 200); the rest of it goes to the producer flush.
+            let stop_waiting_at = deadline - flush_reserve(grace);
+            if tokio::time::timeout_at(stop_waiting_at, &mut server).await.is_err() {
+                warn!(grace_ms = grace.as_millis() as u64, "grace period nearly over: answering 503 to requests still waiting for Kafka");
+                sink.stop_waiting();
+                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+                    warn!("grace period over with connections still open; closing them");
+                }
             }
             deadline
         }

@@ -66,6 +66,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Webhook requests processed at once; beyond this they are answered 503 at once.
     pub max_in_flight: usize,
+    /// A request body must arrive within this; a slower client gets 408 and its slot back.
+    pub body_read_timeout_ms: u64,
     /// How long a shutdown waits for in-flight requests and the producer flush.
     pub shutdown_grace_ms: u64,
 }
@@ -76,6 +78,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 262_144,
             max_in_flight: 1024,
+            body_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -84,6 +87,10 @@ impl Default for ServerSettings {
 impl ServerSettings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 }
 
@@ -208,6 +215,9 @@ impl Settings {
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be at least 1");
         }
+        if self.server.body_read_timeout_ms == 0 {
+            return invalid("server.body_read_timeout_ms", "must be at least 1");
+        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return invalid(
                 "kafka.bootstrap_servers",
@@ -325,6 +335,10 @@ mod tests {
         for (text, key) in [
             ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
             ("[server]\nmax_in_flight = 0\n", "server.max_in_flight"),
+            (
+                "[server]\nbody_read_timeout_ms = 0\n",
+                "server.body_read_timeout_ms",
+            ),
             (
                 "[kafka]\ndelivery_timeout_ms = 0\n",
                 "kafka.delivery_timeout_ms",

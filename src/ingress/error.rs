@@ -31,6 +31,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    BodyReadTimeout { timeout_ms: u64 },
     #[error("{0}")]
     Signature(#[from] SignatureError),
     #[error("{0}")]
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyRead(_)
             | ApiError::Payload(_)
             | ApiError::Normalize(_)
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BodyRead(_) => "body_unreadable",
+            ApiError::BodyReadTimeout { .. } => "request_timeout",
             ApiError::Signature(SignatureError::Missing) => "signature_missing",
             ApiError::Signature(_) => "signature_invalid",
             ApiError::Payload(PayloadError::InvalidJson { .. }) => "invalid_json",
@@ -82,6 +86,7 @@ impl ApiError {
                 "invalid_payload"
             }
             ApiError::Overloaded => "overloaded",
+            ApiError::Delivery(DeliveryError::ShuttingDown) => "shutting_down",
             ApiError::Delivery(e) if e.is_retriable() => "kafka_unavailable",
             ApiError::Delivery(_) => "kafka_refused",
             ApiError::BadRequest(_) => "bad_request",
@@ -145,6 +150,7 @@ mod tests {
             change_type: "X".into(),
             reason: "Broker: Unknown topic or partition".into(),
             retriable: false,
+            code: None,
         });
         assert_eq!(refused.code(), "kafka_refused");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);

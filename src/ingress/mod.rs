@@ -12,6 +12,7 @@ pub mod signature;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -38,6 +39,7 @@ pub struct Ingress {
     /// HMAC secrets; empty means unsigned requests are accepted.
     pub secrets: Vec<String>,
     pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
     pub in_flight: Semaphore,
     pub readiness: Readiness,
 }
@@ -114,7 +116,14 @@ where
         .try_acquire()
         .map_err(|_| ApiError::Overloaded)?;
     check_content_type(headers)?;
-    let body = read_body(headers, body, state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_body(headers, body, state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::BodyReadTimeout {
+        timeout_ms: state.body_read_timeout.as_millis() as u64,
+    })??;
     if !state.secrets.is_empty() {
         let header = headers
             .get(signature::SIGNATURE_HEADER)

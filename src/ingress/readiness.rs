@@ -61,7 +61,7 @@ async fn probe(sink: Arc<KafkaSink>, routing: &RoutingTable) -> Report {
     let topics: Vec<String> = routing.all_topics().into_iter().map(String::from).collect();
     let result = tokio::task::spawn_blocking(move || {
         admin::missing_topics(
-            sink.producer(),
+            &sink.producer(),
             topics.iter().map(String::as_str),
             METADATA_TIMEOUT,
         )

@@ -9,6 +9,7 @@
 
 pub mod admin;
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -17,6 +18,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
 
 use crate::config::KafkaSettings;
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
@@ -35,6 +38,9 @@ pub enum DeliveryError {
     /// No acknowledgement within `kafka.delivery_timeout_ms`.
     #[error("Kafka did not acknowledge every event within {timeout_ms} ms (topics: {topics})")]
     TimedOut { topics: String, timeout_ms: u64 },
+    /// The connector is shutting down and its grace period is over.
+    #[error("the connector is shutting down and could not wait longer for Kafka")]
+    ShuttingDown,
     /// Kafka or the client refused a record.
     #[error("Kafka refused the {change_type} event for topic {topic}: {reason}")]
     Refused {
@@ -42,6 +48,8 @@ pub enum DeliveryError {
         change_type: String,
         reason: String,
         retriable: bool,
+        /// librdkafka's error code, when there is one.
+        code: Option<RDKafkaErrorCode>,
     },
 }
 
@@ -49,7 +57,7 @@ impl DeliveryError {
     /// Whether sending the same request again later may succeed without an operator.
     pub fn is_retriable(&self) -> bool {
         match self {
-            DeliveryError::TimedOut { .. } => true,
+            DeliveryError::TimedOut { .. } | DeliveryError::ShuttingDown => true,
             DeliveryError::Refused { retriable, .. } => *retriable,
         }
     }
@@ -57,14 +65,25 @@ impl DeliveryError {
 
 /// The producer and its delivery deadline.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    /// How to make a producer; used again when one hits a fatal error.
+    config: ClientConfig,
+    /// The producer in use. Replaced (never mutated) after a fatal error, so a
+    /// request holds one producer from its first record to its last.
+    producer: RwLock<Arc<FutureProducer>>,
     delivery_timeout: Duration,
+    /// Cancelled when shutdown can wait no longer: pending deliveries fail at once.
+    give_up: CancellationToken,
+    /// When a timed-out delivery last led to checking whether the producer is stuck.
+    last_stuck_check: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// The librdkafka configuration: the operator's properties under the settings the
 /// connector's guarantees rest on.
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
+    // Defaults the operator may override: report a missing topic after a second
+    // instead of holding its events until the delivery timeout.
+    config.set("topic.metadata.propagation.max.ms", "1000");
     for (key, value) in &settings.properties {
         config.set(key, value);
     }
@@ -76,24 +95,112 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
 
 impl KafkaSink {
     pub fn new(settings: &KafkaSettings) -> Result<Self, ProducerError> {
-        let producer: FutureProducer = client_config(settings)
+        let mut config = client_config(settings);
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
                 "message.timeout.ms",
                 settings.delivery_timeout_ms.to_string(),
-            )
-            .create()?;
+            );
+        let producer: FutureProducer = config.create()?;
         Ok(KafkaSink {
-            producer,
+            config,
+            producer: RwLock::new(Arc::new(producer)),
             delivery_timeout: settings.delivery_timeout(),
+            give_up: CancellationToken::new(),
+            last_stuck_check: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Produces every event to each of its topics and waits until Kafka acknowledged
     /// all of them, or fails at the first refusal or at the delivery timeout.
     /// Records are enqueued in order, so one customer's events keep their order.
-    pub async fn deliver(&self, routed: &[RoutedEvent<'_>]) -> Result<(), DeliveryError> {
+    pub async fn deliver(
+        self: &Arc<Self>,
+        routed: &[RoutedEvent<'_>],
+    ) -> Result<(), DeliveryError> {
+        let producer = self.producer();
+        let result = self.deliver_with(&producer, routed).await;
+        match &result {
+            Ok(()) | Err(DeliveryError::ShuttingDown) => {}
+            Err(DeliveryError::Refused { code, .. }) => {
+                if code.is_some_and(breaks_idempotence) || producer.client().fatal_error().is_some()
+                {
+                    self.replace(&producer, code.map(|c| c.to_string()));
+                }
+            }
+            Err(DeliveryError::TimedOut { .. }) => {
+                // In the background: the sender gets its 503 now.
+                let sink = Arc::clone(self);
+                tokio::spawn(async move { sink.replace_if_stuck(&producer).await });
+            }
+        }
+        result
+    }
+
+    /// After a delivery timeout: if Kafka answers a metadata request at once, the
+    /// brokers are up and it is this producer that cannot deliver (librdkafka keeps
+    /// bumping the epoch of a producer id a restarted broker no longer knows), so
+    /// replace it. One check at a time, at most one replacement per delivery timeout.
+    async fn replace_if_stuck(&self, producer: &Arc<FutureProducer>) {
+        let Ok(mut last_check) = self.last_stuck_check.try_lock() else {
+            return;
+        };
+        if last_check.is_some_and(|at| at.elapsed() < self.delivery_timeout) {
+            return;
+        }
+        *last_check = Some(Instant::now());
+        let probe = Arc::clone(producer);
+        let reachable = tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if reachable {
+            self.replace(
+                producer,
+                Some("deliveries time out while Kafka answers metadata requests".into()),
+            );
+        }
+    }
+
+    /// A producer in a fatal state, or whose idempotence state the broker no longer
+    /// accepts (fenced after an epoch bump, unknown after a broker lost its state),
+    /// refuses everything from then on; replace it so the connector recovers without a
+    /// restart. Its unacknowledged records were answered 503, so nothing is lost.
+    fn replace(&self, failed: &Arc<FutureProducer>, cause: Option<String>) {
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, failed) {
+            return; // Another request replaced it already.
+        }
+        let fatal = failed
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"));
+        let cause = fatal.or(cause).unwrap_or_default();
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                *current = Arc::new(fresh);
+                error!(%cause, "the Kafka producer can no longer produce; replaced it with a new one");
+            }
+            Err(error) => {
+                error!(%cause, %error, "the Kafka producer can no longer produce and a new one could not be created");
+            }
+        }
+    }
+
+    async fn deliver_with(
+        &self,
+        producer: &FutureProducer,
+        routed: &[RoutedEvent<'_>],
+    ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
         let mut pending = Vec::with_capacity(routed.len());
         for (event, topics) in routed {
@@ -105,7 +212,7 @@ impl KafkaSink {
                     .key(&key)
                     .payload(&payload)
                     .headers(headers.clone());
-                let delivery = self.enqueue(record, deadline, event).await?;
+                let delivery = enqueue(producer, record, deadline, event).await?;
                 pending.push(async move {
                     match delivery.await {
                         Ok(Ok(_)) => Ok(()),
@@ -115,50 +222,60 @@ impl KafkaSink {
                             change_type: change_type_name(event).into(),
                             reason: "the producer shut down before Kafka answered".into(),
                             retriable: true,
+                            code: None,
                         }),
                     }
                 });
             }
         }
         let all = try_join_all(pending);
-        match tokio::time::timeout_at(deadline, all).await {
-            Ok(result) => result.map(|_| ()),
-            Err(_) => Err(DeliveryError::TimedOut {
-                topics: distinct_topics(routed).join(", "),
-                timeout_ms: self.delivery_timeout.as_millis() as u64,
-            }),
+        tokio::select! {
+            result = tokio::time::timeout_at(deadline, all) => match result {
+                Ok(acknowledged) => acknowledged.map(|_| ()),
+                Err(_) => Err(DeliveryError::TimedOut {
+                    topics: distinct_topics(routed).join(", "),
+                    timeout_ms: self.delivery_timeout.as_millis() as u64,
+                }),
+            },
+            () = self.give_up.cancelled() => Err(DeliveryError::ShuttingDown),
         }
     }
 
-    /// Hands one record to librdkafka, waiting while its queue is full.
-    async fn enqueue(
-        &self,
-        mut record: FutureRecord<'_, String, Vec<u8>>,
-        deadline: Instant,
-        event: &FlatEvent,
-    ) -> Result<rdkafka::producer::DeliveryFuture, DeliveryError> {
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((error, back)) => return Err(refused(back.topic, event, &error)),
-            }
-        }
+    /// Makes every pending and future [`deliver`](Self::deliver) fail at once with
+    /// [`DeliveryError::ShuttingDown`]; the records stay queued for [`flush`](Self::flush).
+    pub fn stop_waiting(&self) {
+        self.give_up.cancel();
     }
 
     /// Waits up to `timeout` for every queued record to be delivered or to fail.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer().flush(timeout)
     }
 
-    /// The producer, for metadata queries.
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// The producer in use (also for metadata queries).
+    pub fn producer(&self) -> Arc<FutureProducer> {
+        Arc::clone(&self.producer.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Hands one record to librdkafka, waiting while its queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, String, Vec<u8>>,
+    deadline: Instant,
+    event: &FlatEvent,
+) -> Result<rdkafka::producer::DeliveryFuture, DeliveryError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if Instant::now() < deadline =>
+            {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((error, back)) => return Err(refused(back.topic, event, &error)),
+        }
     }
 }
 
@@ -201,7 +318,24 @@ fn refused(topic: &str, event: &FlatEvent, error: &KafkaError) -> DeliveryError 
         change_type: change_type_name(event).to_string(),
         reason: error.to_string(),
         retriable: is_retriable(error),
+        code: error.rdkafka_error_code(),
     }
+}
+
+/// Errors after which this producer's idempotence state (producer id, epoch,
+/// sequence numbers) is no longer accepted by the broker.
+fn breaks_idempotence(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        ProducerFenced
+            | InvalidProducerEpoch
+            | UnknownProducerId
+            | OutOfOrderSequenceNumber
+            | InvalidProducerIdMapping
+            | Fenced
+            | Fatal
+    )
 }
 
 /// Permanent: fixing it needs an operator (create the topic, grant access, raise a

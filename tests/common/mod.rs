@@ -33,9 +33,9 @@ pub fn kafka() -> String {
     })
 }
 
-fn kafka_settings() -> KafkaSettings {
+fn kafka_settings(bootstrap: &str) -> KafkaSettings {
     KafkaSettings {
-        bootstrap_servers: kafka(),
+        bootstrap_servers: bootstrap.to_string(),
         ..KafkaSettings::default()
     }
 }
@@ -53,7 +53,12 @@ pub fn unique_topic(label: &str) -> String {
 
 /// Creates single-partition topics, so reading one back gives production order.
 pub async fn create_topics(topics: &[&str]) {
-    let outcomes = admin::create_topics(&kafka_settings(), topics, 1, 1)
+    create_topics_on(&kafka(), topics).await
+}
+
+/// [`create_topics`] on the broker at `bootstrap`.
+pub async fn create_topics_on(bootstrap: &str, topics: &[&str]) {
+    let outcomes = admin::create_topics(&kafka_settings(bootstrap), topics, 1, 1)
         .await
         .unwrap_or_else(|e| panic!("cannot create topics on the test broker: {e}"));
     assert_eq!(outcomes.len(), topics.len());
@@ -83,7 +88,7 @@ impl Connector {
 pub fn test_settings() -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
-    settings.kafka = kafka_settings();
+    settings.kafka = kafka_settings(&kafka());
     settings
 }
 
@@ -169,11 +174,10 @@ pub struct Record {
     pub headers: BTreeMap<String, Option<String>>,
 }
 
-/// Reads a single-partition topic from the beginning: waits up to 15 s for
-/// `count` records, then keeps reading for `settle` so extra records show up too.
-fn read(topic: &str, count: usize, settle: Duration) -> Vec<Record> {
+/// A consumer of partition 0 of `topic`, from the beginning, outside any group.
+fn consumer_of(bootstrap: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique_topic("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -183,6 +187,13 @@ fn read(topic: &str, count: usize, settle: Duration) -> Vec<Record> {
         .add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).expect("partition is assigned");
+    consumer
+}
+
+/// Reads a single-partition topic from the beginning: waits up to 15 s for
+/// `count` records, then keeps reading for `settle` so extra records show up too.
+fn read(bootstrap: &str, topic: &str, count: usize, settle: Duration) -> Vec<Record> {
+    let consumer = consumer_of(bootstrap, topic);
     let mut deadline = Instant::now() + Duration::from_secs(15);
     let mut settling = false;
     let mut records = Vec::new();
@@ -221,7 +232,7 @@ fn to_record(message: &impl Message) -> Record {
 
 /// At least `count` records of `topic`, from its beginning.
 pub fn read_topic(topic: &str, count: usize) -> Vec<Record> {
-    let records = read(topic, count, Duration::ZERO);
+    let records = read(&kafka(), topic, count, Duration::ZERO);
     assert!(
         records.len() >= count,
         "topic {topic}: {} of {count} records after 15 s",
@@ -232,11 +243,139 @@ pub fn read_topic(topic: &str, count: usize) -> Vec<Record> {
 
 /// Exactly `count` records of `topic`: fails when fewer arrive or more follow.
 pub fn read_exactly(topic: &str, count: usize) -> Vec<Record> {
-    let records = read(topic, count, Duration::from_millis(1500));
+    read_exactly_on(&kafka(), topic, count)
+}
+
+/// [`read_exactly`] on the broker at `bootstrap`.
+pub fn read_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
+    let records = read(bootstrap, topic, count, Duration::from_millis(1500));
     assert_eq!(
         records.len(),
         count,
         "topic {topic}: expected exactly {count} records: {records:#?}"
     );
     records
+}
+
+/// Every record of `topic`: reads until none arrived for `quiet` (at most 60 s).
+pub fn read_all_on(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<Record> {
+    let consumer = consumer_of(bootstrap, topic);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut last_seen = Instant::now();
+    let mut records = Vec::new();
+    while last_seen.elapsed() < quiet && Instant::now() < give_up {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
+            Some(Ok(message)) => {
+                records.push(to_record(&message));
+                last_seen = Instant::now();
+            }
+        }
+    }
+    records
+}
+
+/// The Tansu binary `scripts/test.sh` installed, for tests that need a broker of
+/// their own to pause, kill and restart.
+pub fn tansu_binary() -> String {
+    std::env::var("WEBHOOK_CONNECTOR_TANSU").unwrap_or_else(|_| {
+        panic!(
+            "WEBHOOK_CONNECTOR_TANSU is not set: fault tests start their own broker. \
+             Run them with `scripts/test.sh`."
+        )
+    })
+}
+
+/// A broker of this test's own on a free loopback port; killed when dropped.
+pub struct Broker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Broker::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Broker {
+        Broker {
+            child: spawn_broker(port),
+            port,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGSTOP: the broker keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGKILL, then a new broker on the same port (in-memory storage: empty).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        // The port may take a moment to be free again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "port {port} stayed busy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = spawn_broker(port);
+    }
+}
+
+/// Starts Tansu on 127.0.0.1:`port` and waits until it accepts connections.
+fn spawn_broker(port: u16) -> std::process::Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,381 @@
+//! Faults injected for real: a broker paused with SIGSTOP and killed, the connector
+//! stopped with SIGTERM under load, stalled clients, too many requests at once.
+//! The invariant checked everywhere: every request answered 200 has all its events
+//! in Kafka (by `event_id`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request of a load run.
+#[derive(Debug, Clone)]
+struct Outcome {
+    started: Instant,
+    elapsed: Duration,
+    /// `None` when no HTTP answer came (connection refused or reset).
+    status: Option<u16>,
+    event_ids: Vec<String>,
+    /// The `message` of an error answer.
+    message: String,
+}
+
+/// Runs `clients` concurrent senders of distinct two-change notifications until
+/// `stop` is set; returns every request's outcome.
+async fn run_load(endpoint: String, clients: usize, stop: Arc<AtomicBool>) -> Vec<Outcome> {
+    static NEXT_CUSTOMER: AtomicI64 = AtomicI64::new(1);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, endpoint, stop) = (http.clone(), endpoint.clone(), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let customer = NEXT_CUSTOMER.fetch_add(1, Ordering::Relaxed);
+                let body = json!({
+                    "ChangeDateTime": "2018-11-16T10:46:20.7741026Z",
+                    "Customer": {"Id": customer, "Email": "x@example.com"},
+                    "Changes": [
+                        {"ChangeType": "CustomerEmailChanged", "OldValue": "a", "NewValue": "b"},
+                        {"ChangeType": "CustomerSmsChanged", "OldValue": "1", "NewValue": "2"},
+                    ],
+                })
+                .to_string();
+                let started = Instant::now();
+                let response = http
+                    .post(&endpoint)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let (status, event_ids, message) = match response {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let json: serde_json::Value = response.json().await.unwrap_or_default();
+                        let ids = json["event_ids"]
+                            .as_array()
+                            .map(|a| a.iter().map(|i| i.as_str().unwrap().to_string()).collect())
+                            .unwrap_or_default();
+                        let message = json["message"].as_str().unwrap_or_default().to_string();
+                        (Some(status), ids, message)
+                    }
+                    Err(_) => {
+                        // Refused while the connector is down: do not spin.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        (None, Vec::new(), String::new())
+                    }
+                };
+                outcomes.push(Outcome {
+                    started,
+                    elapsed: started.elapsed(),
+                    status,
+                    event_ids,
+                    message,
+                });
+            }
+            outcomes
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("a load client does not panic"));
+    }
+    all
+}
+
+/// Asserts every 200 among `outcomes` has both its events in `topic`.
+fn assert_acknowledged_are_in_kafka(bootstrap: &str, topic: &str, outcomes: &[&Outcome]) {
+    let in_kafka: BTreeSet<String> = read_all_on(bootstrap, topic, Duration::from_secs(3))
+        .into_iter()
+        .map(|r| r.value["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut checked = 0;
+    for outcome in outcomes.iter().filter(|o| o.status == Some(200)) {
+        assert_eq!(outcome.event_ids.len(), 2, "{outcome:?}");
+        for id in &outcome.event_ids {
+            assert!(
+                in_kafka.contains(id),
+                "answered 200 but {id} is not in Kafka: {outcome:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no request was answered 200");
+}
+
+/// Counts of outcomes by status and error message.
+fn summary(outcomes: &[&Outcome]) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for o in outcomes {
+        *counts
+            .entry(format!("{:?} {}", o.status, o.message))
+            .or_insert(0) += 1;
+    }
+    format!("{counts:#?}")
+}
+
+/// Asserts every outcome passes `check`, showing a few that do not.
+fn assert_all(outcomes: &[&Outcome], what: &str, check: impl Fn(&Outcome) -> bool) {
+    let failing: Vec<&&Outcome> = outcomes.iter().filter(|o| !check(o)).collect();
+    assert!(
+        failing.is_empty(),
+        "{what}: {} of {} fail, e.g. {:#?}\n{}",
+        failing.len(),
+        outcomes.len(),
+        &failing[..failing.len().min(3)],
+        summary(outcomes)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() {
+    let broker = Broker::start();
+    let topic = unique_topic("paused");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    settings.kafka.delivery_timeout_ms = 2000;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.pause();
+    let paused_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    broker.resume();
+    let resumed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.await.unwrap();
+    let all: Vec<&Outcome> = outcomes.iter().collect();
+
+    // Nobody waits longer than the delivery timeout plus one second.
+    assert_all(&all, "answered within the delivery timeout plus 1 s", |o| {
+        o.status.is_some() && o.elapsed <= Duration::from_millis(3000)
+    });
+    // Requests whose whole delivery window fell inside the pause were refused.
+    let during: Vec<&Outcome> = all
+        .iter()
+        .copied()
+        .filter(|o| o.started > paused_at + Duration::from_millis(200))
+        .filter(|o| o.started + Duration::from_millis(2500) < resumed_at)
+        .collect();
+    assert!(!during.is_empty(), "{}", summary(&all));
+    assert_all(&during, "503 during the pause", |o| o.status == Some(503));
+    // 200s came back without restarting the connector.
+    let late: Vec<&Outcome> = all
+        .iter()
+        .copied()
+        .filter(|o| o.started > resumed_at + Duration::from_millis(3000))
+        .collect();
+    assert!(!late.is_empty(), "{}", summary(&all));
+    assert_all(&late, "200 again after the pause", |o| {
+        o.status == Some(200)
+    });
+
+    assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &all);
+    connector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
+    let mut broker = Broker::start();
+    let topic = unique_topic("restarted");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    settings.kafka.delivery_timeout_ms = 2000;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart();
+    // The new broker keeps nothing (in-memory storage): recreate the topic.
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let restarted_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.await.unwrap();
+    let after: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.started > restarted_at)
+        .collect();
+
+    let late: Vec<&Outcome> = after
+        .iter()
+        .copied()
+        .filter(|o| o.started > restarted_at + Duration::from_millis(4000))
+        .collect();
+    assert!(!late.is_empty(), "{}", summary(&after));
+    assert_all(&late, "200 again after the restart", |o| {
+        o.status == Some(200)
+    });
+    assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &after);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_requests_in_flight_get_503_at_once() {
+    let broker = Broker::start();
+    let topic = unique_topic("busy");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    settings.kafka.delivery_timeout_ms = 3000;
+    settings.server.max_in_flight = 4;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    // Warm the producer up, then hold every delivery by freezing the broker.
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    broker.pause();
+
+    let mut requests = Vec::new();
+    for _ in 0..4 {
+        let endpoint = connector.endpoint();
+        requests.push(tokio::spawn(async move {
+            post(&endpoint, seed_sample(), &[]).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    for _ in 0..5 {
+        let refused = post(&connector.endpoint(), seed_sample(), &[]).await;
+        assert_eq!(refused.status, 503, "{:?}", refused.json);
+        assert_eq!(refused.json["error"], "overloaded");
+        assert_eq!(refused.headers["retry-after"], "1");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refusals come at once"
+    );
+    broker.resume();
+    for request in requests {
+        let answer = request.await.unwrap();
+        assert!(matches!(answer.status, 200 | 503), "{answer:?}");
+    }
+    // Slots are free again.
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_gives_its_slot_back() {
+    let topic = unique_topic("stalled");
+    create_topics(&[&topic]).await;
+    let mut settings = test_settings();
+    settings.server.max_in_flight = 1;
+    settings.server.body_read_timeout_ms = 500;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+
+    let mut stream = tokio::net::TcpStream::connect(connector.addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"ChangeDateTime\":")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer within the read timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"request_timeout\""), "{text}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+
+    let ok = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.json);
+    read_exactly(&topic, 4);
+    connector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_flushes_and_exits_zero() {
+    let topic = unique_topic("sigterm");
+    create_topics(&[&topic]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, routes_toml(&topic, &[])).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let grace_ms = 5000;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+        .args(["run", "--config", "config/default.toml"])
+        .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", grace_ms.to_string())
+        .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
+        .env("CONNECTOR__ROUTING__FILE", &routes)
+        .env("CONNECTOR__LOG__LEVEL", "warn")
+        .spawn()
+        .expect("the connector starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "the connector did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(run_load(
+        format!("{url}/webhooks/customer"),
+        16,
+        Arc::clone(&stop),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signalled_at = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            signalled_at.elapsed() < Duration::from_millis(grace_ms + 2000),
+            "the connector did not exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exited_after = signalled_at.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.await.unwrap();
+    let all: Vec<&Outcome> = outcomes.iter().collect();
+
+    assert_eq!(exit.code(), Some(0));
+    assert!(exited_after < Duration::from_millis(grace_ms + 500));
+    // After the process is gone, requests are refused at the connection.
+    let late: Vec<&Outcome> = all
+        .iter()
+        .copied()
+        .filter(|o| o.started > signalled_at + exited_after)
+        .collect();
+    assert!(!late.is_empty(), "{}", summary(&all));
+    assert_all(&late, "refused once the connector is gone", |o| {
+        o.status.is_none()
+    });
+    assert_acknowledged_are_in_kafka(&kafka(), &topic, &all);
+}
