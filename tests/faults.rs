@@ -379,3 +379,36 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     });
     assert_acknowledged_are_in_kafka(&kafka(), &topic, &all);
 }
+
+#[tokio::test]
+async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
+    let broker = Broker::start();
+    let topic = unique_topic("grace");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    settings.kafka.delivery_timeout_ms = 20_000;
+    settings.server.shutdown_grace_ms = 1500;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    broker.pause();
+
+    let endpoint = connector.endpoint();
+    let stuck = tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    connector.stop().await;
+    let stopped_after = stopping.elapsed();
+    let answer = stuck.await.unwrap();
+    assert_eq!(answer.status, 503, "{:?}", answer.json);
+    assert_eq!(answer.json["error"], "shutting_down");
+    assert!(answer.headers.contains_key("retry-after"));
+    assert!(
+        stopped_after < Duration::from_millis(1500 + 500),
+        "{stopped_after:?}"
+    );
+    broker.resume();
+}
