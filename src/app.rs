@@ -1,7 +1,8 @@
 //! Assembles the pipeline and runs the HTTP server until asked to stop.
 //!
 //! Shutdown: stop accepting, let in-flight requests finish within
-//! `server.shutdown_grace_ms`, then flush the producer with what is left of it.
+//! `server.shutdown_grace_ms` (those still waiting for Kafka near its end are
+//! answered 503), then flush the producer with what is left of it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::ingress::{self, Ingress, Readiness};
+use crate::ingress::{self, server, Ingress, Readiness};
+use crate::reload::{self, Routing};
 use crate::routing::RoutingTable;
 use crate::sink::{KafkaSink, ProducerError};
+use crate::telemetry::metrics::Metrics;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +56,17 @@ impl RunningServer {
 }
 
 /// Binds `settings.server.listen` and serves until [`RunningServer::shutdown`].
+/// `routing` is the table already loaded from `settings.routing.file`, which is
+/// then watched for changes.
 pub async fn start(
     settings: &Settings,
     routing: RoutingTable,
 ) -> Result<RunningServer, StartError> {
-    let sink = Arc::new(KafkaSink::new(&settings.kafka)?);
+    let metrics = Arc::new(Metrics::new());
+    let sink = Arc::new(KafkaSink::new(
+        &settings.kafka,
+        metrics.producer_replacements(),
+    )?);
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -64,65 +74,96 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
-    let state = Arc::new(Ingress {
+    let routing = Arc::new(Routing::new(
+        settings.routing.file.clone(),
         routing,
+        Arc::clone(&metrics),
+    ));
+    let state = Arc::new(Ingress {
+        routing: Arc::clone(&routing),
         sink: Arc::clone(&sink),
+        metrics: Arc::clone(&metrics),
         secrets: settings.webhook.secrets.clone(),
         max_body_bytes: settings.server.max_body_bytes,
-        body_read_timeout: settings.server.body_read_timeout(),
+        request_read_timeout: settings.server.request_read_timeout(),
         in_flight: Semaphore::new(settings.server.max_in_flight),
         readiness: Readiness::default(),
     });
-    let grace = settings.server.shutdown_grace();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, state, sink, stopped, grace));
+    let run = Run {
+        listener,
+        state,
+        sink,
+        routing,
+        metrics,
+        grace: settings.server.shutdown_grace(),
+        header_read_timeout: settings.server.request_read_timeout(),
+        watch_interval: settings.routing.watch_interval(),
+    };
+    let task = tokio::spawn(run.until(stopped));
     Ok(RunningServer { addr, stop, task })
+}
+
+/// Everything a running server owns.
+struct Run {
+    listener: TcpListener,
+    state: Arc<Ingress>,
+    sink: Arc<KafkaSink>,
+    routing: Arc<Routing>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    header_read_timeout: Duration,
+    watch_interval: Duration,
+}
+
+impl Run {
+    async fn until(self, stopped: oneshot::Receiver<()>) {
+        let watching = CancellationToken::new();
+        tokio::spawn(reload::watch(
+            self.routing,
+            self.watch_interval,
+            watching.clone(),
+        ));
+        let drain = server::serve(
+            self.listener,
+            ingress::routes(self.state),
+            self.metrics,
+            self.header_read_timeout,
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await;
+        watching.cancel();
+        let deadline = Instant::now() + self.grace;
+        // Requests still waiting for Kafka near the end of the grace period are
+        // answered 503 (never 200); the rest of it goes to the producer flush.
+        let stop_waiting_at = deadline - flush_reserve(self.grace);
+        tokio::pin!(drain);
+        if tokio::time::timeout_at(stop_waiting_at, &mut drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "grace period nearly over: answering 503 to requests still waiting for Kafka"
+            );
+            self.sink.stop_waiting();
+            if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
+                warn!("grace period over with connections still open; closing them");
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let sink = self.sink;
+        match tokio::task::spawn_blocking(move || sink.flush(remaining)).await {
+            Ok(Ok(())) => info!("producer flushed; stopped"),
+            Ok(Err(error)) => warn!(%error, "producer flush incomplete at shutdown"),
+            Err(error) => warn!(%error, "producer flush failed at shutdown"),
+        }
+    }
 }
 
 /// The part of the grace period kept for flushing the producer.
 fn flush_reserve(grace: Duration) -> Duration {
     (grace / 10).min(Duration::from_secs(1))
-}
-
-async fn serve(
-    listener: TcpListener,
-    state: Arc<Ingress>,
-    sink: Arc<KafkaSink>,
-    stopped: oneshot::Receiver<()>,
-    grace: Duration,
-) {
-    let (draining, drain_started) = oneshot::channel::<Instant>();
-    let signal = async move {
-        let _ = stopped.await;
-        let _ = draining.send(Instant::now());
-    };
-    let server = warp::serve(ingress::routes(state))
-        .incoming(listener)
-        .graceful(signal)
-        .run();
-    tokio::pin!(server);
-    let deadline = tokio::select! {
-        () = &mut server => Instant::now() + grace,
-        started = drain_started => {
-            let deadline = started.unwrap_or_else(|_| Instant::now()) + grace;
-            // Requests still waiting for Kafka near the end of the grace period are
-            // answered 503 (never 200); the rest of it goes to the producer flush.
-            let stop_waiting_at = deadline - flush_reserve(grace);
-            if tokio::time::timeout_at(stop_waiting_at, &mut server).await.is_err() {
-                warn!(grace_ms = grace.as_millis() as u64, "grace period nearly over: answering 503 to requests still waiting for Kafka");
-                sink.stop_waiting();
-                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
-                    warn!("grace period over with connections still open; closing them");
-                }
-            }
-            deadline
-        }
-    };
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let flushed = tokio::task::spawn_blocking(move || sink.flush(remaining)).await;
-    match flushed {
-        Ok(Ok(())) => info!("producer flushed; stopped"),
-        Ok(Err(error)) => warn!(%error, "producer flush incomplete at shutdown"),
-        Err(error) => warn!(%error, "producer flush failed at shutdown"),
-    }
 }

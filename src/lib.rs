@@ -9,12 +9,13 @@
 //! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
 //! - [`normalize`]: notification -> flat events; pure.
 //! - [`routing`]: change type -> topics; pure.
+//! - [`reload`]: the routing table in use, reloaded on SIGHUP or a file change.
 //! - [`config`]: settings and the routing file, validated at load.
-//! - [`ingress`]: HTTP endpoints and the error contract.
+//! - [`ingress`]: the HTTP server, endpoints and the error contract.
 //! - [`sink`]: the idempotent Kafka producer and topic administration.
 //! - [`app`]: wires the stages together and runs the server with graceful shutdown.
 //! - [`explain`]: the `explain` command's rendering, shared with nothing that does I/O.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging and Prometheus metrics.
 
 pub mod app;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod explain;
 pub mod ingress;
 pub mod normalize;
 pub mod payload;
+pub mod reload;
 pub mod routing;
 pub mod sink;
 pub mod telemetry;

@@ -280,7 +280,7 @@ async fn a_stalled_body_gets_408_and_gives_its_slot_back() {
     create_topics(&[&topic]).await;
     let mut settings = test_settings();
     settings.server.max_in_flight = 1;
-    settings.server.body_read_timeout_ms = 500;
+    settings.server.request_read_timeout_ms = 500;
     let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
 
     let mut stream = tokio::net::TcpStream::connect(connector.addr())

@@ -67,7 +67,7 @@ pub struct ServerSettings {
     /// Webhook requests processed at once; beyond this they are answered 503 at once.
     pub max_in_flight: usize,
     /// A request body must arrive within this; a slower client gets 408 and its slot back.
-    pub body_read_timeout_ms: u64,
+    pub request_read_timeout_ms: u64,
     /// How long a shutdown waits for in-flight requests and the producer flush.
     pub shutdown_grace_ms: u64,
 }
@@ -78,7 +78,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 262_144,
             max_in_flight: 1024,
-            body_read_timeout_ms: 10_000,
+            request_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -89,8 +89,8 @@ impl ServerSettings {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.body_read_timeout_ms)
+    pub fn request_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_read_timeout_ms)
     }
 }
 
@@ -130,19 +130,28 @@ impl KafkaSettings {
     }
 }
 
-/// `[routing]`: where the routing file is.
+/// `[routing]`: where the routing file is and how often to look for changes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingSettings {
     /// Path of the routing file; a relative path is resolved against the working directory.
     pub file: PathBuf,
+    /// How often to check the file for changes and reload it; 0 = only on SIGHUP.
+    pub watch_interval_ms: u64,
 }
 
 impl Default for RoutingSettings {
     fn default() -> Self {
         RoutingSettings {
             file: PathBuf::from("config/routes.toml"),
+            watch_interval_ms: 1000,
         }
+    }
+}
+
+impl RoutingSettings {
+    pub fn watch_interval(&self) -> Duration {
+        Duration::from_millis(self.watch_interval_ms)
     }
 }
 
@@ -215,8 +224,8 @@ impl Settings {
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be at least 1");
         }
-        if self.server.body_read_timeout_ms == 0 {
-            return invalid("server.body_read_timeout_ms", "must be at least 1");
+        if self.server.request_read_timeout_ms == 0 {
+            return invalid("server.request_read_timeout_ms", "must be at least 1");
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return invalid(
@@ -336,8 +345,8 @@ mod tests {
             ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
             ("[server]\nmax_in_flight = 0\n", "server.max_in_flight"),
             (
-                "[server]\nbody_read_timeout_ms = 0\n",
-                "server.body_read_timeout_ms",
+                "[server]\nrequest_read_timeout_ms = 0\n",
+                "server.request_read_timeout_ms",
             ),
             (
                 "[kafka]\ndelivery_timeout_ms = 0\n",

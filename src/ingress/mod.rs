@@ -3,11 +3,13 @@
 //! `POST /webhooks/customer` runs the whole pipeline for one notification:
 //! admission (in-flight bound) -> content type -> body limit -> signature -> parse
 //! -> normalize -> route -> deliver, and answers 200 only once Kafka acknowledged
-//! every event. `GET /healthz` and `GET /readyz` are the probes. Every failure is
-//! an [`ApiError`], turned into the JSON contract in one place.
+//! every event. `GET /healthz` and `GET /readyz` are the probes, `GET /metrics`
+//! the Prometheus metrics. Every failure is an [`ApiError`], turned into the JSON
+//! contract in one place. [`server`] is the HTTP server around all this.
 
 mod error;
 mod readiness;
+pub mod server;
 pub mod signature;
 
 use std::convert::Infallible;
@@ -29,17 +31,19 @@ pub use readiness::Readiness;
 
 use crate::normalize::normalize;
 use crate::payload;
-use crate::routing::RoutingTable;
-use crate::sink::{KafkaSink, RoutedEvent};
+use crate::reload::Routing;
+use crate::sink::{DeliveryError, KafkaSink, RoutedEvent};
+use crate::telemetry::metrics::{self, Metrics};
 
 /// What the handlers share.
 pub struct Ingress {
-    pub routing: RoutingTable,
+    pub routing: Arc<Routing>,
     pub sink: Arc<KafkaSink>,
+    pub metrics: Arc<Metrics>,
     /// HMAC secrets; empty means unsigned requests are accepted.
     pub secrets: Vec<String>,
     pub max_body_bytes: usize,
-    pub body_read_timeout: Duration,
+    pub request_read_timeout: Duration,
     pub in_flight: Semaphore,
     pub readiness: Readiness,
 }
@@ -67,16 +71,29 @@ pub fn routes(
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
-    let readyz = warp::path!("readyz").and(warp::get()).and(with_state).then(
-        |state: Arc<Ingress>| async move {
-            let report = state.readiness.check(&state.sink, &state.routing).await;
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(|state: Arc<Ingress>| async move {
+            let routing = state.routing.current();
+            let report = state.readiness.check(&state.sink, &routing).await;
             report.into_response()
-        },
-    );
+        });
+    let metrics =
+        warp::path!("metrics")
+            .and(warp::get())
+            .and(with_state)
+            .map(|state: Arc<Ingress>| {
+                let text = state.metrics.render();
+                warp::reply::with_header(text, header::CONTENT_TYPE, metrics::CONTENT_TYPE)
+                    .into_response()
+            });
     webhook
         .or(healthz)
         .unify()
         .or(readyz)
+        .unify()
+        .or(metrics)
         .unify()
         .recover(error::recover)
         .unify()
@@ -89,9 +106,14 @@ where
 {
     let span = tracing::info_span!("webhook", customer_id = tracing::field::Empty);
     async move {
-        match accept_notification(&state, &headers, body).await {
-            Ok(accepted) => warp::reply::json(&accepted).into_response(),
+        let result = accept_notification(&state, &headers, body).await;
+        match result {
+            Ok(accepted) => {
+                state.metrics.notification("accepted");
+                warp::reply::json(&accepted).into_response()
+            }
             Err(err) => {
+                state.metrics.notification(err.code());
                 log_refusal(&err);
                 err.into_response()
             }
@@ -115,34 +137,65 @@ where
         .in_flight
         .try_acquire()
         .map_err(|_| ApiError::Overloaded)?;
+    let _in_flight = state.metrics.webhook_in_flight();
     check_content_type(headers)?;
     let body = tokio::time::timeout(
-        state.body_read_timeout,
+        state.request_read_timeout,
         read_body(headers, body, state.max_body_bytes),
     )
     .await
     .map_err(|_| ApiError::BodyReadTimeout {
-        timeout_ms: state.body_read_timeout.as_millis() as u64,
+        timeout_ms: state.request_read_timeout.as_millis() as u64,
     })??;
     if !state.secrets.is_empty() {
         let header = headers
             .get(signature::SIGNATURE_HEADER)
             .map(|v| v.as_bytes());
-        signature::verify(&state.secrets, header, &body)?;
+        signature::verify(&state.secrets, header, &body).inspect_err(|e| {
+            state.metrics.signature_failed(match e {
+                signature::SignatureError::Missing => "missing",
+                _ => "invalid",
+            })
+        })?;
     }
     let notification = payload::parse(&body)?;
     tracing::Span::current().record("customer_id", notification.customer.id);
     let events = normalize(&notification, received_at)?;
+    let routing = state.routing.current();
     let routed: Vec<RoutedEvent> = events
         .iter()
-        .map(|e| (e, state.routing.topics_for(e.change_type.as_deref())))
+        .map(|e| (e, routing.topics_for(e.change_type.as_deref())))
         .collect();
-    state.sink.deliver(&routed).await?;
+    let started = std::time::Instant::now();
+    if let Err(err) = state.sink.deliver(&routed).await {
+        state.metrics.delivery_failed(&failure_reason(&err));
+        return Err(err.into());
+    }
+    state.metrics.delivery_took(started.elapsed().as_secs_f64());
+    for (event, topics) in &routed {
+        for topic in topics {
+            state
+                .metrics
+                .event_acknowledged(event.change_type.as_deref(), topic);
+        }
+    }
     debug!(events = events.len(), "notification delivered");
     Ok(Accepted {
         events: events.len(),
         event_ids: events.iter().map(|e| e.event_id).collect(),
     })
+}
+
+/// The `reason` label of a delivery failure: a fixed set plus librdkafka's error names.
+fn failure_reason(err: &DeliveryError) -> String {
+    match err {
+        DeliveryError::TimedOut { .. } => "timed_out".into(),
+        DeliveryError::ShuttingDown => "shutting_down".into(),
+        DeliveryError::Refused {
+            code: Some(code), ..
+        } => format!("{code:?}"),
+        DeliveryError::Refused { code: None, .. } => "refused".into(),
+    }
 }
 
 /// `application/json` with any parameters, or no `Content-Type` at all.

@@ -13,6 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::future::try_join_all;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -75,6 +76,8 @@ pub struct KafkaSink {
     give_up: CancellationToken,
     /// When a timed-out delivery last led to checking whether the producer is stuck.
     last_stuck_check: tokio::sync::Mutex<Option<Instant>>,
+    /// Counts producer replacements (a metric).
+    replacements: Counter,
 }
 
 /// The librdkafka configuration: the operator's properties under the settings the
@@ -94,7 +97,8 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
 }
 
 impl KafkaSink {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, ProducerError> {
+    /// `replacements` counts the producers replaced after fatal states.
+    pub fn new(settings: &KafkaSettings, replacements: Counter) -> Result<Self, ProducerError> {
         let mut config = client_config(settings);
         config
             .set("enable.idempotence", "true")
@@ -110,6 +114,7 @@ impl KafkaSink {
             delivery_timeout: settings.delivery_timeout(),
             give_up: CancellationToken::new(),
             last_stuck_check: tokio::sync::Mutex::new(None),
+            replacements,
         })
     }
 
@@ -188,6 +193,7 @@ impl KafkaSink {
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
                 *current = Arc::new(fresh);
+                self.replacements.inc();
                 error!(%cause, "the Kafka producer can no longer produce; replaced it with a new one");
             }
             Err(error) => {

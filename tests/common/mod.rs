@@ -68,6 +68,9 @@ pub async fn create_topics_on(bootstrap: &str, topics: &[&str]) {
 pub struct Connector {
     pub server: RunningServer,
     pub url: String,
+    /// The routing file the connector watches.
+    pub routes_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Connector {
@@ -92,14 +95,24 @@ pub fn test_settings() -> Settings {
     settings
 }
 
-/// Starts a connector with `routes_toml` as its routing file.
-pub async fn start_connector(settings: Settings, routes_toml: &str) -> Connector {
-    let routing = routes::parse(routes_toml, "test-routes.toml").expect("test routes are valid");
+/// Starts a connector with `routes_toml` as its routing file (written to a
+/// temporary file it watches).
+pub async fn start_connector(mut settings: Settings, routes_toml: &str) -> Connector {
+    let dir = tempfile::tempdir().unwrap();
+    let routes_file = dir.path().join("routes.toml");
+    std::fs::write(&routes_file, routes_toml).unwrap();
+    settings.routing.file = routes_file.clone();
+    let routing = routes::load(&routes_file).expect("test routes are valid");
     let server = app::start(&settings, routing)
         .await
         .expect("connector starts");
     let url = format!("http://{}", server.addr());
-    Connector { server, url }
+    Connector {
+        server,
+        url,
+        routes_file,
+        _dir: dir,
+    }
 }
 
 /// A routing file: one route per `(name, change_types, topics)`, and the unmatched topic.

@@ -1,5 +1,7 @@
-//! Logging: `tracing` with a pretty format for people or JSON for collectors.
-//! librdkafka's own log lines arrive through the `log` bridge.
+//! Logging (`tracing`, pretty for people or JSON for collectors; librdkafka's own
+//! lines arrive through the `log` bridge) and Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,0 +1,154 @@
+//! The HTTP/1.1 server around the warp filters: accepts connections, bounds how
+//! long a client may take to send its request headers, gives every request an id
+//! (`X-Request-Id`, taken from the request when sane, generated otherwise, echoed
+//! in the response) and a `request` span carrying it, counts answers by endpoint
+//! and status, and drains open connections on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower_service::Service;
+use tracing::{debug, warn, Instrument};
+use warp::http::HeaderValue;
+
+use crate::telemetry::metrics::Metrics;
+
+/// The request and response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Serves `filter` on `listener` until `stop` resolves; then stops accepting and
+/// returns a future that resolves once every open connection finished its request.
+pub async fn serve<F, S>(
+    listener: TcpListener,
+    filter: F,
+    metrics: Arc<Metrics>,
+    header_read_timeout: Duration,
+    stop: S,
+) -> impl Future<Output = ()>
+where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F::Future: Send,
+    S: Future<Output = ()>,
+{
+    let warp_service = warp::service(filter);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let (warp_service, metrics) = (warp_service.clone(), Arc::clone(&metrics));
+        let service = hyper::service::service_fn(move |request| {
+            answer(warp_service.clone(), Arc::clone(&metrics), request)
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown()
+}
+
+async fn answer<W>(
+    mut warp_service: W,
+    metrics: Arc<Metrics>,
+    mut request: Request<Incoming>,
+) -> Result<warp::reply::Response, Infallible>
+where
+    W: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
+{
+    let request_id = request_id(&request);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let endpoint = endpoint_of(request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = warp_service.call(request).instrument(span).await?;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    metrics.request_answered(endpoint, response.status().as_u16());
+    Ok(response)
+}
+
+/// The sender's `X-Request-Id` when it is 1 to 128 visible ASCII characters,
+/// a new UUID otherwise.
+fn request_id<B>(request: &Request<B>) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// The endpoint label of a path: a fixed set, so metrics stay bounded.
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/webhooks/customer" => "webhook",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_id(id: &str) -> Request<()> {
+        Request::builder()
+            .header(REQUEST_ID_HEADER, id)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn keeps_a_sane_request_id_and_replaces_others() {
+        assert_eq!(request_id(&with_id("abc-123")), "abc-123");
+        let generated = request_id(&with_id("has space"));
+        assert!(uuid::Uuid::parse_str(&generated).is_ok());
+        assert!(uuid::Uuid::parse_str(&request_id(&with_id(&"x".repeat(129)))).is_ok());
+        assert!(uuid::Uuid::parse_str(&request_id(&Request::new(()))).is_ok());
+    }
+
+    #[test]
+    fn endpoints_are_a_fixed_set() {
+        assert_eq!(endpoint_of("/webhooks/customer"), "webhook");
+        assert_eq!(endpoint_of("/anything/else"), "other");
+    }
+}

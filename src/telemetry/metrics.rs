@@ -1,0 +1,313 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//!
+//! Counters end in `_total`. Label values are bounded: endpoints, statuses, error
+//! codes and topics come from fixed sets, and change types, which the platform may
+//! add at any time, are capped at [`MAX_CHANGE_TYPES`] distinct values; later ones
+//! are counted as `_other`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Distinct change types that get a label value of their own.
+pub const MAX_CHANGE_TYPES: usize = 100;
+/// The label value of change types beyond the cap.
+pub const OTHER_CHANGE_TYPE: &str = "_other";
+/// The label value of the event of a notification without changes.
+pub const NO_CHANGE_TYPE: &str = "_none";
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    change_type: String,
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric the connector exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    in_flight: Gauge,
+    notifications: Family<ResultLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    delivery_seconds: Histogram,
+    delivery_failures: Family<ReasonLabels, Counter>,
+    signature_failures: Family<ReasonLabels, Counter>,
+    routing_reloads: Family<ResultLabels, Counter>,
+    producer_replacements: Counter,
+    change_types: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("webhook_connector");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by endpoint and status",
+            requests.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "webhook_requests_in_flight",
+            "Webhook requests being processed now",
+            in_flight.clone(),
+        );
+        let notifications = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications by result: accepted, or the error code they were refused with",
+            notifications.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Events acknowledged by Kafka, by change type and topic",
+            events.clone(),
+        );
+        let delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "kafka_delivery_duration_seconds",
+            "Time from producing a notification's events to Kafka's acknowledgement of all of them",
+            delivery_seconds.clone(),
+        );
+        let delivery_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "kafka_delivery_failures",
+            "Notifications whose events Kafka did not all acknowledge, by reason",
+            delivery_failures.clone(),
+        );
+        let signature_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "signature_failures",
+            "Requests refused for a missing or invalid signature",
+            signature_failures.clone(),
+        );
+        let routing_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "routing_reloads",
+            "Routing file reloads, by result (ok, failed)",
+            routing_reloads.clone(),
+        );
+        let producer_replacements = Counter::default();
+        registry.register(
+            "kafka_producer_replacements",
+            "Kafka producers replaced after they could no longer produce",
+            producer_replacements.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Version of the running connector",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        Metrics {
+            registry,
+            requests,
+            in_flight,
+            notifications,
+            events,
+            delivery_seconds,
+            delivery_failures,
+            signature_failures,
+            routing_reloads,
+            producer_replacements,
+            change_types: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+
+    pub fn request_answered(&self, endpoint: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { endpoint, status })
+            .inc();
+    }
+
+    /// Counts a webhook request in flight until the returned guard is dropped.
+    pub fn webhook_in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub fn notification(&self, result: &str) {
+        self.notifications
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn event_acknowledged(&self, change_type: Option<&str>, topic: &str) {
+        let change_type = self.change_type_label(change_type);
+        self.events
+            .get_or_create(&EventLabels {
+                change_type,
+                topic: topic.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn delivery_took(&self, seconds: f64) {
+        self.delivery_seconds.observe(seconds);
+    }
+
+    pub fn delivery_failed(&self, reason: &str) {
+        self.delivery_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn signature_failed(&self, reason: &str) {
+        self.signature_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn routing_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.routing_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// The counter the Kafka sink increments when it replaces its producer.
+    pub fn producer_replacements(&self) -> Counter {
+        self.producer_replacements.clone()
+    }
+
+    /// The change type itself while fewer than [`MAX_CHANGE_TYPES`] were seen, else `_other`.
+    fn change_type_label(&self, change_type: Option<&str>) -> String {
+        let Some(change_type) = change_type else {
+            return NO_CHANGE_TYPE.to_string();
+        };
+        let mut seen = self
+            .change_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(change_type) {
+            return change_type.to_string();
+        }
+        if seen.len() < MAX_CHANGE_TYPES {
+            seen.insert(change_type.to_string());
+            return change_type.to_string();
+        }
+        OTHER_CHANGE_TYPE.to_string()
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_total_and_build_info() {
+        let metrics = Metrics::new();
+        metrics.request_answered("webhook", 200);
+        metrics.request_answered("webhook", 200);
+        metrics.notification("accepted");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("webhook_connector_notifications_total{result=\"accepted\"} 1"));
+        assert!(text.contains("webhook_connector_build_info{version=\""));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn change_type_labels_are_capped() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_CHANGE_TYPES + 50 {
+            metrics.event_acknowledged(Some(&format!("Type{i}")), "t");
+        }
+        metrics.event_acknowledged(Some("Type0"), "t");
+        metrics.event_acknowledged(None, "t");
+        let text = metrics.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("webhook_connector_events_total{"))
+            .count();
+        assert_eq!(series, MAX_CHANGE_TYPES + 2, "{text}");
+        assert!(text.contains("change_type=\"_other\",topic=\"t\"} 50"));
+        assert!(text.contains("change_type=\"Type0\",topic=\"t\"} 2"));
+        assert!(text.contains("change_type=\"_none\""));
+    }
+
+    #[test]
+    fn in_flight_goes_down_when_the_guard_drops() {
+        let metrics = Metrics::new();
+        let guard = metrics.webhook_in_flight();
+        assert!(metrics
+            .render()
+            .contains("webhook_connector_webhook_requests_in_flight 1"));
+        drop(guard);
+        assert!(metrics
+            .render()
+            .contains("webhook_connector_webhook_requests_in_flight 0"));
+    }
+}
