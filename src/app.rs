@@ -25,10 +25,10 @@ use crate::telemetry::metrics::Metrics;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Producer(#[from] ProducerError),
@@ -70,10 +70,10 @@ pub async fn start(
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Listen { addr, source })?;
+        .map_err(|cause| StartError::Listen { addr, cause })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| StartError::Listen { addr, source })?;
+        .map_err(|cause| StartError::Listen { addr, cause })?;
     let routing = Arc::new(Routing::new(
         settings.routing.file.clone(),
         routing,

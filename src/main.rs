@@ -43,7 +43,13 @@ enum Command {
     /// Serve the webhook endpoint until SIGINT or SIGTERM.
     Run(ConfigArg),
     /// Validate the settings and the routing file, then print the route table.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also connect to Kafka and verify that every routed topic exists.
+        #[arg(long)]
+        kafka: bool,
+    },
     /// Print the flat events of a webhook body and the topics each goes to; needs no Kafka.
     Explain {
         #[command(flatten)]
@@ -90,13 +96,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
             runtime.block_on(serve(settings, routing))
         }
-        Command::Check(arg) => {
-            let (settings, routing) = load(&arg)?;
-            println!("settings: {}", describe_source(&arg));
+        Command::Check { config, kafka } => {
+            let (settings, routing) = load(&config)?;
+            println!("settings: {}", describe_source(&config));
             println!("routing file: {}", settings.routing.file.display());
             println!("kafka: {}", settings.kafka.bootstrap_servers);
             println!();
             print!("{}", explain::route_table(&routing));
+            if kafka {
+                check_topics(&settings, &routing)?;
+            }
             Ok(())
         }
         Command::Explain { config, body } => {
@@ -136,6 +145,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `check --kafka`: every routed topic must exist in the cluster.
+fn check_topics(settings: &Settings, routing: &RoutingTable) -> Result<(), Failure> {
+    let wanted = routing.all_topics();
+    let missing = admin::missing_routed_topics(
+        &settings.kafka,
+        wanted.iter().copied(),
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
+    println!();
+    if missing.is_empty() {
+        println!("kafka: all {} routed topics exist", wanted.len());
+        return Ok(());
+    }
+    Err(Failure(
+        EXIT_UNAVAILABLE,
+        anyhow::anyhow!(
+            "routed topics missing in Kafka: {} (create them, e.g. with `webhook-connector create-topics`)",
+            missing.join(", ")
+        ),
+    ))
 }
 
 /// The settings file in effect: `--config`, else `config/default.toml` if present.

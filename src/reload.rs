@@ -51,9 +51,9 @@ impl Routing {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = text.as_ref().ok().cloned();
         let table = text
-            .map_err(|source| RoutesError::Read {
+            .map_err(|cause| RoutesError::Read {
                 file: self.file.display().to_string(),
-                source,
+                cause,
             })
             .and_then(|text| routes::parse(&text, &self.file.display().to_string()));
         match table {

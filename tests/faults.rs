@@ -320,15 +320,17 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
         .unwrap()
         .port();
     let grace_ms = 5000;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
-        .args(["run", "--config", "config/default.toml"])
-        .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", grace_ms.to_string())
-        .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
-        .env("CONNECTOR__ROUTING__FILE", &routes)
-        .env("CONNECTOR__LOG__LEVEL", "warn")
-        .spawn()
-        .expect("the connector starts");
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+            .args(["run", "--config", "config/default.toml"])
+            .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", grace_ms.to_string())
+            .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
+            .env("CONNECTOR__ROUTING__FILE", &routes)
+            .env("CONNECTOR__LOG__LEVEL", "warn")
+            .spawn()
+            .expect("the connector starts"),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while reqwest::get(format!("{url}/healthz")).await.is_err() {
@@ -345,12 +347,12 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let signalled_at = Instant::now();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = child.0.try_wait().unwrap() {
             break exit;
         }
         assert!(

@@ -39,7 +39,7 @@ const RESERVED_PROPERTIES: [(&str, &str); 5] = [
 /// Why settings cannot be loaded. `key` is the setting to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] config::ConfigError),
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },

@@ -13,11 +13,8 @@ use crate::routing::{Route, RoutingTable};
 /// Why a routing file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RoutesError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot read: {cause}")]
+    Read { file: String, cause: std::io::Error },
     #[error("{file}: {location}: {message}")]
     Invalid {
         file: String,
@@ -55,9 +52,9 @@ struct RouteEntry {
 /// Reads and validates a routing file.
 pub fn load(path: &Path) -> Result<RoutingTable, RoutesError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| RoutesError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| RoutesError::Read {
         file: file.clone(),
-        source,
+        cause,
     })?;
     parse(&text, &file)
 }

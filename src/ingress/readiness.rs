@@ -12,6 +12,8 @@ use warp::reply::Response;
 use warp::Reply;
 
 use crate::routing::RoutingTable;
+use rdkafka::producer::Producer;
+
 use crate::sink::{admin, KafkaSink};
 
 /// How long one answer is reused.
@@ -61,7 +63,7 @@ async fn probe(sink: Arc<KafkaSink>, routing: &RoutingTable) -> Report {
     let topics: Vec<String> = routing.all_topics().into_iter().map(String::from).collect();
     let result = tokio::task::spawn_blocking(move || {
         admin::missing_topics(
-            &sink.producer(),
+            sink.producer().client(),
             topics.iter().map(String::as_str),
             METADATA_TIMEOUT,
         )

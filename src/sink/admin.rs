@@ -6,17 +6,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::ClientContext;
 
 use crate::config::KafkaSettings;
 
 /// Why topics could not be listed or created.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot reach Kafka at {servers}: {source}")]
-    Unreachable { servers: String, source: KafkaError },
+    #[error("cannot reach Kafka at {servers}: {cause}")]
+    Unreachable { servers: String, cause: KafkaError },
     #[error("cannot create topic {topic}: {reason}")]
     CreateFailed { topic: String, reason: String },
 }
@@ -30,12 +30,12 @@ pub enum TopicOutcome {
 
 /// The topics among `wanted` that the cluster's metadata does not list.
 /// Blocking: call it from a blocking context.
-pub fn missing_topics<'a>(
-    producer: &FutureProducer,
+pub fn missing_topics<'a, C: ClientContext>(
+    client: &Client<C>,
     wanted: impl IntoIterator<Item = &'a str>,
     timeout: Duration,
 ) -> Result<Vec<&'a str>, KafkaError> {
-    let metadata = producer.client().fetch_metadata(None, timeout)?;
+    let metadata = client.fetch_metadata(None, timeout)?;
     let existing: BTreeSet<&str> = metadata
         .topics()
         .iter()
@@ -48,6 +48,23 @@ pub fn missing_topics<'a>(
         .collect())
 }
 
+/// The routed topics missing from the cluster at `settings.bootstrap_servers`
+/// (for `check --kafka`). Blocking.
+pub fn missing_routed_topics<'a>(
+    settings: &KafkaSettings,
+    wanted: impl IntoIterator<Item = &'a str>,
+    timeout: Duration,
+) -> Result<Vec<&'a str>, AdminError> {
+    let unreachable = |cause| AdminError::Unreachable {
+        servers: settings.bootstrap_servers.clone(),
+        cause,
+    };
+    let client: AdminClient<DefaultClientContext> = super::client_config(settings)
+        .create()
+        .map_err(unreachable)?;
+    missing_topics(client.inner(), wanted, timeout).map_err(unreachable)
+}
+
 /// Creates each topic that does not exist yet; existing ones are left as they are.
 pub async fn create_topics(
     settings: &KafkaSettings,
@@ -55,9 +72,9 @@ pub async fn create_topics(
     partitions: i32,
     replication_factor: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, AdminError> {
-    let unreachable = |source| AdminError::Unreachable {
+    let unreachable = |cause| AdminError::Unreachable {
         servers: settings.bootstrap_servers.clone(),
-        source,
+        cause,
     };
     let client: AdminClient<DefaultClientContext> = super::client_config(settings)
         .create()

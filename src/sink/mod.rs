@@ -31,7 +31,7 @@ pub type RoutedEvent<'a> = (&'a FlatEvent, Vec<&'a str>);
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the Kafka producer: {0}")]
-pub struct ProducerError(#[from] KafkaError);
+pub struct ProducerError(KafkaError);
 
 /// Why a request's events are not all in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,7 +107,7 @@ impl KafkaSink {
                 "message.timeout.ms",
                 settings.delivery_timeout_ms.to_string(),
             );
-        let producer: FutureProducer = config.create()?;
+        let producer: FutureProducer = config.create().map_err(ProducerError)?;
         Ok(KafkaSink {
             config,
             producer: RwLock::new(Arc::new(producer)),

@@ -1,0 +1,402 @@
+//! What an operator relies on: readiness that follows Kafka, metrics that match the
+//! traffic, request ids, routing hot reload (file change, invalid file, SIGHUP,
+//! requests in flight) and `check --kafka`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+async fn get(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: no answer: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// Polls `url` until it answers `status`, or panics after `within`.
+async fn wait_for_status(url: &str, status: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, _, body) = get(url).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} still answers {got}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of the metric line starting with `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+}
+
+/// Polls `/metrics` until `series` reaches `value`, or panics after 10 s.
+async fn wait_for_metric(connector: &Connector, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, text) = get(&format!("{}/metrics", connector.url)).await;
+        if metric(&text, series) == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_turns_503_while_the_broker_is_stopped_and_200_when_it_returns() {
+    let broker = Broker::start();
+    let topic = unique_topic("ready");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let readyz = format!("{}/readyz", connector.url);
+
+    wait_for_status(&readyz, 200, Duration::from_secs(10)).await;
+    broker.pause();
+    let body = wait_for_status(&readyz, 503, Duration::from_secs(10)).await;
+    assert!(body.contains("Kafka is unreachable"), "{body}");
+    // Liveness does not depend on Kafka.
+    assert_eq!(get(&format!("{}/healthz", connector.url)).await.0, 200);
+    broker.resume();
+    wait_for_status(&readyz, 200, Duration::from_secs(10)).await;
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_names_a_routed_topic_missing_from_kafka() {
+    let present = unique_topic("present");
+    let missing = unique_topic("missing");
+    create_topics(&[&present]).await;
+    let routes = routes_toml(&present, &[("r", &["CustomerSmsChanged"], &[&missing])]);
+    let connector = start_connector(test_settings(), &routes).await;
+    let body = wait_for_status(
+        &format!("{}/readyz", connector.url),
+        503,
+        Duration::from_secs(10),
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["ready"], json!(false));
+    assert_eq!(
+        report["reasons"],
+        json!([format!("topic {missing} does not exist in Kafka")])
+    );
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_report_counts_that_match_the_requests_sent() {
+    let contact = unique_topic("contact");
+    let marketing = unique_topic("marketing");
+    create_topics(&[&contact, &marketing]).await;
+    let routes = routes_toml(
+        &marketing,
+        &[("contact", &["CustomerSmsChanged"], &[&contact])],
+    );
+    let mut settings = test_settings();
+    settings.webhook.secrets = vec!["s".into()];
+    let connector = start_connector(settings, &routes).await;
+    let body = seed_sample();
+    let signature = webhook_connector::ingress::signature::sign("s", &body);
+    let signed = [("X-ResDiary-Signature", signature.as_str())];
+    for _ in 0..3 {
+        assert_eq!(
+            post(&connector.endpoint(), body.clone(), &signed)
+                .await
+                .status,
+            200
+        );
+    }
+    let bad_json = webhook_connector::ingress::signature::sign("s", b"{");
+    for _ in 0..2 {
+        let answer = post(
+            &connector.endpoint(),
+            "{",
+            &[("X-ResDiary-Signature", &bad_json)],
+        )
+        .await;
+        assert_eq!(answer.status, 400);
+    }
+    assert_eq!(
+        post(&connector.endpoint(), body.clone(), &[]).await.status,
+        401
+    );
+    assert_eq!(get(&format!("{}/nowhere", connector.url)).await.0, 404);
+
+    let (status, headers, text) = get(&format!("{}/metrics", connector.url)).await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let expect = [
+        ("webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"200\"}", 3.0),
+        ("webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"400\"}", 2.0),
+        ("webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"401\"}", 1.0),
+        ("webhook_connector_http_requests_total{endpoint=\"other\",status=\"404\"}", 1.0),
+        ("webhook_connector_notifications_total{result=\"accepted\"}", 3.0),
+        ("webhook_connector_notifications_total{result=\"invalid_json\"}", 2.0),
+        ("webhook_connector_notifications_total{result=\"signature_missing\"}", 1.0),
+        ("webhook_connector_signature_failures_total{reason=\"missing\"}", 1.0),
+        (
+            &format!("webhook_connector_events_total{{change_type=\"CustomerSmsChanged\",topic=\"{contact}\"}}"),
+            3.0,
+        ),
+        (
+            &format!(
+                "webhook_connector_events_total{{change_type=\"CustomerGroupEmailMarketingOptinChanged\",topic=\"{marketing}\"}}"
+            ),
+            3.0,
+        ),
+        ("webhook_connector_kafka_delivery_duration_seconds_count", 3.0),
+        ("webhook_connector_webhook_requests_in_flight", 0.0),
+        ("webhook_connector_kafka_producer_replacements_total", 0.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(metric(&text, series), Some(value), "{series} in:\n{text}");
+    }
+    assert!(
+        text.contains("webhook_connector_build_info{version=\""),
+        "{text}"
+    );
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let topic = unique_topic("ids");
+    create_topics(&[&topic]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let given = post(
+        &connector.endpoint(),
+        seed_sample(),
+        &[("X-Request-Id", "trace-42")],
+    )
+    .await;
+    assert_eq!(given.status, 200);
+    assert_eq!(given.headers["x-request-id"], "trace-42");
+    let generated = post(&connector.endpoint(), "{", &[]).await;
+    assert_eq!(generated.status, 400);
+    let id = generated.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let (status, headers, _) = get(&format!("{}/nowhere", connector.url)).await;
+    assert_eq!(status, 404);
+    assert!(headers.contains_key("x-request-id"));
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_routing_file_applies_to_later_requests() {
+    let first = unique_topic("first");
+    let second = unique_topic("second");
+    create_topics(&[&first, &second]).await;
+    let mut settings = test_settings();
+    settings.routing.watch_interval_ms = 100;
+    let connector = start_connector(settings, &routes_toml(&first, &[])).await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+
+    std::fs::write(&connector.routes_file, routes_toml(&second, &[])).unwrap();
+    wait_for_metric(
+        &connector,
+        "webhook_connector_routing_reloads_total{result=\"ok\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+
+    read_exactly(&first, 4);
+    read_exactly(&second, 4);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_routing_file_keeps_the_old_table() {
+    let topic = unique_topic("kept");
+    create_topics(&[&topic]).await;
+    let mut settings = test_settings();
+    settings.routing.watch_interval_ms = 100;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+
+    let broken = routes_toml(&topic, &[("bad", &[], &["elsewhere"])]);
+    std::fs::write(&connector.routes_file, broken).unwrap();
+    wait_for_metric(
+        &connector,
+        "webhook_connector_routing_reloads_total{result=\"failed\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    read_exactly(&topic, 4);
+    let (_, _, text) = get(&format!("{}/metrics", connector.url)).await;
+    assert_eq!(
+        metric(
+            &text,
+            "webhook_connector_routing_reloads_total{result=\"ok\"}"
+        ),
+        None
+    );
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_never_fails_or_reroutes_a_request_in_flight() {
+    let broker = Broker::start();
+    let old = unique_topic("old");
+    let new = unique_topic("new");
+    create_topics_on(&broker.bootstrap(), &[&old, &new]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    settings.routing.watch_interval_ms = 100;
+    let connector = start_connector(settings, &routes_toml(&old, &[])).await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+
+    broker.pause();
+    let endpoint = connector.endpoint();
+    let in_flight = tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&connector.routes_file, routes_toml(&new, &[])).unwrap();
+    wait_for_metric(
+        &connector,
+        "webhook_connector_routing_reloads_total{result=\"ok\"}",
+        1.0,
+    )
+    .await;
+    broker.resume();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    // Its events went where the table it started with said.
+    read_exactly_on(&broker.bootstrap(), &old, 8);
+    read_exactly_on(&broker.bootstrap(), &new, 0);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_routing_file() {
+    let first = unique_topic("first");
+    let second = unique_topic("second");
+    create_topics(&[&first, &second]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, routes_toml(&first, &[])).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+            .args(["run", "--config", "config/default.toml"])
+            .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
+            .env("CONNECTOR__ROUTING__FILE", &routes)
+            // No polling: only the signal may reload.
+            .env("CONNECTOR__ROUTING__WATCH_INTERVAL_MS", "0")
+            .env("CONNECTOR__LOG__LEVEL", "warn")
+            .spawn()
+            .expect("the connector starts"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the connector exited at start"
+        );
+        assert!(Instant::now() < deadline, "the connector did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let endpoint = format!("{url}/webhooks/customer");
+
+    std::fs::write(&routes, routes_toml(&second, &[])).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, text) = get(&format!("{url}/metrics")).await;
+        if metric(
+            &text,
+            "webhook_connector_routing_reloads_total{result=\"ok\"}",
+        ) == Some(1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload after SIGHUP:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert!(child.0.wait().unwrap().success());
+    read_exactly(&first, 4);
+    read_exactly(&second, 4);
+}
+
+#[test]
+fn check_with_kafka_verifies_that_every_routed_topic_exists() {
+    let present = unique_topic("present");
+    let missing = unique_topic("missing");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(create_topics(&[&present]));
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    let check = |routes_text: String| {
+        std::fs::write(&routes, routes_text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+            .args(["check", "--kafka", "--config", "config/default.toml"])
+            .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
+            .env("CONNECTOR__ROUTING__FILE", &routes)
+            .output()
+            .unwrap()
+    };
+    let ok = check(routes_toml(&present, &[]));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("all 1 routed topics exist"));
+
+    let failed = check(routes_toml(&present, &[("r", &["X"], &[&missing])]));
+    assert_eq!(failed.status.code(), Some(69));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains(&format!("routed topics missing in Kafka: {missing}")),
+        "{stderr}"
+    );
+}
