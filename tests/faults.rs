@@ -414,3 +414,31 @@ async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
     );
     broker.resume();
 }
+
+#[tokio::test]
+async fn a_client_stalling_in_its_headers_is_disconnected() {
+    let topic = unique_topic("stalled-headers");
+    create_topics(&[&topic]).await;
+    let mut settings = test_settings();
+    settings.server.request_read_timeout_ms = 500;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let mut stream = tokio::net::TcpStream::connect(connector.addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("the connector closes the connection");
+    // Closed (0 bytes or a reset), possibly after a 408 the server may send first.
+    if let Ok(n) = read {
+        let text = String::from_utf8_lossy(&buffer[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_millis(2000));
+    connector.stop().await;
+}
