@@ -96,17 +96,24 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// The producer's configuration: [`client_config`] plus the settings "200 means
+/// acknowledged" rests on (idempotence, `acks=all`, the delivery timeout).
+pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = client_config(settings);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            settings.delivery_timeout_ms.to_string(),
+        );
+    config
+}
+
 impl KafkaSink {
     /// `replacements` counts the producers replaced after fatal states.
     pub fn new(settings: &KafkaSettings, replacements: Counter) -> Result<Self, ProducerError> {
-        let mut config = client_config(settings);
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                settings.delivery_timeout_ms.to_string(),
-            );
+        let config = producer_config(settings);
         let producer: FutureProducer = config.create().map_err(ProducerError)?;
         Ok(KafkaSink {
             config,
@@ -292,7 +299,8 @@ fn distinct_topics<'a>(routed: &[RoutedEvent<'a>]) -> Vec<&'a str> {
     topics
 }
 
-fn headers(event: &FlatEvent) -> OwnedHeaders {
+/// The record headers of an event.
+pub fn headers(event: &FlatEvent) -> OwnedHeaders {
     let event_id = event.event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
     OwnedHeaders::new_with_capacity(4)

@@ -1,0 +1,422 @@
+//! The request-path benchmark, run by `scripts/bench.sh` (which builds everything in
+//! release mode and starts the broker).
+//!
+//! 1. Generates a corpus of signed notifications and a wrk script that sends them.
+//! 2. Starts the connector (signatures on) and drives `POST /webhooks/customer` with
+//!    wrk at each concurrency level for a fixed duration: requests/s, events/s,
+//!    latency percentiles, connector CPU seconds per 10 000 events, peak RSS.
+//! 3. Measures latency at half the maximum throughput (wrk with a per-request pause).
+//! 4. Soaks at concurrency 64 and reports RSS at start and end.
+//! 5. Runs the baseline (the same events produced straight to Kafka with the same
+//!    producer settings) and reports `ratio = connector events/s / baseline events/s`.
+//!
+//! Writes the results as JSON and prints a table.
+
+mod baseline;
+mod corpus;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+use serde_json::Value;
+
+use webhook_connector::config::{routes, KafkaSettings};
+
+const SECRET: &str = "bench-secret";
+
+#[derive(Parser)]
+struct Args {
+    /// The broker, host:port (topics of the routing file must exist).
+    #[arg(long)]
+    kafka: String,
+    /// The connector binary (release build).
+    #[arg(long)]
+    connector: PathBuf,
+    /// Seconds per concurrency level.
+    #[arg(long, default_value_t = 15)]
+    duration_secs: u64,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    levels: Vec<usize>,
+    /// Seconds of the soak at concurrency 64 (0: none).
+    #[arg(long, default_value_t = 120)]
+    soak_secs: u64,
+    /// Where to write the JSON results.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// What wrk's `done` prints.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+struct WrkRun {
+    requests: u64,
+    duration_us: u64,
+    non2xx: u64,
+    connect_errors: u64,
+    read_errors: u64,
+    write_errors: u64,
+    timeouts: u64,
+    mean_us: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Level {
+    concurrency: usize,
+    requests_per_sec: f64,
+    events_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    cpu_seconds_per_10k_events: f64,
+    peak_rss_mib: f64,
+    ratio: f64,
+    failed_requests: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    machine: String,
+    corpus_notifications: usize,
+    corpus_mean_bytes: f64,
+    corpus_mean_events: f64,
+    duration_secs: u64,
+    baseline_events: usize,
+    baseline_events_per_sec: f64,
+    levels: Vec<Level>,
+    half_load: Option<Level>,
+    soak: Option<Soak>,
+}
+
+#[derive(Debug, Serialize)]
+struct Soak {
+    seconds: u64,
+    concurrency: usize,
+    rss_start_mib: f64,
+    rss_end_mib: f64,
+    growth_percent: f64,
+    events_per_sec: f64,
+    failed_requests: u64,
+}
+
+/// The connector process, stopped when dropped.
+struct Connector {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_connector(binary: &Path, kafka: &str) -> Connector {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(binary)
+        .args(["run", "--config", "config/default.toml"])
+        .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka)
+        .env("CONNECTOR__WEBHOOK__SECRETS", SECRET)
+        .env("CONNECTOR__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the connector starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = Command::new("curl")
+            .args(["-fsS", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{port}/readyz"))
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connector did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Connector { child, port }
+}
+
+fn wrk(script: &Path, port: u16, concurrency: usize, seconds: u64, pause_ms: u64) -> WrkRun {
+    let threads = concurrency.min(2);
+    let output = Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{concurrency}"))
+        .arg(format!("-d{seconds}s"))
+        .args(["--timeout", "30s", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--", &pause_ms.to_string()])
+        .output()
+        .expect("wrk runs (scripts/bench.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from wrk:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("wrk's result line is JSON")
+}
+
+/// Runs one measured load and turns it into a [`Level`] (ratio filled in later).
+fn measure(
+    connector: &Connector,
+    script: &Path,
+    mean_events: f64,
+    concurrency: usize,
+    seconds: u64,
+    pause_ms: u64,
+) -> Level {
+    let pid = connector.child.id();
+    let rss = process::RssSampler::start(pid);
+    let cpu_before = process::cpu_seconds(pid);
+    let run = wrk(script, connector.port, concurrency, seconds, pause_ms);
+    let cpu = process::cpu_seconds(pid) - cpu_before;
+    let peak_rss_mib = rss.finish();
+    let failed =
+        run.non2xx + run.connect_errors + run.read_errors + run.write_errors + run.timeouts;
+    let secs = run.duration_us as f64 / 1e6;
+    let ok = run.requests.saturating_sub(run.non2xx) as f64;
+    let events = ok * mean_events;
+    Level {
+        concurrency,
+        requests_per_sec: ok / secs,
+        events_per_sec: events / secs,
+        p50_ms: run.p50_us as f64 / 1000.0,
+        p99_ms: run.p99_us as f64 / 1000.0,
+        p999_ms: run.p999_us as f64 / 1000.0,
+        cpu_seconds_per_10k_events: if events > 0.0 {
+            cpu / events * 10_000.0
+        } else {
+            0.0
+        },
+        peak_rss_mib,
+        ratio: 0.0,
+        failed_requests: failed,
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}; broker, wrk and connector on the same machine")
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let corpus = corpus::Corpus::generate(1000, SECRET);
+    let work = tempfile::tempdir().unwrap();
+    let script = work.path().join("corpus.lua");
+    std::fs::write(&script, corpus.wrk_script()).unwrap();
+    eprintln!(
+        "corpus: {} notifications, {:.0} bytes and {:.2} events on average",
+        corpus.bodies.len(),
+        corpus.mean_bytes(),
+        corpus.mean_events
+    );
+
+    let connector = start_connector(&args.connector, &args.kafka);
+    eprintln!("warming up");
+    wrk(&script, connector.port, 16, 3, 0);
+    let mut levels = Vec::new();
+    for &concurrency in &args.levels {
+        let level = measure(
+            &connector,
+            &script,
+            corpus.mean_events,
+            concurrency,
+            args.duration_secs,
+            0,
+        );
+        eprintln!(
+            "c={concurrency}: {:.0} events/s, p99 {:.1} ms",
+            level.events_per_sec, level.p99_ms
+        );
+        levels.push(level);
+    }
+
+    // Latency at half the maximum throughput: every connection pauses between its
+    // requests so that together they send about half the best rate seen.
+    let mut half_load = levels
+        .iter()
+        .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
+        .cloned()
+        .map(|best| {
+            let concurrency = 64;
+            let target = best.requests_per_sec / 2.0;
+            let period_ms = concurrency as f64 / target * 1000.0;
+            let mut pause_ms = (period_ms - best.p50_ms).max(0.0);
+            let mut level = measure(
+                &connector,
+                &script,
+                corpus.mean_events,
+                concurrency,
+                args.duration_secs,
+                pause_ms as u64,
+            );
+            // One correction: scale the pause by how far off the rate was.
+            if (level.requests_per_sec / target - 1.0).abs() > 0.1 {
+                pause_ms *= level.requests_per_sec / target;
+                level = measure(
+                    &connector,
+                    &script,
+                    corpus.mean_events,
+                    concurrency,
+                    args.duration_secs,
+                    pause_ms as u64,
+                );
+            }
+            eprintln!(
+                "half load: {:.0} req/s (max {:.0}), p99 {:.1} ms",
+                level.requests_per_sec, best.requests_per_sec, level.p99_ms
+            );
+            level
+        });
+
+    let soak = (args.soak_secs > 0).then(|| {
+        let pid = connector.child.id();
+        let rss_start_mib = process::memory_mib(pid, "VmRSS:");
+        let level = measure(
+            &connector,
+            &script,
+            corpus.mean_events,
+            64,
+            args.soak_secs,
+            0,
+        );
+        let rss_end_mib = process::memory_mib(pid, "VmRSS:");
+        eprintln!("soak: RSS {rss_start_mib:.1} -> {rss_end_mib:.1} MiB");
+        Soak {
+            seconds: args.soak_secs,
+            concurrency: 64,
+            rss_start_mib,
+            rss_end_mib,
+            growth_percent: (rss_end_mib / rss_start_mib - 1.0) * 100.0,
+            events_per_sec: level.events_per_sec,
+            failed_requests: level.failed_requests,
+        }
+    });
+    drop(connector);
+
+    // The baseline produces as many events as the busiest level delivered.
+    let settings = KafkaSettings {
+        bootstrap_servers: args.kafka.clone(),
+        properties: webhook_connector::config::Settings::load(Some(Path::new(
+            "config/default.toml",
+        )))
+        .expect("config/default.toml loads")
+        .kafka
+        .properties,
+        ..KafkaSettings::default()
+    };
+    let routing = routes::load(Path::new("config/routes.toml")).expect("routes load");
+    let baseline_events = levels
+        .iter()
+        .map(|l| (l.events_per_sec * args.duration_secs as f64) as usize)
+        .max()
+        .unwrap_or(10_000)
+        .max(10_000);
+    eprintln!("baseline: producing {baseline_events} events");
+    let baseline = baseline::run(&settings, &routing, &corpus.bodies, baseline_events).await;
+    for level in levels.iter_mut().chain(half_load.iter_mut()) {
+        level.ratio = level.events_per_sec / baseline;
+    }
+
+    let results = Results {
+        machine: machine(),
+        corpus_notifications: corpus.bodies.len(),
+        corpus_mean_bytes: corpus.mean_bytes(),
+        corpus_mean_events: corpus.mean_events,
+        duration_secs: args.duration_secs,
+        baseline_events,
+        baseline_events_per_sec: baseline,
+        levels,
+        half_load,
+        soak,
+    };
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let json: Value = serde_json::to_value(&results).unwrap();
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&json).unwrap() + "\n",
+    )
+    .unwrap();
+    print_table(&results);
+    eprintln!("results written to {}", args.out.display());
+}
+
+fn print_table(r: &Results) {
+    println!("machine: {}", r.machine);
+    println!(
+        "corpus: {} signed notifications, {:.0} bytes and {:.2} events each on average; {} s per level",
+        r.corpus_notifications, r.corpus_mean_bytes, r.corpus_mean_events, r.duration_secs
+    );
+    println!(
+        "baseline (same events, same producer settings, straight to Kafka): {:.0} events/s over {} events",
+        r.baseline_events_per_sec, r.baseline_events
+    );
+    println!();
+    println!("| concurrency | requests/s | events/s | ratio | p50 ms | p99 ms | p99.9 ms | CPU s / 10k events | peak RSS MiB | failed |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let row = |name: String, l: &Level| {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {} |",
+            l.requests_per_sec,
+            l.events_per_sec,
+            l.ratio,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.cpu_seconds_per_10k_events,
+            l.peak_rss_mib,
+            l.failed_requests
+        )
+    };
+    for level in &r.levels {
+        row(level.concurrency.to_string(), level);
+    }
+    if let Some(half) = &r.half_load {
+        row(format!("{} at half load", half.concurrency), half);
+    }
+    if let Some(soak) = &r.soak {
+        println!();
+        println!(
+            "soak: {} s at concurrency {}: RSS {:.1} -> {:.1} MiB ({:+.1}%), {:.0} events/s, {} failed",
+            soak.seconds, soak.concurrency, soak.rss_start_mib, soak.rss_end_mib, soak.growth_percent,
+            soak.events_per_sec, soak.failed_requests
+        );
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The benchmark: builds in release mode, starts a local broker and the connector
+# (signatures on), drives POST /webhooks/customer with wrk at concurrency 1, 16, 64
+# and 256, measures latency at half the maximum throughput, soaks for 2 minutes at
+# concurrency 64, and compares with a baseline producing the same events straight to
+# Kafka in the same run. Prints a table and writes bench/results.json.
+#   scripts/bench.sh           the full run (about 6 minutes once built)
+#   scripts/bench.sh --smoke   a few seconds, results in target/bench/smoke.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/broker.sh
+
+if [ "${1:-}" = "--smoke" ]; then
+  args=(--duration-secs 2 --levels 1,16 --soak-secs 0 --out target/bench/smoke.json)
+else
+  args=(--out bench/results.json)
+fi
+
+ensure_broker_installed
+if ! command -v wrk >/dev/null; then
+  log "Installing wrk (Debian package)"
+  sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -qq >&2
+  $sudo_if_needed apt-get install -y -qq wrk >&2
+fi
+log "Building in release mode"
+cargo build --release --locked --bin webhook-connector --example bench
+
+mkdir -p target/bench
+port=$(pick_port)
+trap stop_broker EXIT
+log "Starting the broker on 127.0.0.1:$port"
+start_broker "$port" "$PWD/target/bench/broker.log"
+CONNECTOR__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$port" \
+  target/release/webhook-connector create-topics --config config/default.toml --partitions 3 >/dev/null
+
+target/release/examples/bench --kafka "127.0.0.1:$port" \
+  --connector target/release/webhook-connector "${args[@]}"
