@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::Signal;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::routes::RoutesError;
 use crate::config::Settings;
 use crate::ingress::{self, server, Ingress, Readiness};
 use crate::reload::{self, Routing};
-use crate::routing::RoutingTable;
 use crate::sink::{KafkaSink, ProducerError};
 use crate::telemetry::metrics::Metrics;
 
@@ -32,6 +33,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Routes(#[from] RoutesError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -55,14 +58,14 @@ impl RunningServer {
     }
 }
 
-/// Binds `settings.server.listen` and serves until [`RunningServer::shutdown`].
-/// `routing` is the table already loaded from `settings.routing.file`, which is
-/// then watched for changes.
-pub async fn start(
-    settings: &Settings,
-    routing: RoutingTable,
-) -> Result<RunningServer, StartError> {
+/// Loads the routing file, binds `settings.server.listen` and serves until
+/// [`RunningServer::shutdown`], reloading the routing file when it changes.
+pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
+    let routing = Arc::new(Routing::load(
+        settings.routing.file.clone(),
+        Arc::clone(&metrics),
+    )?);
     let sink = Arc::new(KafkaSink::new(
         &settings.kafka,
         metrics.producer_replacements(),
@@ -74,17 +77,13 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|cause| StartError::Listen { addr, cause })?;
-    let routing = Arc::new(Routing::new(
-        settings.routing.file.clone(),
-        routing,
-        Arc::clone(&metrics),
-    ));
     let state = Arc::new(Ingress {
         routing: Arc::clone(&routing),
         sink: Arc::clone(&sink),
         metrics: Arc::clone(&metrics),
         secrets: settings.webhook.secrets.clone(),
         max_body_bytes: settings.server.max_body_bytes,
+        max_changes: settings.webhook.max_changes,
         request_read_timeout: settings.server.request_read_timeout(),
         in_flight: Semaphore::new(settings.server.max_in_flight),
         readiness: Readiness::default(),
@@ -97,8 +96,12 @@ pub async fn start(
         routing,
         metrics,
         grace: settings.server.shutdown_grace(),
-        header_read_timeout: settings.server.request_read_timeout(),
+        server_options: server::ServerOptions {
+            header_read_timeout: settings.server.request_read_timeout(),
+            max_connections: settings.server.max_connections,
+        },
         watch_interval: settings.routing.watch_interval(),
+        hangups: reload::hangups(),
     };
     let task = tokio::spawn(run.until(stopped));
     Ok(RunningServer { addr, stop, task })
@@ -112,8 +115,9 @@ struct Run {
     routing: Arc<Routing>,
     metrics: Arc<Metrics>,
     grace: Duration,
-    header_read_timeout: Duration,
+    server_options: server::ServerOptions,
     watch_interval: Duration,
+    hangups: Option<Signal>,
 }
 
 impl Run {
@@ -121,14 +125,15 @@ impl Run {
         let watching = CancellationToken::new();
         tokio::spawn(reload::watch(
             self.routing,
+            self.hangups,
             self.watch_interval,
             watching.clone(),
         ));
-        let drain = server::serve(
+        let (drain, force_close) = server::serve(
             self.listener,
             ingress::routes(self.state),
             self.metrics,
-            self.header_read_timeout,
+            self.server_options,
             async {
                 let _ = stopped.await;
             },
@@ -151,6 +156,7 @@ impl Run {
             self.sink.stop_waiting();
             if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
                 warn!("grace period over with connections still open; closing them");
+                force_close.cancel();
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -9,8 +9,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
+use rdkafka::producer::BaseProducer;
 use webhook_connector::config::{routes, Settings};
 use webhook_connector::routing::RoutingTable;
+use webhook_connector::sink;
 use webhook_connector::sink::admin::{self, TopicOutcome};
 use webhook_connector::{app, explain, telemetry};
 
@@ -193,6 +195,11 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingTable), Failure> {
     let routing = routes::load(&settings.routing.file)
         .context("invalid routing file")
         .map_err(config_failure)?;
+    // librdkafka validates its properties when a client is created; do it here so
+    // `check` refuses what `run` would (e.g. an alias of acks set to 1).
+    sink::producer_config(&settings.kafka)
+        .create::<BaseProducer>()
+        .map_err(|e| config_failure(anyhow::anyhow!("invalid settings: kafka.properties: {e}")))?;
     Ok((settings, routing))
 }
 
@@ -203,9 +210,10 @@ async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure>
         );
     }
     let topics = routing.all_topics().len();
-    let server = app::start(&settings, routing)
-        .await
-        .map_err(|e| Failure(1, e.into()))?;
+    let server = app::start(&settings).await.map_err(|e| match e {
+        app::StartError::Routes(_) => config_failure(e),
+        _ => Failure(1, e.into()),
+    })?;
     info!(
         listen = %server.addr(),
         kafka = %settings.kafka.bootstrap_servers,

@@ -215,10 +215,15 @@ fn customer_value(name: &str, value: &Value) -> Value {
     flat_value(value)
 }
 
-/// A field whose name says it holds a date-time (`...DateTime`, `...Date`).
+/// A field whose name says it holds a date-time: its last word is `Date`, or its
+/// last two `Date Time` (`BirthDate`, `OptInDateTime`; not `Update`).
 fn is_date_time_field(name: &str) -> bool {
     let snake = snake_case(name);
-    snake.ends_with("date_time") || snake.ends_with("date")
+    let mut words = snake.rsplit('_');
+    matches!(
+        (words.next(), words.next()),
+        (Some("date"), _) | (Some("time"), Some("date"))
+    )
 }
 
 /// Scalars as they are; objects and arrays as their compact JSON text.
@@ -396,11 +401,15 @@ mod tests {
             ("CreatedDateTime".into(), json!("not a date")),
             ("BirthDate".into(), json!("2000-01-02T00:00:00")),
             ("Company".into(), json!("2018-11-12T10:15:00")),
+            ("LastUpdate".into(), json!("2018-11-12T10:15:00")),
+            ("Date".into(), json!("2018-11-12T10:15:00")),
         ];
         let event = serde_json::to_value(&normalize(&n, received()).unwrap()[0]).unwrap();
         assert_eq!(event["customer_created_date_time"], json!("not a date"));
         assert_eq!(event["customer_birth_date"], json!("2000-01-02T00:00:00Z"));
         assert_eq!(event["customer_company"], json!("2018-11-12T10:15:00"));
+        assert_eq!(event["customer_last_update"], json!("2018-11-12T10:15:00"));
+        assert_eq!(event["customer_date"], json!("2018-11-12T10:15:00Z"));
     }
 
     #[test]

@@ -235,6 +235,18 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // The baseline uses the connector's producer settings and routes.
+    let settings = KafkaSettings {
+        bootstrap_servers: args.kafka.clone(),
+        properties: webhook_connector::config::Settings::load(Some(Path::new(
+            "config/default.toml",
+        )))
+        .expect("config/default.toml loads")
+        .kafka
+        .properties,
+        ..KafkaSettings::default()
+    };
+    let routing = routes::load(Path::new("config/routes.toml")).expect("routes load");
     let corpus = corpus::Corpus::generate(1000, SECRET);
     let work = tempfile::tempdir().unwrap();
     let script = work.path().join("corpus.lua");
@@ -266,8 +278,9 @@ async fn main() {
         levels.push(level);
     }
 
-    // Latency at half the maximum throughput: every connection pauses between its
-    // requests so that together they send about half the best rate seen.
+    // Latency at half the maximum throughput: each of 64 connections pauses between
+    // its requests so that together they send about half the best rate seen. A
+    // connection's rate is 1 / (latency + pause); one correction after a first try.
     let mut half_load = levels
         .iter()
         .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
@@ -276,7 +289,7 @@ async fn main() {
             let concurrency = 64;
             let target = best.requests_per_sec / 2.0;
             let period_ms = concurrency as f64 / target * 1000.0;
-            let mut pause_ms = (period_ms - best.p50_ms).max(0.0);
+            let mut pause_ms = (period_ms / 2.0).max(1.0);
             let mut level = measure(
                 &connector,
                 &script,
@@ -285,16 +298,16 @@ async fn main() {
                 args.duration_secs,
                 pause_ms as u64,
             );
-            // One correction: scale the pause by how far off the rate was.
-            if (level.requests_per_sec / target - 1.0).abs() > 0.1 {
-                pause_ms *= level.requests_per_sec / target;
+            if level.requests_per_sec > 0.0 && (level.requests_per_sec / target - 1.0).abs() > 0.1 {
+                let achieved_period_ms = concurrency as f64 / level.requests_per_sec * 1000.0;
+                pause_ms = (pause_ms + period_ms - achieved_period_ms).max(0.0);
                 level = measure(
                     &connector,
                     &script,
                     corpus.mean_events,
                     concurrency,
                     args.duration_secs,
-                    pause_ms as u64,
+                    pause_ms.round() as u64,
                 );
             }
             eprintln!(
@@ -330,17 +343,6 @@ async fn main() {
     drop(connector);
 
     // The baseline produces as many events as the busiest level delivered.
-    let settings = KafkaSettings {
-        bootstrap_servers: args.kafka.clone(),
-        properties: webhook_connector::config::Settings::load(Some(Path::new(
-            "config/default.toml",
-        )))
-        .expect("config/default.toml loads")
-        .kafka
-        .properties,
-        ..KafkaSettings::default()
-    };
-    let routing = routes::load(Path::new("config/routes.toml")).expect("routes load");
     let baseline_events = levels
         .iter()
         .map(|l| (l.events_per_sec * args.duration_secs as f64) as usize)

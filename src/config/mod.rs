@@ -19,8 +19,17 @@ pub const ENV_PREFIX: &str = "CONNECTOR";
 
 /// librdkafka properties the connector sets itself; overriding them would break
 /// "200 means acknowledged by every in-sync replica" or fight a setting above.
-const RESERVED_PROPERTIES: [(&str, &str); 5] = [
+const RESERVED_PROPERTIES: [(&str, &str); 8] = [
     ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
+    (
+        "metadata.broker.list",
+        "set kafka.bootstrap_servers instead",
+    ),
+    (
+        "request.required.acks",
+        "the connector always waits for acks=all",
+    ),
+    ("topic.acks", "the connector always waits for acks=all"),
     (
         "message.timeout.ms",
         "set kafka.delivery_timeout_ms instead",
@@ -66,6 +75,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Webhook requests processed at once; beyond this they are answered 503 at once.
     pub max_in_flight: usize,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// A request body must arrive within this; a slower client gets 408 and its slot back.
     pub request_read_timeout_ms: u64,
     /// How long a shutdown waits for in-flight requests and the producer flush.
@@ -78,6 +89,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 262_144,
             max_in_flight: 1024,
+            max_connections: 4096,
             request_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
         }
@@ -95,11 +107,34 @@ impl ServerSettings {
 }
 
 /// `[webhook]`: what the platform's requests must carry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
     /// HMAC-SHA1 secrets, any of which may sign; empty = unsigned requests accepted.
     pub secrets: Vec<String>,
+    /// Most changes one notification may carry; more are refused with 413. Every
+    /// change becomes an event carrying the whole customer, so this bounds the
+    /// work and memory one request can cause.
+    pub max_changes: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            secrets: Vec::new(),
+            max_changes: 100,
+        }
+    }
+}
+
+/// Never prints the secrets themselves.
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("secrets", &format!("<{} secrets>", self.secrets.len()))
+            .field("max_changes", &self.max_changes)
+            .finish()
+    }
 }
 
 /// `[kafka]`: the producer.
@@ -203,7 +238,9 @@ impl Settings {
         let env = env
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
+            // Values stay strings (a secret of digits stays text); numbers and
+            // booleans are converted when the settings are deserialized.
+            .try_parsing(false)
             .list_separator(",")
             .with_list_parse_key("webhook.secrets");
         let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
@@ -223,6 +260,9 @@ impl Settings {
         }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
         }
         if self.server.request_read_timeout_ms == 0 {
             return invalid("server.request_read_timeout_ms", "must be at least 1");
@@ -246,6 +286,9 @@ impl Settings {
                     &format!("is set by the connector: {why}"),
                 );
             }
+        }
+        if self.webhook.max_changes == 0 {
+            return invalid("webhook.max_changes", "must be at least 1");
         }
         if self.webhook.secrets.iter().any(String::is_empty) {
             return invalid("webhook.secrets", "an empty secret is not allowed");
@@ -305,14 +348,18 @@ mod tests {
             &[
                 ("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", "b:2,c:3"),
                 ("CONNECTOR__SERVER__MAX_BODY_BYTES", "1000"),
-                ("CONNECTOR__WEBHOOK__SECRETS", "one,two"),
+                ("CONNECTOR__WEBHOOK__SECRETS", "0123456789,two"),
+                ("CONNECTOR__WEBHOOK__MAX_CHANGES", "7"),
+                ("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "2500"),
                 ("CONNECTOR__LOG__FORMAT", "json"),
             ],
         )
         .unwrap();
         assert_eq!(settings.kafka.bootstrap_servers, "b:2,c:3");
         assert_eq!(settings.server.max_body_bytes, 1000);
-        assert_eq!(settings.webhook.secrets, ["one", "two"]);
+        assert_eq!(settings.webhook.secrets, ["0123456789", "two"]);
+        assert_eq!(settings.webhook.max_changes, 7);
+        assert_eq!(settings.server.shutdown_grace_ms, 2500);
         assert_eq!(settings.log.format, LogFormat::Json);
         assert_eq!(settings.kafka.properties["linger.ms"], "5");
     }

@@ -29,6 +29,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the notification has {changes} changes; at most {limit} are accepted (webhook.max_changes)")]
+    TooManyChanges { changes: usize, limit: usize },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
     #[error("the request body did not arrive within {timeout_ms} ms")]
@@ -41,7 +43,7 @@ pub enum ApiError {
     Normalize(#[from] NormalizeError),
     #[error("too many requests in flight; retry later")]
     Overloaded,
-    #[error("{0}; nothing was acknowledged, retry later")]
+    #[error("{0}; not every event was acknowledged, retry later")]
     Delivery(#[from] DeliveryError),
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -59,7 +61,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyChanges { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyRead(_)
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::TooManyChanges { .. } => "too_many_changes",
             ApiError::BodyRead(_) => "body_unreadable",
             ApiError::BodyReadTimeout { .. } => "request_timeout",
             ApiError::Signature(SignatureError::Missing) => "signature_missing",

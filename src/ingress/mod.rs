@@ -43,6 +43,8 @@ pub struct Ingress {
     /// HMAC secrets; empty means unsigned requests are accepted.
     pub secrets: Vec<String>,
     pub max_body_bytes: usize,
+    /// Most changes one notification may carry; beyond, 413.
+    pub max_changes: usize,
     pub request_read_timeout: Duration,
     pub in_flight: Semaphore,
     pub readiness: Readiness,
@@ -133,6 +135,8 @@ where
     B: Buf,
 {
     let received_at = chrono::Utc::now();
+    // The routes in force when the request started, whatever reloads happen meanwhile.
+    let routing = state.routing.current();
     let _permit = state
         .in_flight
         .try_acquire()
@@ -160,8 +164,13 @@ where
     }
     let notification = payload::parse(&body)?;
     tracing::Span::current().record("customer_id", notification.customer.id);
+    if notification.changes.len() > state.max_changes {
+        return Err(ApiError::TooManyChanges {
+            changes: notification.changes.len(),
+            limit: state.max_changes,
+        });
+    }
     let events = normalize(&notification, received_at)?;
-    let routing = state.routing.current();
     let routed: Vec<RoutedEvent> = events
         .iter()
         .map(|e| (e, routing.topics_for(e.change_type.as_deref())))

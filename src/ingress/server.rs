@@ -15,6 +15,8 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 use tracing::{debug, warn, Instrument};
 use warp::http::HeaderValue;
@@ -24,15 +26,24 @@ use crate::telemetry::metrics::Metrics;
 /// The request and response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// How the server runs.
+pub struct ServerOptions {
+    /// Request headers must arrive within this, else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
 /// Serves `filter` on `listener` until `stop` resolves; then stops accepting and
-/// returns a future that resolves once every open connection finished its request.
+/// returns a future that resolves once every open connection finished its request,
+/// and a token that closes the connections still open when cancelled.
 pub async fn serve<F, S>(
     listener: TcpListener,
     filter: F,
     metrics: Arc<Metrics>,
-    header_read_timeout: Duration,
+    options: ServerOptions,
     stop: S,
-) -> impl Future<Output = ()>
+) -> (impl Future<Output = ()>, CancellationToken)
 where
     F: warp::Filter<Extract = (warp::reply::Response,), Error = Infallible>
         + Clone
@@ -44,8 +55,14 @@ where
 {
     let warp_service = warp::service(filter);
     let graceful = GracefulShutdown::new();
+    let force_close = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
@@ -64,17 +81,22 @@ where
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+            .header_read_timeout(options.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let closed = force_close.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%error, "connection ended with an error");
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    debug!(%error, "connection ended with an error");
+                },
+                () = closed.cancelled() => debug!("connection closed at the end of the grace period"),
             }
+            drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown()
+    (graceful.shutdown(), force_close)
 }
 
 async fn answer<W>(

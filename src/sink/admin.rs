@@ -2,7 +2,6 @@
 //!
 //! Used by the `create-topics` command, the readiness probe and the tests.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -28,24 +27,25 @@ pub enum TopicOutcome {
     AlreadyExisted,
 }
 
-/// The topics among `wanted` that the cluster's metadata does not list.
-/// Blocking: call it from a blocking context.
+/// The topics among `wanted` that the cluster's metadata does not list. Asks for
+/// those topics only, not for the whole cluster's. Blocking.
 pub fn missing_topics<'a, C: ClientContext>(
     client: &Client<C>,
     wanted: impl IntoIterator<Item = &'a str>,
     timeout: Duration,
 ) -> Result<Vec<&'a str>, KafkaError> {
-    let metadata = client.fetch_metadata(None, timeout)?;
-    let existing: BTreeSet<&str> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.name())
-        .collect();
-    Ok(wanted
-        .into_iter()
-        .filter(|t| !existing.contains(t))
-        .collect())
+    let mut missing = Vec::new();
+    for topic in wanted {
+        let metadata = client.fetch_metadata(Some(topic), timeout)?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            missing.push(topic);
+        }
+    }
+    Ok(missing)
 }
 
 /// The routed topics missing from the cluster at `settings.bootstrap_servers`

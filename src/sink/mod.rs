@@ -16,7 +16,7 @@ use futures::future::try_join_all;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,18 +64,39 @@ impl DeliveryError {
     }
 }
 
+/// A producer that is destroyed on a thread of its own: destroying one (purge,
+/// flush, join its threads) blocks, which must not happen on the async threads.
+pub struct Producer(Option<FutureProducer>);
+
+impl std::ops::Deref for Producer {
+    type Target = FutureProducer;
+    fn deref(&self) -> &FutureProducer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0.take() {
+            std::thread::spawn(move || drop(producer));
+        }
+    }
+}
+
 /// The producer and its delivery deadline.
 pub struct KafkaSink {
     /// How to make a producer; used again when one hits a fatal error.
     config: ClientConfig,
     /// The producer in use. Replaced (never mutated) after a fatal error, so a
     /// request holds one producer from its first record to its last.
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<Producer>>,
     delivery_timeout: Duration,
     /// Cancelled when shutdown can wait no longer: pending deliveries fail at once.
     give_up: CancellationToken,
     /// When a timed-out delivery last led to checking whether the producer is stuck.
     last_stuck_check: tokio::sync::Mutex<Option<Instant>>,
+    /// When a request's events were last all acknowledged (or the producer created).
+    last_acknowledged: std::sync::Mutex<Instant>,
     /// Counts producer replacements (a metric).
     replacements: Counter,
 }
@@ -117,10 +138,11 @@ impl KafkaSink {
         let producer: FutureProducer = config.create().map_err(ProducerError)?;
         Ok(KafkaSink {
             config,
-            producer: RwLock::new(Arc::new(producer)),
+            producer: RwLock::new(Arc::new(Producer(Some(producer)))),
             delivery_timeout: settings.delivery_timeout(),
             give_up: CancellationToken::new(),
             last_stuck_check: tokio::sync::Mutex::new(None),
+            last_acknowledged: std::sync::Mutex::new(Instant::now()),
             replacements,
         })
     }
@@ -135,7 +157,13 @@ impl KafkaSink {
         let producer = self.producer();
         let result = self.deliver_with(&producer, routed).await;
         match &result {
-            Ok(()) | Err(DeliveryError::ShuttingDown) => {}
+            Ok(()) => {
+                *self
+                    .last_acknowledged
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            }
+            Err(DeliveryError::ShuttingDown) => {}
             Err(DeliveryError::Refused { code, .. }) => {
                 if code.is_some_and(breaks_idempotence) || producer.client().fatal_error().is_some()
                 {
@@ -145,21 +173,35 @@ impl KafkaSink {
             Err(DeliveryError::TimedOut { .. }) => {
                 // In the background: the sender gets its 503 now.
                 let sink = Arc::clone(self);
-                tokio::spawn(async move { sink.replace_if_stuck(&producer).await });
+                let topic = routed
+                    .first()
+                    .and_then(|(_, topics)| topics.first())
+                    .map(|t| t.to_string());
+                tokio::spawn(async move { sink.replace_if_stuck(&producer, topic).await });
             }
         }
         result
     }
 
-    /// After a delivery timeout: if Kafka answers a metadata request at once, the
-    /// brokers are up and it is this producer that cannot deliver (librdkafka keeps
-    /// bumping the epoch of a producer id a restarted broker no longer knows), so
-    /// replace it. One check at a time, at most one replacement per delivery timeout.
-    async fn replace_if_stuck(&self, producer: &Arc<FutureProducer>) {
+    /// After a delivery timeout: when nothing was acknowledged for two delivery
+    /// timeouts while Kafka answers a metadata request at once, the brokers are up and
+    /// it is this producer that cannot deliver (librdkafka keeps bumping the epoch of
+    /// a producer id that a restarted broker no longer knows), so replace it. A slow
+    /// or paused broker does not qualify: its metadata requests time out too, or some
+    /// deliveries still succeed. One check at a time, at most one per delivery timeout.
+    async fn replace_if_stuck(&self, producer: &Arc<Producer>, topic: Option<String>) {
         let Ok(mut last_check) = self.last_stuck_check.try_lock() else {
             return;
         };
         if last_check.is_some_and(|at| at.elapsed() < self.delivery_timeout) {
+            return;
+        }
+        let idle = self
+            .last_acknowledged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        if idle < self.delivery_timeout * 2 {
             return;
         }
         *last_check = Some(Instant::now());
@@ -167,7 +209,7 @@ impl KafkaSink {
         let reachable = tokio::task::spawn_blocking(move || {
             probe
                 .client()
-                .fetch_metadata(None, Duration::from_secs(1))
+                .fetch_metadata(topic.as_deref(), Duration::from_secs(1))
                 .is_ok()
         })
         .await
@@ -184,7 +226,7 @@ impl KafkaSink {
     /// accepts (fenced after an epoch bump, unknown after a broker lost its state),
     /// refuses everything from then on; replace it so the connector recovers without a
     /// restart. Its unacknowledged records were answered 503, so nothing is lost.
-    fn replace(&self, failed: &Arc<FutureProducer>, cause: Option<String>) {
+    fn replace(&self, failed: &Arc<Producer>, cause: Option<String>) {
         let mut current = self
             .producer
             .write()
@@ -199,7 +241,11 @@ impl KafkaSink {
         let cause = fatal.or(cause).unwrap_or_default();
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
-                *current = Arc::new(fresh);
+                *current = Arc::new(Producer(Some(fresh)));
+                *self
+                    .last_acknowledged
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 self.replacements.inc();
                 error!(%cause, "the Kafka producer can no longer produce; replaced it with a new one");
             }
@@ -216,7 +262,14 @@ impl KafkaSink {
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
         let mut pending = Vec::with_capacity(routed.len());
-        for (event, topics) in routed {
+        for (count, (event, topics)) in routed.iter().enumerate() {
+            // A large notification must not hold this thread past its deadline.
+            if Instant::now() >= deadline {
+                return Err(self.timed_out(routed));
+            }
+            if count % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
             let payload = serde_json::to_vec(event).expect("a flat event always serializes");
             let key = event.key();
             let headers = headers(event);
@@ -245,12 +298,16 @@ impl KafkaSink {
         tokio::select! {
             result = tokio::time::timeout_at(deadline, all) => match result {
                 Ok(acknowledged) => acknowledged.map(|_| ()),
-                Err(_) => Err(DeliveryError::TimedOut {
-                    topics: distinct_topics(routed).join(", "),
-                    timeout_ms: self.delivery_timeout.as_millis() as u64,
-                }),
+                Err(_) => Err(self.timed_out(routed)),
             },
             () = self.give_up.cancelled() => Err(DeliveryError::ShuttingDown),
+        }
+    }
+
+    fn timed_out(&self, routed: &[RoutedEvent<'_>]) -> DeliveryError {
+        DeliveryError::TimedOut {
+            topics: distinct_topics(routed).join(", "),
+            timeout_ms: self.delivery_timeout.as_millis() as u64,
         }
     }
 
@@ -266,7 +323,7 @@ impl KafkaSink {
     }
 
     /// The producer in use (also for metadata queries).
-    pub fn producer(&self) -> Arc<FutureProducer> {
+    pub fn producer(&self) -> Arc<Producer> {
         Arc::clone(&self.producer.read().unwrap_or_else(PoisonError::into_inner))
     }
 }

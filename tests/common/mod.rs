@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use webhook_connector::app::{self, RunningServer};
-use webhook_connector::config::{routes, KafkaSettings, Settings};
+use webhook_connector::config::{KafkaSettings, Settings};
 use webhook_connector::sink::admin;
 
 pub const KAFKA_ENV: &str = "WEBHOOK_CONNECTOR_TEST_KAFKA";
@@ -102,10 +103,7 @@ pub async fn start_connector(mut settings: Settings, routes_toml: &str) -> Conne
     let routes_file = dir.path().join("routes.toml");
     std::fs::write(&routes_file, routes_toml).unwrap();
     settings.routing.file = routes_file.clone();
-    let routing = routes::load(&routes_file).expect("test routes are valid");
-    let server = app::start(&settings, routing)
-        .await
-        .expect("connector starts");
+    let server = app::start(&settings).await.expect("connector starts");
     let url = format!("http://{}", server.addr());
     Connector {
         server,
@@ -203,21 +201,17 @@ fn consumer_of(bootstrap: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
-/// Reads a single-partition topic from the beginning: waits up to 15 s for
-/// `count` records, then keeps reading for `settle` so extra records show up too.
-fn read(bootstrap: &str, topic: &str, count: usize, settle: Duration) -> Vec<Record> {
+/// Reads a single-partition topic from the beginning until `count` records
+/// arrived or 15 s passed.
+fn read(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
     let consumer = consumer_of(bootstrap, topic);
-    let mut deadline = Instant::now() + Duration::from_secs(15);
-    let mut settling = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut records = Vec::new();
-    while Instant::now() < deadline {
-        if !settling && records.len() >= count {
-            settling = true;
-            deadline = Instant::now() + settle;
-        }
+    while records.len() < count && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             None => continue,
             Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
+            Some(Ok(message)) if message.key() == Some(SENTINEL_KEY.as_bytes()) => {}
             Some(Ok(message)) => records.push(to_record(&message)),
         }
     }
@@ -245,7 +239,7 @@ fn to_record(message: &impl Message) -> Record {
 
 /// At least `count` records of `topic`, from its beginning.
 pub fn read_topic(topic: &str, count: usize) -> Vec<Record> {
-    let records = read(&kafka(), topic, count, Duration::ZERO);
+    let records = read(&kafka(), topic, count);
     assert!(
         records.len() >= count,
         "topic {topic}: {} of {count} records after 15 s",
@@ -259,9 +253,55 @@ pub fn read_exactly(topic: &str, count: usize) -> Vec<Record> {
     read_exactly_on(&kafka(), topic, count)
 }
 
-/// [`read_exactly`] on the broker at `bootstrap`.
+/// The key of the marker records [`read_exactly_on`] writes; reads skip them.
+const SENTINEL_KEY: &str = "test-sentinel";
+
+/// [`read_exactly`] on the broker at `bootstrap`. It writes a marker record after
+/// everything under test was answered, then reads up to the marker: "exactly N"
+/// (and "exactly 0") is then a checked fact, not a read that merely found nothing.
 pub fn read_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
-    let records = read(bootstrap, topic, count, Duration::from_millis(1500));
+    let marker = uuid::Uuid::new_v4().to_string();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer is created");
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(SENTINEL_KEY)
+                .payload(&marker),
+        )
+        .map_err(|(e, _)| e)
+        .expect("marker is queued");
+    producer
+        .flush(Duration::from_secs(10))
+        .expect("marker is written");
+
+    let consumer = consumer_of(bootstrap, topic);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut records = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic}: marker not seen after 15 s; read {} records",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
+            Some(Ok(message)) => {
+                if message.key() == Some(SENTINEL_KEY.as_bytes()) {
+                    if message.payload() == Some(marker.as_bytes()) {
+                        break;
+                    }
+                    continue; // an earlier check's marker
+                }
+                records.push(to_record(&message));
+            }
+        }
+    }
     assert_eq!(
         records.len(),
         count,
@@ -281,7 +321,9 @@ pub fn read_all_on(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<Record>
             None => continue,
             Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
             Some(Ok(message)) => {
-                records.push(to_record(&message));
+                if message.key() != Some(SENTINEL_KEY.as_bytes()) {
+                    records.push(to_record(&message));
+                }
                 last_seen = Instant::now();
             }
         }
