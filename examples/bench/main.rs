@@ -48,6 +48,9 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long)]
     out: PathBuf,
+    /// The connector's settings file; the baseline uses its Kafka properties too.
+    #[arg(long, default_value = "config/default.toml")]
+    config: PathBuf,
 }
 
 /// What wrk's `done` prints.
@@ -121,13 +124,15 @@ impl Drop for Connector {
     }
 }
 
-fn start_connector(binary: &Path, kafka: &str) -> Connector {
+fn start_connector(binary: &Path, config: &Path, kafka: &str) -> Connector {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let child = Command::new(binary)
-        .args(["run", "--config", "config/default.toml"])
+        .arg("run")
+        .arg("--config")
+        .arg(config)
         .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka)
         .env("CONNECTOR__WEBHOOK__SECRETS", SECRET)
@@ -238,12 +243,10 @@ async fn main() {
     // The baseline uses the connector's producer settings and routes.
     let settings = KafkaSettings {
         bootstrap_servers: args.kafka.clone(),
-        properties: webhook_connector::config::Settings::load(Some(Path::new(
-            "config/default.toml",
-        )))
-        .expect("config/default.toml loads")
-        .kafka
-        .properties,
+        properties: webhook_connector::config::Settings::load(Some(&args.config))
+            .expect("the settings file loads")
+            .kafka
+            .properties,
         ..KafkaSettings::default()
     };
     let routing = routes::load(Path::new("config/routes.toml")).expect("routes load");
@@ -258,7 +261,7 @@ async fn main() {
         corpus.mean_events
     );
 
-    let connector = start_connector(&args.connector, &args.kafka);
+    let connector = start_connector(&args.connector, &args.config, &args.kafka);
     eprintln!("warming up");
     wrk(&script, connector.port, 16, 3, 0);
     let mut levels = Vec::new();

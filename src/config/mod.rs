@@ -7,7 +7,7 @@
 
 pub mod routes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 /// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
 pub const ENV_PREFIX: &str = "CONNECTOR";
+/// The variable with the comma-separated HMAC secrets.
+const SECRETS_VAR: &str = "CONNECTOR__WEBHOOK__SECRETS";
 
 /// librdkafka properties the connector sets itself; overriding them would break
 /// "200 means acknowledged by every in-sync replica" or fight a setting above.
@@ -220,12 +222,12 @@ impl Settings {
     /// Loads `file` (required when given; built-in defaults when `None`), then the
     /// environment overrides, then validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
-        Self::load_with_env(file, config::Environment::with_prefix(ENV_PREFIX))
+        Self::load_with_env(file, std::env::vars().collect())
     }
 
     fn load_with_env(
         file: Option<&Path>,
-        env: config::Environment,
+        vars: HashMap<String, String>,
     ) -> Result<Settings, SettingsError> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
@@ -235,14 +237,21 @@ impl Settings {
                     .required(true),
             );
         }
-        let env = env
+        // The secrets list is split here, so that a secret made of digits stays text
+        // (the crate's own list parsing would also turn it into a number).
+        if let Some(secrets) = vars.get(SECRETS_VAR) {
+            let secrets: Vec<String> = secrets.split(',').map(str::to_string).collect();
+            builder = builder.set_override("webhook.secrets", secrets)?;
+        }
+        let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            // Values stay strings (a secret of digits stays text); numbers and
-            // booleans are converted when the settings are deserialized.
+            // Values stay strings; numbers and booleans are converted when the
+            // settings are deserialized.
             .try_parsing(false)
-            .list_separator(",")
-            .with_list_parse_key("webhook.secrets");
+            .source(Some(
+                vars.into_iter().filter(|(k, _)| k != SECRETS_VAR).collect(),
+            ));
         let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
@@ -306,14 +315,11 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> config::Environment {
-        let map: HashMap<String, String> = vars
-            .iter()
+    fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
+        vars.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        config::Environment::with_prefix(ENV_PREFIX).source(Some(map))
+            .collect()
     }
 
     fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
