@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark: builds in release mode, starts a local broker and the connector
-# (signatures on), drives POST /webhooks/customer with wrk at concurrency 1, 16, 64
+# The benchmark: builds in release mode, starts a fresh local broker and the
+# connector (signatures on) for every measurement, drives POST /webhooks/customer with wrk at concurrency 1, 16, 64
 # and 256, measures latency at half the maximum throughput, soaks for 2 minutes at
 # concurrency 64, and compares with a baseline producing the same events straight to
 # Kafka in the same run. Prints a table and writes bench/results.json.
@@ -28,12 +28,6 @@ log "Building in release mode"
 cargo build --release --locked --bin webhook-connector --example bench
 
 mkdir -p target/bench
-port=$(pick_port)
-trap stop_broker EXIT
-log "Starting the broker on 127.0.0.1:$port"
-start_broker "$port" "$PWD/target/bench/broker.log"
-CONNECTOR__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$port" \
-  target/release/webhook-connector create-topics --config config/default.toml --partitions 3 >/dev/null
-
-target/release/examples/bench --kafka "127.0.0.1:$port" \
+# The bench starts a fresh broker for every measurement.
+target/release/examples/bench --tansu "$TANSU_BIN" \
   --connector target/release/webhook-connector "${args[@]}"

@@ -25,14 +25,17 @@ use serde::Serialize;
 use serde_json::Value;
 
 use webhook_connector::config::{routes, KafkaSettings};
+use webhook_connector::routing::RoutingTable;
+use webhook_connector::sink::admin;
 
 const SECRET: &str = "bench-secret";
 
 #[derive(Parser)]
 struct Args {
-    /// The broker, host:port (topics of the routing file must exist).
+    /// The Tansu broker binary; every measurement starts a fresh broker, so none
+    /// runs against the records an earlier one left behind.
     #[arg(long)]
-    kafka: String,
+    tansu: PathBuf,
     /// The connector binary (release build).
     #[arg(long)]
     connector: PathBuf,
@@ -48,6 +51,9 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long)]
     out: PathBuf,
+    /// Only write the wrk script of the corpus to this file (for profiling by hand).
+    #[arg(long)]
+    write_script: Option<PathBuf>,
     /// The connector's settings file; the baseline uses its Kafka properties too.
     #[arg(long, default_value = "config/default.toml")]
     config: PathBuf,
@@ -115,6 +121,63 @@ struct Connector {
     port: u16,
 }
 
+/// A broker process, killed when dropped.
+struct Broker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts an empty in-memory broker and creates the routed topics (3 partitions).
+async fn fresh_broker(tansu: &Path, settings: &KafkaSettings, routing: &RoutingTable) -> Broker {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let broker = Broker {
+        child,
+        bootstrap: format!("127.0.0.1:{port}"),
+    };
+    let settings = KafkaSettings {
+        bootstrap_servers: broker.bootstrap.clone(),
+        ..settings.clone()
+    };
+    let topics: Vec<&str> = routing.all_topics().into_iter().collect();
+    admin::create_topics(&settings, &topics, 3, 1)
+        .await
+        .expect("topics are created");
+    broker
+}
+
 impl Drop for Connector {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -125,10 +188,7 @@ impl Drop for Connector {
 }
 
 fn start_connector(binary: &Path, config: &Path, kafka: &str) -> Connector {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let child = Command::new(binary)
         .arg("run")
         .arg("--config")
@@ -242,7 +302,6 @@ async fn main() {
     let args = Args::parse();
     // The baseline uses the connector's producer settings and routes.
     let settings = KafkaSettings {
-        bootstrap_servers: args.kafka.clone(),
         properties: webhook_connector::config::Settings::load(Some(&args.config))
             .expect("the settings file loads")
             .kafka
@@ -254,6 +313,10 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
     let script = work.path().join("corpus.lua");
     std::fs::write(&script, corpus.wrk_script()).unwrap();
+    if let Some(path) = &args.write_script {
+        std::fs::write(path, corpus.wrk_script()).unwrap();
+        return;
+    }
     eprintln!(
         "corpus: {} notifications, {:.0} bytes and {:.2} events on average",
         corpus.bodies.len(),
@@ -261,11 +324,20 @@ async fn main() {
         corpus.mean_events
     );
 
-    let connector = start_connector(&args.connector, &args.config, &args.kafka);
-    eprintln!("warming up");
-    wrk(&script, connector.port, 16, 3, 0);
+    // Each measurement: a fresh broker, the connector on it, a short warm-up.
+    let stack = |concurrency_note: String| {
+        let (settings, routing, args, script) = (&settings, &routing, &args, &script);
+        async move {
+            let broker = fresh_broker(&args.tansu, settings, routing).await;
+            let connector = start_connector(&args.connector, &args.config, &broker.bootstrap);
+            eprintln!("{concurrency_note}: warming up");
+            wrk(script, connector.port, 16, 2, 0);
+            (connector, broker)
+        }
+    };
     let mut levels = Vec::new();
     for &concurrency in &args.levels {
+        let (connector, _broker) = stack(format!("c={concurrency}")).await;
         let level = measure(
             &connector,
             &script,
@@ -284,43 +356,47 @@ async fn main() {
     // Latency at half the maximum throughput: each of 64 connections pauses between
     // its requests so that together they send about half the best rate seen. A
     // connection's rate is 1 / (latency + pause); one correction after a first try.
-    let mut half_load = levels
+    let best = levels
         .iter()
         .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
-        .cloned()
-        .map(|best| {
-            let concurrency = 64;
-            let target = best.requests_per_sec / 2.0;
-            let period_ms = concurrency as f64 / target * 1000.0;
-            let mut pause_ms = (period_ms / 2.0).max(1.0);
-            let mut level = measure(
+        .cloned();
+    let mut half_load = None;
+    if let Some(best) = best {
+        let (connector, _broker) = stack("half load".into()).await;
+        let concurrency = 64;
+        let target = best.requests_per_sec / 2.0;
+        let period_ms = concurrency as f64 / target * 1000.0;
+        let mut pause_ms = (period_ms / 2.0).max(1.0);
+        let mut level = measure(
+            &connector,
+            &script,
+            corpus.mean_events,
+            concurrency,
+            args.duration_secs,
+            pause_ms as u64,
+        );
+        if level.requests_per_sec > 0.0 && (level.requests_per_sec / target - 1.0).abs() > 0.1 {
+            let achieved_period_ms = concurrency as f64 / level.requests_per_sec * 1000.0;
+            pause_ms = (pause_ms + period_ms - achieved_period_ms).max(0.0);
+            level = measure(
                 &connector,
                 &script,
                 corpus.mean_events,
                 concurrency,
                 args.duration_secs,
-                pause_ms as u64,
+                pause_ms.round() as u64,
             );
-            if level.requests_per_sec > 0.0 && (level.requests_per_sec / target - 1.0).abs() > 0.1 {
-                let achieved_period_ms = concurrency as f64 / level.requests_per_sec * 1000.0;
-                pause_ms = (pause_ms + period_ms - achieved_period_ms).max(0.0);
-                level = measure(
-                    &connector,
-                    &script,
-                    corpus.mean_events,
-                    concurrency,
-                    args.duration_secs,
-                    pause_ms.round() as u64,
-                );
-            }
-            eprintln!(
-                "half load: {:.0} req/s (max {:.0}), p99 {:.1} ms",
-                level.requests_per_sec, best.requests_per_sec, level.p99_ms
-            );
-            level
-        });
+        }
+        eprintln!(
+            "half load: {:.0} req/s (max {:.0}), p99 {:.1} ms",
+            level.requests_per_sec, best.requests_per_sec, level.p99_ms
+        );
+        half_load = Some(level);
+    }
 
-    let soak = (args.soak_secs > 0).then(|| {
+    let mut soak = None;
+    if args.soak_secs > 0 {
+        let (connector, _broker) = stack("soak".into()).await;
         let pid = connector.child.id();
         let rss_start_mib = process::memory_mib(pid, "VmRSS:");
         let level = measure(
@@ -333,7 +409,7 @@ async fn main() {
         );
         let rss_end_mib = process::memory_mib(pid, "VmRSS:");
         eprintln!("soak: RSS {rss_start_mib:.1} -> {rss_end_mib:.1} MiB");
-        Soak {
+        soak = Some(Soak {
             seconds: args.soak_secs,
             concurrency: 64,
             rss_start_mib,
@@ -341,9 +417,8 @@ async fn main() {
             growth_percent: (rss_end_mib / rss_start_mib - 1.0) * 100.0,
             events_per_sec: level.events_per_sec,
             failed_requests: level.failed_requests,
-        }
-    });
-    drop(connector);
+        });
+    }
 
     // The baseline produces as many events as the busiest level delivered.
     let baseline_events = levels
@@ -353,7 +428,19 @@ async fn main() {
         .unwrap_or(10_000)
         .max(10_000);
     eprintln!("baseline: producing {baseline_events} events");
-    let baseline = baseline::run(&settings, &routing, &corpus.bodies, baseline_events).await;
+    let broker = fresh_broker(&args.tansu, &settings, &routing).await;
+    let baseline_settings = KafkaSettings {
+        bootstrap_servers: broker.bootstrap.clone(),
+        ..settings.clone()
+    };
+    let baseline = baseline::run(
+        &baseline_settings,
+        &routing,
+        &corpus.bodies,
+        baseline_events,
+    )
+    .await;
+    drop(broker);
     for level in levels.iter_mut().chain(half_load.iter_mut()) {
         level.ratio = level.events_per_sec / baseline;
     }
