@@ -24,7 +24,7 @@ pub fn explain<'a>(
     received_at: DateTime<Utc>,
 ) -> Result<Vec<ExplainedEvent<'a>>, ApiError> {
     let notification = payload::parse(body)?;
-    let events = normalize(&notification, received_at)?;
+    let events = normalize(notification, received_at)?;
     Ok(events
         .into_iter()
         .map(|event| ExplainedEvent {

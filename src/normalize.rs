@@ -98,53 +98,65 @@ pub enum NormalizeError {
 }
 
 /// Turns a notification into its flat events: one per change, or exactly one with
-/// `change_type: null` when `Changes` is empty.
+/// `change_type: null` when `Changes` is empty. Consumes the notification, so its
+/// values move into the events instead of being copied.
 pub fn normalize(
-    notification: &Notification,
+    notification: Notification,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<FlatEvent>, NormalizeError> {
-    let raw_date = &notification.change_date_time;
-    let change_date_time = parse_timestamp(raw_date)
-        .map(format_timestamp)
-        .ok_or_else(|| NormalizeError::InvalidChangeDateTime {
-            value: raw_date.clone(),
-        })?;
+    let Notification {
+        change_date_time: raw_date,
+        customer,
+        changes,
+        extra,
+    } = notification;
+    let Some(change_date_time) = parse_timestamp(&raw_date).map(format_timestamp) else {
+        return Err(NormalizeError::InvalidChangeDateTime { value: raw_date });
+    };
     let received_at = format_timestamp(received_at);
-    let customer_id = notification.customer.id;
+    let customer_id = customer.id;
 
-    let mut taken: HashSet<String> = FIXED_KEYS.iter().map(|k| k.to_string()).collect();
-    let mut shared =
-        Vec::with_capacity(notification.customer.fields.len() + notification.extra.len());
-    for (name, value) in &notification.customer.fields {
-        let key = unique_key(&mut taken, format!("customer_{}", snake_case(name)));
-        shared.push((key, customer_value(name, value)));
+    let mut shared = Vec::with_capacity(customer.fields.len() + extra.len());
+    for (name, value) in customer.fields {
+        let key = prefixed_snake_case("customer_", &name);
+        let value = customer_value(&key, value);
+        shared.push((key, value));
     }
-    for (name, value) in &notification.extra {
-        let key = unique_key(&mut taken, format!("notification_{}", snake_case(name)));
-        shared.push((key, flat_value(value)));
+    for (name, value) in extra {
+        shared.push((
+            prefixed_snake_case("notification_", &name),
+            flat_value(value),
+        ));
     }
+    make_keys_unique(&mut shared, &FIXED_KEYS);
     let shared_fields: Arc<[(String, Value)]> = shared.into();
 
-    let change_count = notification.changes.len();
-    let event = |index: usize, change: Option<&Change>| {
-        let change_type = change.map(|c| c.change_type.clone());
-        let old_value = change.map_or(Value::Null, |c| flat_value(&c.old_value));
-        let new_value = change.map_or(Value::Null, |c| flat_value(&c.new_value));
-        let change_fields = match change {
-            Some(c) if !c.extra.is_empty() => {
-                let mut taken = taken.clone();
-                c.extra
-                    .iter()
-                    .map(|(name, value)| {
-                        let key = unique_key(&mut taken, format!("change_{}", snake_case(name)));
-                        (key, flat_value(value))
-                    })
-                    .collect()
+    let change_count = changes.len();
+    let event = |index: usize, change: Option<Change>| {
+        let event_id = event_id(customer_id, &raw_date, index, change.as_ref());
+        let (change_type, old_value, new_value, change_fields) = match change {
+            None => (None, Value::Null, Value::Null, Vec::new()),
+            Some(change) => {
+                let mut change_fields: Vec<(String, Value)> = change
+                    .extra
+                    .into_iter()
+                    .map(|(name, value)| (prefixed_snake_case("change_", &name), flat_value(value)))
+                    .collect();
+                if !change_fields.is_empty() {
+                    let mut taken: Vec<&str> = FIXED_KEYS.to_vec();
+                    taken.extend(shared_fields.iter().map(|(key, _)| key.as_str()));
+                    make_keys_unique(&mut change_fields, &taken);
+                }
+                (
+                    Some(change.change_type),
+                    flat_value(change.old_value),
+                    flat_value(change.new_value),
+                    change_fields,
+                )
             }
-            _ => Vec::new(),
         };
         FlatEvent {
-            event_id: event_id(customer_id, raw_date, index, change),
+            event_id,
             change_type,
             change_index: index,
             change_count,
@@ -158,55 +170,63 @@ pub fn normalize(
         }
     };
 
-    if notification.changes.is_empty() {
+    if changes.is_empty() {
         return Ok(vec![event(0, None)]);
     }
-    Ok(notification
-        .changes
-        .iter()
+    Ok(changes
+        .into_iter()
         .enumerate()
         .map(|(index, change)| event(index, Some(change)))
         .collect())
 }
 
 /// The deterministic id of one change: a UUIDv5 over the customer id, the raw
-/// `ChangeDateTime`, the change's position, type and values. A redelivered
-/// notification gets the same ids; any difference in what changed gives new ones.
+/// `ChangeDateTime`, the change's position, type and values (compact JSON). A
+/// redelivered notification gets the same ids; any difference in what changed
+/// gives new ones. Never change this layout: ids must stay stable across versions.
 fn event_id(customer_id: i64, raw_date: &str, index: usize, change: Option<&Change>) -> Uuid {
-    let mut name = format!("{customer_id}\n{raw_date}\n{index}\n");
+    use std::io::Write;
+    let mut name: Vec<u8> = Vec::with_capacity(160);
+    let _ = write!(name, "{customer_id}\n{raw_date}\n{index}\n");
     match change {
         Some(c) => {
-            name.push_str(&c.change_type);
-            name.push('\n');
-            name.push_str(&c.old_value.to_string());
-            name.push('\n');
-            name.push_str(&c.new_value.to_string());
+            name.extend_from_slice(c.change_type.as_bytes());
+            name.push(b'\n');
+            let _ = serde_json::to_writer(&mut name, &c.old_value);
+            name.push(b'\n');
+            let _ = serde_json::to_writer(&mut name, &c.new_value);
         }
-        None => name.push_str("\u{0}no-changes"),
+        None => name.extend_from_slice("\u{0}no-changes".as_bytes()),
     }
-    Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
 }
 
-/// Returns `candidate`, or `candidate_N` with the smallest N >= 2 not yet taken.
-fn unique_key(taken: &mut HashSet<String>, candidate: String) -> String {
-    if taken.insert(candidate.clone()) {
-        return candidate;
+/// Makes every key unique among themselves and against `reserved`: a key already
+/// taken becomes `key_N` with the smallest N >= 2 still free. Collisions are rare,
+/// so the common case only checks.
+fn make_keys_unique(fields: &mut [(String, Value)], reserved: &[&str]) {
+    let mut seen: HashSet<&str> = reserved.iter().copied().collect();
+    if fields.iter().all(|(key, _)| seen.insert(key.as_str())) {
+        return;
     }
-    let mut n = 2;
-    loop {
-        let next = format!("{candidate}_{n}");
-        if taken.insert(next.clone()) {
-            return next;
+    let mut taken: HashSet<String> = reserved.iter().map(|k| k.to_string()).collect();
+    for (key, _) in fields.iter_mut() {
+        if !taken.insert(key.clone()) {
+            let mut n = 2;
+            while taken.contains(&format!("{key}_{n}")) {
+                n += 1;
+            }
+            *key = format!("{key}_{n}");
+            taken.insert(key.clone());
         }
-        n += 1;
     }
 }
 
-/// A customer field's value: date-time fields normalized when they parse,
-/// everything else flat as sent.
-fn customer_value(name: &str, value: &Value) -> Value {
-    if let Value::String(text) = value {
-        if is_date_time_field(name) {
+/// A customer field's value (`key` is its snake-cased event key): date-time fields
+/// normalized when they parse, everything else flat as sent.
+fn customer_value(key: &str, value: Value) -> Value {
+    if let Value::String(text) = &value {
+        if is_date_time_key(key) {
             if let Some(time) = parse_timestamp(text) {
                 return Value::String(format_timestamp(time));
             }
@@ -215,11 +235,10 @@ fn customer_value(name: &str, value: &Value) -> Value {
     flat_value(value)
 }
 
-/// A field whose name says it holds a date-time: its last word is `Date`, or its
-/// last two `Date Time` (`BirthDate`, `OptInDateTime`; not `Update`).
-fn is_date_time_field(name: &str) -> bool {
-    let snake = snake_case(name);
-    let mut words = snake.rsplit('_');
+/// A snake-cased key whose last word is `date`, or last two `date_time`
+/// (`birth_date`, `opt_in_date_time`; not `update`).
+fn is_date_time_key(key: &str) -> bool {
+    let mut words = key.rsplit('_');
     matches!(
         (words.next(), words.next()),
         (Some("date"), _) | (Some("time"), Some("date"))
@@ -227,25 +246,30 @@ fn is_date_time_field(name: &str) -> bool {
 }
 
 /// Scalars as they are; objects and arrays as their compact JSON text.
-fn flat_value(value: &Value) -> Value {
+fn flat_value(value: Value) -> Value {
     match value {
         Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
-        scalar => scalar.clone(),
+        scalar => scalar,
     }
 }
 
 /// `RelatedProviderId` -> `related_provider_id`, `SMSOptIn` -> `sms_opt_in`.
 /// Characters that are neither letters nor digits become `_`.
 pub fn snake_case(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
+    prefixed_snake_case("", name)
+}
+
+/// `prefix` followed by [`snake_case`]`(name)`, built in one allocation.
+fn prefixed_snake_case(prefix: &str, name: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + name.len() + 6);
+    out.push_str(prefix);
+    let mut prev: Option<char> = None;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_uppercase() {
-            let prev = i.checked_sub(1).map(|p| chars[p]);
-            let next = chars.get(i + 1);
             let starts_word = match prev {
                 Some(p) if p.is_lowercase() || p.is_numeric() => true,
-                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                Some(p) if p.is_uppercase() => chars.peek().is_some_and(|n| n.is_lowercase()),
                 _ => false,
             };
             if starts_word && !out.ends_with('_') {
@@ -257,6 +281,7 @@ pub fn snake_case(name: &str) -> String {
         } else {
             out.push('_');
         }
+        prev = Some(c);
     }
     out
 }
@@ -296,7 +321,7 @@ mod tests {
 
     #[test]
     fn seed_sample_gives_four_events_with_every_field() {
-        let events = normalize(&seed(), received()).unwrap();
+        let events = normalize(seed(), received()).unwrap();
         assert_eq!(events.len(), 4);
         let first = serde_json::to_value(&events[0]).unwrap();
         assert_eq!(
@@ -341,8 +366,28 @@ mod tests {
     }
 
     #[test]
+    fn event_ids_never_change_across_versions() {
+        // Consumers deduplicate by these ids: a change of the id layout would make
+        // every redelivery after an upgrade look new.
+        let ids: Vec<String> = normalize(seed(), received())
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "0159f331-0d29-5e8c-a971-7a6c41ba47c1",
+                "46350860-9d47-5c46-ba5e-eb038a832df9",
+                "459a21f6-556b-56c8-8b63-fb1cd410975c",
+                "0e1b4f5b-d08e-500d-97ea-260a47b9eb66",
+            ]
+        );
+    }
+
+    #[test]
     fn serialized_keys_follow_the_documented_order() {
-        let events = normalize(&seed(), received()).unwrap();
+        let events = normalize(seed(), received()).unwrap();
         let text = serde_json::to_string(&events[0]).unwrap();
         let position = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
         assert!(position("event_id") < position("schema_version"));
@@ -387,7 +432,7 @@ mod tests {
         let mut n = seed();
         n.change_date_time = "16/11/2018".into();
         assert_eq!(
-            normalize(&n, received()).unwrap_err(),
+            normalize(n.clone(), received()).unwrap_err(),
             NormalizeError::InvalidChangeDateTime {
                 value: "16/11/2018".into()
             }
@@ -404,7 +449,7 @@ mod tests {
             ("LastUpdate".into(), json!("2018-11-12T10:15:00")),
             ("Date".into(), json!("2018-11-12T10:15:00")),
         ];
-        let event = serde_json::to_value(&normalize(&n, received()).unwrap()[0]).unwrap();
+        let event = serde_json::to_value(&normalize(n.clone(), received()).unwrap()[0]).unwrap();
         assert_eq!(event["customer_created_date_time"], json!("not a date"));
         assert_eq!(event["customer_birth_date"], json!("2000-01-02T00:00:00Z"));
         assert_eq!(event["customer_company"], json!("2018-11-12T10:15:00"));
@@ -416,7 +461,7 @@ mod tests {
     fn empty_changes_give_one_event_with_null_change_type() {
         let mut n = seed();
         n.changes.clear();
-        let events = normalize(&n, received()).unwrap();
+        let events = normalize(n.clone(), received()).unwrap();
         assert_eq!(events.len(), 1);
         let event = serde_json::to_value(&events[0]).unwrap();
         assert_eq!(event["change_type"], Value::Null);
@@ -445,7 +490,7 @@ mod tests {
             extra: vec![],
         })
         .collect();
-        let values: Vec<Value> = normalize(&n, received())
+        let values: Vec<Value> = normalize(n.clone(), received())
             .unwrap()
             .into_iter()
             .map(|e| e.new_value)
@@ -483,7 +528,7 @@ mod tests {
             }],
             extra: vec![("Source".into(), json!({"k": true}))],
         };
-        let event = serde_json::to_value(&normalize(&n, received()).unwrap()[0]).unwrap();
+        let event = serde_json::to_value(&normalize(n.clone(), received()).unwrap()[0]).unwrap();
         assert_eq!(event["customer_email"], json!("a"));
         assert_eq!(event["customer_email_2"], json!("b"));
         assert_eq!(event["customer_id"], json!(7));
@@ -545,7 +590,7 @@ mod tests {
     proptest! {
         #[test]
         fn one_event_per_change_and_at_least_one(n in arb_notification()) {
-            let events = normalize(&n, received()).unwrap();
+            let events = normalize(n.clone(), received()).unwrap();
             prop_assert_eq!(events.len(), n.changes.len().max(1));
             for (i, e) in events.iter().enumerate() {
                 prop_assert_eq!(e.change_index, i);
@@ -556,8 +601,8 @@ mod tests {
 
         #[test]
         fn ids_are_unique_within_and_stable_across_calls(n in arb_notification()) {
-            let first = normalize(&n, received()).unwrap();
-            let later = normalize(&n, received() + chrono::Duration::seconds(90)).unwrap();
+            let first = normalize(n.clone(), received()).unwrap();
+            let later = normalize(n.clone(), received() + chrono::Duration::seconds(90)).unwrap();
             let ids: HashSet<Uuid> = first.iter().map(|e| e.event_id).collect();
             prop_assert_eq!(ids.len(), first.len());
             let again: Vec<Uuid> = later.iter().map(|e| e.event_id).collect();
@@ -566,7 +611,7 @@ mod tests {
 
         #[test]
         fn every_customer_field_appears_exactly_once(n in arb_notification()) {
-            let events = normalize(&n, received()).unwrap();
+            let events = normalize(n.clone(), received()).unwrap();
             let text = serde_json::to_string(&events[0]).unwrap();
             // A repeated key would collapse into one map entry and the count would fall short.
             let object: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();

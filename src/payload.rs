@@ -57,12 +57,27 @@ pub enum PayloadError {
 
 /// Parses a raw webhook body.
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+    // Tracking the path costs an allocation per key, so only a body that failed
+    // is parsed again with it, to say where the problem is.
+    serde_json::from_slice(body).map_err(|_| explain_failure(body))
+}
+
+/// The error of a body that does not parse, with the path of the offending value.
+fn explain_failure(body: &[u8]) -> PayloadError {
     let mut json = serde_json::Deserializer::from_slice(body);
-    let notification = serde_path_to_error::deserialize(&mut json).map_err(shape_error)?;
-    json.end().map_err(|e| PayloadError::InvalidJson {
-        message: e.to_string(),
-    })?;
-    Ok(notification)
+    let result: Result<Notification, _> = serde_path_to_error::deserialize(&mut json);
+    match result {
+        Err(err) => shape_error(err),
+        Ok(_) => match json.end() {
+            Err(e) => PayloadError::InvalidJson {
+                message: e.to_string(),
+            },
+            // Unreachable: the same parser accepted what it just refused.
+            Ok(()) => PayloadError::InvalidJson {
+                message: "the body could not be parsed".into(),
+            },
+        },
+    }
 }
 
 fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> PayloadError {
@@ -102,21 +117,39 @@ fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> PayloadErr
     PayloadError::InvalidShape { path, message }
 }
 
-/// Reads the entries of a JSON object, one call per key, refusing repeated keys.
+/// Reads the entries of a JSON object, one call per key.
 fn read_object<'de, A, F>(mut map: A, mut on_entry: F) -> Result<(), A::Error>
 where
     A: MapAccess<'de>,
-    F: FnMut(&str, &mut A) -> Result<(), A::Error>,
+    F: FnMut(String, &mut A) -> Result<(), A::Error>,
 {
-    let mut seen: Vec<String> = Vec::new();
     while let Some(key) = map.next_key::<String>()? {
-        if seen.iter().any(|k| k == &key) {
-            return Err(de::Error::custom(format!("duplicate field `{key}`")));
-        }
-        on_entry(&key, &mut map)?;
-        seen.push(key);
+        on_entry(key, &mut map)?;
     }
     Ok(())
+}
+
+/// Stores a known field, refusing a second occurrence.
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(duplicate(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn duplicate<E: de::Error>(name: &str) -> E {
+    de::Error::custom(format!("duplicate field `{name}`"))
+}
+
+/// Refuses a name that appears twice among the kept unknown fields.
+fn check_unique<E: de::Error>(fields: &[(String, Value)]) -> Result<(), E> {
+    let mut names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    match names.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(pair) => Err(duplicate(pair[0])),
+        None => Ok(()),
+    }
 }
 
 fn required<T, E: de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
@@ -134,15 +167,17 @@ impl<'de> Deserialize<'de> for Notification {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Notification, A::Error> {
                 let (mut date, mut customer, mut changes) = (None, None, None);
                 let mut extra = Vec::new();
-                read_object(map, |key, map| {
-                    match key {
-                        "ChangeDateTime" => date = Some(map.next_value::<String>()?),
-                        "Customer" => customer = Some(map.next_value::<Customer>()?),
-                        "Changes" => changes = Some(map.next_value::<Vec<Change>>()?),
-                        _ => extra.push((key.to_string(), map.next_value::<Value>()?)),
+                read_object(map, |key, map| match key.as_str() {
+                    "ChangeDateTime" => set_once(&mut date, map.next_value::<String>()?, &key),
+                    "Customer" => set_once(&mut customer, map.next_value::<Customer>()?, &key),
+                    "Changes" => set_once(&mut changes, map.next_value::<Vec<Change>>()?, &key),
+                    _ => {
+                        let value = map.next_value::<Value>()?;
+                        extra.push((key, value));
+                        Ok(())
                     }
-                    Ok(())
                 })?;
+                check_unique(&extra)?;
                 Ok(Notification {
                     change_date_time: required(date, "ChangeDateTime")?,
                     customer: required(customer, "Customer")?,
@@ -165,14 +200,16 @@ impl<'de> Deserialize<'de> for Customer {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Customer, A::Error> {
                 let mut id = None;
-                let mut fields = Vec::new();
-                read_object(map, |key, map| {
-                    match key {
-                        "Id" => id = Some(map.next_value::<i64>()?),
-                        _ => fields.push((key.to_string(), map.next_value::<Value>()?)),
+                let mut fields = Vec::with_capacity(24);
+                read_object(map, |key, map| match key.as_str() {
+                    "Id" => set_once(&mut id, map.next_value::<i64>()?, &key),
+                    _ => {
+                        let value = map.next_value::<Value>()?;
+                        fields.push((key, value));
+                        Ok(())
                     }
-                    Ok(())
                 })?;
+                check_unique(&fields)?;
                 Ok(Customer {
                     id: required(id, "Id")?,
                     fields,
@@ -192,22 +229,23 @@ impl<'de> Deserialize<'de> for Change {
                 f.write_str("a change object")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Change, A::Error> {
-                let mut change_type = None;
-                let (mut old_value, mut new_value) = (Value::Null, Value::Null);
+                let (mut change_type, mut old_value, mut new_value) = (None, None, None);
                 let mut extra = Vec::new();
-                read_object(map, |key, map| {
-                    match key {
-                        "ChangeType" => change_type = Some(map.next_value::<String>()?),
-                        "OldValue" => old_value = map.next_value::<Value>()?,
-                        "NewValue" => new_value = map.next_value::<Value>()?,
-                        _ => extra.push((key.to_string(), map.next_value::<Value>()?)),
+                read_object(map, |key, map| match key.as_str() {
+                    "ChangeType" => set_once(&mut change_type, map.next_value::<String>()?, &key),
+                    "OldValue" => set_once(&mut old_value, map.next_value::<Value>()?, &key),
+                    "NewValue" => set_once(&mut new_value, map.next_value::<Value>()?, &key),
+                    _ => {
+                        let value = map.next_value::<Value>()?;
+                        extra.push((key, value));
+                        Ok(())
                     }
-                    Ok(())
                 })?;
+                check_unique(&extra)?;
                 Ok(Change {
                     change_type: required(change_type, "ChangeType")?,
-                    old_value,
-                    new_value,
+                    old_value: old_value.unwrap_or(Value::Null),
+                    new_value: new_value.unwrap_or(Value::Null),
                     extra,
                 })
             }

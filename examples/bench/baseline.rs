@@ -29,7 +29,7 @@ pub async fn run(
     let mut prepared = Vec::new();
     for body in bodies {
         let notification = payload::parse(body.as_bytes()).expect("corpus bodies are valid");
-        for event in normalize::normalize(&notification, received_at).expect("and normalize") {
+        for event in normalize::normalize(notification, received_at).expect("and normalize") {
             for topic in routing.topics_for(event.change_type.as_deref()) {
                 prepared.push(Prepared {
                     topic: topic.to_string(),

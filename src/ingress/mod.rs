@@ -170,7 +170,7 @@ where
             limit: state.max_changes,
         });
     }
-    let events = normalize(&notification, received_at)?;
+    let events = normalize(notification, received_at)?;
     let routed: Vec<RoutedEvent> = events
         .iter()
         .map(|e| (e, routing.topics_for(e.change_type.as_deref())))
@@ -181,12 +181,22 @@ where
         return Err(err.into());
     }
     state.metrics.delivery_took(started.elapsed().as_secs_f64());
+    // One metrics update per (change type, topic) of the request, not per event.
+    let mut acknowledged: Vec<(Option<&str>, &str, u64)> = Vec::new();
     for (event, topics) in &routed {
-        for topic in topics {
-            state
-                .metrics
-                .event_acknowledged(event.change_type.as_deref(), topic);
+        let change_type = event.change_type.as_deref();
+        for &topic in topics {
+            match acknowledged
+                .iter_mut()
+                .find(|(c, t, _)| *c == change_type && *t == topic)
+            {
+                Some((_, _, count)) => *count += 1,
+                None => acknowledged.push((change_type, topic, 1)),
+            }
         }
+    }
+    for (change_type, topic, count) in acknowledged {
+        state.metrics.events_acknowledged(change_type, topic, count);
     }
     debug!(events = events.len(), "notification delivered");
     Ok(Accepted {

@@ -262,6 +262,8 @@ impl KafkaSink {
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
         let mut pending = Vec::with_capacity(routed.len());
+        // librdkafka copies each payload when it is enqueued: one buffer serves all.
+        let mut payload = Vec::with_capacity(2048);
         for (count, (event, topics)) in routed.iter().enumerate() {
             // A large notification must not hold this thread past its deadline.
             if Instant::now() >= deadline {
@@ -270,14 +272,20 @@ impl KafkaSink {
             if count % 64 == 63 {
                 tokio::task::yield_now().await;
             }
-            let payload = serde_json::to_vec(event).expect("a flat event always serializes");
+            payload.clear();
+            serde_json::to_writer(&mut payload, event).expect("a flat event always serializes");
             let key = event.key();
-            let headers = headers(event);
-            for topic in topics {
+            let mut headers = headers(event);
+            for (n, topic) in topics.iter().enumerate() {
+                let record_headers = if n + 1 < topics.len() {
+                    headers.clone()
+                } else {
+                    std::mem::replace(&mut headers, OwnedHeaders::new())
+                };
                 let record = FutureRecord::to(topic)
                     .key(&key)
                     .payload(&payload)
-                    .headers(headers.clone());
+                    .headers(record_headers);
                 let delivery = enqueue(producer, record, deadline, event).await?;
                 pending.push(async move {
                     match delivery.await {

@@ -184,14 +184,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn event_acknowledged(&self, change_type: Option<&str>, topic: &str) {
+    pub fn events_acknowledged(&self, change_type: Option<&str>, topic: &str, count: u64) {
         let change_type = self.change_type_label(change_type);
         self.events
             .get_or_create(&EventLabels {
                 change_type,
                 topic: topic.to_string(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     pub fn delivery_took(&self, seconds: f64) {
@@ -283,10 +283,10 @@ mod tests {
     fn change_type_labels_are_capped() {
         let metrics = Metrics::new();
         for i in 0..MAX_CHANGE_TYPES + 50 {
-            metrics.event_acknowledged(Some(&format!("Type{i}")), "t");
+            metrics.events_acknowledged(Some(&format!("Type{i}")), "t", 1);
         }
-        metrics.event_acknowledged(Some("Type0"), "t");
-        metrics.event_acknowledged(None, "t");
+        metrics.events_acknowledged(Some("Type0"), "t", 1);
+        metrics.events_acknowledged(None, "t", 1);
         let text = metrics.render();
         let series = text
             .lines()
