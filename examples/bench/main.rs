@@ -108,9 +108,15 @@ struct Results {
 struct Soak {
     seconds: u64,
     concurrency: usize,
+    /// RSS before the soak's load (after the 2 s warm-up).
+    rss_before_load_mib: f64,
+    /// RSS once the load ran for 15 s (steady state: buffers and allocator pages filled).
     rss_start_mib: f64,
     rss_end_mib: f64,
+    /// From `rss_start_mib` to `rss_end_mib`.
     growth_percent: f64,
+    /// (seconds into the soak, RSS MiB) every 5 s.
+    rss_series: Vec<(u64, f64)>,
     events_per_sec: f64,
     failed_requests: u64,
 }
@@ -337,7 +343,7 @@ async fn main() {
     };
     let mut levels = Vec::new();
     for &concurrency in &args.levels {
-        let (connector, _broker) = stack(format!("c={concurrency}")).await;
+        let (connector, broker) = stack(format!("c={concurrency}")).await;
         let level = measure(
             &connector,
             &script,
@@ -351,6 +357,9 @@ async fn main() {
             level.events_per_sec, level.p99_ms
         );
         levels.push(level);
+        // The connector first, so it does not see its broker vanish.
+        drop(connector);
+        drop(broker);
     }
 
     // Latency at half the maximum throughput: each of 64 connections pauses between
@@ -362,7 +371,7 @@ async fn main() {
         .cloned();
     let mut half_load = None;
     if let Some(best) = best {
-        let (connector, _broker) = stack("half load".into()).await;
+        let (connector, broker) = stack("half load".into()).await;
         let concurrency = 64;
         let target = best.requests_per_sec / 2.0;
         let period_ms = concurrency as f64 / target * 1000.0;
@@ -392,13 +401,28 @@ async fn main() {
             level.requests_per_sec, best.requests_per_sec, level.p99_ms
         );
         half_load = Some(level);
+        drop(connector);
+        drop(broker);
     }
 
     let mut soak = None;
     if args.soak_secs > 0 {
-        let (connector, _broker) = stack("soak".into()).await;
+        let (connector, broker) = stack("soak".into()).await;
         let pid = connector.child.id();
-        let rss_start_mib = process::memory_mib(pid, "VmRSS:");
+        let rss_before_load_mib = process::memory_mib(pid, "VmRSS:");
+        let soak_secs = args.soak_secs;
+        let sampling = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut series = Vec::new();
+            for step in 1..=(soak_secs / 5) {
+                std::thread::sleep(
+                    (started + Duration::from_secs(step * 5))
+                        .saturating_duration_since(Instant::now()),
+                );
+                series.push((step * 5, process::memory_mib(pid, "VmRSS:")));
+            }
+            series
+        });
         let level = measure(
             &connector,
             &script,
@@ -408,16 +432,25 @@ async fn main() {
             0,
         );
         let rss_end_mib = process::memory_mib(pid, "VmRSS:");
-        eprintln!("soak: RSS {rss_start_mib:.1} -> {rss_end_mib:.1} MiB");
+        let rss_series = sampling.join().unwrap_or_default();
+        let rss_start_mib = rss_series
+            .iter()
+            .find(|(at, _)| *at >= 15)
+            .map_or(rss_before_load_mib, |(_, mib)| *mib);
+        eprintln!("soak: RSS {rss_before_load_mib:.1} before load, {rss_start_mib:.1} after 15 s, {rss_end_mib:.1} at the end");
         soak = Some(Soak {
             seconds: args.soak_secs,
             concurrency: 64,
+            rss_before_load_mib,
             rss_start_mib,
             rss_end_mib,
             growth_percent: (rss_end_mib / rss_start_mib - 1.0) * 100.0,
+            rss_series,
             events_per_sec: level.events_per_sec,
             failed_requests: level.failed_requests,
         });
+        drop(connector);
+        drop(broker);
     }
 
     // The baseline produces as many events as the busiest level delivered.
@@ -506,9 +539,15 @@ fn print_table(r: &Results) {
     if let Some(soak) = &r.soak {
         println!();
         println!(
-            "soak: {} s at concurrency {}: RSS {:.1} -> {:.1} MiB ({:+.1}%), {:.0} events/s, {} failed",
-            soak.seconds, soak.concurrency, soak.rss_start_mib, soak.rss_end_mib, soak.growth_percent,
-            soak.events_per_sec, soak.failed_requests
+            "soak: {} s at concurrency {}: RSS {:.1} MiB before load, {:.1} after 15 s, {:.1} at the end ({:+.1}% from 15 s), {:.0} events/s, {} failed",
+            soak.seconds, soak.concurrency, soak.rss_before_load_mib, soak.rss_start_mib, soak.rss_end_mib,
+            soak.growth_percent, soak.events_per_sec, soak.failed_requests
         );
+        let series: Vec<String> = soak
+            .rss_series
+            .iter()
+            .map(|(at, mib)| format!("{at}s {mib:.1}"))
+            .collect();
+        println!("soak RSS every 5 s (MiB): {}", series.join(", "));
     }
 }
