@@ -328,32 +328,15 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let topic = unique_topic("sigterm");
     create_topics(&[&topic]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, routes_toml(&topic, &[])).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let grace_ms = 5000;
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
-            .args(["run", "--config", "config/default.toml"])
-            .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", grace_ms.to_string())
-            .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
-            .env("CONNECTOR__ROUTING__FILE", &routes)
-            .env("CONNECTOR__LOG__LEVEL", "warn")
-            .spawn()
-            .expect("the connector starts"),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{url}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "the connector did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let grace = grace_ms.to_string();
+    let mut process = spawn_connector(
+        &kafka(),
+        &routes_toml(&topic, &[]),
+        &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", &grace)],
+    )
+    .await;
+    let url = process.url.clone();
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(
@@ -363,13 +346,9 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let signalled_at = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    process.signal("-TERM");
     let exit = loop {
-        if let Some(exit) = child.0.try_wait().unwrap() {
+        if let Some(exit) = process.child.0.try_wait().unwrap() {
             break exit;
         }
         assert!(
@@ -468,31 +447,14 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
     let broker = Broker::start();
     let topic = unique_topic("draining");
     create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, routes_toml(&topic, &[])).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
-            .args(["run", "--config", "config/default.toml"])
-            .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "8000")
-            .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", broker.bootstrap())
-            .env("CONNECTOR__ROUTING__FILE", &routes)
-            .env("CONNECTOR__LOG__LEVEL", "warn")
-            .spawn()
-            .expect("the connector starts"),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{url}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "the connector did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut process = spawn_connector(
+        &broker.bootstrap(),
+        &routes_toml(&topic, &[]),
+        &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "8000")],
+    )
+    .await;
+    let port = process.port;
+    let url = process.url.clone();
     let endpoint = format!("{url}/webhooks/customer");
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
 
@@ -503,13 +465,12 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
         async move { post(&endpoint, seed_sample(), &[]).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    process.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.0.try_wait().unwrap().is_none(), "still draining");
+    assert!(
+        process.child.0.try_wait().unwrap().is_none(),
+        "still draining"
+    );
     let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(
         refused.is_err(),
@@ -519,7 +480,7 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
     broker.resume();
     let answer = waiting.await.unwrap();
     assert_eq!(answer.status, 200, "{:?}", answer.json);
-    let exit = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+    let exit = tokio::task::spawn_blocking(move || process.child.0.wait().unwrap())
         .await
         .unwrap();
     assert_eq!(exit.code(), Some(0));

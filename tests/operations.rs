@@ -42,11 +42,11 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .map(|value| value.trim().parse().expect("a number"))
 }
 
-/// Polls `/metrics` until `series` reaches `value`, or panics after 10 s.
-async fn wait_for_metric(connector: &Connector, series: &str, value: f64) {
+/// Polls `{url}/metrics` until `series` reaches `value`, or panics after 10 s.
+async fn wait_for_metric(url: &str, series: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, _, text) = get(&format!("{}/metrics", connector.url)).await;
+        let (_, _, text) = get(&format!("{url}/metrics")).await;
         if metric(&text, series) == Some(value) {
             return;
         }
@@ -217,7 +217,7 @@ async fn a_changed_routing_file_applies_to_later_requests() {
 
     std::fs::write(&connector.routes_file, routes_toml(&second, &[])).unwrap();
     wait_for_metric(
-        &connector,
+        &connector.url,
         "webhook_connector_routing_reloads_total{result=\"ok\"}",
         1.0,
     )
@@ -243,7 +243,7 @@ async fn an_invalid_routing_file_keeps_the_old_table() {
     let broken = routes_toml(&topic, &[("bad", &[], &["elsewhere"])]);
     std::fs::write(&connector.routes_file, broken).unwrap();
     wait_for_metric(
-        &connector,
+        &connector.url,
         "webhook_connector_routing_reloads_total{result=\"failed\"}",
         1.0,
     )
@@ -289,7 +289,7 @@ async fn a_reload_never_reroutes_a_request_in_flight() {
     // ...the table changes while it is in flight...
     std::fs::write(&connector.routes_file, routes_toml(&new, &[])).unwrap();
     wait_for_metric(
-        &connector,
+        &connector.url,
         "webhook_connector_routing_reloads_total{result=\"ok\"}",
         1.0,
     )
@@ -315,65 +315,30 @@ async fn sighup_reloads_the_routing_file() {
     let first = unique_topic("first");
     let second = unique_topic("second");
     create_topics(&[&first, &second]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, routes_toml(&first, &[])).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
-            .args(["run", "--config", "config/default.toml"])
-            .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
-            .env("CONNECTOR__ROUTING__FILE", &routes)
-            // No polling: only the signal may reload.
-            .env("CONNECTOR__ROUTING__WATCH_INTERVAL_MS", "0")
-            .env("CONNECTOR__LOG__LEVEL", "warn")
-            .spawn()
-            .expect("the connector starts"),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{url}/healthz")).await.is_err() {
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "the connector exited at start"
-        );
-        assert!(Instant::now() < deadline, "the connector did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // No polling: only the signal may reload.
+    let mut process = spawn_connector(
+        &kafka(),
+        &routes_toml(&first, &[]),
+        &[("CONNECTOR__ROUTING__WATCH_INTERVAL_MS", "0")],
+    )
+    .await;
+    let (url, routes) = (process.url.clone(), process.routes_file.clone());
     let endpoint = format!("{url}/webhooks/customer");
 
     std::fs::write(&routes, routes_toml(&second, &[])).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, text) = get(&format!("{url}/metrics")).await;
-        if metric(
-            &text,
-            "webhook_connector_routing_reloads_total{result=\"ok\"}",
-        ) == Some(1.0)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no reload after SIGHUP:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    process.signal("-HUP");
+    wait_for_metric(
+        &url,
+        "webhook_connector_routing_reloads_total{result=\"ok\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    assert!(child.0.wait().unwrap().success());
+    process.signal("-TERM");
+    assert!(process.child.0.wait().unwrap().success());
     read_exactly(&first, 4);
     read_exactly(&second, 4);
 }

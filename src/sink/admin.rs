@@ -55,14 +55,21 @@ pub fn missing_routed_topics<'a>(
     wanted: impl IntoIterator<Item = &'a str>,
     timeout: Duration,
 ) -> Result<Vec<&'a str>, AdminError> {
-    let unreachable = |cause| AdminError::Unreachable {
+    let client = admin_client(settings)?;
+    missing_topics(client.inner(), wanted, timeout).map_err(|cause| unreachable(settings, cause))
+}
+
+fn unreachable(settings: &KafkaSettings, cause: KafkaError) -> AdminError {
+    AdminError::Unreachable {
         servers: settings.bootstrap_servers.clone(),
         cause,
-    };
-    let client: AdminClient<DefaultClientContext> = super::client_config(settings)
+    }
+}
+
+fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, AdminError> {
+    super::client_config(settings)
         .create()
-        .map_err(unreachable)?;
-    missing_topics(client.inner(), wanted, timeout).map_err(unreachable)
+        .map_err(|cause| unreachable(settings, cause))
 }
 
 /// Creates each topic that does not exist yet; existing ones are left as they are.
@@ -72,13 +79,7 @@ pub async fn create_topics(
     partitions: i32,
     replication_factor: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, AdminError> {
-    let unreachable = |cause| AdminError::Unreachable {
-        servers: settings.bootstrap_servers.clone(),
-        cause,
-    };
-    let client: AdminClient<DefaultClientContext> = super::client_config(settings)
-        .create()
-        .map_err(unreachable)?;
+    let client = admin_client(settings)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|name| {
@@ -93,7 +94,7 @@ pub async fn create_topics(
     let results = client
         .create_topics(&new_topics, &options)
         .await
-        .map_err(unreachable)?;
+        .map_err(|cause| unreachable(settings, cause))?;
     let mut outcomes = Vec::with_capacity(results.len());
     for result in results {
         match result {

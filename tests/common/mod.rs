@@ -444,3 +444,73 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The connector binary running as a process of its own, for tests with real
+/// signals; killed when dropped.
+pub struct ConnectorProcess {
+    pub child: KillOnDrop,
+    pub url: String,
+    pub port: u16,
+    pub routes_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ConnectorProcess {
+    pub fn endpoint(&self) -> String {
+        format!("{}/webhooks/customer", self.url)
+    }
+
+    /// Sends `signal` (`-TERM`, `-HUP`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+/// Runs `webhook-connector run` with `config/default.toml`, `routes_toml` as its
+/// routing file, the broker at `bootstrap` and the extra `env` overrides, on a free
+/// loopback port; returns once `/healthz` answers.
+pub async fn spawn_connector(
+    bootstrap: &str,
+    routes_toml: &str,
+    env: &[(&str, &str)],
+) -> ConnectorProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let routes_file = dir.path().join("routes.toml");
+    std::fs::write(&routes_file, routes_toml).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"));
+    command
+        .args(["run", "--config", "config/default.toml"])
+        .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+        .env("CONNECTOR__ROUTING__FILE", &routes_file)
+        .env("CONNECTOR__LOG__LEVEL", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = KillOnDrop(command.spawn().expect("the connector starts"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the connector exited at start"
+        );
+        assert!(Instant::now() < deadline, "the connector did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ConnectorProcess {
+        child,
+        url,
+        port,
+        routes_file,
+        _dir: dir,
+    }
+}
