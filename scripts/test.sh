@@ -17,4 +17,8 @@ start_broker "$port" "$broker_log"
 export WEBHOOK_CONNECTOR_TEST_KAFKA="127.0.0.1:$port"
 export WEBHOOK_CONNECTOR_TANSU="$TANSU_BIN"
 log "Running cargo test"
-cargo test --locked "$@"
+output="$PWD/target/test-output.log"
+cargo test --locked "$@" 2>&1 | tee "$output"
+# One closing line for the whole suite: the sum of every test binary's counts.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$output" | tee "$PWD/target/test-summary.txt"
