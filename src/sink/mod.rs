@@ -106,8 +106,11 @@ pub struct KafkaSink {
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     // Defaults the operator may override: report a missing topic after a second
-    // instead of holding its events until the delivery timeout.
-    config.set("topic.metadata.propagation.max.ms", "1000");
+    // instead of holding its events until the delivery timeout, and never have a
+    // topic created as a side effect of producing, a readiness probe or a check.
+    config
+        .set("topic.metadata.propagation.max.ms", "1000")
+        .set("allow.auto.create.topics", "false");
     for (key, value) in &settings.properties {
         config.set(key, value);
     }
