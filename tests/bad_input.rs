@@ -94,14 +94,7 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
     );
 
     // Still ready, and the only events in the topic are those of one valid request.
-    let ready = answer(
-        client
-            .get(format!("{}/readyz", connector.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let ready = get_json(&format!("{}/readyz", connector.url)).await;
     assert_eq!(ready.status, 200, "{:?}", ready.json);
     let body = seed_sample();
     let valid = post(

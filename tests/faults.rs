@@ -161,13 +161,10 @@ async fn send_and_stall(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let broker = Broker::start();
-    let topic = unique_topic("paused");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut settings = test_settings();
-    settings.kafka.bootstrap_servers = broker.bootstrap();
-    settings.kafka.delivery_timeout_ms = 2000;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (broker, topic, connector) = connector_on_own_broker("paused", |s| {
+        s.kafka.delivery_timeout_ms = 2000;
+    })
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
@@ -221,13 +218,10 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let mut broker = Broker::start();
-    let topic = unique_topic("restarted");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut settings = test_settings();
-    settings.kafka.bootstrap_servers = broker.bootstrap();
-    settings.kafka.delivery_timeout_ms = 2000;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (mut broker, topic, connector) = connector_on_own_broker("restarted", |s| {
+        s.kafka.delivery_timeout_ms = 2000;
+    })
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
@@ -261,14 +255,11 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
 #[tokio::test]
 async fn too_many_requests_in_flight_get_503_at_once() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let broker = Broker::start();
-    let topic = unique_topic("busy");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut settings = test_settings();
-    settings.kafka.bootstrap_servers = broker.bootstrap();
-    settings.kafka.delivery_timeout_ms = 3000;
-    settings.server.max_in_flight = 4;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (broker, _topic, connector) = connector_on_own_broker("busy", |s| {
+        s.kafka.delivery_timeout_ms = 3000;
+        s.server.max_in_flight = 4;
+    })
+    .await;
     // Warm the producer up, then hold every delivery by freezing the broker.
     assert_eq!(
         post(&connector.endpoint(), seed_sample(), &[]).await.status,
@@ -392,14 +383,11 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
 #[tokio::test]
 async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let broker = Broker::start();
-    let topic = unique_topic("grace");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut settings = test_settings();
-    settings.kafka.bootstrap_servers = broker.bootstrap();
-    settings.kafka.delivery_timeout_ms = 20_000;
-    settings.server.shutdown_grace_ms = 1500;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (broker, _topic, connector) = connector_on_own_broker("grace", |s| {
+        s.kafka.delivery_timeout_ms = 20_000;
+        s.server.shutdown_grace_ms = 1500;
+    })
+    .await;
     assert_eq!(
         post(&connector.endpoint(), seed_sample(), &[]).await.status,
         200

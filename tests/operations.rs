@@ -60,12 +60,7 @@ async fn wait_for_metric(url: &str, series: &str, value: f64) {
 
 #[tokio::test]
 async fn readiness_turns_503_while_the_broker_is_stopped_and_200_when_it_returns() {
-    let broker = Broker::start();
-    let topic = unique_topic("ready");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut settings = test_settings();
-    settings.kafka.bootstrap_servers = broker.bootstrap();
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (broker, _topic, connector) = connector_on_own_broker("ready", |_| {}).await;
     let readyz = format!("{}/readyz", connector.url);
 
     wait_for_status(&readyz, 200, Duration::from_secs(10)).await;

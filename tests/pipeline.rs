@@ -367,7 +367,7 @@ async fn http_contract_for_paths_methods_sizes_and_content_types() {
     let connector = start_connector(settings, &routes_toml(&all, &[])).await;
     let client = reqwest::Client::new();
 
-    let get = answer(client.get(connector.endpoint()).send().await.unwrap()).await;
+    let get = get_json(&connector.endpoint()).await;
     assert_eq!(get.status, 405);
     assert_eq!(get.json["error"], json!("method_not_allowed"));
     let unknown = answer(
@@ -435,23 +435,9 @@ async fn http_contract_for_paths_methods_sizes_and_content_types() {
     .await;
     assert_eq!(without.status, 200, "{:?}", without.json);
 
-    let health = answer(
-        client
-            .get(format!("{}/healthz", connector.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let health = get_json(&format!("{}/healthz", connector.url)).await;
     assert_eq!(health.status, 200);
-    let ready = answer(
-        client
-            .get(format!("{}/readyz", connector.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let ready = get_json(&format!("{}/readyz", connector.url)).await;
     assert_eq!(ready.status, 200, "{:?}", ready.json);
 
     read_exactly(&all, 8);
@@ -480,7 +466,7 @@ async fn a_route_to_a_missing_topic_answers_503_never_200() {
     let message = answer.json["message"].as_str().unwrap();
     assert!(message.contains(&missing), "{message}");
 
-    let ready = answer_of_readyz(&connector).await;
+    let ready = get_json(&format!("{}/readyz", connector.url)).await;
     assert_eq!(ready.status, 503);
     assert!(
         ready.json["reasons"].to_string().contains(&missing),
@@ -488,15 +474,6 @@ async fn a_route_to_a_missing_topic_answers_503_never_200() {
         ready.json
     );
     connector.stop().await;
-}
-
-async fn answer_of_readyz(connector: &Connector) -> Answer {
-    answer(
-        reqwest::get(format!("{}/readyz", connector.url))
-            .await
-            .unwrap(),
-    )
-    .await
 }
 
 #[tokio::test]

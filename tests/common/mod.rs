@@ -514,3 +514,24 @@ pub async fn spawn_connector(
         _dir: dir,
     }
 }
+
+/// A broker of the test's own with one topic, and an in-process connector sending
+/// everything there; `configure` adjusts the connector's settings first.
+pub async fn connector_on_own_broker(
+    label: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> (Broker, String, Connector) {
+    let broker = Broker::start();
+    let topic = unique_topic(label);
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut settings = test_settings();
+    settings.kafka.bootstrap_servers = broker.bootstrap();
+    configure(&mut settings);
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    (broker, topic, connector)
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(url: &str) -> Answer {
+    answer(reqwest::get(url).await.expect("the connector answers")).await
+}
