@@ -16,14 +16,9 @@ else
   args=(--out bench/results.json)
 fi
 
+# The build's packages, curl (readiness checks) and wrk (the load).
+ensure_system_packages "${BUILD_PACKAGES[@]}" curl wrk
 ensure_broker_installed
-if ! command -v wrk >/dev/null; then
-  log "Installing wrk (Debian package)"
-  sudo_if_needed=""
-  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
-  $sudo_if_needed apt-get update -qq >&2
-  $sudo_if_needed apt-get install -y -qq wrk >&2
-fi
 log "Building in release mode"
 cargo build --release --locked --bin webhook-connector --example bench
 

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
 
+ensure_system_packages "${BUILD_PACKAGES[@]}"
 ensure_broker_installed
 log "Building webhook-connector"
 cargo build --locked --quiet
@@ -15,10 +16,17 @@ kafka_port=$(pick_port 9092)
 http_port=$(pick_port 8080)
 broker_log="$PWD/target/quickstart-broker.log"
 connector_pid=""
+# Stops the connector (SIGTERM, then SIGKILL if it is still there after 15 s)
+# and the broker.
 cleanup() {
   trap - EXIT INT TERM
   if [ -n "$connector_pid" ] && kill -0 "$connector_pid" 2>/dev/null; then
     kill -TERM "$connector_pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do
+      kill -0 "$connector_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$connector_pid" 2>/dev/null || true
     wait "$connector_pid" 2>/dev/null || true
   fi
   stop_broker
@@ -31,6 +39,8 @@ start_broker "$kafka_port" "$broker_log"
 
 export CONNECTOR__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$kafka_port"
 export CONNECTOR__SERVER__LISTEN="127.0.0.1:$http_port"
+# Local quick start: no secret shared with a platform; production sets CONNECTOR__WEBHOOK__SECRETS instead.
+export CONNECTOR__WEBHOOK__ALLOW_UNSIGNED=true
 "$bin" check --config config/default.toml
 log "Creating the routed topics"
 "$bin" create-topics --config config/default.toml --partitions 1

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::routes::RoutesError;
-use crate::config::Settings;
-use crate::ingress::{self, server, Ingress, Readiness};
+use crate::config::{Settings, SettingsError};
+use crate::ingress::{self, server, ByteBudget, Ingress, Readiness};
 use crate::reload::{self, Routing};
 use crate::sink::{KafkaSink, ProducerError};
 use crate::telemetry::metrics::Metrics;
@@ -35,6 +35,9 @@ pub enum StartError {
     Producer(#[from] ProducerError),
     #[error(transparent)]
     Routes(#[from] RoutesError),
+    /// Settings that may not be served (no secrets without `allow_unsigned`).
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 /// A started server: where it listens and how to stop it.
@@ -61,6 +64,10 @@ impl RunningServer {
 /// Loads the routing file, binds `settings.server.listen` and serves until
 /// [`RunningServer::shutdown`], reloading the routing file when it changes.
 pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
+    settings.check_serving()?;
+    if settings.webhook.secrets.is_empty() {
+        warn!("webhook.allow_unsigned is set and there are no secrets: anyone who can reach the endpoint can post events");
+    }
     let metrics = Arc::new(Metrics::new());
     let routing = Arc::new(Routing::load(
         settings.routing.file.clone(),
@@ -68,6 +75,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     )?);
     let sink = Arc::new(KafkaSink::new(
         &settings.kafka,
+        settings.server.max_in_flight_bytes,
         metrics.producer_replacements(),
     )?);
     let addr = settings.server.listen;
@@ -82,10 +90,11 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         sink: Arc::clone(&sink),
         metrics: Arc::clone(&metrics),
         secrets: settings.webhook.secrets.clone(),
-        max_body_bytes: settings.server.max_body_bytes,
-        max_changes: settings.webhook.max_changes,
+        limits: settings.limits(),
         request_read_timeout: settings.server.request_read_timeout(),
+        receiving: Semaphore::new(settings.server.max_receiving),
         in_flight: Semaphore::new(settings.server.max_in_flight),
+        bytes: ByteBudget::new(settings.server.max_in_flight_bytes),
         readiness: Readiness::default(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
@@ -99,6 +108,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         server_options: server::ServerOptions {
             header_read_timeout: settings.server.request_read_timeout(),
             max_connections: settings.server.max_connections,
+            max_header_bytes: settings.server.max_header_bytes,
         },
         watch_interval: settings.routing.watch_interval(),
         hangups: reload::hangups(),

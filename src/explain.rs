@@ -3,9 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::ingress::ApiError;
-use crate::normalize::{normalize, FlatEvent};
-use crate::payload;
+use crate::normalize::FlatEvent;
+use crate::pipeline::{self, AcceptError, Limits};
 use crate::routing::RoutingTable;
 
 /// One event as `explain` shows it: the Kafka record it becomes.
@@ -17,14 +16,14 @@ pub struct ExplainedEvent<'a> {
 }
 
 /// The flat events of a webhook body and their topics, exactly as `run` would
-/// produce them. Errors are the ones the HTTP endpoint answers with 400.
+/// produce them; refused exactly when the endpoint would refuse the body.
 pub fn explain<'a>(
     body: &[u8],
+    limits: &Limits,
     routing: &'a RoutingTable,
     received_at: DateTime<Utc>,
-) -> Result<Vec<ExplainedEvent<'a>>, ApiError> {
-    let notification = payload::parse(body)?;
-    let events = normalize(notification, received_at)?;
+) -> Result<Vec<ExplainedEvent<'a>>, AcceptError> {
+    let events = pipeline::accept(body, limits, received_at)?;
     Ok(events
         .into_iter()
         .map(|event| ExplainedEvent {
@@ -82,11 +81,16 @@ mod tests {
         topics = ["marketing"]
     "#;
 
+    const LIMITS: Limits = Limits {
+        max_body_bytes: 262_144,
+        max_changes: 100,
+    };
+
     #[test]
     fn explains_the_seed_sample() {
         let table = routes::parse(ROUTES, "routes.toml").unwrap();
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
-        let explained = explain(body, &table, Utc::now()).unwrap();
+        let explained = explain(body, &LIMITS, &table, Utc::now()).unwrap();
         let topics: Vec<Vec<&str>> = explained.iter().map(|e| e.topics.clone()).collect();
         assert_eq!(
             topics,
@@ -98,8 +102,15 @@ mod tests {
     #[test]
     fn explain_refuses_what_the_endpoint_refuses() {
         let table = routes::parse(ROUTES, "routes.toml").unwrap();
-        let err = explain(b"{", &table, Utc::now()).err().unwrap();
-        assert_eq!(err.code(), "invalid_json");
+        let err = explain(b"{", &LIMITS, &table, Utc::now()).err().unwrap();
+        assert!(matches!(err, AcceptError::Payload(_)), "{err}");
+        let tight = Limits {
+            max_changes: 3,
+            ..LIMITS
+        };
+        let body = include_bytes!("../tests/fixtures/seed_sample.json");
+        let err = explain(body, &tight, &table, Utc::now()).err().unwrap();
+        assert!(matches!(err, AcceptError::TooManyChanges { .. }), "{err}");
     }
 
     #[test]

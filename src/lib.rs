@@ -9,6 +9,8 @@
 //! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
 //! - [`normalize`]: notification -> flat events; pure.
 //! - [`routing`]: change type -> topics; pure.
+//! - [`pipeline`]: the acceptance step (limits, parse, normalize, route); pure, shared by
+//!   the endpoint and `explain`, so both refuse the same bodies.
 //! - [`reload`]: the routing table in use, reloaded on SIGHUP or a file change.
 //! - [`config`]: settings and the routing file, validated at load.
 //! - [`ingress`]: the HTTP server, endpoints and the error contract.
@@ -23,6 +25,7 @@ pub mod explain;
 pub mod ingress;
 pub mod normalize;
 pub mod payload;
+pub mod pipeline;
 pub mod reload;
 pub mod routing;
 pub mod sink;

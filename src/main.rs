@@ -26,6 +26,9 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_DATA: u8 = 65;
 const EXIT_UNAVAILABLE: u8 = 69;
 
+/// How long past the grace period shutdown may take before the process exits anyway.
+const SHUTDOWN_LEFTOVER: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Parser)]
 #[command(
     version,
@@ -100,12 +103,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run(arg) => {
             let (settings, routing) = load(&arg)?;
+            settings.check_serving().map_err(config_failure)?;
             telemetry::init(&settings.log);
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
-            runtime.block_on(serve(settings, routing))
+            let result = runtime.block_on(serve(settings, routing));
+            // Work still running (a readiness probe, an acknowledgement wait) may not
+            // hold the process past its grace period.
+            runtime.shutdown_timeout(SHUTDOWN_LEFTOVER);
+            result
         }
         Command::Check { config, kafka } => {
             let (settings, routing) = load(&config)?;
+            settings
+                .check_serving()
+                .context("`run` would refuse these settings")
+                .map_err(config_failure)?;
             println!("settings: {}", describe_source(&config));
             println!("routing file: {}", settings.routing.file.display());
             println!("kafka: {}", settings.kafka.bootstrap_servers);
@@ -117,11 +129,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Explain { config, body } => {
-            let (_, routing) = load(&config)?;
+            let (settings, routing) = load(&config)?;
             let bytes = std::fs::read(&body)
                 .with_context(|| format!("cannot read {}", body.display()))
                 .map_err(|e| Failure(EXIT_DATA, e))?;
-            let events = explain::explain(&bytes, &routing, chrono::Utc::now())
+            let events = explain::explain(&bytes, &settings.limits(), &routing, chrono::Utc::now())
                 .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
             let text = serde_json::to_string_pretty(&events).map_err(|e| Failure(1, e.into()))?;
             println!("{text}");
@@ -203,21 +215,16 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingTable), Failure> {
         .map_err(config_failure)?;
     // librdkafka validates its properties when a client is created; do it here so
     // `check` refuses what `run` would (e.g. an alias of acks set to 1).
-    sink::producer_config(&settings.kafka)
+    sink::producer_config(&settings.kafka, settings.server.max_in_flight_bytes)
         .create::<BaseProducer>()
         .map_err(|e| config_failure(anyhow::anyhow!("invalid settings: kafka.properties: {e}")))?;
     Ok((settings, routing))
 }
 
 async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure> {
-    if settings.webhook.secrets.is_empty() {
-        warn!(
-            "webhook.secrets is empty: unsigned requests are accepted; set a secret in production"
-        );
-    }
     let topics = routing.all_topics().len();
     let server = app::start(&settings).await.map_err(|e| match e {
-        app::StartError::Routes(_) => config_failure(e),
+        app::StartError::Routes(_) | app::StartError::Settings(_) => config_failure(e),
         _ => Failure(1, e.into()),
     })?;
     info!(
@@ -231,7 +238,13 @@ async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure>
         grace_ms = settings.server.shutdown_grace_ms,
         "stopping: draining in-flight requests"
     );
-    server.shutdown().await;
+    let grace = settings.server.shutdown_grace();
+    if tokio::time::timeout(grace + SHUTDOWN_LEFTOVER, server.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("shutdown took longer than the grace period; exiting anyway");
+    }
     Ok(())
 }
 

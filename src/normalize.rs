@@ -1,7 +1,7 @@
 //! Turns one parsed notification into flat events, one per change (schema version 1).
 //!
 //! Pure: no I/O, no clock. The receive time is passed in, so the same notification
-//! and time always give the same events. See DESIGN.md section 4 for the fields.
+//! and time always give the same events. The README's "The flat event" section lists the fields.
 //!
 //! Field naming: `Customer.X` becomes `customer_<snake(X)>`, unknown top-level fields
 //! `notification_<snake(X)>`, unknown change fields `change_<snake(X)>`. Object and
@@ -9,7 +9,7 @@
 //! names meet (say `Email` and `email`), the later one gets a `_2`, `_3`, ... suffix:
 //! no field is ever dropped or overwritten.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
@@ -128,11 +128,15 @@ pub fn normalize(
             flat_value(value),
         ));
     }
-    make_keys_unique(&mut shared, &FIXED_KEYS);
+    let fixed_keys: HashSet<&str> = FIXED_KEYS.into_iter().collect();
+    make_keys_unique(&mut shared, &fixed_keys);
     let shared_fields: Arc<[(String, Value)]> = shared.into();
+    // The names a change's own fields must not take; built once, when the first
+    // change with unknown fields needs it.
+    let mut shared_keys: Option<HashSet<&str>> = None;
 
     let change_count = changes.len();
-    let event = |index: usize, change: Option<Change>| {
+    let mut event = |index: usize, change: Option<Change>| {
         let event_id = event_id(customer_id, &raw_date, index, change.as_ref());
         let (change_type, old_value, new_value, change_fields) = match change {
             None => (None, Value::Null, Value::Null, Vec::new()),
@@ -143,9 +147,11 @@ pub fn normalize(
                     .map(|(name, value)| (prefixed_snake_case("change_", &name), flat_value(value)))
                     .collect();
                 if !change_fields.is_empty() {
-                    let mut taken: Vec<&str> = FIXED_KEYS.to_vec();
-                    taken.extend(shared_fields.iter().map(|(key, _)| key.as_str()));
-                    make_keys_unique(&mut change_fields, &taken);
+                    let taken = shared_keys.get_or_insert_with(|| {
+                        let shared = shared_fields.iter().map(|(key, _)| key.as_str());
+                        fixed_keys.iter().copied().chain(shared).collect()
+                    });
+                    make_keys_unique(&mut change_fields, taken);
                 }
                 (
                     Some(change.change_type),
@@ -202,23 +208,34 @@ fn event_id(customer_id: i64, raw_date: &str, index: usize, change: Option<&Chan
 }
 
 /// Makes every key unique among themselves and against `reserved`: a key already
-/// taken becomes `key_N` with the smallest N >= 2 still free. Collisions are rare,
-/// so the common case only checks.
-fn make_keys_unique(fields: &mut [(String, Value)], reserved: &[&str]) {
-    let mut seen: HashSet<&str> = reserved.iter().copied().collect();
-    if fields.iter().all(|(key, _)| seen.insert(key.as_str())) {
+/// taken becomes `key_N` with the smallest N >= 2 still free. Linear in the keys
+/// whatever their names: the next N to try is remembered per key, so a thousand
+/// keys that all snake-case to the same name cost a thousand probes, not a million.
+/// Collisions are rare, so the common case only checks.
+fn make_keys_unique(fields: &mut [(String, Value)], reserved: &HashSet<&str>) {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(fields.len());
+    let unique = fields
+        .iter()
+        .all(|(key, _)| !reserved.contains(key.as_str()) && seen.insert(key.as_str()));
+    if unique {
         return;
     }
-    let mut taken: HashSet<String> = reserved.iter().map(|k| k.to_string()).collect();
+    drop(seen);
+    let mut own: HashSet<String> = HashSet::with_capacity(fields.len());
+    let mut next_suffix: HashMap<String, usize> = HashMap::new();
+    let free = |key: &str, own: &HashSet<String>| !reserved.contains(key) && !own.contains(key);
     for (key, _) in fields.iter_mut() {
-        if !taken.insert(key.clone()) {
-            let mut n = 2;
-            while taken.contains(&format!("{key}_{n}")) {
-                n += 1;
+        if !free(key, &own) {
+            let n = next_suffix.entry(key.clone()).or_insert(2);
+            let mut candidate = format!("{key}_{n}");
+            while !free(&candidate, &own) {
+                *n += 1;
+                candidate = format!("{key}_{n}");
             }
-            *key = format!("{key}_{n}");
-            taken.insert(key.clone());
+            *n += 1;
+            *key = candidate;
         }
+        own.insert(key.clone());
     }
 }
 
@@ -508,6 +525,43 @@ mod tests {
         assert_eq!(event["change_type_2"], json!("x"));
         assert_eq!(event["change_extra_info"], json!(1));
         assert_eq!(event["notification_source"], json!("{\"k\":true}"));
+    }
+
+    #[test]
+    fn thousands_of_names_meeting_in_one_stay_unique_in_linear_time() {
+        // 27,000 distinct keys that all snake-case to `customer____` (the shape of a
+        // body that once took most of a minute): every one gets a name of its own.
+        let punctuation = "!#$%&'()*+,-./:;<=>?@[]^`{|}~\\\"";
+        let names: Vec<String> = punctuation
+            .chars()
+            .flat_map(|a| punctuation.chars().map(move |b| (a, b)))
+            .flat_map(|(a, b)| punctuation.chars().map(move |c| format!("{a}{b}{c}")))
+            .take(27_000)
+            .collect();
+        let mut n = seed();
+        n.customer.fields = names.iter().map(|k| (k.clone(), json!(1))).collect();
+        n.customer.fields.push(("___".into(), json!(2)));
+        n.changes[0].extra = vec![("!!!".into(), json!(3)), ("???".into(), json!(4))];
+        let started = std::time::Instant::now();
+        let events = normalize(n, received()).unwrap();
+        // A guard against the quadratic version (minutes), not a speed claim.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let keys: HashSet<&str> = events[0]
+            .shared_fields
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys.len(), names.len() + 1);
+        assert!(keys.contains("customer____"));
+        assert!(keys.contains("customer_____2"));
+        assert!(keys.contains("customer_____27000"));
+        assert!(keys.contains("customer_____27001"));
+        let own: Vec<&str> = events[0]
+            .change_fields
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(own, ["change____", "change_____2"]);
     }
 
     #[test]

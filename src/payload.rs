@@ -3,8 +3,10 @@
 //! Parsing is strict about the fields the connector needs (`ChangeDateTime`,
 //! `Customer.Id`, `Changes[].ChangeType`) and lenient about everything else:
 //! unknown fields are kept in order, never rejected, so that nothing the platform
-//! sends is dropped. A key that appears twice in one object is refused, because
-//! which of the two values is meant cannot be known.
+//! sends is dropped. A key that appears twice in any object, at any depth, is
+//! refused, because which of the two values is meant cannot be known. Numbers keep
+//! the digits they were sent with (serde_json's `arbitrary_precision`): an integer
+//! beyond 64 bits or a decimal with more digits than an f64 holds is never rounded.
 //!
 //! Errors carry the path of the offending value (`Changes[1].ChangeType`).
 
@@ -12,7 +14,7 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 
 /// One webhook body: the customer's latest state and the changes that were made.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +154,89 @@ fn check_unique<E: de::Error>(fields: &[(String, Value)]) -> Result<(), E> {
     }
 }
 
+/// A JSON value read with every object's keys checked for repeats, at any depth,
+/// and numbers kept as sent.
+struct Exact(Value);
+
+/// The key under which serde_json (with `arbitrary_precision`) hands a number it
+/// keeps as text to a visitor; `serde_json::Value` recognises it the same way.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> Deserialize<'de> for Exact {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ExactVisitor).map(Exact)
+    }
+}
+
+struct ExactVisitor;
+
+impl<'de> Visitor<'de> for ExactVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Exact::deserialize(d).map(|e| e.0)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Exact(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        let Some(first) = map.next_key::<String>()? else {
+            return Ok(Value::Object(object));
+        };
+        if first == NUMBER_TOKEN {
+            let digits = map.next_value::<String>()?;
+            return digits
+                .parse::<Number>()
+                .map(Value::Number)
+                .map_err(de::Error::custom);
+        }
+        let mut key = Some(first);
+        while let Some(name) = key {
+            let Exact(value) = map.next_value()?;
+            match object.entry(name) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(taken) => return Err(duplicate(taken.key())),
+            }
+            key = map.next_key::<String>()?;
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 fn required<T, E: de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
     value.ok_or_else(|| de::Error::missing_field(name))
 }
@@ -172,7 +257,7 @@ impl<'de> Deserialize<'de> for Notification {
                     "Customer" => set_once(&mut customer, map.next_value::<Customer>()?, &key),
                     "Changes" => set_once(&mut changes, map.next_value::<Vec<Change>>()?, &key),
                     _ => {
-                        let value = map.next_value::<Value>()?;
+                        let value = map.next_value::<Exact>()?.0;
                         extra.push((key, value));
                         Ok(())
                     }
@@ -204,7 +289,7 @@ impl<'de> Deserialize<'de> for Customer {
                 read_object(map, |key, map| match key.as_str() {
                     "Id" => set_once(&mut id, map.next_value::<i64>()?, &key),
                     _ => {
-                        let value = map.next_value::<Value>()?;
+                        let value = map.next_value::<Exact>()?.0;
                         fields.push((key, value));
                         Ok(())
                     }
@@ -233,10 +318,10 @@ impl<'de> Deserialize<'de> for Change {
                 let mut extra = Vec::new();
                 read_object(map, |key, map| match key.as_str() {
                     "ChangeType" => set_once(&mut change_type, map.next_value::<String>()?, &key),
-                    "OldValue" => set_once(&mut old_value, map.next_value::<Value>()?, &key),
-                    "NewValue" => set_once(&mut new_value, map.next_value::<Value>()?, &key),
+                    "OldValue" => set_once(&mut old_value, map.next_value::<Exact>()?.0, &key),
+                    "NewValue" => set_once(&mut new_value, map.next_value::<Exact>()?.0, &key),
                     _ => {
-                        let value = map.next_value::<Value>()?;
+                        let value = map.next_value::<Exact>()?.0;
                         extra.push((key, value));
                         Ok(())
                     }
@@ -372,6 +457,68 @@ mod tests {
             parse(body).unwrap_err(),
             shape("Customer", "duplicate field `A`")
         );
+    }
+
+    #[test]
+    fn refuses_duplicate_keys_at_every_depth_naming_the_object() {
+        for (body, path, key) in [
+            (
+                r#"{"ChangeDateTime":"x","Customer":{"Id":5,"Prefs":{"a":1,"a":2}},"Changes":[]}"#,
+                "Customer.Prefs",
+                "a",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","Customer":{"Id":5},"Changes":[{"ChangeType":"T","OldValue":{"k":{"z":1,"z":1}}}]}"#,
+                "Changes[0].OldValue.k",
+                "z",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","Customer":{"Id":5,"List":[{"b":1},{"b":1,"b":2}]},"Changes":[]}"#,
+                "Customer.List[1]",
+                "b",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","Customer":{"Id":5},"Changes":[],"Meta":{"q":1,"q":1}}"#,
+                "Meta",
+                "q",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","ChangeDateTime":"y","Customer":{"Id":5},"Changes":[]}"#,
+                "body",
+                "ChangeDateTime",
+            ),
+        ] {
+            let err = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                err,
+                shape(path, &format!("duplicate field `{key}`")),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_keep_every_digit_as_sent() {
+        // Every digit is kept; serde_json writes an exponent with its sign (1e5 -> 1e+5).
+        let body = br#"{"ChangeDateTime":"x","Customer":{"Id":5,"Big":123456789012345678901234567890,"Dec":0.10000000000000000000001,"Exp":1e5,"Neg":-18446744073709551617,"Small":12,"Nested":[1.50]},
+            "Changes":[{"ChangeType":"T","OldValue":18446744073709551617,"NewValue":-0}]}"#;
+        let n = parse(body).unwrap();
+        let text = |v: &Value| serde_json::to_string(v).unwrap();
+        let fields: Vec<String> = n.customer.fields.iter().map(|(_, v)| text(v)).collect();
+        assert_eq!(
+            fields,
+            [
+                "123456789012345678901234567890",
+                "0.10000000000000000000001",
+                "1e+5",
+                "-18446744073709551617",
+                "12",
+                "[1.50]"
+            ]
+        );
+        assert_eq!(text(&n.changes[0].old_value), "18446744073709551617");
+        assert_eq!(text(&n.changes[0].new_value), "-0");
+        assert!(n.customer.fields[4].1.is_u64());
     }
 
     #[test]

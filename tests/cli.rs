@@ -5,12 +5,42 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Runs the binary with unsigned requests allowed (as the quick start does).
 fn connector(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+    connector_with(args, &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")])
+}
+
+fn connector_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-connector"));
+    command
         .args(args)
         .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
-        .output()
-        .expect("the binary runs")
+        .env_remove("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED")
+        .env_remove("CONNECTOR__WEBHOOK__SECRETS");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+#[test]
+fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
+    for command in ["run", "check"] {
+        let output = connector_with(&[command, "--config", "config/default.toml"], &[]);
+        assert_eq!(output.status.code(), Some(64), "{command}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("webhook.secrets: is empty"), "{stderr}");
+        assert!(stderr.contains("CONNECTOR__WEBHOOK__SECRETS="), "{stderr}");
+        assert!(
+            stderr.contains("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED=true"),
+            "{stderr}"
+        );
+    }
+    let signed = connector_with(
+        &["check", "--config", "config/default.toml"],
+        &[("CONNECTOR__WEBHOOK__SECRETS", "s3cret")],
+    );
+    assert!(signed.status.success(), "{}", text(&signed.stderr));
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -101,6 +131,48 @@ fn explain_prints_the_events_and_their_topics() {
             event["topics"],
             serde_json::json!(["customer.marketing-opt-ins"])
         );
+    }
+}
+
+#[test]
+fn explain_refuses_what_the_endpoint_refuses_with_exit_65() {
+    let dir = tempfile::tempdir().unwrap();
+    let changes: Vec<String> = (0..101)
+        .map(|i| format!(r#"{{"ChangeType":"T{i}"}}"#))
+        .collect();
+    let cases = [
+        (
+            format!(
+                r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1}},"Changes":[{}]}}"#,
+                changes.join(",")
+            ),
+            "101 changes; at most 100",
+        ),
+        (
+            r#"{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{"Id":1,"P":{"a":1,"a":2}},"Changes":[]}"#
+                .to_string(),
+            "Customer.P: duplicate field `a`",
+        ),
+        (
+            format!(
+                r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1,"Pad":"{}"}},"Changes":[]}}"#,
+                "x".repeat(262_144)
+            ),
+            "larger than the limit of 262144 bytes",
+        ),
+    ];
+    for (text_of_body, expected) in cases {
+        let body = dir.path().join("body.json");
+        std::fs::write(&body, text_of_body).unwrap();
+        let output = connector(&[
+            "explain",
+            "--config",
+            "config/default.toml",
+            body.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(65), "{expected}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use webhook_connector::config::KafkaSettings;
+use webhook_connector::config::{KafkaSettings, ServerSettings};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::{normalize, payload, sink};
 
@@ -35,12 +35,16 @@ pub async fn run(
                     topic: topic.to_string(),
                     key: event.key(),
                     payload: serde_json::to_vec(&event).unwrap(),
-                    headers: sink::headers(&event),
+                    headers: sink::record::headers(&event),
                 });
             }
         }
     }
-    let producer: FutureProducer = sink::producer_config(kafka).create().expect("producer");
+    // The connector's queue bound too, from the default settings.
+    let queue_bytes = ServerSettings::default().max_in_flight_bytes;
+    let producer: FutureProducer = sink::producer_config(kafka, queue_bytes)
+        .create()
+        .expect("producer");
     // Connect and fetch metadata before the clock starts, as the connector has.
     let warm = &prepared[0];
     producer

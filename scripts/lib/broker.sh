@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers to install, start and stop a local Kafka-compatible broker (Tansu).
+# Helpers to install, start and stop a local Kafka-compatible broker (Tansu),
+# and to check the Debian packages the build needs.
 # Sourced by scripts/quickstart.sh, scripts/test.sh and the benchmark.
 #
 # The broker binary is built once with cargo and cached outside the clone, in
@@ -12,6 +13,49 @@ TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
 BROKER_PID=""
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages the scripts need: the build (rdkafka with `ssl`, and the Tansu
+# broker) needs gcc make pkg-config libssl-dev; the benchmark also curl and wrk.
+BUILD_PACKAGES=(gcc make pkg-config libssl-dev)
+
+# True when the Debian package $1 (or what it provides) is present.
+system_package_present() {
+  case "$1" in
+    gcc) command -v cc >/dev/null || command -v gcc >/dev/null ;;
+    libssl-dev)
+      { command -v pkg-config >/dev/null && pkg-config --exists openssl; } ||
+        # shellcheck disable=SC2016 # ${Status} is dpkg-query's, not the shell's
+        dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q 'ok installed' ;;
+    *) command -v "$1" >/dev/null ;;
+  esac
+}
+
+# ensure_system_packages PKG...: checks the given Debian packages; installs the
+# missing ones with apt-get when running as root, else names them and fails.
+# Prints nothing when everything is present.
+ensure_system_packages() {
+  local pkg missing=()
+  for pkg in "$@"; do
+    system_package_present "$pkg" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "Installing missing Debian packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 ||
+      { echo "error: apt-get install ${missing[*]} failed" >&2; return 1; }
+    for pkg in "${missing[@]}"; do
+      system_package_present "$pkg" ||
+        { echo "error: $pkg is still missing after apt-get install" >&2; return 1; }
+    done
+    return 0
+  fi
+  echo "error: missing Debian packages: ${missing[*]}" >&2
+  echo "  install them with: sudo apt-get install -y ${missing[*]}" >&2
+  return 1
+}
 
 # Installs Tansu into the cache unless it is there already; prints nothing.
 ensure_broker_installed() {

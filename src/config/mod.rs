@@ -1,4 +1,4 @@
-//! Settings (DESIGN.md section 6) and the routing file (section 5).
+//! Settings and the routing file (the README's "Configuration" and "Routing" sections).
 //!
 //! Settings come from a TOML file through the `config` crate, overridden by
 //! environment variables `CONNECTOR__SECTION__KEY`. Unknown keys are refused, and
@@ -14,14 +14,26 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pipeline::Limits;
+
 /// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
 pub const ENV_PREFIX: &str = "CONNECTOR";
+/// The largest `server.max_in_flight_bytes`: librdkafka's queue bound in KiB is an i32.
+const MAX_IN_FLIGHT_BYTES: usize = 2 << 40;
 /// The variable with the comma-separated HMAC secrets.
 const SECRETS_VAR: &str = "CONNECTOR__WEBHOOK__SECRETS";
 
 /// librdkafka properties the connector sets itself; overriding them would break
 /// "200 means acknowledged by every in-sync replica" or fight a setting above.
-const RESERVED_PROPERTIES: [(&str, &str); 8] = [
+const RESERVED_PROPERTIES: [(&str, &str); 10] = [
+    (
+        "queue.buffering.max.kbytes",
+        "set server.max_in_flight_bytes instead",
+    ),
+    (
+        "queue.buffering.max.messages",
+        "set server.max_in_flight_bytes instead",
+    ),
     ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
     (
         "metadata.broker.list",
@@ -75,8 +87,20 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Largest accepted request body; larger ones are answered 413.
     pub max_body_bytes: usize,
-    /// Webhook requests processed at once; beyond this they are answered 503 at once.
+    /// Webhook requests processed at once (after their body arrived); beyond this
+    /// they are answered 503 at once.
     pub max_in_flight: usize,
+    /// Webhook requests whose bodies are still arriving; beyond this, 503 at once.
+    /// Counted apart from `max_in_flight`, so slow senders cannot take the slots of
+    /// requests ready to be processed.
+    pub max_receiving: usize,
+    /// Bytes of request bodies and of produced records held at once, from the first
+    /// body byte until Kafka answered for the last record (also for requests whose
+    /// sender went away); beyond this, 503 at once. librdkafka's queue is bounded by
+    /// it too.
+    pub max_in_flight_bytes: usize,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
     /// Connections open at once; further ones wait in the listen backlog.
     pub max_connections: usize,
     /// A request body must arrive within this; a slower client gets 408 and its slot back.
@@ -91,6 +115,9 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 262_144,
             max_in_flight: 1024,
+            max_receiving: 1024,
+            max_in_flight_bytes: 128 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
             max_connections: 4096,
             request_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
@@ -112,8 +139,12 @@ impl ServerSettings {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
-    /// HMAC-SHA1 secrets, any of which may sign; empty = unsigned requests accepted.
+    /// HMAC-SHA1 secrets, any of which may sign. Empty: `run` refuses to start
+    /// unless `allow_unsigned` is true.
     pub secrets: Vec<String>,
+    /// Serve without secrets, accepting unsigned requests from anyone (local runs and
+    /// tests). Has no effect when secrets are set: then every request must be signed.
+    pub allow_unsigned: bool,
     /// Most changes one notification may carry; more are refused with 413. Every
     /// change becomes an event carrying the whole customer, so this bounds the
     /// work and memory one request can cause.
@@ -124,6 +155,7 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
             secrets: Vec::new(),
+            allow_unsigned: false,
             max_changes: 100,
         }
     }
@@ -134,6 +166,7 @@ impl std::fmt::Debug for WebhookSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSettings")
             .field("secrets", &format!("<{} secrets>", self.secrets.len()))
+            .field("allow_unsigned", &self.allow_unsigned)
             .field("max_changes", &self.max_changes)
             .finish()
     }
@@ -219,6 +252,30 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// What one request may carry.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.server.max_body_bytes,
+            max_changes: self.webhook.max_changes,
+        }
+    }
+
+    /// Refuses to serve an open endpoint by accident: without secrets, serving
+    /// needs `webhook.allow_unsigned = true`. `run` and `check` call this.
+    pub fn check_serving(&self) -> Result<(), SettingsError> {
+        if self.webhook.secrets.is_empty() && !self.webhook.allow_unsigned {
+            return Err(SettingsError::Invalid {
+                key: "webhook.secrets".into(),
+                message: "is empty, so anyone could post events. Set the secret shared with \
+                          the platform (CONNECTOR__WEBHOOK__SECRETS=secret, or secrets = [\"...\"] \
+                          under [webhook]), or set webhook.allow_unsigned = true \
+                          (CONNECTOR__WEBHOOK__ALLOW_UNSIGNED=true) to accept unsigned requests"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Loads `file` (required when given; built-in defaults when `None`), then the
     /// environment overrides, then validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
@@ -269,6 +326,20 @@ impl Settings {
         }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be at least 1");
+        }
+        if self.server.max_receiving == 0 {
+            return invalid("server.max_receiving", "must be at least 1");
+        }
+        if self.server.max_in_flight_bytes < self.server.max_body_bytes
+            || self.server.max_in_flight_bytes > MAX_IN_FLIGHT_BYTES
+        {
+            return invalid(
+                "server.max_in_flight_bytes",
+                "must be at least server.max_body_bytes and at most 2 TiB",
+            );
+        }
+        if self.server.max_header_bytes < 1024 {
+            return invalid("server.max_header_bytes", "must be at least 1024");
         }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
@@ -418,6 +489,19 @@ mod tests {
                 "kafka.properties.\"enable.idempotence\"",
             ),
             ("[webhook]\nsecrets = [\"\"]\n", "webhook.secrets"),
+            ("[server]\nmax_receiving = 0\n", "server.max_receiving"),
+            (
+                "[server]\nmax_in_flight_bytes = 1000\n",
+                "server.max_in_flight_bytes",
+            ),
+            (
+                "[server]\nmax_header_bytes = 1023\n",
+                "server.max_header_bytes",
+            ),
+            (
+                "[kafka.properties]\n\"queue.buffering.max.kbytes\" = \"1\"\n",
+                "kafka.properties.\"queue.buffering.max.kbytes\"",
+            ),
             ("[log]\nlevel = \"=\"\n", "log.level"),
         ] {
             let err = load_text(text, &[]).unwrap_err();
@@ -425,6 +509,23 @@ mod tests {
         }
         let err = load_text("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn serving_without_secrets_needs_the_explicit_opt_in() {
+        let open = load_text("", &[]).unwrap();
+        let err = open.check_serving().unwrap_err().to_string();
+        assert!(err.starts_with("webhook.secrets: is empty"), "{err}");
+        assert!(err.contains("CONNECTOR__WEBHOOK__SECRETS"), "{err}");
+        assert!(err.contains("webhook.allow_unsigned = true"), "{err}");
+        let opted_in = load_text("", &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")]).unwrap();
+        assert!(opted_in.check_serving().is_ok());
+        let signed = load_text("[webhook]\nsecrets = [\"s\"]\n", &[]).unwrap();
+        assert!(signed.check_serving().is_ok());
+        // The shipped example never opens the endpoint by itself.
+        let shipped =
+            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[])).unwrap();
+        assert!(shipped.check_serving().is_err());
     }
 
     #[test]

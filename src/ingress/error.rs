@@ -1,5 +1,5 @@
-//! Every way a request can fail, mapped once to the HTTP contract (DESIGN.md
-//! section 3): a status, a stable `error` code, a message for a human, and
+//! Every way a request can fail, mapped once to the HTTP contract (the README's
+//! "HTTP contract" section): a status, a stable `error` code, a message for a human, and
 //! `Retry-After` where sending again later may succeed.
 
 use std::convert::Infallible;
@@ -10,8 +10,8 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use super::signature::SignatureError;
-use crate::normalize::NormalizeError;
 use crate::payload::PayloadError;
+use crate::pipeline::AcceptError;
 use crate::sink::DeliveryError;
 
 /// Seconds a sender should wait before retrying after a Kafka failure.
@@ -27,26 +27,34 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("Content-Type {0:?} is not supported; send application/json")]
     UnsupportedMediaType(String),
-    #[error("the body is larger than the limit of {limit} bytes")]
-    PayloadTooLarge { limit: usize },
-    #[error("the notification has {changes} changes; at most {limit} are accepted (webhook.max_changes)")]
-    TooManyChanges { changes: usize, limit: usize },
+    /// Refused by the acceptance step (size, shape, changes, date-time).
+    #[error("{0}")]
+    Accept(#[from] AcceptError),
+    #[error("the notification's records need {needed} bytes, more than server.max_in_flight_bytes ({limit}) allows")]
+    TooLargeToDeliver { needed: usize, limit: usize },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
     #[error("the request body did not arrive within {timeout_ms} ms")]
     BodyReadTimeout { timeout_ms: u64 },
     #[error("{0}")]
     Signature(#[from] SignatureError),
-    #[error("{0}")]
-    Payload(#[from] PayloadError),
-    #[error("{0}")]
-    Normalize(#[from] NormalizeError),
-    #[error("too many requests in flight; retry later")]
-    Overloaded,
+    #[error("{0}; retry later")]
+    Overloaded(Overload),
     #[error("{0}; not every event was acknowledged, retry later")]
     Delivery(#[from] DeliveryError),
     #[error("bad request: {0}")]
     BadRequest(String),
+}
+
+/// Which bound an overloaded request hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Overload {
+    #[error("too many requests in flight (server.max_in_flight)")]
+    Requests,
+    #[error("too many request bodies arriving at once (server.max_receiving)")]
+    Receiving,
+    #[error("too many bytes of requests and records held at once (server.max_in_flight_bytes)")]
+    Bytes,
 }
 
 #[derive(Serialize)]
@@ -61,16 +69,14 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } | ApiError::TooManyChanges { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::Accept(AcceptError::TooLarge { .. } | AcceptError::TooManyChanges { .. })
+            | ApiError::TooLargeToDeliver { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::BodyRead(_)
-            | ApiError::Payload(_)
-            | ApiError::Normalize(_)
-            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Overloaded | ApiError::Delivery(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyRead(_) | ApiError::Accept(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Overloaded(_) | ApiError::Delivery(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -80,17 +86,19 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::TooManyChanges { .. } => "too_many_changes",
+            ApiError::Accept(AcceptError::TooLarge { .. }) | ApiError::TooLargeToDeliver { .. } => {
+                "payload_too_large"
+            }
+            ApiError::Accept(AcceptError::TooManyChanges { .. }) => "too_many_changes",
+            ApiError::Accept(AcceptError::Payload(PayloadError::InvalidJson { .. })) => {
+                "invalid_json"
+            }
+            ApiError::Accept(_) => "invalid_payload",
             ApiError::BodyRead(_) => "body_unreadable",
             ApiError::BodyReadTimeout { .. } => "request_timeout",
             ApiError::Signature(SignatureError::Missing) => "signature_missing",
             ApiError::Signature(_) => "signature_invalid",
-            ApiError::Payload(PayloadError::InvalidJson { .. }) => "invalid_json",
-            ApiError::Payload(PayloadError::InvalidShape { .. }) | ApiError::Normalize(_) => {
-                "invalid_payload"
-            }
-            ApiError::Overloaded => "overloaded",
+            ApiError::Overloaded(_) => "overloaded",
             ApiError::Delivery(DeliveryError::ShuttingDown) => "shutting_down",
             ApiError::Delivery(e) if e.is_retriable() => "kafka_unavailable",
             ApiError::Delivery(_) => "kafka_refused",
@@ -100,7 +108,7 @@ impl ApiError {
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Overloaded => Some(RETRY_AFTER_OVERLOAD_SECS),
+            ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOAD_SECS),
             ApiError::Delivery(_) => Some(RETRY_AFTER_KAFKA_SECS),
             _ => None,
         }
@@ -163,7 +171,7 @@ mod tests {
 
     #[test]
     fn client_errors_have_no_retry_after() {
-        let response = ApiError::PayloadTooLarge { limit: 1 }.into_response();
+        let response = ApiError::Accept(AcceptError::TooLarge { limit: 1 }).into_response();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }

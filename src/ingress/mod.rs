@@ -1,9 +1,11 @@
 //! The HTTP side: warp filters and the handlers behind them.
 //!
 //! `POST /webhooks/customer` runs the whole pipeline for one notification:
-//! admission (in-flight bound) -> content type -> body limit -> signature -> parse
-//! -> normalize -> route -> deliver, and answers 200 only once Kafka acknowledged
-//! every event. `GET /healthz` and `GET /readyz` are the probes, `GET /metrics`
+//! content type -> body (a receiving slot, bytes from the byte budget) -> a
+//! processing slot -> signature -> the acceptance step ([`crate::pipeline`]) ->
+//! records (their bytes reserved) -> deliver, and answers 200 only once Kafka
+//! acknowledged every event. Every bound refuses at once (503 + `Retry-After`)
+//! rather than queueing, so no sender can make others wait. `GET /healthz` and `GET /readyz` are the probes, `GET /metrics`
 //! the Prometheus metrics. Every failure is an [`ApiError`], turned into the JSON
 //! contract in one place. [`server`] is the HTTP server around all this.
 
@@ -19,20 +21,21 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, warn, Instrument};
 use uuid::Uuid;
 use warp::http::{header, HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-pub use error::ApiError;
+pub use error::{ApiError, Overload};
 pub use readiness::Readiness;
 
-use crate::normalize::normalize;
-use crate::payload;
+use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::Routing;
-use crate::sink::{DeliveryError, KafkaSink, RoutedEvent};
+use crate::sink::record::Records;
+use crate::sink::{DeliveryError, KafkaSink};
+use crate::telemetry::escape;
 use crate::telemetry::metrics::{self, Metrics};
 
 /// What the handlers share.
@@ -42,12 +45,60 @@ pub struct Ingress {
     pub metrics: Arc<Metrics>,
     /// HMAC secrets; empty means unsigned requests are accepted.
     pub secrets: Vec<String>,
-    pub max_body_bytes: usize,
-    /// Most changes one notification may carry; beyond, 413.
-    pub max_changes: usize,
+    pub limits: Limits,
     pub request_read_timeout: Duration,
+    /// Requests whose bodies are still arriving (`server.max_receiving`).
+    pub receiving: Semaphore,
+    /// Requests being processed (`server.max_in_flight`).
     pub in_flight: Semaphore,
+    pub bytes: ByteBudget,
     pub readiness: Readiness,
+}
+
+/// The bytes of bodies and records held at once (`server.max_in_flight_bytes`).
+pub struct ByteBudget {
+    free: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Self {
+        ByteBudget {
+            free: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A share of no bytes, to grow with [`take`](Self::take).
+    fn empty(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.free)
+            .try_acquire_many_owned(0)
+            .expect("the semaphore is never closed")
+    }
+
+    /// Adds `bytes` to `held`, or refuses at once when they are not free.
+    fn take(&self, held: &mut OwnedSemaphorePermit, bytes: usize) -> Result<(), ApiError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let more = u32::try_from(bytes)
+            .ok()
+            .filter(|_| bytes <= self.limit)
+            .ok_or(ApiError::TooLargeToDeliver {
+                needed: bytes,
+                limit: self.limit,
+            })?;
+        let permit = Arc::clone(&self.free)
+            .try_acquire_many_owned(more)
+            .map_err(|_| ApiError::Overloaded(Overload::Bytes))?;
+        held.merge(permit);
+        Ok(())
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.limit - self.free.available_permits()
+    }
 }
 
 /// The answer to an accepted notification.
@@ -86,6 +137,7 @@ pub fn routes(
             .and(warp::get())
             .and(with_state)
             .map(|state: Arc<Ingress>| {
+                state.metrics.bytes_held(state.bytes.held());
                 let text = state.metrics.render();
                 warp::reply::with_header(text, header::CONTENT_TYPE, metrics::CONTENT_TYPE)
                     .into_response()
@@ -137,20 +189,27 @@ where
     let received_at = chrono::Utc::now();
     // The routes in force when the request started, whatever reloads happen meanwhile.
     let routing = state.routing.current();
+    check_content_type(headers)?;
+    let mut held = state.bytes.empty();
+    let body = {
+        let _receiving = state
+            .receiving
+            .try_acquire()
+            .map_err(|_| ApiError::Overloaded(Overload::Receiving))?;
+        let read = read_body(headers, body, state.limits.max_body_bytes, |bytes| {
+            state.bytes.take(&mut held, bytes)
+        });
+        tokio::time::timeout(state.request_read_timeout, read)
+            .await
+            .map_err(|_| ApiError::BodyReadTimeout {
+                timeout_ms: state.request_read_timeout.as_millis() as u64,
+            })??
+    };
     let _permit = state
         .in_flight
         .try_acquire()
-        .map_err(|_| ApiError::Overloaded)?;
+        .map_err(|_| ApiError::Overloaded(Overload::Requests))?;
     let _in_flight = state.metrics.webhook_in_flight();
-    check_content_type(headers)?;
-    let body = tokio::time::timeout(
-        state.request_read_timeout,
-        read_body(headers, body, state.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::BodyReadTimeout {
-        timeout_ms: state.request_read_timeout.as_millis() as u64,
-    })??;
     if !state.secrets.is_empty() {
         let header = headers
             .get(signature::SIGNATURE_HEADER)
@@ -162,42 +221,20 @@ where
             })
         })?;
     }
-    let notification = payload::parse(&body)?;
-    tracing::Span::current().record("customer_id", notification.customer.id);
-    if notification.changes.len() > state.max_changes {
-        return Err(ApiError::TooManyChanges {
-            changes: notification.changes.len(),
-            limit: state.max_changes,
-        });
+    let events = pipeline::accept(&body, &state.limits, received_at)?;
+    if let Some(event) = events.first() {
+        tracing::Span::current().record("customer_id", event.customer_id);
     }
-    let events = normalize(notification, received_at)?;
-    let routed: Vec<RoutedEvent> = events
-        .iter()
-        .map(|e| (e, routing.topics_for(e.change_type.as_deref())))
-        .collect();
+    let routed = pipeline::route(&events, &routing);
+    let records = Records::build(&routed);
+    state.bytes.take(&mut held, records.bytes())?;
     let started = std::time::Instant::now();
-    if let Err(err) = state.sink.deliver(&routed).await {
+    if let Err(err) = state.sink.deliver(&records, held).await {
         state.metrics.delivery_failed(&failure_reason(&err));
         return Err(err.into());
     }
     state.metrics.delivery_took(started.elapsed().as_secs_f64());
-    // One metrics update per (change type, topic) of the request, not per event.
-    let mut acknowledged: Vec<(Option<&str>, &str, u64)> = Vec::new();
-    for (event, topics) in &routed {
-        let change_type = event.change_type.as_deref();
-        for &topic in topics {
-            match acknowledged
-                .iter_mut()
-                .find(|(c, t, _)| *c == change_type && *t == topic)
-            {
-                Some((_, _, count)) => *count += 1,
-                None => acknowledged.push((change_type, topic, 1)),
-            }
-        }
-    }
-    for (change_type, topic, count) in acknowledged {
-        state.metrics.events_acknowledged(change_type, topic, count);
-    }
+    state.metrics.events_routed(&routed);
     debug!(events = events.len(), "notification delivered");
     Ok(Accepted {
         events: events.len(),
@@ -231,40 +268,53 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Collects the body, refusing it as soon as it is known to exceed `limit`.
-async fn read_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, ApiError>
+/// Collects the body, refusing it as soon as it is known to exceed `limit`;
+/// `reserve` is asked for the bytes of every chunk before it is kept.
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    limit: usize,
+    mut reserve: impl FnMut(usize) -> Result<(), ApiError>,
+) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let too_large = || ApiError::Accept(AcceptError::TooLarge { limit });
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
+        return Err(too_large());
     }
+    // Memory grows with what arrives, not with what a sender announces.
+    let initial = declared.map_or(8 * 1024, |l| l as usize).min(64 * 1024);
     let mut body = std::pin::pin!(body);
-    let mut collected = BytesMut::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+    let mut collected = BytesMut::with_capacity(initial);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
         if collected.len() + chunk.remaining() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+            return Err(too_large());
         }
+        reserve(chunk.remaining())?;
         collected.put(chunk);
     }
     Ok(collected.freeze())
 }
 
+/// Logs a refusal; its text may quote the sender's input, so it is escaped.
 fn log_refusal(err: &ApiError) {
     let status = err.status();
+    let text = err.to_string();
+    let reason = escape(&text);
     match err {
         ApiError::Delivery(delivery) if !delivery.is_retriable() => {
-            error!(status = status.as_u16(), error = err.code(), %delivery, "notification refused by Kafka")
+            error!(status = status.as_u16(), error = err.code(), %reason, "notification refused by Kafka")
         }
         _ if status == StatusCode::SERVICE_UNAVAILABLE => {
-            warn!(status = status.as_u16(), error = err.code(), reason = %err, "notification not accepted")
+            warn!(status = status.as_u16(), error = err.code(), %reason, "notification not accepted")
         }
-        _ => warn!(status = status.as_u16(), error = err.code(), reason = %err, "request refused"),
+        _ => warn!(status = status.as_u16(), error = err.code(), %reason, "request refused"),
     }
 }

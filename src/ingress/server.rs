@@ -1,5 +1,6 @@
 //! The HTTP/1.1 server around the warp filters: accepts connections, bounds how
-//! long a client may take to send its request headers, gives every request an id
+//! long a client may take to send its request headers and how large and many they
+//! may be (431 beyond), gives every request an id
 //! (`X-Request-Id`, taken from the request when sane, generated otherwise, echoed
 //! in the response) and a `request` span carrying it, counts answers by endpoint
 //! and status, and drains open connections on shutdown.
@@ -32,7 +33,14 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// Connections open at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Largest request head (request line and headers); larger ones get 431.
+    /// (The number of headers is bounded by hyper's own limit, [`MAX_HEADERS`].)
+    pub max_header_bytes: usize,
 }
+
+/// Most headers a request may have; hyper answers 431 beyond. Its default, kept
+/// because setting another moves header parsing from the stack to the heap.
+pub const MAX_HEADERS: usize = 100;
 
 /// Serves `filter` on `listener` until `stop` resolves; then stops accepting and
 /// returns a future that resolves once every open connection finished its request,
@@ -82,6 +90,7 @@ where
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(options.header_read_timeout)
+            .max_header_size(options.max_header_bytes)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         let closed = force_close.clone();

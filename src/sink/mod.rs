@@ -1,32 +1,28 @@
 //! The Kafka side: an idempotent rdkafka producer that delivers a request's events
 //! and reports success only when Kafka acknowledged every one of them (`acks=all`).
 //!
-//! Records: key = customer id (decimal), value = the flat event as JSON, headers
-//! `event_id`, `change_type` (null value when there is none), `schema_version` and
-//! `content-type`. Failures are classified as retriable (the broker is slow or
+//! [`record`] builds the records; this module delivers them. Failures are classified as retriable (the broker is slow or
 //! away) or permanent (the topic is missing, access is denied, the record is too
 //! large); both mean "not persisted", so the caller must not answer 200.
 
 pub mod admin;
+pub mod record;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use crate::config::KafkaSettings;
-use crate::normalize::{FlatEvent, SCHEMA_VERSION};
-
-/// An event and the topics it must reach.
-pub type RoutedEvent<'a> = (&'a FlatEvent, Vec<&'a str>);
+use record::{headers, Record, Records, RECORD_OVERHEAD_BYTES};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -121,23 +117,34 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
 }
 
 /// The producer's configuration: [`client_config`] plus the settings "200 means
-/// acknowledged" rests on (idempotence, `acks=all`, the delivery timeout).
-pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+/// acknowledged" rests on (idempotence, `acks=all`, the delivery timeout), and a
+/// queue bounded by `max_in_flight_bytes` (`server.max_in_flight_bytes`), in bytes
+/// and, through the per-record overhead the connector counts, in records.
+pub fn producer_config(settings: &KafkaSettings, max_in_flight_bytes: usize) -> ClientConfig {
     let mut config = client_config(settings);
+    let kbytes = max_in_flight_bytes.div_ceil(1024);
+    let messages = (max_in_flight_bytes / RECORD_OVERHEAD_BYTES).max(1);
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set(
             "message.timeout.ms",
             settings.delivery_timeout_ms.to_string(),
-        );
+        )
+        .set("queue.buffering.max.kbytes", kbytes.to_string())
+        .set("queue.buffering.max.messages", messages.to_string());
     config
 }
 
 impl KafkaSink {
-    /// `replacements` counts the producers replaced after fatal states.
-    pub fn new(settings: &KafkaSettings, replacements: Counter) -> Result<Self, ProducerError> {
-        let config = producer_config(settings);
+    /// `replacements` counts the producers replaced after fatal states; the queue is
+    /// bounded by `max_in_flight_bytes`.
+    pub fn new(
+        settings: &KafkaSettings,
+        max_in_flight_bytes: usize,
+        replacements: Counter,
+    ) -> Result<Self, ProducerError> {
+        let config = producer_config(settings, max_in_flight_bytes);
         let producer: FutureProducer = config.create().map_err(ProducerError)?;
         Ok(KafkaSink {
             config,
@@ -150,15 +157,18 @@ impl KafkaSink {
         })
     }
 
-    /// Produces every event to each of its topics and waits until Kafka acknowledged
-    /// all of them, or fails at the first refusal or at the delivery timeout.
-    /// Records are enqueued in order, so one customer's events keep their order.
+    /// Produces every record and waits until Kafka acknowledged all of them, or fails
+    /// at the first refusal, at the delivery timeout or when shutdown can wait no
+    /// longer. Records are enqueued in order, so one customer's events keep their
+    /// order. `held` (the request's share of `server.max_in_flight_bytes`) is kept
+    /// until Kafka answered for every enqueued record, even when the caller is gone.
     pub async fn deliver(
         self: &Arc<Self>,
-        routed: &[RoutedEvent<'_>],
+        records: &Records<'_>,
+        held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let producer = self.producer();
-        let result = self.deliver_with(&producer, routed).await;
+        let result = self.deliver_with(&producer, records, held).await;
         match &result {
             Ok(()) => {
                 *self
@@ -176,10 +186,7 @@ impl KafkaSink {
             Err(DeliveryError::TimedOut { .. }) => {
                 // In the background: the sender gets its 503 now.
                 let sink = Arc::clone(self);
-                let topic = routed
-                    .first()
-                    .and_then(|(_, topics)| topics.first())
-                    .map(|t| t.to_string());
+                let topic = records.records.first().map(|r| r.topic.to_string());
                 tokio::spawn(async move { sink.replace_if_stuck(&producer, topic).await });
             }
         }
@@ -261,63 +268,78 @@ impl KafkaSink {
     async fn deliver_with(
         &self,
         producer: &FutureProducer,
-        routed: &[RoutedEvent<'_>],
+        records: &Records<'_>,
+        held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
-        let mut pending = Vec::with_capacity(routed.len());
-        // librdkafka copies each payload when it is enqueued: one buffer serves all.
-        let mut payload = Vec::with_capacity(2048);
-        for (count, (event, topics)) in routed.iter().enumerate() {
-            // A large notification must not hold this thread past its deadline.
-            if Instant::now() >= deadline {
-                return Err(self.timed_out(routed));
-            }
-            if count % 64 == 63 {
+        let mut pending = Vec::with_capacity(records.records.len());
+        let mut enqueue_failure = None;
+        for (n, record) in records.records.iter().enumerate() {
+            // A large notification must not hold this thread for long.
+            if n % 64 == 63 {
                 tokio::task::yield_now().await;
             }
-            payload.clear();
-            serde_json::to_writer(&mut payload, event).expect("a flat event always serializes");
-            let key = event.key();
-            let mut headers = headers(event);
-            for (n, topic) in topics.iter().enumerate() {
-                let record_headers = if n + 1 < topics.len() {
-                    headers.clone()
-                } else {
-                    std::mem::replace(&mut headers, OwnedHeaders::new())
-                };
-                let record = FutureRecord::to(topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(record_headers);
-                let delivery = enqueue(producer, record, deadline, event).await?;
-                pending.push(async move {
-                    match delivery.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((error, _))) => Err(refused(topic, event, &error)),
-                        Err(_canceled) => Err(DeliveryError::Refused {
-                            topic: topic.to_string(),
-                            change_type: change_type_name(event).into(),
-                            reason: "the producer shut down before Kafka answered".into(),
-                            retriable: true,
-                            code: None,
-                        }),
-                    }
-                });
+            match self.enqueue(producer, records, record, deadline).await {
+                Ok(delivery) => pending.push(delivery),
+                Err(error) => {
+                    enqueue_failure = Some(error);
+                    break;
+                }
             }
         }
-        let all = try_join_all(pending);
+        let (report, answer) = oneshot::channel();
+        tokio::spawn(await_acknowledgements(pending, held, report));
+        if let Some(error) = enqueue_failure {
+            return Err(error);
+        }
         tokio::select! {
-            result = tokio::time::timeout_at(deadline, all) => match result {
-                Ok(acknowledged) => acknowledged.map(|_| ()),
-                Err(_) => Err(self.timed_out(routed)),
+            answer = tokio::time::timeout_at(deadline, answer) => match answer {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err((index, error)))) => Err(refused(&records.records[index], error.as_ref())),
+                // The acknowledgement task ended without an answer: the runtime stops.
+                Ok(Err(_)) => Err(DeliveryError::ShuttingDown),
+                Err(_) => Err(self.timed_out(records)),
             },
             () = self.give_up.cancelled() => Err(DeliveryError::ShuttingDown),
         }
     }
 
-    fn timed_out(&self, routed: &[RoutedEvent<'_>]) -> DeliveryError {
+    /// Hands one record to librdkafka, waiting while its queue is full, until the
+    /// deadline or until shutdown can wait no longer.
+    async fn enqueue(
+        &self,
+        producer: &FutureProducer,
+        records: &Records<'_>,
+        record: &Record<'_>,
+        deadline: Instant,
+    ) -> Result<rdkafka::producer::DeliveryFuture, DeliveryError> {
+        let mut future_record = FutureRecord::to(record.topic)
+            .key(record.key.as_str())
+            .payload(records.payload(record))
+            .headers(headers(record.event));
+        loop {
+            if self.give_up.is_cancelled() {
+                return Err(DeliveryError::ShuttingDown);
+            }
+            match producer.send_result(future_record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    future_record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(self.timed_out(records))
+                }
+                Err((error, _)) => return Err(refused(record, Some(&error))),
+            }
+        }
+    }
+
+    fn timed_out(&self, records: &Records<'_>) -> DeliveryError {
         DeliveryError::TimedOut {
-            topics: distinct_topics(routed).join(", "),
+            topics: records.distinct_topics().join(", "),
             timeout_ms: self.delivery_timeout.as_millis() as u64,
         }
     }
@@ -339,68 +361,50 @@ impl KafkaSink {
     }
 }
 
-/// Hands one record to librdkafka, waiting while its queue is full.
-async fn enqueue(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, String, Vec<u8>>,
-    deadline: Instant,
-    event: &FlatEvent,
-) -> Result<rdkafka::producer::DeliveryFuture, DeliveryError> {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                if Instant::now() < deadline =>
-            {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((error, back)) => return Err(refused(back.topic, event, &error)),
+/// Waits until Kafka answered for every record, reports the first failure (or
+/// success) as soon as it is known, and gives the request's bytes back only after
+/// the last answer: a request whose sender went away stays counted until then.
+async fn await_acknowledgements(
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    held: OwnedSemaphorePermit,
+    report: oneshot::Sender<Result<(), (usize, Option<KafkaError>)>>,
+) {
+    let mut pending: FuturesUnordered<_> = pending
+        .into_iter()
+        .enumerate()
+        .map(|(index, delivery)| async move { (index, delivery.await) })
+        .collect();
+    let mut report = Some(report);
+    while let Some((index, outcome)) = pending.next().await {
+        let failure = match outcome {
+            Ok(Ok(_)) => continue,
+            Ok(Err((error, _))) => Some(error),
+            // The producer was destroyed before Kafka answered.
+            Err(_canceled) => None,
+        };
+        if let Some(report) = report.take() {
+            let _ = report.send(Err((index, failure)));
         }
     }
+    if let Some(report) = report {
+        let _ = report.send(Ok(()));
+    }
+    drop(held);
 }
 
-fn distinct_topics<'a>(routed: &[RoutedEvent<'a>]) -> Vec<&'a str> {
-    let mut topics: Vec<&str> = routed.iter().flat_map(|(_, t)| t.iter().copied()).collect();
-    topics.sort_unstable();
-    topics.dedup();
-    topics
-}
-
-/// The record headers of an event.
-pub fn headers(event: &FlatEvent) -> OwnedHeaders {
-    let event_id = event.event_id.to_string();
-    let schema_version = SCHEMA_VERSION.to_string();
-    OwnedHeaders::new_with_capacity(4)
-        .insert(Header {
-            key: "event_id",
-            value: Some(&event_id),
-        })
-        .insert(Header {
-            key: "change_type",
-            value: event.change_type.as_deref(),
-        })
-        .insert(Header {
-            key: "schema_version",
-            value: Some(&schema_version),
-        })
-        .insert(Header {
-            key: "content-type",
-            value: Some("application/json"),
-        })
-}
-
-fn change_type_name(event: &FlatEvent) -> &str {
-    event.change_type.as_deref().unwrap_or("(no change)")
-}
-
-fn refused(topic: &str, event: &FlatEvent, error: &KafkaError) -> DeliveryError {
+/// Why `record` is not in Kafka: `error`, or `None` when the producer was
+/// destroyed before Kafka answered (retriable).
+fn refused(record: &Record<'_>, error: Option<&KafkaError>) -> DeliveryError {
+    let change_type = record.event.change_type.as_deref().unwrap_or("(no change)");
     DeliveryError::Refused {
-        topic: topic.to_string(),
-        change_type: change_type_name(event).to_string(),
-        reason: error.to_string(),
-        retriable: is_retriable(error),
-        code: error.rdkafka_error_code(),
+        topic: record.topic.to_string(),
+        change_type: change_type.to_string(),
+        reason: error.map_or_else(
+            || "the producer shut down before Kafka answered".to_string(),
+            KafkaError::to_string,
+        ),
+        retriable: error.is_none_or(is_retriable),
+        code: error.and_then(KafkaError::rdkafka_error_code),
     }
 }
 

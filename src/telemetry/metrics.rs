@@ -1,9 +1,10 @@
 //! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
 //!
 //! Counters end in `_total`. Label values are bounded: endpoints, statuses, error
-//! codes and topics come from fixed sets, and change types, which the platform may
-//! add at any time, are capped at [`MAX_CHANGE_TYPES`] distinct values; later ones
-//! are counted as `_other`.
+//! codes and topics come from fixed sets, and change types, which senders may
+//! invent at will, are capped at [`MAX_CHANGE_TYPES`] distinct values (later ones
+//! count as `_other`) of at most [`MAX_LABEL_LENGTH`] characters from
+//! `[A-Za-z0-9_.:-]` (anything else counts as `_invalid`).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -15,12 +16,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::pipeline::RoutedEvent;
+
 /// Distinct change types that get a label value of their own.
 pub const MAX_CHANGE_TYPES: usize = 100;
 /// The label value of change types beyond the cap.
 pub const OTHER_CHANGE_TYPE: &str = "_other";
 /// The label value of the event of a notification without changes.
 pub const NO_CHANGE_TYPE: &str = "_none";
+/// The label value of change types too long or with characters outside the set.
+pub const INVALID_CHANGE_TYPE: &str = "_invalid";
+/// The longest change type that gets a label value of its own.
+pub const MAX_LABEL_LENGTH: usize = 64;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -57,6 +64,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     in_flight: Gauge,
+    bytes_held: Gauge,
     notifications: Family<ResultLabels, Counter>,
     events: Family<EventLabels, Counter>,
     delivery_seconds: Histogram,
@@ -87,6 +95,12 @@ impl Metrics {
             "webhook_requests_in_flight",
             "Webhook requests being processed now",
             in_flight.clone(),
+        );
+        let bytes_held = Gauge::default();
+        registry.register(
+            "held_bytes",
+            "Bytes of request bodies and produced records held now (bounded by server.max_in_flight_bytes)",
+            bytes_held.clone(),
         );
         let notifications = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -145,6 +159,7 @@ impl Metrics {
             registry,
             requests,
             in_flight,
+            bytes_held,
             notifications,
             events,
             delivery_seconds,
@@ -182,6 +197,33 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Sets the gauge of bytes held (read when `/metrics` is rendered).
+    pub fn bytes_held(&self, bytes: usize) {
+        self.bytes_held
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a delivered request's events by change type and topic: one update per
+    /// (change type, topic) of the request, not per event.
+    pub fn events_routed(&self, routed: &[RoutedEvent<'_>]) {
+        let mut acknowledged: Vec<(Option<&str>, &str, u64)> = Vec::new();
+        for (event, topics) in routed {
+            let change_type = event.change_type.as_deref();
+            for &topic in topics {
+                match acknowledged
+                    .iter_mut()
+                    .find(|(c, t, _)| *c == change_type && *t == topic)
+                {
+                    Some((_, _, count)) => *count += 1,
+                    None => acknowledged.push((change_type, topic, 1)),
+                }
+            }
+        }
+        for (change_type, topic, count) in acknowledged {
+            self.events_acknowledged(change_type, topic, count);
+        }
     }
 
     pub fn events_acknowledged(&self, change_type: Option<&str>, topic: &str, count: u64) {
@@ -228,11 +270,15 @@ impl Metrics {
         self.producer_replacements.clone()
     }
 
-    /// The change type itself while fewer than [`MAX_CHANGE_TYPES`] were seen, else `_other`.
+    /// The change type itself while fewer than [`MAX_CHANGE_TYPES`] were seen, else
+    /// `_other`; `_invalid` when it is not a short word of the label charset.
     fn change_type_label(&self, change_type: Option<&str>) -> String {
         let Some(change_type) = change_type else {
             return NO_CHANGE_TYPE.to_string();
         };
+        if !is_label_value(change_type) {
+            return INVALID_CHANGE_TYPE.to_string();
+        }
         let mut seen = self
             .change_types
             .lock()
@@ -246,6 +292,14 @@ impl Metrics {
         }
         OTHER_CHANGE_TYPE.to_string()
     }
+}
+
+/// 1 to [`MAX_LABEL_LENGTH`] characters of `[A-Za-z0-9_.:-]`.
+fn is_label_value(text: &str) -> bool {
+    (1..=MAX_LABEL_LENGTH).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -296,6 +350,38 @@ mod tests {
         assert!(text.contains("change_type=\"_other\",topic=\"t\"} 50"));
         assert!(text.contains("change_type=\"Type0\",topic=\"t\"} 2"));
         assert!(text.contains("change_type=\"_none\""));
+    }
+
+    #[test]
+    fn change_types_outside_the_label_charset_or_too_long_count_as_invalid() {
+        let metrics = Metrics::new();
+        let long = "A".repeat(MAX_LABEL_LENGTH + 1);
+        for junk in [long.as_str(), "", "a\nb", "a\"b", "Ünïcode", "x y", "{}"] {
+            metrics.events_acknowledged(Some(junk), "t", 1);
+        }
+        let fits = "A".repeat(MAX_LABEL_LENGTH);
+        metrics.events_acknowledged(Some(&fits), "t", 1);
+        metrics.events_acknowledged(Some("Customer.Email:Changed-2_x"), "t", 1);
+        let text = metrics.render();
+        assert!(
+            text.contains("change_type=\"_invalid\",topic=\"t\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("change_type=\"{fits}\"")), "{text}");
+        assert!(
+            text.contains("change_type=\"Customer.Email:Changed-2_x\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn metrics_stay_small_whatever_change_types_senders_invent() {
+        let metrics = Metrics::new();
+        for i in 0..5_000 {
+            let name = format!("{}{i}", "X".repeat(if i % 2 == 0 { 20_000 } else { 40 }));
+            metrics.events_acknowledged(Some(&name), "customer.unrouted", 1);
+        }
+        assert!(metrics.render().len() < 200 * 1024);
     }
 
     #[test]

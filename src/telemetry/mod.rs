@@ -3,6 +3,8 @@
 
 pub mod metrics;
 
+use std::borrow::Cow;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -21,4 +23,36 @@ pub fn init(settings: &LogSettings) {
     };
     // Already installed (tests start several servers in one process): keep it.
     let _ = result;
+}
+
+/// Text from a sender made safe for a log line: control characters (a newline
+/// could forge a line of its own), quotes and backslashes are escaped as in Rust
+/// string literals, and so are Unicode line separators. Plain ASCII text is
+/// returned as it is.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'\\' && b != b'"')
+    {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.escape_debug().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_text_cannot_start_a_line() {
+        assert_eq!(escape("plain `key`"), "plain `key`");
+        let forged = escape("dup\n2026-11-29T00:00:00Z  INFO forged\r\u{1b}[31m\"");
+        assert!(!forged.contains('\n') && !forged.contains('\r') && !forged.contains('\u{1b}'));
+        assert_eq!(escape("a\u{2028}b"), "a\\u{2028}b");
+        assert_eq!(escape("café"), "café");
+        assert_eq!(
+            forged,
+            "dup\\n2026-11-29T00:00:00Z  INFO forged\\r\\u{1b}[31m\\\""
+        );
+    }
 }

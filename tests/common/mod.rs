@@ -93,6 +93,7 @@ pub fn test_settings() -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.kafka = kafka_settings(&kafka());
+    settings.webhook.allow_unsigned = true;
     settings
 }
 
@@ -491,6 +492,7 @@ pub async fn spawn_connector(
         .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
         .env("CONNECTOR__ROUTING__FILE", &routes_file)
+        .env("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")
         .env("CONNECTOR__LOG__LEVEL", "warn");
     for (name, value) in env {
         command.env(name, value);
