@@ -249,6 +249,12 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
         o.status == Some(200)
     });
     assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &after);
+    // The recovery came from replacing the producer, not from luck.
+    let replacements = metric(
+        &metrics_text(&connector.url).await,
+        "webhook_connector_kafka_producer_replacements_total",
+    );
+    assert!(replacements >= Some(1.0), "{replacements:?}");
     connector.stop().await;
 }
 
@@ -274,7 +280,7 @@ async fn too_many_requests_in_flight_get_503_at_once() {
             post(&endpoint, seed_sample(), &[]).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_metric(&connector.url, IN_FLIGHT, 4.0).await;
     let started = Instant::now();
     for _ in 0..5 {
         let refused = post(&connector.endpoint(), seed_sample(), &[]).await;
@@ -396,7 +402,7 @@ async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
 
     let endpoint = connector.endpoint();
     let stuck = tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_metric(&connector.url, IN_FLIGHT, 1.0).await;
     let stopping = Instant::now();
     connector.stop().await;
     let stopped_after = stopping.elapsed();
@@ -458,7 +464,7 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
         let endpoint = endpoint.clone();
         async move { post(&endpoint, seed_sample(), &[]).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_metric(&url, IN_FLIGHT, 1.0).await;
     process.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

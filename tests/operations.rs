@@ -35,29 +35,6 @@ async fn wait_for_status(url: &str, status: u16, within: Duration) -> String {
     }
 }
 
-/// The value of the metric line starting with `series` (name and labels).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| value.trim().parse().expect("a number"))
-}
-
-/// Polls `{url}/metrics` until `series` reaches `value`, or panics after 10 s.
-async fn wait_for_metric(url: &str, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, text) = get(&format!("{url}/metrics")).await;
-        if metric(&text, series) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never reached {value}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn readiness_turns_503_while_the_broker_is_stopped_and_200_when_it_returns() {
     let (broker, _topic, connector) = connector_on_own_broker("ready", |_| {}).await;

@@ -272,6 +272,29 @@ async fn every_timestamp_shape_and_value_type_survives_the_trip() {
 }
 
 #[tokio::test]
+async fn numbers_reach_kafka_digit_for_digit() {
+    let topic = unique_topic("numbers");
+    create_topics(&[&topic]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let body = r#"{"ChangeDateTime":"2018-11-12T10:15:00",
+        "Customer":{"Id":3,"Huge":123456789012345678901234567890,"Precise":0.1000000000000000055511151231257827,"Plain":12.50},
+        "Changes":[{"ChangeType":"CustomerThingChanged","OldValue":18446744073709551617,"NewValue":-99999999999999999999.5}]}"#;
+    let answer = post(&connector.endpoint(), body, &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let record = &read_exactly(&topic, 1)[0];
+    let text = |field: &str| record.value[field].to_string();
+    assert_eq!(text("old_value"), "18446744073709551617");
+    assert_eq!(text("new_value"), "-99999999999999999999.5");
+    assert_eq!(text("customer_huge"), "123456789012345678901234567890");
+    assert_eq!(
+        text("customer_precise"),
+        "0.1000000000000000055511151231257827"
+    );
+    assert_eq!(text("customer_plain"), "12.50");
+    connector.stop().await;
+}
+
+#[tokio::test]
 async fn the_same_notification_twice_gives_the_same_event_ids() {
     let all = unique_topic("all");
     create_topics(&[&all]).await;

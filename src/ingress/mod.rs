@@ -81,11 +81,13 @@ impl ByteBudget {
         if bytes == 0 {
             return Ok(());
         }
+        // A request that needs more than the whole budget never fits: not a retry case.
+        let needed = held.num_permits() + bytes;
         let more = u32::try_from(bytes)
             .ok()
-            .filter(|_| bytes <= self.limit)
+            .filter(|_| needed <= self.limit)
             .ok_or(ApiError::TooLargeToDeliver {
-                needed: bytes,
+                needed,
                 limit: self.limit,
             })?;
         let permit = Arc::clone(&self.free)

@@ -479,6 +479,16 @@ pub async fn spawn_connector(
     routes_toml: &str,
     env: &[(&str, &str)],
 ) -> ConnectorProcess {
+    spawn_connector_logging(bootstrap, routes_toml, env, std::process::Stdio::inherit()).await
+}
+
+/// [`spawn_connector`] with the connector's log (stderr) going to `log`.
+pub async fn spawn_connector_logging(
+    bootstrap: &str,
+    routes_toml: &str,
+    env: &[(&str, &str)],
+    log: impl Into<std::process::Stdio>,
+) -> ConnectorProcess {
     let dir = tempfile::tempdir().unwrap();
     let routes_file = dir.path().join("routes.toml");
     std::fs::write(&routes_file, routes_toml).unwrap();
@@ -497,6 +507,7 @@ pub async fn spawn_connector(
     for (name, value) in env {
         command.env(name, value);
     }
+    command.stderr(log);
     let mut child = KillOnDrop(command.spawn().expect("the connector starts"));
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -537,3 +548,47 @@ pub async fn connector_on_own_broker(
 pub async fn get_json(url: &str) -> Answer {
     answer(reqwest::get(url).await.expect("the connector answers")).await
 }
+
+/// The value of the metric line starting with `series` (name and labels).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+}
+
+/// The text of `{url}/metrics`.
+pub async fn metrics_text(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("the connector answers")
+        .text()
+        .await
+        .expect("a complete body")
+}
+
+/// Polls `{url}/metrics` until `check` holds for the value of `series` (absent:
+/// `None`), or panics after 10 s.
+pub async fn wait_for_metric_to(url: &str, series: &str, check: impl Fn(Option<f64>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics_text(url).await;
+        if check(metric(&text, series)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached the expected value:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `{url}/metrics` until `series` reaches `value`, or panics after 10 s.
+pub async fn wait_for_metric(url: &str, series: &str, value: f64) {
+    wait_for_metric_to(url, series, |v| v == Some(value)).await
+}
+
+/// The series of webhook requests being processed.
+pub const IN_FLIGHT: &str = "webhook_connector_webhook_requests_in_flight";
+/// The series of bytes of bodies and records held.
+pub const HELD_BYTES: &str = "webhook_connector_held_bytes";

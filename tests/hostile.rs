@@ -1,0 +1,500 @@
+//! Hostile input, sent for real: bodies shaped to be expensive, senders that
+//! trickle or send nothing, oversized headers, invented change types, forged log
+//! lines, a flood of large bodies while Kafka is away, clients that leave mid-way
+//! and SIGTERM with expensive requests in flight. None may stall the connector,
+//! starve other senders or grow its memory past `server.max_in_flight_bytes`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// These tests load the machine or measure time: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A notification whose customer has `keys` distinct keys that all snake-case to
+/// the same name (`!#$`, `!#%`, ... all become `customer____`).
+fn colliding_keys_body(keys: usize) -> String {
+    let punctuation: Vec<char> = "!#$%&'()*+,-./:;<=>?@[]^`{|}~".chars().collect();
+    let mut customer = Map::new();
+    customer.insert("Id".into(), json!(7));
+    'fill: for a in &punctuation {
+        for b in &punctuation {
+            for c in &punctuation {
+                if customer.len() > keys {
+                    break 'fill;
+                }
+                customer.insert(format!("{a}{b}{c}"), json!(1));
+            }
+        }
+    }
+    json!({
+        "ChangeDateTime": "2018-11-12T10:15:00",
+        "Customer": customer,
+        "Changes": [{"ChangeType": "CustomerEmailChanged", "OldValue": "a", "NewValue": "b"}],
+    })
+    .to_string()
+}
+
+/// A notification of `changes` changes whose customer carries `padding` bytes.
+fn padded_body(changes: usize, padding: usize) -> String {
+    let changes: Vec<Value> = (0..changes)
+        .map(|i| json!({"ChangeType": "CustomerSmsChanged", "OldValue": i, "NewValue": i + 1}))
+        .collect();
+    json!({
+        "ChangeDateTime": "2018-11-12T10:15:00",
+        "Customer": {"Id": 9, "Notes": "x".repeat(padding)},
+        "Changes": changes,
+    })
+    .to_string()
+}
+
+/// Opens a connection and sends `head`; the caller trickles or stalls the rest.
+async fn connect_and_send(addr: std::net::SocketAddr, head: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    stream
+}
+
+/// Reads what the server answers on `stream` within 5 s.
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut buffer = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+/// The peak resident set of process `pid` in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_colliding_keys_is_answered_quickly_and_does_not_stall_the_probes() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let topic = unique_topic("colliding");
+    create_topics(&[&topic]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let body = colliding_keys_body(22_000);
+    assert!(body.len() <= 262_144, "{}", body.len());
+
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let (endpoint, body) = (connector.endpoint(), body.clone());
+        senders.push(tokio::spawn(
+            async move { post(&endpoint, body, &[]).await },
+        ));
+    }
+    // The probes answer while both are being worked on.
+    let health = tokio::time::timeout(
+        Duration::from_secs(2),
+        reqwest::get(format!("{}/healthz", connector.url)),
+    )
+    .await
+    .expect("/healthz answers within 2 s")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    for sender in senders {
+        let answer = sender.await.unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.json);
+    }
+    // Quadratic de-duplication took most of a minute for one such body.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let records = read_exactly(&topic, 2);
+    let event = records[0].value.as_object().unwrap();
+    assert!(event.contains_key("customer____"));
+    assert!(event.contains_key("customer_____22000"));
+    connector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_do_not_take_the_slots_of_ready_requests() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let topic = unique_topic("trickle");
+    create_topics(&[&topic]).await;
+    let mut settings = test_settings();
+    settings.server.max_in_flight = 64;
+    settings.server.request_read_timeout_ms = 20_000;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+
+    // 100 connections send their headers and then a byte now and then.
+    let head = b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    let mut tricklers = Vec::new();
+    for _ in 0..100 {
+        tricklers.push(connect_and_send(connector.addr(), head).await);
+    }
+    let trickle = tokio::spawn(async move {
+        for _ in 0..10 {
+            for stream in &mut tricklers {
+                let _ = stream.write_all(b" ").await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tricklers
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for _ in 0..10 {
+        let started = Instant::now();
+        let answer = post(&connector.endpoint(), seed_sample(), &[]).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.json);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        !trickle.is_finished(),
+        "the slow senders were still sending"
+    );
+    drop(trickle.await.unwrap());
+    read_exactly(&topic, 40);
+    connector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_are_closed_and_starve_nobody() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let topic = unique_topic("silent");
+    create_topics(&[&topic]).await;
+    let mut settings = test_settings();
+    settings.server.request_read_timeout_ms = 1000;
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(TcpStream::connect(connector.addr()).await.unwrap());
+    }
+    let answer = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    // Each is closed once the header read timeout passes.
+    let started = Instant::now();
+    for stream in &mut silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("closed within 5 s");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_get_431() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let topic = unique_topic("headers");
+    create_topics(&[&topic]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let request =
+        |headers: String| format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes();
+
+    let big = request(format!("X-Big: {}\r\n", "a".repeat(64 * 1024)));
+    let mut stream = connect_and_send(connector.addr(), &big).await;
+    let text = read_answer(&mut stream).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut stream = connect_and_send(connector.addr(), &request(many)).await;
+    let text = read_answer(&mut stream).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    // Just under both limits is fine.
+    let fine: String = (0..90)
+        .map(|i| format!("X-H{i}: {}\r\n", "v".repeat(100)))
+        .collect();
+    let mut stream = connect_and_send(connector.addr(), &request(fine)).await;
+    let text = read_answer(&mut stream).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn invented_change_types_keep_metrics_small_and_labels_bounded() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let topic = unique_topic("labels");
+    create_topics(&[&topic]).await;
+    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let long = "X".repeat(20 * 1024);
+    for (n, change_type) in [long.as_str(), "a\nb", "ok.Type-1"].into_iter().enumerate() {
+        let body = json!({
+            "ChangeDateTime": "2018-11-12T10:15:00",
+            "Customer": {"Id": n},
+            "Changes": [{"ChangeType": change_type}],
+        });
+        let answer = post(&connector.endpoint(), body.to_string(), &[]).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.json);
+    }
+    // 150 more invented ones: past the cap of 100 distinct values.
+    let changes: Vec<Value> = (0..100)
+        .map(|i| json!({"ChangeType": format!("Made{i}Up")}))
+        .collect();
+    for chunk in 0..2 {
+        let body = json!({
+            "ChangeDateTime": "2018-11-12T10:15:00",
+            "Customer": {"Id": chunk},
+            "Changes": changes[chunk * 50..chunk * 50 + 50].to_vec(),
+        });
+        assert_eq!(
+            post(&connector.endpoint(), body.to_string(), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    let more: Vec<Value> = (0..50)
+        .map(|i| json!({"ChangeType": format!("Late{i}")}))
+        .collect();
+    let body =
+        json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 5}, "Changes": more});
+    assert_eq!(
+        post(&connector.endpoint(), body.to_string(), &[])
+            .await
+            .status,
+        200
+    );
+
+    let text = metrics_text(&connector.url).await;
+    assert!(text.len() < 200 * 1024, "{} bytes", text.len());
+    assert!(!text.contains(&long[..100]), "a 20 KB label value");
+    let series = |change_type: &str| {
+        format!("webhook_connector_events_total{{change_type=\"{change_type}\",topic=\"{topic}\"}}")
+    };
+    assert_eq!(metric(&text, &series("_invalid")), Some(2.0), "{text}");
+    assert_eq!(metric(&text, &series("ok.Type-1")), Some(1.0), "{text}");
+    assert!(metric(&text, &series("_other")) >= Some(50.0), "{text}");
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_with_a_newline_cannot_forge_a_log_line() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let topic = unique_topic("forged-log");
+    create_topics(&[&topic]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("connector.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let process = spawn_connector_logging(&kafka(), &routes_toml(&topic, &[]), &[], log).await;
+    let forged = "x\n2026-11-29T00:00:00.000000Z  INFO webhook_connector: FORGED all is well";
+    let body = format!(
+        r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1,{k}:1,{k}:2}},"Changes":[]}}"#,
+        k = serde_json::to_string(forged).unwrap()
+    );
+    let answer = post(&process.endpoint(), body, &[]).await;
+    assert_eq!(answer.status, 400, "{:?}", answer.json);
+    assert!(answer.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("duplicate field"));
+    drop(process);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("duplicate field"), "{text}");
+    assert!(text.contains("x\\n2026"), "{text}");
+    assert!(
+        text.lines()
+            .all(|line| !line.contains("FORGED") || line.contains("request refused")),
+        "a forged line:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_bodies_while_kafka_is_away_stays_under_512_mib() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let broker = Broker::start();
+    let topic = unique_topic("flood");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let process = spawn_connector(&broker.bootstrap(), &routes_toml(&topic, &[]), &[]).await;
+    let endpoint = process.endpoint();
+    assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
+    broker.pause();
+
+    // 32 clients, each posting 250 KB bodies of 100 changes (25 MB of records
+    // each) for 12 s, with the defaults.
+    let body = padded_body(100, 250_000 - 6_000);
+    assert!((240_000..=262_144).contains(&body.len()), "{}", body.len());
+    let stop_at = Instant::now() + Duration::from_secs(12);
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (endpoint, body) = (endpoint.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            let mut statuses = Vec::new();
+            while Instant::now() < stop_at {
+                let sent = http
+                    .post(&endpoint)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                statuses.push(sent.map(|r| r.status().as_u16()).unwrap_or(0));
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for client in clients {
+        statuses.extend(client.await.unwrap());
+    }
+    let peak_mib = peak_rss_kib(process.child.0.id()) / 1024;
+    broker.resume();
+    let overloaded = statuses.iter().filter(|&&s| s == 503).count();
+    assert!(overloaded > 0, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 503 || s == 200),
+        "{statuses:?}"
+    );
+    assert!(peak_mib < 512, "peak RSS {peak_mib} MiB");
+    eprintln!(
+        "flood: {} requests, {overloaded} answered 503, peak RSS {peak_mib} MiB",
+        statuses.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_within_the_grace_period_whatever_requests_do() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let broker = Broker::start();
+    let topic = unique_topic("term-hostile");
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let mut process = spawn_connector(
+        &broker.bootstrap(),
+        &routes_toml(&topic, &[]),
+        &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "2000")],
+    )
+    .await;
+    assert_eq!(
+        post(&process.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    // Kafka away, expensive bodies being worked on, a body trickling in.
+    broker.pause();
+    let body = colliding_keys_body(22_000);
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let (endpoint, body) = (process.endpoint(), body.clone());
+        senders.push(tokio::spawn(async move {
+            let _ = reqwest::Client::new()
+                .post(&endpoint)
+                .body(body)
+                .send()
+                .await;
+        }));
+    }
+    let _trickler = connect_and_send(
+        std::net::SocketAddr::from(([127, 0, 0, 1], process.port)),
+        b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    process.signal("-TERM");
+    let exit = loop {
+        if let Some(exit) = process.child.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(2000 + 2000),
+            "still running {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    broker.resume();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_delivery_frees_its_slot_and_its_records_stay_counted() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let (broker, topic, connector) = connector_on_own_broker("leaving", |_| {}).await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    wait_for_metric(&connector.url, HELD_BYTES, 0.0).await;
+    broker.pause();
+
+    let body = seed_sample();
+    let head = format!(
+        "POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = connect_and_send(connector.addr(), head.as_bytes()).await;
+    stream.write_all(&body).await.unwrap();
+    wait_for_metric(&connector.url, IN_FLIGHT, 1.0).await;
+    drop(stream);
+    // The slot is free at once; the records' bytes stay held until Kafka answers.
+    wait_for_metric(&connector.url, IN_FLIGHT, 0.0).await;
+    let held = metric(&metrics_text(&connector.url).await, HELD_BYTES);
+    assert!(held > Some(4.0 * 256.0), "{held:?}");
+
+    broker.resume();
+    wait_for_metric(&connector.url, HELD_BYTES, 0.0).await;
+    // The first request's 4 events, and the 4 Kafka took after the client left.
+    read_exactly_on(&broker.bootstrap(), &topic, 8);
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let (broker, _topic, connector) = connector_on_own_broker("budget", |s| {
+        s.server.max_body_bytes = 12_000;
+        s.server.max_in_flight_bytes = 12_000;
+    })
+    .await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    broker.pause();
+    let endpoint = connector.endpoint();
+    let held = tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await });
+    wait_for_metric(&connector.url, IN_FLIGHT, 1.0).await;
+
+    let refused = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.json);
+    assert_eq!(refused.json["error"], "overloaded");
+    assert!(refused.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("server.max_in_flight_bytes"));
+    assert_eq!(refused.headers["retry-after"], "1");
+
+    // 10 changes of a 1 KB customer: 10+ KB of records, more than the whole budget.
+    let too_big = post(&connector.endpoint(), padded_body(10, 1000), &[]).await;
+    assert_eq!(too_big.status, 413, "{:?}", too_big.json);
+    assert_eq!(too_big.json["error"], "payload_too_large");
+
+    broker.resume();
+    assert_eq!(held.await.unwrap().status, 200);
+    wait_for_metric(&connector.url, HELD_BYTES, 0.0).await;
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    connector.stop().await;
+}
