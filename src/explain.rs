@@ -3,7 +3,6 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::normalize::FlatEvent;
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::routing::RoutingTable;
 
@@ -12,7 +11,8 @@ use crate::routing::RoutingTable;
 pub struct ExplainedEvent<'a> {
     pub topics: Vec<&'a str>,
     pub key: String,
-    pub event: FlatEvent,
+    /// The record's value.
+    pub event: serde_json::Value,
 }
 
 /// The flat events of a webhook body and their topics, exactly as `run` would
@@ -29,7 +29,7 @@ pub fn explain<'a>(
         .map(|event| ExplainedEvent {
             topics: routing.topics_for(event.change_type.as_deref()),
             key: event.key(),
-            event,
+            event: event.to_value(),
         })
         .collect())
 }

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -53,11 +53,31 @@ pub struct FlatEvent {
     pub new_value: Value,
     pub customer_id: i64,
     /// `customer_*` and `notification_*` fields, shared by all events of a notification.
-    pub shared_fields: Arc<[(String, Value)]>,
+    pub shared: Arc<SharedFields>,
     /// `change_*` fields from unknown keys of this change (usually empty).
     pub change_fields: Vec<(String, Value)>,
     /// RFC 3339 UTC with `Z`.
     pub received_at: String,
+}
+
+/// The fields every event of a notification carries, and their JSON text, written
+/// once per notification: a notification of 100 changes copies that text into 100
+/// events instead of serializing the customer 100 times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedFields {
+    pub fields: Vec<(String, Value)>,
+    /// `,"key":value` for every field, in order.
+    json: Vec<u8>,
+}
+
+impl SharedFields {
+    fn new(fields: Vec<(String, Value)>) -> Self {
+        let mut json = Vec::new();
+        for (key, value) in &fields {
+            write_entry(&mut json, key, value);
+        }
+        SharedFields { fields, json }
+    }
 }
 
 impl FlatEvent {
@@ -65,27 +85,53 @@ impl FlatEvent {
     pub fn key(&self) -> String {
         self.customer_id.to_string()
     }
+
+    /// Appends the event's JSON to `out`: one object, keys in the documented order
+    /// (the fixed fields, the customer and notification fields, the change's own
+    /// fields, `received_at`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.reserve(self.shared.json.len() + 512);
+        out.extend_from_slice(b"{\"event_id\":");
+        write_value(out, &self.event_id);
+        write_entry(out, "schema_version", &SCHEMA_VERSION);
+        write_entry(out, "change_type", &self.change_type);
+        write_entry(out, "change_index", &self.change_index);
+        write_entry(out, "change_count", &self.change_count);
+        write_entry(out, "change_date_time", &self.change_date_time);
+        write_entry(out, "old_value", &self.old_value);
+        write_entry(out, "new_value", &self.new_value);
+        write_entry(out, "customer_id", &self.customer_id);
+        out.extend_from_slice(&self.shared.json);
+        for (key, value) in &self.change_fields {
+            write_entry(out, key, value);
+        }
+        write_entry(out, "received_at", &self.received_at);
+        out.push(b'}');
+    }
+
+    /// The event's JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// The event as a JSON value (for `explain` and tests).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.to_json()).expect("an event's JSON parses")
+    }
 }
 
-impl Serialize for FlatEvent {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let extra = self.shared_fields.len() + self.change_fields.len();
-        let mut map = serializer.serialize_map(Some(FIXED_KEYS.len() + extra))?;
-        map.serialize_entry("event_id", &self.event_id)?;
-        map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
-        map.serialize_entry("change_type", &self.change_type)?;
-        map.serialize_entry("change_index", &self.change_index)?;
-        map.serialize_entry("change_count", &self.change_count)?;
-        map.serialize_entry("change_date_time", &self.change_date_time)?;
-        map.serialize_entry("old_value", &self.old_value)?;
-        map.serialize_entry("new_value", &self.new_value)?;
-        map.serialize_entry("customer_id", &self.customer_id)?;
-        for (key, value) in self.shared_fields.iter().chain(&self.change_fields) {
-            map.serialize_entry(key, value)?;
-        }
-        map.serialize_entry("received_at", &self.received_at)?;
-        map.end()
-    }
+/// Appends `,"key":value`.
+fn write_entry(out: &mut Vec<u8>, key: &str, value: &impl Serialize) {
+    out.push(b',');
+    write_value(out, key);
+    out.push(b':');
+    write_value(out, value);
+}
+
+fn write_value(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("JSON values, strings and numbers always serialize");
 }
 
 /// Why a parsed notification cannot become events.
@@ -130,7 +176,7 @@ pub fn normalize(
     }
     let fixed_keys: HashSet<&str> = FIXED_KEYS.into_iter().collect();
     make_keys_unique(&mut shared, &fixed_keys);
-    let shared_fields: Arc<[(String, Value)]> = shared.into();
+    let shared_fields = Arc::new(SharedFields::new(shared));
     // The names a change's own fields must not take; built once, when the first
     // change with unknown fields needs it.
     let mut shared_keys: Option<HashSet<&str>> = None;
@@ -148,7 +194,7 @@ pub fn normalize(
                     .collect();
                 if !change_fields.is_empty() {
                     let taken = shared_keys.get_or_insert_with(|| {
-                        let shared = shared_fields.iter().map(|(key, _)| key.as_str());
+                        let shared = shared_fields.fields.iter().map(|(key, _)| key.as_str());
                         fixed_keys.iter().copied().chain(shared).collect()
                     });
                     make_keys_unique(&mut change_fields, taken);
@@ -170,7 +216,7 @@ pub fn normalize(
             old_value,
             new_value,
             customer_id,
-            shared_fields: Arc::clone(&shared_fields),
+            shared: Arc::clone(&shared_fields),
             change_fields,
             received_at: received_at.clone(),
         }
@@ -340,7 +386,7 @@ mod tests {
     fn seed_sample_gives_four_events_with_every_field() {
         let events = normalize(seed(), received()).unwrap();
         assert_eq!(events.len(), 4);
-        let first = serde_json::to_value(&events[0]).unwrap();
+        let first = events[0].to_value();
         // The seed's first change as a flat event, field by field (received at the
         // time `received()` gives).
         let expected: Value = serde_json::from_str(include_str!(
@@ -376,7 +422,7 @@ mod tests {
     #[test]
     fn serialized_keys_follow_the_documented_order() {
         let events = normalize(seed(), received()).unwrap();
-        let text = serde_json::to_string(&events[0]).unwrap();
+        let text = String::from_utf8(events[0].to_json()).unwrap();
         let position = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
         assert!(position("event_id") < position("schema_version"));
         assert!(position("customer_id") < position("customer_title"));
@@ -437,7 +483,7 @@ mod tests {
             ("LastUpdate".into(), json!("2018-11-12T10:15:00")),
             ("Date".into(), json!("2018-11-12T10:15:00")),
         ];
-        let event = serde_json::to_value(&normalize(n.clone(), received()).unwrap()[0]).unwrap();
+        let event = normalize(n.clone(), received()).unwrap()[0].to_value();
         assert_eq!(event["customer_created_date_time"], json!("not a date"));
         assert_eq!(event["customer_birth_date"], json!("2000-01-02T00:00:00Z"));
         assert_eq!(event["customer_company"], json!("2018-11-12T10:15:00"));
@@ -451,7 +497,7 @@ mod tests {
         n.changes.clear();
         let events = normalize(n.clone(), received()).unwrap();
         assert_eq!(events.len(), 1);
-        let event = serde_json::to_value(&events[0]).unwrap();
+        let event = events[0].to_value();
         assert_eq!(event["change_type"], Value::Null);
         assert_eq!(event["change_index"], json!(0));
         assert_eq!(event["change_count"], json!(0));
@@ -516,7 +562,7 @@ mod tests {
             }],
             extra: vec![("Source".into(), json!({"k": true}))],
         };
-        let event = serde_json::to_value(&normalize(n.clone(), received()).unwrap()[0]).unwrap();
+        let event = normalize(n.clone(), received()).unwrap()[0].to_value();
         assert_eq!(event["customer_email"], json!("a"));
         assert_eq!(event["customer_email_2"], json!("b"));
         assert_eq!(event["customer_id"], json!(7));
@@ -547,7 +593,8 @@ mod tests {
         // A guard against the quadratic version (minutes), not a speed claim.
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         let keys: HashSet<&str> = events[0]
-            .shared_fields
+            .shared
+            .fields
             .iter()
             .map(|(k, _)| k.as_str())
             .collect();
@@ -637,7 +684,7 @@ mod tests {
         #[test]
         fn every_customer_field_appears_exactly_once(n in arb_notification()) {
             let events = normalize(n.clone(), received()).unwrap();
-            let text = serde_json::to_string(&events[0]).unwrap();
+            let text = String::from_utf8(events[0].to_json()).unwrap();
             // A repeated key would collapse into one map entry and the count would fall short.
             let object: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
             let customer_keys = object.keys().filter(|k| k.starts_with("customer_")).count();

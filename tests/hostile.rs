@@ -346,7 +346,13 @@ async fn a_flood_of_large_bodies_while_kafka_is_away_stays_under_512_mib() {
                     .body(body.clone())
                     .send()
                     .await;
-                statuses.push(sent.map(|r| r.status().as_u16()).unwrap_or(0));
+                match sent {
+                    Ok(answer) => statuses.push(answer.status().as_u16()),
+                    Err(error) => {
+                        eprintln!("flood: no answer: {error:?}");
+                        statuses.push(0)
+                    }
+                }
             }
             statuses
         }));
@@ -358,6 +364,10 @@ async fn a_flood_of_large_bodies_while_kafka_is_away_stays_under_512_mib() {
     let peak_mib = peak_rss_kib(process.child.0.id()) / 1024;
     broker.resume();
     let overloaded = statuses.iter().filter(|&&s| s == 503).count();
+    eprintln!(
+        "flood: {} requests, {overloaded} answered 503, peak RSS {peak_mib} MiB",
+        statuses.len()
+    );
     assert!(overloaded > 0, "{statuses:?}");
     assert!(
         statuses.iter().all(|&s| s == 503 || s == 200),

@@ -34,7 +34,7 @@ pub async fn run(
                 prepared.push(Prepared {
                     topic: topic.to_string(),
                     key: event.key(),
-                    payload: serde_json::to_vec(&event).unwrap(),
+                    payload: event.to_json(),
                     headers: sink::record::headers(&event),
                 });
             }

@@ -231,7 +231,7 @@ where
     let records = Records::build(&routed);
     state.bytes.take(&mut held, records.bytes())?;
     let started = std::time::Instant::now();
-    if let Err(err) = state.sink.deliver(&records, held).await {
+    if let Err(err) = state.sink.deliver(records, held).await {
         state.metrics.delivery_failed(&failure_reason(&err));
         return Err(err.into());
     }
@@ -294,15 +294,31 @@ where
     let initial = declared.map_or(8 * 1024, |l| l as usize).min(64 * 1024);
     let mut body = std::pin::pin!(body);
     let mut collected = BytesMut::with_capacity(initial);
+    let (mut received, mut refused) = (0, None);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
-        if collected.len() + chunk.remaining() > limit {
+        let mut chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        received += chunk.remaining();
+        if received > limit {
             return Err(too_large());
         }
-        reserve(chunk.remaining())?;
-        collected.put(chunk);
+        if refused.is_none() {
+            match reserve(chunk.remaining()) {
+                Ok(()) => collected.put(chunk),
+                // The rest is read and dropped, so the sender gets the answer rather
+                // than a connection reset while it is still sending.
+                Err(error) => {
+                    refused = Some(error);
+                    collected = BytesMut::new();
+                }
+            }
+        } else {
+            chunk.advance(chunk.remaining());
+        }
     }
-    Ok(collected.freeze())
+    match refused {
+        Some(error) => Err(error),
+        None => Ok(collected.freeze()),
+    }
 }
 
 /// Logs a refusal; its text may quote the sender's input, so it is escaped.

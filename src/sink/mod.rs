@@ -164,11 +164,11 @@ impl KafkaSink {
     /// until Kafka answered for every enqueued record, even when the caller is gone.
     pub async fn deliver(
         self: &Arc<Self>,
-        records: &Records<'_>,
+        mut records: Records<'_>,
         held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let producer = self.producer();
-        let result = self.deliver_with(&producer, records, held).await;
+        let result = self.deliver_with(&producer, &mut records, held).await;
         match &result {
             Ok(()) => {
                 *self
@@ -268,7 +268,7 @@ impl KafkaSink {
     async fn deliver_with(
         &self,
         producer: &FutureProducer,
-        records: &Records<'_>,
+        records: &mut Records<'_>,
         held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
@@ -287,6 +287,8 @@ impl KafkaSink {
                 }
             }
         }
+        // librdkafka copied every value: free them now, not when the request ends.
+        records.payloads = Vec::new();
         let (report, answer) = oneshot::channel();
         tokio::spawn(await_acknowledgements(pending, held, report));
         if let Some(error) = enqueue_failure {

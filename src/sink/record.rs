@@ -37,7 +37,7 @@ impl<'a> Records<'a> {
         let mut records = Vec::with_capacity(routed.iter().map(|(_, t)| t.len()).sum());
         for (event, topics) in routed {
             let start = payloads.len();
-            serde_json::to_writer(&mut payloads, event).expect("a flat event always serializes");
+            event.write_json(&mut payloads);
             let payload = start..payloads.len();
             let key = event.key();
             for topic in topics {
