@@ -266,21 +266,8 @@ async fn too_many_requests_in_flight_get_503_at_once() {
         s.server.max_in_flight = 4;
     })
     .await;
-    // Warm the producer up, then hold every delivery by freezing the broker.
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
-    broker.pause();
-
-    let mut requests = Vec::new();
-    for _ in 0..4 {
-        let endpoint = connector.endpoint();
-        requests.push(tokio::spawn(async move {
-            post(&endpoint, seed_sample(), &[]).await
-        }));
-    }
-    wait_for_metric(&connector.url, IN_FLIGHT, 4.0).await;
+    // Every delivery held by freezing the broker.
+    let requests = hold_requests(&connector, &broker, 4).await;
     let started = Instant::now();
     for _ in 0..5 {
         let refused = post(&connector.endpoint(), seed_sample(), &[]).await;
@@ -394,15 +381,7 @@ async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
         s.server.shutdown_grace_ms = 1500;
     })
     .await;
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
-    broker.pause();
-
-    let endpoint = connector.endpoint();
-    let stuck = tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await });
-    wait_for_metric(&connector.url, IN_FLIGHT, 1.0).await;
+    let stuck = hold_requests(&connector, &broker, 1).await.remove(0);
     let stopping = Instant::now();
     connector.stop().await;
     let stopped_after = stopping.elapsed();

@@ -83,9 +83,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_of_colliding_keys_is_answered_quickly_and_does_not_stall_the_probes() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let topic = unique_topic("colliding");
-    create_topics(&[&topic]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let (topic, connector) = connector_on_new_topic("colliding", |_| {}).await;
     let body = colliding_keys_body(22_000);
     assert!(body.len() <= 262_144, "{}", body.len());
 
@@ -126,12 +124,11 @@ async fn a_body_of_colliding_keys_is_answered_quickly_and_does_not_stall_the_pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_senders_do_not_take_the_slots_of_ready_requests() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let topic = unique_topic("trickle");
-    create_topics(&[&topic]).await;
-    let mut settings = test_settings();
-    settings.server.max_in_flight = 64;
-    settings.server.request_read_timeout_ms = 20_000;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (topic, connector) = connector_on_new_topic("trickle", |s| {
+        s.server.max_in_flight = 64;
+        s.server.request_read_timeout_ms = 20_000;
+    })
+    .await;
 
     // 100 connections send their headers and then a byte now and then.
     let head = b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
@@ -172,11 +169,10 @@ async fn slow_senders_do_not_take_the_slots_of_ready_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_nothing_are_closed_and_starve_nobody() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let topic = unique_topic("silent");
-    create_topics(&[&topic]).await;
-    let mut settings = test_settings();
-    settings.server.request_read_timeout_ms = 1000;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (topic, connector) = connector_on_new_topic("silent", |s| {
+        s.server.request_read_timeout_ms = 1000;
+    })
+    .await;
 
     let mut silent = Vec::new();
     for _ in 0..200 {
@@ -184,6 +180,7 @@ async fn connections_that_send_nothing_are_closed_and_starve_nobody() {
     }
     let answer = post(&connector.endpoint(), seed_sample(), &[]).await;
     assert_eq!(answer.status, 200, "{:?}", answer.json);
+    read_exactly(&topic, 4);
     // Each is closed once the header read timeout passes.
     let started = Instant::now();
     for stream in &mut silent {
@@ -200,9 +197,7 @@ async fn connections_that_send_nothing_are_closed_and_starve_nobody() {
 #[tokio::test]
 async fn oversized_or_too_many_headers_get_431() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let topic = unique_topic("headers");
-    create_topics(&[&topic]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let (_topic, connector) = connector_on_new_topic("headers", |_| {}).await;
     let request =
         |headers: String| format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes();
 
@@ -229,9 +224,7 @@ async fn oversized_or_too_many_headers_get_431() {
 #[tokio::test]
 async fn invented_change_types_keep_metrics_small_and_labels_bounded() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let topic = unique_topic("labels");
-    create_topics(&[&topic]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let (topic, connector) = connector_on_new_topic("labels", |_| {}).await;
     let long = "X".repeat(20 * 1024);
     for (n, change_type) in [long.as_str(), "a\nb", "ok.Type-1"].into_iter().enumerate() {
         let body = json!({
@@ -476,14 +469,7 @@ async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413()
         s.server.max_in_flight_bytes = 12_000;
     })
     .await;
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
-    broker.pause();
-    let endpoint = connector.endpoint();
-    let held = tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await });
-    wait_for_metric(&connector.url, IN_FLIGHT, 1.0).await;
+    let held = hold_requests(&connector, &broker, 1).await.remove(0);
 
     let refused = post(&connector.endpoint(), seed_sample(), &[]).await;
     assert_eq!(refused.status, 503, "{:?}", refused.json);

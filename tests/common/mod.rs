@@ -528,6 +528,20 @@ pub async fn spawn_connector_logging(
     }
 }
 
+/// A new topic on the test broker and an in-process connector sending everything
+/// there; `configure` adjusts the connector's settings first.
+pub async fn connector_on_new_topic(
+    label: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> (String, Connector) {
+    let topic = unique_topic(label);
+    create_topics(&[&topic]).await;
+    let mut settings = test_settings();
+    configure(&mut settings);
+    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    (topic, connector)
+}
+
 /// A broker of the test's own with one topic, and an in-process connector sending
 /// everything there; `configure` adjusts the connector's settings first.
 pub async fn connector_on_own_broker(
@@ -592,3 +606,24 @@ pub async fn wait_for_metric(url: &str, series: &str, value: f64) {
 pub const IN_FLIGHT: &str = "webhook_connector_webhook_requests_in_flight";
 /// The series of bytes of bodies and records held.
 pub const HELD_BYTES: &str = "webhook_connector_held_bytes";
+
+/// Warms the connector's producer up with one request, pauses `broker`, and sends
+/// `count` seed-sample requests that then wait for Kafka; returns once all `count`
+/// are in flight (by the connector's gauge), with their pending answers.
+pub async fn hold_requests(
+    connector: &Connector,
+    broker: &Broker,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Answer>> {
+    let warm = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(warm.status, 200, "{:?}", warm.json);
+    broker.pause();
+    let held = (0..count)
+        .map(|_| {
+            let endpoint = connector.endpoint();
+            tokio::spawn(async move { post(&endpoint, seed_sample(), &[]).await })
+        })
+        .collect();
+    wait_for_metric(&connector.url, IN_FLIGHT, count as f64).await;
+    held
+}
