@@ -423,12 +423,8 @@ async fn a_client_stalling_in_its_headers_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_draining_new_connections_are_refused_and_in_flight_requests_finish() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let broker = Broker::start();
-    let topic = unique_topic("draining");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut process = spawn_connector(
-        &broker.bootstrap(),
-        &routes_toml(&topic, &[]),
+    let (broker, topic, mut process) = process_on_own_broker(
+        "draining",
         &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "8000")],
     )
     .await;

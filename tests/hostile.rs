@@ -310,10 +310,7 @@ async fn a_key_with_a_newline_cannot_forge_a_log_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_bodies_while_kafka_is_away_stays_under_512_mib() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let broker = Broker::start();
-    let topic = unique_topic("flood");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let process = spawn_connector(&broker.bootstrap(), &routes_toml(&topic, &[]), &[]).await;
+    let (broker, _topic, process) = process_on_own_broker("flood", &[]).await;
     let endpoint = process.endpoint();
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
     broker.pause();
@@ -376,12 +373,8 @@ async fn a_flood_of_large_bodies_while_kafka_is_away_stays_under_512_mib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_process_within_the_grace_period_whatever_requests_do() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let broker = Broker::start();
-    let topic = unique_topic("term-hostile");
-    create_topics_on(&broker.bootstrap(), &[&topic]).await;
-    let mut process = spawn_connector(
-        &broker.bootstrap(),
-        &routes_toml(&topic, &[]),
+    let (broker, _topic, mut process) = process_on_own_broker(
+        "term-hostile",
         &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "2000")],
     )
     .await;

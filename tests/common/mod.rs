@@ -558,6 +558,19 @@ pub async fn connector_on_own_broker(
     (broker, topic, connector)
 }
 
+/// A broker of the test's own with one topic, and the connector binary run as a
+/// process sending everything there, with the extra `env` overrides.
+pub async fn process_on_own_broker(
+    label: &str,
+    env: &[(&str, &str)],
+) -> (Broker, String, ConnectorProcess) {
+    let broker = Broker::start();
+    let topic = unique_topic(label);
+    create_topics_on(&broker.bootstrap(), &[&topic]).await;
+    let process = spawn_connector(&broker.bootstrap(), &routes_toml(&topic, &[]), env).await;
+    (broker, topic, process)
+}
+
 /// GETs `url` and parses the JSON answer.
 pub async fn get_json(url: &str) -> Answer {
     answer(reqwest::get(url).await.expect("the connector answers")).await
