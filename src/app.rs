@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::routes::RoutesError;
 use crate::config::{Settings, SettingsError};
-use crate::ingress::{self, server, ByteBudget, Ingress, Readiness};
+use crate::ingress::{self, server, ByteBudget, BytePool, Ingress, Readiness};
 use crate::reload::{self, Routing};
 use crate::sink::{KafkaSink, ProducerError};
 use crate::telemetry::metrics::Metrics;
@@ -94,7 +94,10 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         request_read_timeout: settings.server.request_read_timeout(),
         receiving: Semaphore::new(settings.server.max_receiving),
         in_flight: Semaphore::new(settings.server.max_in_flight),
-        bytes: ByteBudget::new(settings.server.max_in_flight_bytes),
+        bytes: ByteBudget {
+            receiving: BytePool::new(settings.server.receiving_bytes()),
+            processing: BytePool::new(settings.server.processing_bytes()),
+        },
         readiness: Readiness::default(),
     });
     let (stop, stopped) = oneshot::channel::<()>();

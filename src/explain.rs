@@ -23,11 +23,13 @@ pub fn explain<'a>(
     routing: &'a RoutingTable,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<ExplainedEvent<'a>>, AcceptError> {
-    let events = pipeline::accept(body, limits, received_at)?;
-    Ok(events
-        .into_iter()
-        .map(|event| ExplainedEvent {
-            topics: routing.topics_for(event.change_type.as_deref()),
+    let accepted = pipeline::accept(body, limits, routing, received_at)?;
+    Ok(accepted
+        .events
+        .iter()
+        .zip(accepted.topics)
+        .map(|(event, topics)| ExplainedEvent {
+            topics,
             key: event.key(),
             event: event.to_value(),
         })
@@ -84,6 +86,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_body_bytes: 262_144,
         max_changes: 100,
+        max_request_bytes: 100 << 20,
     };
 
     #[test]

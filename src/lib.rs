@@ -8,6 +8,7 @@
 //!
 //! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
 //! - [`normalize`]: notification -> flat events; pure.
+//! - [`event_id`]: the deterministic id of each change; pure.
 //! - [`routing`]: change type -> topics; pure.
 //! - [`pipeline`]: the acceptance step (limits, parse, normalize, route); pure, shared by
 //!   the endpoint and `explain`, so both refuse the same bodies.
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod config;
+pub mod event_id;
 pub mod explain;
 pub mod ingress;
 pub mod normalize;

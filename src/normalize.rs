@@ -17,13 +17,11 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::event_id;
 use crate::payload::{Change, Notification};
 
 /// The version of the flat event layout, sent in every event and as a header.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Namespace of the UUIDv5 event ids. Never change it: ids must stay stable.
-const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_8d3b_4c55_9a7e_0b1d_3c5f_7e21);
 
 /// Keys every event has; a platform field never takes one of these names.
 const FIXED_KEYS: [&str; 10] = [
@@ -91,6 +89,22 @@ impl FlatEvent {
     /// fields, `received_at`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.reserve(self.shared.json.len() + 512);
+        self.write_head(out);
+        out.extend_from_slice(&self.shared.json);
+        self.write_tail(out);
+    }
+
+    /// The length of [`write_json`](Self::write_json)'s output, without copying the
+    /// shared fields (`scratch` is reused between calls).
+    pub fn json_len(&self, scratch: &mut Vec<u8>) -> usize {
+        scratch.clear();
+        self.write_head(scratch);
+        self.write_tail(scratch);
+        scratch.len() + self.shared.json.len()
+    }
+
+    /// The fields before the shared ones.
+    fn write_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"event_id\":");
         write_value(out, &self.event_id);
         write_entry(out, "schema_version", &SCHEMA_VERSION);
@@ -101,7 +115,10 @@ impl FlatEvent {
         write_entry(out, "old_value", &self.old_value);
         write_entry(out, "new_value", &self.new_value);
         write_entry(out, "customer_id", &self.customer_id);
-        out.extend_from_slice(&self.shared.json);
+    }
+
+    /// The fields after the shared ones.
+    fn write_tail(&self, out: &mut Vec<u8>) {
         for (key, value) in &self.change_fields {
             write_entry(out, key, value);
         }
@@ -183,7 +200,7 @@ pub fn normalize(
 
     let change_count = changes.len();
     let mut event = |index: usize, change: Option<Change>| {
-        let event_id = event_id(customer_id, &raw_date, index, change.as_ref());
+        let event_id = event_id::of(customer_id, &raw_date, index, change.as_ref());
         let (change_type, old_value, new_value, change_fields) = match change {
             None => (None, Value::Null, Value::Null, Vec::new()),
             Some(change) => {
@@ -230,27 +247,6 @@ pub fn normalize(
         .enumerate()
         .map(|(index, change)| event(index, Some(change)))
         .collect())
-}
-
-/// The deterministic id of one change: a UUIDv5 over the customer id, the raw
-/// `ChangeDateTime`, the change's position, type and values (compact JSON). A
-/// redelivered notification gets the same ids; any difference in what changed
-/// gives new ones. Never change this layout: ids must stay stable across versions.
-fn event_id(customer_id: i64, raw_date: &str, index: usize, change: Option<&Change>) -> Uuid {
-    use std::io::Write;
-    let mut name: Vec<u8> = Vec::with_capacity(160);
-    let _ = write!(name, "{customer_id}\n{raw_date}\n{index}\n");
-    match change {
-        Some(c) => {
-            name.extend_from_slice(c.change_type.as_bytes());
-            name.push(b'\n');
-            let _ = serde_json::to_writer(&mut name, &c.old_value);
-            name.push(b'\n');
-            let _ = serde_json::to_writer(&mut name, &c.new_value);
-        }
-        None => name.extend_from_slice("\u{0}no-changes".as_bytes()),
-    }
-    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
 }
 
 /// Makes every key unique among themselves and against `reserved`: a key already

@@ -4,14 +4,17 @@
 //! The endpoint and the `explain` command both call [`accept`], so they refuse
 //! exactly the same bodies: over `server.max_body_bytes`, not JSON, not of the
 //! notification's shape (duplicate keys at any depth included), more than
-//! `webhook.max_changes` changes, an unparsable `ChangeDateTime`. The work is
-//! linear in the body's size whatever its shape.
+//! `webhook.max_changes` changes, an unparsable `ChangeDateTime`, or records too
+//! large for the byte budget. The work is linear in the body's size whatever its
+//! shape.
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, PayloadError};
 use crate::routing::RoutingTable;
+use crate::sink::record;
 
 /// What one request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,10 @@ pub struct Limits {
     /// Most changes in one notification (`webhook.max_changes`): every change becomes
     /// an event carrying the whole customer, so this bounds a request's output.
     pub max_changes: usize,
+    /// Most bytes one request may hold once its body arrived: the body and its
+    /// records (the share of `server.max_in_flight_bytes` for requests being
+    /// processed). A request needing more could never be served: 413.
+    pub max_request_bytes: usize,
 }
 
 /// Why a body is refused.
@@ -30,6 +37,8 @@ pub enum AcceptError {
     TooLarge { limit: usize },
     #[error("the notification has {changes} changes; at most {limit} are accepted (webhook.max_changes)")]
     TooManyChanges { changes: usize, limit: usize },
+    #[error("the notification's body and records need {needed} bytes, more than one request may hold ({limit}, from server.max_in_flight_bytes)")]
+    TooLargeToDeliver { needed: usize, limit: usize },
     #[error(transparent)]
     Payload(#[from] PayloadError),
     #[error(transparent)]
@@ -37,14 +46,39 @@ pub enum AcceptError {
 }
 
 /// An event and the topics it must reach.
-pub type RoutedEvent<'a> = (&'a FlatEvent, Vec<&'a str>);
+pub type RoutedEvent<'a> = (&'a FlatEvent, &'a [&'a str]);
 
-/// Checks the limits, parses and normalizes one body.
-pub fn accept(
+/// An accepted notification: its events, the topics of each (borrowed from the
+/// routing table in force) and the bytes their records will hold.
+#[derive(Debug)]
+pub struct Accepted<'t> {
+    pub events: Vec<FlatEvent>,
+    /// `topics[i]`: the topics of `events[i]`.
+    pub topics: Vec<Vec<&'t str>>,
+    /// What the records hold once produced (see [`record::bytes_needed`]).
+    pub record_bytes: usize,
+}
+
+impl Accepted<'_> {
+    /// Every event with its topics.
+    pub fn routed(&self) -> impl Iterator<Item = RoutedEvent<'_>> {
+        self.events
+            .iter()
+            .zip(self.topics.iter().map(Vec::as_slice))
+    }
+
+    pub fn event_ids(&self) -> Vec<Uuid> {
+        self.events.iter().map(|e| e.event_id).collect()
+    }
+}
+
+/// Checks the limits, parses, normalizes and routes one body.
+pub fn accept<'t>(
     body: &[u8],
     limits: &Limits,
+    table: &'t RoutingTable,
     received_at: DateTime<Utc>,
-) -> Result<Vec<FlatEvent>, AcceptError> {
+) -> Result<Accepted<'t>, AcceptError> {
     if body.len() > limits.max_body_bytes {
         return Err(AcceptError::TooLarge {
             limit: limits.max_body_bytes,
@@ -57,15 +91,24 @@ pub fn accept(
             limit: limits.max_changes,
         });
     }
-    Ok(normalize(notification, received_at)?)
-}
-
-/// The topics of every event, by the routing table in force.
-pub fn route<'a>(events: &'a [FlatEvent], table: &'a RoutingTable) -> Vec<RoutedEvent<'a>> {
-    events
+    let events = normalize(notification, received_at)?;
+    let topics: Vec<Vec<&str>> = events
         .iter()
-        .map(|event| (event, table.topics_for(event.change_type.as_deref())))
-        .collect()
+        .map(|event| table.topics_for(event.change_type.as_deref()))
+        .collect();
+    let record_bytes = record::bytes_needed(&events, &topics);
+    let needed = body.len() + record_bytes;
+    if needed > limits.max_request_bytes {
+        return Err(AcceptError::TooLargeToDeliver {
+            needed,
+            limit: limits.max_request_bytes,
+        });
+    }
+    Ok(Accepted {
+        events,
+        topics,
+        record_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -75,7 +118,16 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_body_bytes: 4096,
         max_changes: 4,
+        max_request_bytes: 1 << 20,
     };
+
+    fn table() -> RoutingTable {
+        crate::config::routes::parse(
+            "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = [\"T1\"]\ntopics = [\"a\", \"b\"]\n",
+            "routes.toml",
+        )
+        .unwrap()
+    }
 
     fn body(changes: usize) -> Vec<u8> {
         let changes: Vec<String> = (0..changes)
@@ -88,18 +140,35 @@ mod tests {
         .into_bytes()
     }
 
+    fn refusal(body: &[u8], limits: &Limits) -> AcceptError {
+        accept(body, limits, &table(), Utc::now()).unwrap_err()
+    }
+
     #[test]
-    fn accepts_up_to_the_limits() {
-        let events = accept(&body(4), &LIMITS, Utc::now()).unwrap();
-        assert_eq!(events.len(), 4);
+    fn accepts_up_to_the_limits_and_routes_every_event() {
+        let table = table();
+        let accepted = accept(&body(4), &LIMITS, &table, Utc::now()).unwrap();
+        assert_eq!(accepted.events.len(), 4);
+        assert_eq!(
+            accepted.topics,
+            [vec!["u"], vec!["a", "b"], vec!["u"], vec!["u"]]
+        );
+        assert_eq!(accepted.event_ids().len(), 4);
+        assert_eq!(accepted.routed().nth(1).unwrap().1, ["a", "b"]);
         let seed = include_bytes!("../tests/fixtures/seed_sample.json");
-        assert_eq!(accept(seed, &LIMITS, Utc::now()).unwrap().len(), 4);
+        assert_eq!(
+            accept(seed, &LIMITS, &table, Utc::now())
+                .unwrap()
+                .events
+                .len(),
+            4
+        );
     }
 
     #[test]
     fn refuses_more_changes_than_the_limit() {
         assert_eq!(
-            accept(&body(5), &LIMITS, Utc::now()).unwrap_err(),
+            refusal(&body(5), &LIMITS),
             AcceptError::TooManyChanges {
                 changes: 5,
                 limit: 4
@@ -115,26 +184,58 @@ mod tests {
         };
         // Not even JSON: the size is checked first.
         assert_eq!(
-            accept(b"{{{{{{{{{{{", &limits, Utc::now()).unwrap_err(),
+            refusal(b"{{{{{{{{{{{", &limits),
             AcceptError::TooLarge { limit: 10 }
         );
         let exact = Limits {
             max_body_bytes: body(1).len(),
             ..LIMITS
         };
-        assert!(accept(&body(1), &exact, Utc::now()).is_ok());
+        assert!(accept(&body(1), &exact, &table(), Utc::now()).is_ok());
     }
 
     #[test]
-    fn routes_every_event() {
-        let table = crate::config::routes::parse(
-            "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = [\"T1\"]\ntopics = [\"a\", \"b\"]\n",
-            "routes.toml",
-        )
-        .unwrap();
-        let events = accept(&body(2), &LIMITS, Utc::now()).unwrap();
-        let routed = route(&events, &table);
-        assert_eq!(routed[0].1, ["u"]);
-        assert_eq!(routed[1].1, ["a", "b"]);
+    fn refuses_records_larger_than_a_request_may_hold() {
+        let table = table();
+        let accepted = accept(&body(2), &LIMITS, &table, Utc::now()).unwrap();
+        let needed = body(2).len() + accepted.record_bytes;
+        let exact = Limits {
+            max_request_bytes: needed,
+            ..LIMITS
+        };
+        assert!(accept(&body(2), &exact, &table, Utc::now()).is_ok());
+        let short = Limits {
+            max_request_bytes: needed - 1,
+            ..LIMITS
+        };
+        assert_eq!(
+            refusal(&body(2), &short),
+            AcceptError::TooLargeToDeliver {
+                needed,
+                limit: needed - 1
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_json_shapes_and_date_times() {
+        assert!(matches!(
+            refusal(b"{", &LIMITS),
+            AcceptError::Payload(PayloadError::InvalidJson { .. })
+        ));
+        assert!(matches!(
+            refusal(
+                br#"{"ChangeDateTime":"x","Customer":{"Id":1,"A":{"b":1,"b":2}},"Changes":[]}"#,
+                &LIMITS
+            ),
+            AcceptError::Payload(PayloadError::InvalidShape { .. })
+        ));
+        assert!(matches!(
+            refusal(
+                br#"{"ChangeDateTime":"x","Customer":{"Id":1},"Changes":[]}"#,
+                &LIMITS
+            ),
+            AcceptError::Normalize(_)
+        ));
     }
 }

@@ -174,6 +174,38 @@ fn explain_refuses_what_the_endpoint_refuses_with_exit_65() {
         let stderr = text(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
     }
+    // Records larger than one request may hold under a small byte budget.
+    let body = dir.path().join("body.json");
+    let changes: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"ChangeType":"T{i}"}}"#))
+        .collect();
+    std::fs::write(
+        &body,
+        format!(
+            r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1,"Pad":"{}"}},"Changes":[{}]}}"#,
+            "x".repeat(1000),
+            changes.join(",")
+        ),
+    )
+    .unwrap();
+    let output = connector_with(
+        &[
+            "explain",
+            "--config",
+            "config/default.toml",
+            body.to_str().unwrap(),
+        ],
+        &[
+            ("CONNECTOR__SERVER__MAX_BODY_BYTES", "4000"),
+            ("CONNECTOR__SERVER__MAX_IN_FLIGHT_BYTES", "16000"),
+        ],
+    );
+    {
+        let expected = "more than one request may hold (12000";
+        assert_eq!(output.status.code(), Some(65), "{expected}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 }
 
 #[test]

@@ -457,9 +457,10 @@ async fn a_client_leaving_mid_delivery_frees_its_slot_and_its_records_stay_count
 #[tokio::test]
 async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    // A quarter for bodies arriving, 12,000 bytes for requests being processed.
     let (broker, _topic, connector) = connector_on_own_broker("budget", |s| {
-        s.server.max_body_bytes = 12_000;
-        s.server.max_in_flight_bytes = 12_000;
+        s.server.max_body_bytes = 4_000;
+        s.server.max_in_flight_bytes = 16_000;
     })
     .await;
     let held = hold_requests(&connector, &broker, 1).await.remove(0);

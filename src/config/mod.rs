@@ -18,8 +18,9 @@ use crate::pipeline::Limits;
 
 /// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
 pub const ENV_PREFIX: &str = "CONNECTOR";
-/// The largest `server.max_in_flight_bytes`: librdkafka's queue bound in KiB is an i32.
-const MAX_IN_FLIGHT_BYTES: usize = 2 << 40;
+/// The largest `server.max_in_flight_bytes`: librdkafka's queue bound in records
+/// (one per 256 bytes) is at most `i32::MAX`.
+const MAX_IN_FLIGHT_BYTES: usize = i32::MAX as usize * 256;
 /// The variable with the comma-separated HMAC secrets.
 const SECRETS_VAR: &str = "CONNECTOR__WEBHOOK__SECRETS";
 
@@ -96,8 +97,9 @@ pub struct ServerSettings {
     pub max_receiving: usize,
     /// Bytes of request bodies and of produced records held at once, from the first
     /// body byte until Kafka answered for the last record (also for requests whose
-    /// sender went away); beyond this, 503 at once. librdkafka's queue is bounded by
-    /// it too.
+    /// sender went away); beyond this, 503 at once. A quarter of it is for bodies
+    /// still arriving, the rest for requests being processed, so slow senders
+    /// cannot take the bytes of ready requests. librdkafka's queue is bounded by it.
     pub max_in_flight_bytes: usize,
     /// Largest request head (request line and headers); larger ones get 431.
     pub max_header_bytes: usize,
@@ -126,6 +128,17 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
+    /// The share of `max_in_flight_bytes` for bodies still arriving.
+    pub fn receiving_bytes(&self) -> usize {
+        self.max_in_flight_bytes / 4
+    }
+
+    /// The share of `max_in_flight_bytes` for requests being processed: their
+    /// bodies and their records until Kafka answered.
+    pub fn processing_bytes(&self) -> usize {
+        self.max_in_flight_bytes - self.receiving_bytes()
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
@@ -257,6 +270,7 @@ impl Settings {
         Limits {
             max_body_bytes: self.server.max_body_bytes,
             max_changes: self.webhook.max_changes,
+            max_request_bytes: self.server.processing_bytes(),
         }
     }
 
@@ -330,12 +344,15 @@ impl Settings {
         if self.server.max_receiving == 0 {
             return invalid("server.max_receiving", "must be at least 1");
         }
-        if self.server.max_in_flight_bytes < self.server.max_body_bytes
+        if self.server.max_in_flight_bytes < self.server.max_body_bytes.saturating_mul(4)
             || self.server.max_in_flight_bytes > MAX_IN_FLIGHT_BYTES
         {
             return invalid(
                 "server.max_in_flight_bytes",
-                "must be at least server.max_body_bytes and at most 2 TiB",
+                &format!(
+                    "must be at least 4 x server.max_body_bytes (a quarter of it receives bodies) \
+                     and at most {MAX_IN_FLIGHT_BYTES} (512 GiB)"
+                ),
             );
         }
         if self.server.max_header_bytes < 1024 {

@@ -16,6 +16,8 @@ use crate::sink::DeliveryError;
 
 /// Seconds a sender should wait before retrying after a Kafka failure.
 pub const RETRY_AFTER_KAFKA_SECS: u64 = 5;
+/// The longest error message, in characters; longer ones are cut with `…`.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
 /// Seconds a sender should wait before retrying when too many requests are in flight.
 pub const RETRY_AFTER_OVERLOAD_SECS: u64 = 1;
 
@@ -30,8 +32,6 @@ pub enum ApiError {
     /// Refused by the acceptance step (size, shape, changes, date-time).
     #[error("{0}")]
     Accept(#[from] AcceptError),
-    #[error("the notification's records need {needed} bytes, more than server.max_in_flight_bytes ({limit}) allows")]
-    TooLargeToDeliver { needed: usize, limit: usize },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
     #[error("the request body did not arrive within {timeout_ms} ms")]
@@ -69,8 +69,11 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Accept(AcceptError::TooLarge { .. } | AcceptError::TooManyChanges { .. })
-            | ApiError::TooLargeToDeliver { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Accept(
+                AcceptError::TooLarge { .. }
+                | AcceptError::TooManyChanges { .. }
+                | AcceptError::TooLargeToDeliver { .. },
+            ) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyRead(_) | ApiError::Accept(_) | ApiError::BadRequest(_) => {
@@ -86,9 +89,9 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Accept(AcceptError::TooLarge { .. }) | ApiError::TooLargeToDeliver { .. } => {
-                "payload_too_large"
-            }
+            ApiError::Accept(
+                AcceptError::TooLarge { .. } | AcceptError::TooLargeToDeliver { .. },
+            ) => "payload_too_large",
             ApiError::Accept(AcceptError::TooManyChanges { .. }) => "too_many_changes",
             ApiError::Accept(AcceptError::Payload(PayloadError::InvalidJson { .. })) => {
                 "invalid_json"
@@ -114,10 +117,21 @@ impl ApiError {
         }
     }
 
+    /// The message for a human, at most [`MAX_MESSAGE_CHARS`] characters: it may
+    /// quote the sender's input (a key, a value), which can be as long as the body.
+    pub fn message(&self) -> String {
+        let mut message = self.to_string();
+        if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            message.truncate(cut);
+            message.push('…');
+        }
+        message
+    }
+
     pub fn into_response(self) -> Response {
         let body = ErrorBody {
             error: self.code(),
-            message: self.to_string(),
+            message: self.message(),
         };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
@@ -167,6 +181,21 @@ mod tests {
         });
         assert_eq!(refused.code(), "kafka_refused");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn messages_quoting_long_input_are_cut() {
+        let key = "k".repeat(100_000);
+        let error = ApiError::Accept(AcceptError::Payload(PayloadError::InvalidShape {
+            path: "Customer".into(),
+            message: format!("duplicate field `{key}`"),
+        }));
+        let message = error.message();
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(message.starts_with("Customer: duplicate field `kkk"));
+        assert!(message.ends_with("k…"));
+        let short = ApiError::Accept(AcceptError::TooLarge { limit: 1 });
+        assert_eq!(short.message(), short.to_string());
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::reload::Routing;
 use crate::sink::record::Records;
 use crate::sink::{DeliveryError, KafkaSink};
 use crate::telemetry::escape;
+use crate::telemetry::metrics::EventCounts;
 use crate::telemetry::metrics::{self, Metrics};
 
 /// What the handlers share.
@@ -55,17 +56,26 @@ pub struct Ingress {
     pub readiness: Readiness,
 }
 
-/// The bytes of bodies and records held at once (`server.max_in_flight_bytes`).
+/// The bytes of bodies and records held at once (`server.max_in_flight_bytes`),
+/// in two pools: one for bodies still arriving, one for requests being processed
+/// (their bodies and records until Kafka answered). Slow senders can fill the
+/// first, never the second.
 pub struct ByteBudget {
-    free: Arc<Semaphore>,
-    limit: usize,
+    pub receiving: BytePool,
+    pub processing: BytePool,
 }
 
-impl ByteBudget {
-    pub fn new(limit: usize) -> Self {
-        ByteBudget {
-            free: Arc::new(Semaphore::new(limit)),
-            limit,
+/// One pool of bytes: taken without waiting, given back when the permits drop.
+pub struct BytePool {
+    free: Arc<Semaphore>,
+    size: usize,
+}
+
+impl BytePool {
+    pub fn new(size: usize) -> Self {
+        BytePool {
+            free: Arc::new(Semaphore::new(size)),
+            size,
         }
     }
 
@@ -78,18 +88,10 @@ impl ByteBudget {
 
     /// Adds `bytes` to `held`, or refuses at once when they are not free.
     fn take(&self, held: &mut OwnedSemaphorePermit, bytes: usize) -> Result<(), ApiError> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        // A request that needs more than the whole budget never fits: not a retry case.
-        let needed = held.num_permits() + bytes;
         let more = u32::try_from(bytes)
             .ok()
-            .filter(|_| needed <= self.limit)
-            .ok_or(ApiError::TooLargeToDeliver {
-                needed,
-                limit: self.limit,
-            })?;
+            .filter(|_| held.num_permits() + bytes <= self.size)
+            .ok_or(ApiError::Overloaded(Overload::Bytes))?;
         let permit = Arc::clone(&self.free)
             .try_acquire_many_owned(more)
             .map_err(|_| ApiError::Overloaded(Overload::Bytes))?;
@@ -99,7 +101,7 @@ impl ByteBudget {
 
     /// Bytes held now.
     pub fn held(&self) -> usize {
-        self.limit - self.free.available_permits()
+        self.size - self.free.available_permits()
     }
 }
 
@@ -139,7 +141,8 @@ pub fn routes(
             .and(warp::get())
             .and(with_state)
             .map(|state: Arc<Ingress>| {
-                state.metrics.bytes_held(state.bytes.held());
+                let held = state.bytes.receiving.held() + state.bytes.processing.held();
+                state.metrics.bytes_held(held);
                 let text = state.metrics.render();
                 warp::reply::with_header(text, header::CONTENT_TYPE, metrics::CONTENT_TYPE)
                     .into_response()
@@ -192,14 +195,14 @@ where
     // The routes in force when the request started, whatever reloads happen meanwhile.
     let routing = state.routing.current();
     check_content_type(headers)?;
-    let mut held = state.bytes.empty();
     let body = {
         let _receiving = state
             .receiving
             .try_acquire()
             .map_err(|_| ApiError::Overloaded(Overload::Receiving))?;
+        let mut arriving = state.bytes.receiving.empty();
         let read = read_body(headers, body, state.limits.max_body_bytes, |bytes| {
-            state.bytes.take(&mut held, bytes)
+            state.bytes.receiving.take(&mut arriving, bytes)
         });
         tokio::time::timeout(state.request_read_timeout, read)
             .await
@@ -207,6 +210,9 @@ where
                 timeout_ms: state.request_read_timeout.as_millis() as u64,
             })??
     };
+    // The body moves from the receiving pool (freed above) to the processing one.
+    let mut held = state.bytes.processing.empty();
+    state.bytes.processing.take(&mut held, body.len())?;
     let _permit = state
         .in_flight
         .try_acquire()
@@ -223,24 +229,31 @@ where
             })
         })?;
     }
-    let events = pipeline::accept(&body, &state.limits, received_at)?;
-    if let Some(event) = events.first() {
+    let accepted = pipeline::accept(&body, &state.limits, &routing, received_at)?;
+    if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("customer_id", event.customer_id);
     }
-    let routed = pipeline::route(&events, &routing);
-    let records = Records::build(&routed);
-    state.bytes.take(&mut held, records.bytes())?;
+    // Reserved before the records are built: a refusal costs no serialization.
+    state
+        .bytes
+        .processing
+        .take(&mut held, accepted.record_bytes)?;
+    let records = Records::build(&accepted);
+    let counts = EventCounts::of(&accepted);
+    let event_ids = accepted.event_ids();
+    // Only the records (counted) are kept while Kafka answers.
+    drop((accepted, body));
     let started = std::time::Instant::now();
     if let Err(err) = state.sink.deliver(records, held).await {
         state.metrics.delivery_failed(&failure_reason(&err));
         return Err(err.into());
     }
     state.metrics.delivery_took(started.elapsed().as_secs_f64());
-    state.metrics.events_routed(&routed);
-    debug!(events = events.len(), "notification delivered");
+    state.metrics.events_delivered(counts);
+    debug!(events = event_ids.len(), "notification delivered");
     Ok(Accepted {
-        events: events.len(),
-        event_ids: events.iter().map(|e| e.event_id).collect(),
+        events: event_ids.len(),
+        event_ids,
     })
 }
 
@@ -321,14 +334,19 @@ where
     }
 }
 
-/// Logs a refusal; its text may quote the sender's input, so it is escaped.
+/// Logs a refusal; its text may quote the sender's input, so it is escaped (and
+/// cut, as in the answer). Overload refusals are `debug`: during a flood there is
+/// one per request, and `notifications_total{result="overloaded"}` counts them.
 fn log_refusal(err: &ApiError) {
     let status = err.status();
-    let text = err.to_string();
+    let text = err.message();
     let reason = escape(&text);
     match err {
         ApiError::Delivery(delivery) if !delivery.is_retriable() => {
             error!(status = status.as_u16(), error = err.code(), %reason, "notification refused by Kafka")
+        }
+        ApiError::Overloaded(_) => {
+            debug!(status = status.as_u16(), error = err.code(), %reason, "request refused")
         }
         _ if status == StatusCode::SERVICE_UNAVAILABLE => {
             warn!(status = status.as_u16(), error = err.code(), %reason, "notification not accepted")

@@ -16,13 +16,13 @@ use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use crate::config::KafkaSettings;
-use record::{headers, Record, Records, RECORD_OVERHEAD_BYTES};
+use record::{headers_of, Record, Records, RECORD_OVERHEAD_BYTES};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -272,28 +272,24 @@ impl KafkaSink {
         held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
-        let mut pending = Vec::with_capacity(records.records.len());
-        let mut enqueue_failure = None;
+        // The task that waits for Kafka's answers owns the request's bytes from the
+        // start: if this request is dropped mid-way (its sender left), the records
+        // already enqueued stay counted until Kafka answered for them.
+        let (enqueued, incoming) = mpsc::unbounded_channel();
+        let (report, answer) = oneshot::channel();
+        tokio::spawn(await_acknowledgements(incoming, held, report));
         for (n, record) in records.records.iter().enumerate() {
             // A large notification must not hold this thread for long.
             if n % 64 == 63 {
                 tokio::task::yield_now().await;
             }
-            match self.enqueue(producer, records, record, deadline).await {
-                Ok(delivery) => pending.push(delivery),
-                Err(error) => {
-                    enqueue_failure = Some(error);
-                    break;
-                }
-            }
+            let delivery = self.enqueue(producer, records, record, deadline).await?;
+            // The task ends only after this sender is dropped: it is still there.
+            let _ = enqueued.send(delivery);
         }
+        drop(enqueued);
         // librdkafka copied every value: free them now, not when the request ends.
         records.payloads = Vec::new();
-        let (report, answer) = oneshot::channel();
-        tokio::spawn(await_acknowledgements(pending, held, report));
-        if let Some(error) = enqueue_failure {
-            return Err(error);
-        }
         tokio::select! {
             answer = tokio::time::timeout_at(deadline, answer) => match answer {
                 Ok(Ok(Ok(()))) => Ok(()),
@@ -318,7 +314,7 @@ impl KafkaSink {
         let mut future_record = FutureRecord::to(record.topic)
             .key(record.key.as_str())
             .payload(records.payload(record))
-            .headers(headers(record.event));
+            .headers(headers_of(record.event_id, record.change_type.as_deref()));
         loop {
             if self.give_up.is_cancelled() {
                 return Err(DeliveryError::ShuttingDown);
@@ -363,21 +359,35 @@ impl KafkaSink {
     }
 }
 
-/// Waits until Kafka answered for every record, reports the first failure (or
-/// success) as soon as it is known, and gives the request's bytes back only after
-/// the last answer: a request whose sender went away stays counted until then.
+/// Waits until Kafka answered for every record sent on `incoming` (in enqueue
+/// order), reports the first failure (or success, once `incoming` is closed and
+/// every answer is in) as soon as it is known, and gives the request's bytes back
+/// only after the last answer: a request whose sender went away stays counted
+/// until then.
 async fn await_acknowledgements(
-    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    mut incoming: mpsc::UnboundedReceiver<rdkafka::producer::DeliveryFuture>,
     held: OwnedSemaphorePermit,
     report: oneshot::Sender<Result<(), (usize, Option<KafkaError>)>>,
 ) {
-    let mut pending: FuturesUnordered<_> = pending
-        .into_iter()
-        .enumerate()
-        .map(|(index, delivery)| async move { (index, delivery.await) })
-        .collect();
+    let mut pending = FuturesUnordered::new();
+    let (mut enqueued, mut open) = (0, true);
     let mut report = Some(report);
-    while let Some((index, outcome)) = pending.next().await {
+    loop {
+        let (index, outcome) = tokio::select! {
+            delivery = incoming.recv(), if open => {
+                match delivery {
+                    Some(delivery) => {
+                        let index = enqueued;
+                        enqueued += 1;
+                        pending.push(async move { (index, delivery.await) });
+                    }
+                    None => open = false,
+                }
+                continue;
+            }
+            Some(answered) = pending.next(), if !pending.is_empty() => answered,
+            else => break,
+        };
         let failure = match outcome {
             Ok(Ok(_)) => continue,
             Ok(Err((error, _))) => Some(error),
@@ -397,7 +407,7 @@ async fn await_acknowledgements(
 /// Why `record` is not in Kafka: `error`, or `None` when the producer was
 /// destroyed before Kafka answered (retriable).
 fn refused(record: &Record<'_>, error: Option<&KafkaError>) -> DeliveryError {
-    let change_type = record.event.change_type.as_deref().unwrap_or("(no change)");
+    let change_type = record.change_type.as_deref().unwrap_or("(no change)");
     DeliveryError::Refused {
         topic: record.topic.to_string(),
         change_type: change_type.to_string(),

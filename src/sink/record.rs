@@ -6,45 +6,49 @@
 use std::ops::Range;
 
 use rdkafka::message::{Header, OwnedHeaders};
+use uuid::Uuid;
 
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
-use crate::pipeline::RoutedEvent;
+use crate::pipeline::Accepted;
 
 /// What librdkafka keeps per record beyond key, value and headers (its message
 /// struct and queue links), counted so that many small records are bounded too.
 pub const RECORD_OVERHEAD_BYTES: usize = 256;
 
-/// One record to produce.
-pub struct Record<'a> {
-    pub event: &'a FlatEvent,
-    pub topic: &'a str,
+/// One record to produce. It owns what it needs, so the events it came from can
+/// be dropped before Kafka answers.
+pub struct Record<'t> {
+    pub topic: &'t str,
     pub key: String,
+    pub event_id: Uuid,
+    pub change_type: Option<String>,
     /// The value's place in [`Records::payloads`].
     pub payload: Range<usize>,
 }
 
 /// A request's records; the values share one buffer (librdkafka copies each one
 /// when it is enqueued, and an event going to several topics is serialized once).
-pub struct Records<'a> {
+pub struct Records<'t> {
     pub payloads: Vec<u8>,
-    pub records: Vec<Record<'a>>,
+    pub records: Vec<Record<'t>>,
 }
 
-impl<'a> Records<'a> {
+impl<'t> Records<'t> {
     /// One record per event and topic, in event order.
-    pub fn build(routed: &[RoutedEvent<'a>]) -> Records<'a> {
-        let mut payloads = Vec::with_capacity(routed.len() * 1024);
-        let mut records = Vec::with_capacity(routed.iter().map(|(_, t)| t.len()).sum());
-        for (event, topics) in routed {
+    pub fn build(accepted: &Accepted<'t>) -> Records<'t> {
+        let mut payloads = Vec::with_capacity(accepted.record_bytes);
+        let mut records = Vec::with_capacity(accepted.topics.iter().map(Vec::len).sum());
+        for (event, topics) in accepted.events.iter().zip(&accepted.topics) {
             let start = payloads.len();
             event.write_json(&mut payloads);
             let payload = start..payloads.len();
             let key = event.key();
             for topic in topics {
                 records.push(Record {
-                    event,
                     topic,
                     key: key.clone(),
+                    event_id: event.event_id,
+                    change_type: event.change_type.clone(),
                     payload: payload.clone(),
                 });
             }
@@ -57,20 +61,8 @@ impl<'a> Records<'a> {
         &self.payloads[record.payload.clone()]
     }
 
-    /// The bytes these records hold once enqueued: keys, values, headers and
-    /// librdkafka's per-record overhead.
-    pub fn bytes(&self) -> usize {
-        self.records
-            .iter()
-            .map(|r| {
-                let change_type = r.event.change_type.as_deref().map_or(0, str::len);
-                r.key.len() + r.payload.len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES
-            })
-            .sum()
-    }
-
     /// The topics of these records, each once, sorted.
-    pub fn distinct_topics(&self) -> Vec<&'a str> {
+    pub fn distinct_topics(&self) -> Vec<&'t str> {
         let mut topics: Vec<&str> = self.records.iter().map(|r| r.topic).collect();
         topics.sort_unstable();
         topics.dedup();
@@ -78,12 +70,38 @@ impl<'a> Records<'a> {
     }
 }
 
+/// The bytes the records of `events` (`topics[i]` the topics of `events[i]`) hold
+/// once enqueued: keys, values, headers and librdkafka's per-record overhead.
+/// Known before any record is built, so a request too large for the byte budget
+/// is refused before the work.
+pub fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> usize {
+    let mut scratch = Vec::new();
+    events
+        .iter()
+        .zip(topics)
+        .map(|(event, topics)| {
+            let change_type = event.change_type.as_deref().map_or(0, str::len);
+            let one = event.json_len(&mut scratch)
+                + event.key().len()
+                + HEADER_BYTES
+                + change_type
+                + RECORD_OVERHEAD_BYTES;
+            one * topics.len()
+        })
+        .sum()
+}
+
 /// Header names and the fixed-size values (event id, schema version, content type).
 const HEADER_BYTES: usize = 128;
 
 /// The record headers of an event.
 pub fn headers(event: &FlatEvent) -> OwnedHeaders {
-    let event_id = event.event_id.to_string();
+    headers_of(event.event_id, event.change_type.as_deref())
+}
+
+/// The record headers of the event `event_id` of type `change_type`.
+pub fn headers_of(event_id: Uuid, change_type: Option<&str>) -> OwnedHeaders {
+    let event_id = event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
     OwnedHeaders::new_with_capacity(4)
         .insert(Header {
@@ -92,7 +110,7 @@ pub fn headers(event: &FlatEvent) -> OwnedHeaders {
         })
         .insert(Header {
             key: "change_type",
-            value: event.change_type.as_deref(),
+            value: change_type,
         })
         .insert(Header {
             key: "schema_version",
@@ -107,7 +125,7 @@ pub fn headers(event: &FlatEvent) -> OwnedHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{accept, route, Limits};
+    use crate::pipeline::{accept, Limits};
 
     #[test]
     fn one_record_per_event_and_topic_sharing_one_serialization() {
@@ -119,21 +137,33 @@ mod tests {
         let limits = Limits {
             max_body_bytes: 1 << 20,
             max_changes: 100,
+            max_request_bytes: 1 << 20,
         };
         let body = include_bytes!("../../tests/fixtures/seed_sample.json");
-        let events = accept(body, &limits, chrono::Utc::now()).unwrap();
-        let routed = route(&events, &table);
-        let records = Records::build(&routed);
+        let accepted = accept(body, &limits, &table, chrono::Utc::now()).unwrap();
+        let records = Records::build(&accepted);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
         assert_eq!(records.records[0].payload, records.records[1].payload);
         assert_eq!(records.distinct_topics(), ["a", "b", "u"]);
-        for (record, event) in records.records.iter().skip(1).zip(&events) {
-            let value: serde_json::Value = serde_json::from_slice(records.payload(record)).unwrap();
-            assert_eq!(value["event_id"], event.event_id.to_string());
+        for (record, event) in records.records.iter().skip(1).zip(&accepted.events) {
+            assert_eq!(records.payload(record), event.to_json());
+            assert_eq!(record.event_id, event.event_id);
+            assert_eq!(record.change_type, event.change_type);
             assert_eq!(record.key, "862");
         }
-        let values: usize = records.records.iter().map(|r| r.payload.len()).sum();
-        assert!(records.bytes() > values + 5 * RECORD_OVERHEAD_BYTES);
+        // What was reserved is what the records hold.
+        let held: usize = records
+            .records
+            .iter()
+            .map(|r| {
+                r.payload.len()
+                    + r.key.len()
+                    + HEADER_BYTES
+                    + r.change_type.as_deref().map_or(0, str::len)
+                    + RECORD_OVERHEAD_BYTES
+            })
+            .sum();
+        assert_eq!(accepted.record_bytes, held);
     }
 }

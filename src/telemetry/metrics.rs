@@ -6,7 +6,7 @@
 //! count as `_other`) of at most [`MAX_LABEL_LENGTH`] characters from
 //! `[A-Za-z0-9_.:-]` (anything else counts as `_invalid`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::RoutedEvent;
+use crate::pipeline::Accepted;
 
 /// Distinct change types that get a label value of their own.
 pub const MAX_CHANGE_TYPES: usize = 100;
@@ -205,24 +205,11 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Counts a delivered request's events by change type and topic: one update per
-    /// (change type, topic) of the request, not per event.
-    pub fn events_routed(&self, routed: &[RoutedEvent<'_>]) {
-        let mut acknowledged: Vec<(Option<&str>, &str, u64)> = Vec::new();
-        for (event, topics) in routed {
-            let change_type = event.change_type.as_deref();
-            for &topic in topics {
-                match acknowledged
-                    .iter_mut()
-                    .find(|(c, t, _)| *c == change_type && *t == topic)
-                {
-                    Some((_, _, count)) => *count += 1,
-                    None => acknowledged.push((change_type, topic, 1)),
-                }
-            }
-        }
-        for (change_type, topic, count) in acknowledged {
-            self.events_acknowledged(change_type, topic, count);
+    /// Counts a delivered request's events ([`EventCounts::of`] the request): one
+    /// update per (change type, topic) of the request, not per event.
+    pub fn events_delivered(&self, counts: EventCounts<'_>) {
+        for ((change_type, topic), count) in counts.0 {
+            self.events_acknowledged(change_type.as_deref(), topic, count);
         }
     }
 
@@ -291,6 +278,24 @@ impl Metrics {
             return change_type.to_string();
         }
         OTHER_CHANGE_TYPE.to_string()
+    }
+}
+
+/// A request's events by (change type, topic), taken before its events are
+/// dropped and counted once Kafka acknowledged them.
+pub struct EventCounts<'t>(HashMap<(Option<String>, &'t str), u64>);
+
+impl<'t> EventCounts<'t> {
+    pub fn of(accepted: &Accepted<'t>) -> Self {
+        let mut counts = HashMap::new();
+        for (event, topics) in accepted.events.iter().zip(&accepted.topics) {
+            for &topic in topics {
+                *counts
+                    .entry((event.change_type.clone(), topic))
+                    .or_insert(0) += 1;
+            }
+        }
+        EventCounts(counts)
     }
 }
 
