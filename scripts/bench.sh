@@ -4,25 +4,39 @@
 # and 256, measures latency at half the maximum throughput, soaks for 2 minutes at
 # concurrency 64, and compares with a baseline producing the same events straight to
 # Kafka in the same run. Prints a table and writes bench/results.json.
+# First it runs the adversarial-body benchmark (examples/adversarial.rs: the CPU work
+# of accept + route + Records::build for worst-case bodies, no broker), which writes
+# bench/adversarial.json and fails the script (after the rest has run) when a shape
+# costs more than 10 times the seed sample's time per KiB.
 #   scripts/bench.sh           the full run (about 6 minutes once built)
-#   scripts/bench.sh --smoke   a few seconds, results in target/bench/smoke.json
+#   scripts/bench.sh --smoke   a few seconds, results in target/bench/smoke.json and
+#                              target/bench/adversarial-smoke.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
 
 if [ "${1:-}" = "--smoke" ]; then
   args=(--duration-secs 2 --levels 1,16 --soak-secs 0 --out target/bench/smoke.json)
+  adversarial_args=(--quick --out target/bench/adversarial-smoke.json)
 else
   args=(--out bench/results.json)
+  adversarial_args=(--out bench/adversarial.json)
 fi
 
 # The build's packages, curl (readiness checks) and wrk (the load).
 ensure_system_packages "${BUILD_PACKAGES[@]}" curl wrk
 ensure_broker_installed
 log "Building in release mode"
-cargo build --release --locked --bin webhook-connector --example bench
+cargo build --release --locked --bin webhook-connector --example bench --example adversarial
 
 mkdir -p target/bench
+log "Adversarial bodies (no broker)"
+adversarial_status=0
+target/release/examples/adversarial "${adversarial_args[@]}" || adversarial_status=$?
 # The bench starts a fresh broker for every measurement.
 target/release/examples/bench --tansu "$TANSU_BIN" \
   --connector target/release/webhook-connector "${args[@]}"
+if [ "$adversarial_status" -ne 0 ]; then
+  log "The adversarial-body benchmark failed (exit $adversarial_status): see its output above"
+  exit "$adversarial_status"
+fi

@@ -159,7 +159,10 @@ fn check_unique<E: de::Error>(fields: &[(String, Value)]) -> Result<(), E> {
 struct Exact(Value);
 
 /// The key under which serde_json (with `arbitrary_precision`) hands a number it
-/// keeps as text to a visitor; `serde_json::Value` recognises it the same way.
+/// keeps as text to a visitor; `serde_json::Value` recognises it the same way. A
+/// body's own object whose first key is this string is read as that number too
+/// (or refused when it is not one): it only changes the sender's own value and
+/// never yields invalid JSON.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
 impl<'de> Deserialize<'de> for Exact {
