@@ -52,7 +52,7 @@ cat <<MSG
   Post the platform's sample notification, from another terminal in this folder:
     curl -sS -H 'Content-Type: application/json' --data-binary @tests/fixtures/seed_sample.json http://127.0.0.1:$http_port/webhooks/customer
 
-  Read the events back:
+  Read the events back (Tansu prints values re-parsed: keys sorted, numbers as floats):
     $TANSU_BIN cat consume customer.marketing-opt-ins --broker tcp://127.0.0.1:$kafka_port
     $TANSU_BIN cat consume customer.contact-details --broker tcp://127.0.0.1:$kafka_port
 
