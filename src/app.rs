@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::routes::RoutesError;
+use crate::config::routing_file::RoutingFile;
 use crate::config::{Settings, SettingsError};
 use crate::ingress::{self, server, ByteBudget, BytePool, Ingress, Readiness};
-use crate::reload::{self, Routing};
+use crate::reload::{self, LiveTable};
 use crate::sink::{KafkaSink, ProducerError};
 use crate::telemetry::metrics::Metrics;
 
@@ -33,8 +33,6 @@ pub enum StartError {
     },
     #[error(transparent)]
     Producer(#[from] ProducerError),
-    #[error(transparent)]
-    Routes(#[from] RoutesError),
     /// Settings that may not be served (no secrets without `allow_unsigned`).
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -61,18 +59,16 @@ impl RunningServer {
     }
 }
 
-/// Loads the routing file, binds `settings.server.listen` and serves until
-/// [`RunningServer::shutdown`], reloading the routing file when it changes.
-pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
+/// Binds `settings.server.listen` and serves with the routing file `routes`
+/// (loaded and validated by the caller) until [`RunningServer::shutdown`],
+/// reloading the routing file when it changes.
+pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningServer, StartError> {
     settings.check_serving()?;
     if settings.webhook.secrets.is_empty() {
         warn!("webhook.allow_unsigned is set and there are no secrets: anyone who can reach the endpoint can post events");
     }
     let metrics = Arc::new(Metrics::new());
-    let routing = Arc::new(Routing::load(
-        settings.routing.file.clone(),
-        Arc::clone(&metrics),
-    )?);
+    let live = Arc::new(LiveTable::new(routes, Arc::clone(&metrics)));
     let sink = Arc::new(KafkaSink::new(
         &settings.kafka,
         settings.server.max_in_flight_bytes,
@@ -86,7 +82,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|cause| StartError::Listen { addr, cause })?;
     let state = Arc::new(Ingress {
-        routing: Arc::clone(&routing),
+        live: Arc::clone(&live),
         sink: Arc::clone(&sink),
         metrics: Arc::clone(&metrics),
         secrets: settings.webhook.secrets.clone(),
@@ -105,7 +101,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         listener,
         state,
         sink,
-        routing,
+        live,
         metrics,
         grace: settings.server.shutdown_grace(),
         server_options: server::ServerOptions {
@@ -125,7 +121,7 @@ struct Run {
     listener: TcpListener,
     state: Arc<Ingress>,
     sink: Arc<KafkaSink>,
-    routing: Arc<Routing>,
+    live: Arc<LiveTable>,
     metrics: Arc<Metrics>,
     grace: Duration,
     server_options: server::ServerOptions,
@@ -137,14 +133,14 @@ impl Run {
     async fn until(self, stopped: oneshot::Receiver<()>) {
         let watching = CancellationToken::new();
         tokio::spawn(reload::watch(
-            self.routing,
+            self.live,
             self.hangups,
             self.watch_interval,
             watching.clone(),
         ));
         let (drain, force_close) = server::serve(
             self.listener,
-            ingress::routes(self.state),
+            ingress::filters(self.state),
             self.metrics,
             self.server_options,
             async {

@@ -68,7 +68,7 @@ pub fn route_table(routing: &RoutingTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::routes;
+    use crate::config::routing_file;
 
     const ROUTES: &str = r#"
         [unmatched]
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn explains_the_seed_sample() {
-        let table = routes::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
         let explained = explain(body, &LIMITS, &table, Utc::now()).unwrap();
         let topics: Vec<Vec<&str>> = explained.iter().map(|e| e.topics.clone()).collect();
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn explain_refuses_what_the_endpoint_refuses() {
-        let table = routes::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
         let err = explain(b"{", &LIMITS, &table, Utc::now()).err().unwrap();
         assert!(matches!(err, AcceptError::Payload(_)), "{err}");
         let tight = Limits {
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn route_table_lists_routes_and_the_unmatched_topic() {
-        let table = routes::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
         let text = route_table(&table);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
 use rdkafka::producer::BaseProducer;
-use webhook_connector::config::{routes, Settings};
+use webhook_connector::config::routing_file::{self, RoutingFile};
+use webhook_connector::config::Settings;
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink;
 use webhook_connector::sink::admin::{self, TopicOutcome};
@@ -102,18 +103,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run(arg) => {
-            let (settings, routing) = load(&arg)?;
+            let (settings, routes) = load(&arg)?;
             settings.check_serving().map_err(config_failure)?;
             telemetry::init(&settings.log);
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
-            let result = runtime.block_on(serve(settings, routing));
+            let result = runtime.block_on(serve(settings, routes));
             // Work still running (a readiness probe, an acknowledgement wait) may not
             // hold the process past its grace period.
             runtime.shutdown_timeout(SHUTDOWN_LEFTOVER);
             result
         }
         Command::Check { config, kafka } => {
-            let (settings, routing) = load(&config)?;
+            let (settings, RoutingFile { table, .. }) = load(&config)?;
             settings
                 .check_serving()
                 .context("`run` would refuse these settings")
@@ -122,19 +123,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("routing file: {}", settings.routing.file.display());
             println!("kafka: {}", settings.kafka.bootstrap_servers);
             println!();
-            print!("{}", explain::route_table(&routing));
+            print!("{}", explain::route_table(&table));
             if kafka {
-                check_topics(&settings, &routing)?;
+                check_topics(&settings, &table)?;
             }
             Ok(())
         }
         Command::Explain { config, body } => {
-            let (settings, routing) = load(&config)?;
+            let (settings, RoutingFile { table, .. }) = load(&config)?;
             let bytes = std::fs::read(&body)
                 .with_context(|| format!("cannot read {}", body.display()))
                 .map_err(|e| Failure(EXIT_DATA, e))?;
-            let events = explain::explain(&bytes, &settings.limits(), &routing, chrono::Utc::now())
-                .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
+            let events =
+                explain::explain(&bytes, &settings.limits(), &table, chrono::Utc::now())
+                    .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
             let text = serde_json::to_string_pretty(&events).map_err(|e| Failure(1, e.into()))?;
             println!("{text}");
             Ok(())
@@ -144,8 +146,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             partitions,
             replication_factor,
         } => {
-            let (settings, routing) = load(&config)?;
-            let topics: Vec<&str> = routing.all_topics().into_iter().collect();
+            let (settings, RoutingFile { table, .. }) = load(&config)?;
+            let topics: Vec<&str> = table.all_topics().into_iter().collect();
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
             let outcomes = runtime
                 .block_on(admin::create_topics(
@@ -168,8 +170,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// `check --kafka`: every routed topic must exist in the cluster.
-fn check_topics(settings: &Settings, routing: &RoutingTable) -> Result<(), Failure> {
-    let wanted = routing.all_topics();
+fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure> {
+    let wanted = table.all_topics();
     let missing = admin::missing_routed_topics(
         &settings.kafka,
         wanted.iter().copied(),
@@ -205,12 +207,14 @@ fn describe_source(arg: &ConfigArg) -> String {
     )
 }
 
-fn load(arg: &ConfigArg) -> Result<(Settings, RoutingTable), Failure> {
+/// Loads the settings and the routing file they name: the one place both are
+/// read at start-up.
+fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
     let file = settings_file(arg);
     let settings = Settings::load(file.as_deref())
         .with_context(|| format!("invalid settings ({})", describe_source(arg)))
         .map_err(config_failure)?;
-    let routing = routes::load(&settings.routing.file)
+    let routes = routing_file::load(&settings.routing.file)
         .context("invalid routing file")
         .map_err(config_failure)?;
     // librdkafka validates its properties when a client is created; do it here so
@@ -218,13 +222,13 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingTable), Failure> {
     sink::producer_config(&settings.kafka, settings.server.max_in_flight_bytes)
         .create::<BaseProducer>()
         .map_err(|e| config_failure(anyhow::anyhow!("invalid settings: kafka.properties: {e}")))?;
-    Ok((settings, routing))
+    Ok((settings, routes))
 }
 
-async fn serve(settings: Settings, routing: RoutingTable) -> Result<(), Failure> {
-    let topics = routing.all_topics().len();
-    let server = app::start(&settings).await.map_err(|e| match e {
-        app::StartError::Routes(_) | app::StartError::Settings(_) => config_failure(e),
+async fn serve(settings: Settings, routes: RoutingFile) -> Result<(), Failure> {
+    let topics = routes.table.all_topics().len();
+    let server = app::start(&settings, routes).await.map_err(|e| match e {
+        app::StartError::Settings(_) => config_failure(e),
         _ => Failure(1, e.into()),
     })?;
     info!(

@@ -122,7 +122,7 @@ mod tests {
     };
 
     fn table() -> RoutingTable {
-        crate::config::routes::parse(
+        crate::config::routing_file::parse(
             "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = [\"T1\"]\ntopics = [\"a\", \"b\"]\n",
             "routes.toml",
         )

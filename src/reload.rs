@@ -1,5 +1,5 @@
-//! The routing table in use, and its hot reload on SIGHUP or when the routing file
-//! changes on disk.
+//! The live table: the routing table in use, and its hot reload on SIGHUP or when
+//! the routing file changes on disk.
 //!
 //! A reload parses and validates the whole file first; only a valid table replaces
 //! the current one, in one atomic swap. Requests take the table once, when they
@@ -16,12 +16,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::routes::{self, RoutesError};
+use crate::config::routing_file::{self, RoutingFile, RoutingFileError};
 use crate::routing::RoutingTable;
 use crate::telemetry::metrics::Metrics;
 
-/// The current routing table and where it comes from.
-pub struct Routing {
+/// The routing table in use and the file it comes from.
+pub struct LiveTable {
     file: PathBuf,
     current: RwLock<Arc<RoutingTable>>,
     /// The text of the table in use, and a changed text seen at the last check.
@@ -34,27 +34,18 @@ struct Texts {
     pending: Option<String>,
 }
 
-fn read(file: &PathBuf) -> Result<String, RoutesError> {
-    std::fs::read_to_string(file).map_err(|cause| RoutesError::Read {
-        file: file.display().to_string(),
-        cause,
-    })
-}
-
-impl Routing {
-    /// Loads and validates `file`.
-    pub fn load(file: PathBuf, metrics: Arc<Metrics>) -> Result<Self, RoutesError> {
-        let text = read(&file)?;
-        let table = routes::parse(&text, &file.display().to_string())?;
-        Ok(Routing {
-            file,
-            current: RwLock::new(Arc::new(table)),
+impl LiveTable {
+    /// Starts with the routing file loaded at start-up.
+    pub fn new(loaded: RoutingFile, metrics: Arc<Metrics>) -> Self {
+        LiveTable {
+            file: loaded.path,
+            current: RwLock::new(Arc::new(loaded.table)),
             texts: Mutex::new(Texts {
-                applied: Some(text),
+                applied: Some(loaded.text),
                 pending: None,
             }),
             metrics,
-        })
+        }
     }
 
     /// The table for a request starting now.
@@ -63,16 +54,20 @@ impl Routing {
     }
 
     /// Reads the file now and applies it when valid.
-    pub fn reload(&self, trigger: &str) -> Result<(), RoutesError> {
-        let text = read(&self.file);
-        self.apply(trigger, text)
+    pub fn reload(&self, trigger: &str) -> Result<(), RoutingFileError> {
+        self.apply(trigger, routing_file::read(&self.file))
     }
 
-    fn apply(&self, trigger: &str, text: Result<String, RoutesError>) -> Result<(), RoutesError> {
+    fn apply(
+        &self,
+        trigger: &str,
+        text: Result<String, RoutingFileError>,
+    ) -> Result<(), RoutingFileError> {
         let mut texts = self.texts.lock().unwrap_or_else(PoisonError::into_inner);
         texts.pending = None;
         texts.applied = text.as_ref().ok().cloned();
-        let table = text.and_then(|text| routes::parse(&text, &self.file.display().to_string()));
+        let table =
+            text.and_then(|text| routing_file::parse(&text, &self.file.display().to_string()));
         match table {
             Ok(table) => {
                 let routes = table.routes().len();
@@ -89,26 +84,23 @@ impl Routing {
         }
     }
 
-    /// One polling check: applies a changed file once it read the same twice in a row.
+    /// One polling check: applies a changed file once it read the same twice in a
+    /// row (a file that is gone twice in a row is an error, logged and counted).
     fn check_file(&self) {
-        let text = read(&self.file).ok();
-        let stable = {
+        let read = routing_file::read(&self.file);
+        let text = read.as_ref().ok();
+        {
             let mut texts = self.texts.lock().unwrap_or_else(PoisonError::into_inner);
-            if text == texts.applied {
+            if text == texts.applied.as_ref() {
                 texts.pending = None;
                 return;
             }
-            if texts.pending != text {
-                texts.pending = text;
+            if texts.pending.as_ref() != text {
+                texts.pending = text.cloned();
                 return;
             }
-            texts.pending.take()
-        };
-        let text = stable.ok_or_else(|| RoutesError::Read {
-            file: self.file.display().to_string(),
-            cause: std::io::Error::new(std::io::ErrorKind::NotFound, "the file is gone"),
-        });
-        let _ = self.apply("file changed", text);
+        }
+        let _ = self.apply("file changed", read);
     }
 }
 
@@ -123,7 +115,7 @@ pub fn hangups() -> Option<Signal> {
 /// Reloads on SIGHUP, and checks the file every `interval` (not at all when it is
 /// zero), until `stop` is cancelled.
 pub async fn watch(
-    routing: Arc<Routing>,
+    live: Arc<LiveTable>,
     mut hangups: Option<Signal>,
     interval: Duration,
     stop: CancellationToken,
@@ -133,9 +125,9 @@ pub async fn watch(
         tokio::select! {
             () = stop.cancelled() => return,
             Some(()) = async { hangups.as_mut()?.recv().await } => {
-                let _ = routing.reload("SIGHUP");
+                let _ = live.reload("SIGHUP");
             }
-            Some(_) = async { Some(ticks.as_mut()?.tick().await) } => routing.check_file(),
+            Some(_) = async { Some(ticks.as_mut()?.tick().await) } => live.check_file(),
         }
     }
 }
@@ -147,51 +139,63 @@ mod tests {
     const FIRST: &str = "[unmatched]\ntopic = \"first\"\n";
     const SECOND: &str = "[unmatched]\ntopic = \"second\"\n";
 
-    fn routing_on(text: &str) -> (tempfile::TempDir, PathBuf, Routing) {
+    fn live_on(text: &str) -> (tempfile::TempDir, PathBuf, LiveTable) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.toml");
         std::fs::write(&file, text).unwrap();
-        let routing = Routing::load(file.clone(), Arc::new(Metrics::new())).unwrap();
-        (dir, file, routing)
+        let loaded = routing_file::load(&file).unwrap();
+        (dir, file, LiveTable::new(loaded, Arc::new(Metrics::new())))
     }
 
     #[test]
     fn a_changed_file_applies_once_two_checks_agree() {
-        let (_dir, file, routing) = routing_on(FIRST);
-        routing.check_file();
-        assert_eq!(routing.current().unmatched_topic(), "first");
+        let (_dir, file, live) = live_on(FIRST);
+        live.check_file();
+        assert_eq!(live.current().unmatched_topic(), "first");
         std::fs::write(&file, SECOND).unwrap();
-        routing.check_file();
+        live.check_file();
         assert_eq!(
-            routing.current().unmatched_topic(),
+            live.current().unmatched_topic(),
             "first",
             "seen once: maybe half-written"
         );
-        routing.check_file();
-        assert_eq!(routing.current().unmatched_topic(), "second");
+        live.check_file();
+        assert_eq!(live.current().unmatched_topic(), "second");
     }
 
     #[test]
     fn a_file_still_changing_is_not_applied() {
-        let (_dir, file, routing) = routing_on(FIRST);
+        let (_dir, file, live) = live_on(FIRST);
         std::fs::write(&file, "[unmatched]\ntopic = \"sec").unwrap();
-        routing.check_file();
+        live.check_file();
         std::fs::write(&file, SECOND).unwrap();
-        routing.check_file();
-        assert_eq!(routing.current().unmatched_topic(), "first");
-        routing.check_file();
-        assert_eq!(routing.current().unmatched_topic(), "second");
+        live.check_file();
+        assert_eq!(live.current().unmatched_topic(), "first");
+        live.check_file();
+        assert_eq!(live.current().unmatched_topic(), "second");
+    }
+
+    #[test]
+    fn a_file_that_is_gone_keeps_the_table_and_says_why() {
+        let (dir, file, live) = live_on(FIRST);
+        std::fs::remove_file(&file).unwrap();
+        let err = live.reload("test").unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(err.contains("No such file"), "{err}");
+        live.check_file();
+        assert_eq!(live.current().unmatched_topic(), "first");
+        drop(dir);
     }
 
     #[test]
     fn an_invalid_file_keeps_the_table_and_is_not_retried_until_it_changes() {
-        let (_dir, file, routing) = routing_on(FIRST);
+        let (_dir, file, live) = live_on(FIRST);
         std::fs::write(&file, "[unmatched]\ntopic = \"a b\"\n").unwrap();
-        assert!(routing.reload("test").is_err());
-        assert_eq!(routing.current().unmatched_topic(), "first");
-        routing.check_file();
-        routing.check_file();
-        let failed = routing.metrics.render();
+        assert!(live.reload("test").is_err());
+        assert_eq!(live.current().unmatched_topic(), "first");
+        live.check_file();
+        live.check_file();
+        let failed = live.metrics.render();
         assert!(
             failed.contains("routing_reloads_total{result=\"failed\"} 1"),
             "{failed}"

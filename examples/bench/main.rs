@@ -24,7 +24,7 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::Value;
 
-use webhook_connector::config::{routes, KafkaSettings};
+use webhook_connector::config::{routing_file, KafkaSettings};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::admin;
 
@@ -314,7 +314,9 @@ async fn main() {
             .properties,
         ..KafkaSettings::default()
     };
-    let routing = routes::load(Path::new("config/routes.toml")).expect("routes load");
+    let routing = routing_file::load(Path::new("config/routes.toml"))
+        .expect("routes load")
+        .table;
     let corpus = corpus::Corpus::generate(1000, SECRET);
     let work = tempfile::tempdir().unwrap();
     let script = work.path().join("corpus.lua");

@@ -5,7 +5,7 @@
 //! every value is checked at load with a message that names the key and says what
 //! to fix, so a typo never turns into a silent default.
 
-pub mod routes;
+pub mod routing_file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -32,7 +32,7 @@ pub use error::{ApiError, Overload};
 pub use readiness::Readiness;
 
 use crate::pipeline::{self, AcceptError, Limits};
-use crate::reload::Routing;
+use crate::reload::LiveTable;
 use crate::sink::record::Records;
 use crate::sink::{DeliveryError, KafkaSink};
 use crate::telemetry::escape;
@@ -41,7 +41,8 @@ use crate::telemetry::metrics::{self, Metrics};
 
 /// What the handlers share.
 pub struct Ingress {
-    pub routing: Arc<Routing>,
+    /// The routing table in use (reloaded on change).
+    pub live: Arc<LiveTable>,
     pub sink: Arc<KafkaSink>,
     pub metrics: Arc<Metrics>,
     /// HMAC secrets; empty means unsigned requests are accepted.
@@ -113,7 +114,7 @@ struct Accepted {
 }
 
 /// All endpoints, with every rejection mapped to the JSON contract.
-pub fn routes(
+pub fn filters(
     state: Arc<Ingress>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_state = warp::any().map(move || Arc::clone(&state));
@@ -132,7 +133,7 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .then(|state: Arc<Ingress>| async move {
-            let routing = state.routing.current();
+            let routing = state.live.current();
             let report = state.readiness.check(&state.sink, &routing).await;
             report.into_response()
         });
@@ -193,7 +194,7 @@ where
 {
     let received_at = chrono::Utc::now();
     // The routes in force when the request started, whatever reloads happen meanwhile.
-    let routing = state.routing.current();
+    let routing = state.live.current();
     check_content_type(headers)?;
     let body = {
         let _receiving = state

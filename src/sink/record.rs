@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn one_record_per_event_and_topic_sharing_one_serialization() {
-        let table = crate::config::routes::parse(
+        let table = crate::config::routing_file::parse(
             "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = [\"CustomerSmsChanged\"]\ntopics = [\"a\", \"b\"]\n",
             "routes.toml",
         )

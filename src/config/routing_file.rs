@@ -4,7 +4,7 @@
 //! says what to fix: unknown keys, missing or empty lists, invalid globs, invalid
 //! Kafka topic names and duplicate route names are all refused at load.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -12,7 +12,7 @@ use crate::routing::{Route, RoutingTable};
 
 /// Why a routing file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RoutesError {
+pub enum RoutingFileError {
     #[error("{file}: cannot read: {cause}")]
     Read { file: String, cause: std::io::Error },
     #[error("{file}: {location}: {message}")]
@@ -49,19 +49,37 @@ struct RouteEntry {
     topics: Vec<String>,
 }
 
-/// Reads and validates a routing file.
-pub fn load(path: &Path) -> Result<RoutingTable, RoutesError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|cause| RoutesError::Read {
-        file: file.clone(),
+/// A routing file as loaded: where it is, its text (to tell when it changes) and
+/// the validated table.
+#[derive(Debug, Clone)]
+pub struct RoutingFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub table: RoutingTable,
+}
+
+/// Reads a routing file's text; the one place the file is read.
+pub fn read(path: &Path) -> Result<String, RoutingFileError> {
+    std::fs::read_to_string(path).map_err(|cause| RoutingFileError::Read {
+        file: path.display().to_string(),
         cause,
-    })?;
-    parse(&text, &file)
+    })
+}
+
+/// Reads and validates a routing file.
+pub fn load(path: &Path) -> Result<RoutingFile, RoutingFileError> {
+    let text = read(path)?;
+    let table = parse(&text, &path.display().to_string())?;
+    Ok(RoutingFile {
+        path: path.to_path_buf(),
+        text,
+        table,
+    })
 }
 
 /// Validates the text of a routing file; `file` names it in errors.
-pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutesError> {
-    let invalid = |location: &str, message: String| RoutesError::Invalid {
+pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
+    let invalid = |location: &str, message: String| RoutingFileError::Invalid {
         file: file.to_string(),
         location: location.to_string(),
         message,
@@ -208,7 +226,12 @@ mod tests {
 
     #[test]
     fn loads_the_shipped_example_file() {
-        let table = load(Path::new("config/routes.toml")).unwrap();
+        let loaded = load(Path::new("config/routes.toml")).unwrap();
+        assert_eq!(
+            loaded.text,
+            std::fs::read_to_string("config/routes.toml").unwrap()
+        );
+        let table = loaded.table;
         assert!(table.routes().len() >= 3);
         assert_ne!(
             table.topics_for(Some("CustomerEmailChanged")),
