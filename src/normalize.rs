@@ -87,7 +87,7 @@ impl FlatEvent {
     /// Appends the event's JSON to `out`: one object, keys in the documented order
     /// (the fixed fields, the customer and notification fields, the change's own
     /// fields, `received_at`).
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
         out.reserve(self.shared.json.len() + 512);
         self.write_head(out);
         out.extend_from_slice(&self.shared.json);
@@ -96,7 +96,7 @@ impl FlatEvent {
 
     /// The length of [`write_json`](Self::write_json)'s output, without copying the
     /// shared fields (`scratch` is reused between calls).
-    pub fn json_len(&self, scratch: &mut Vec<u8>) -> usize {
+    pub(crate) fn json_len(&self, scratch: &mut Vec<u8>) -> usize {
         scratch.clear();
         self.write_head(scratch);
         self.write_tail(scratch);
@@ -312,13 +312,9 @@ fn flat_value(value: Value) -> Value {
     }
 }
 
+/// `prefix` followed by the snake case of `name`, built in one allocation:
 /// `RelatedProviderId` -> `related_provider_id`, `SMSOptIn` -> `sms_opt_in`.
 /// Characters that are neither letters nor digits become `_`.
-pub fn snake_case(name: &str) -> String {
-    prefixed_snake_case("", name)
-}
-
-/// `prefix` followed by [`snake_case`]`(name)`, built in one allocation.
 fn prefixed_snake_case(prefix: &str, name: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + name.len() + 6);
     out.push_str(prefix);
@@ -347,7 +343,7 @@ fn prefixed_snake_case(prefix: &str, name: &str) -> String {
 
 /// Parses every timestamp shape the platform sends: RFC 3339 with `Z` or an offset
 /// and any number of fraction digits, or no zone at all (taken as UTC).
-pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.with_timezone(&Utc));
     }
@@ -357,7 +353,7 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// RFC 3339 in UTC with `Z`, keeping the fraction digits the value has (0, 3, 6 or 9).
-pub fn format_timestamp(time: DateTime<Utc>) -> String {
+pub(crate) fn format_timestamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
@@ -622,7 +618,7 @@ mod tests {
             ("First Name", "first_name"),
             ("", ""),
         ] {
-            assert_eq!(snake_case(raw), expected, "{raw}");
+            assert_eq!(prefixed_snake_case("", raw), expected, "{raw}");
         }
     }
 
@@ -692,7 +688,7 @@ mod tests {
 
         #[test]
         fn snake_case_output_is_lowercase_word_characters(name in "[A-Za-z0-9 _-]{0,24}") {
-            let snake = snake_case(&name);
+            let snake = prefixed_snake_case("", &name);
             prop_assert!(snake.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         }
 

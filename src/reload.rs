@@ -106,7 +106,7 @@ impl LiveTable {
 
 /// The SIGHUP stream; created when the server starts, so a SIGHUP arriving at any
 /// time after that reloads instead of ending the process.
-pub fn hangups() -> Option<Signal> {
+pub(crate) fn hangups() -> Option<Signal> {
     signal(SignalKind::hangup())
         .inspect_err(|error| warn!(%error, "cannot watch SIGHUP; routing reloads only when the file changes"))
         .ok()
@@ -114,7 +114,7 @@ pub fn hangups() -> Option<Signal> {
 
 /// Reloads on SIGHUP, and checks the file every `interval` (not at all when it is
 /// zero), until `stop` is cancelled.
-pub async fn watch(
+pub(crate) async fn watch(
     live: Arc<LiveTable>,
     mut hangups: Option<Signal>,
     interval: Duration,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::pipeline::Limits;
 
 /// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
-pub const ENV_PREFIX: &str = "CONNECTOR";
+pub(crate) const ENV_PREFIX: &str = "CONNECTOR";
 /// The largest `server.max_in_flight_bytes`: librdkafka's queue bound in records
 /// (one per 256 bytes) is at most `i32::MAX`.
 const MAX_IN_FLIGHT_BYTES: usize = i32::MAX as usize * 256;
@@ -129,13 +129,13 @@ impl Default for ServerSettings {
 
 impl ServerSettings {
     /// The share of `max_in_flight_bytes` for bodies still arriving.
-    pub fn receiving_bytes(&self) -> usize {
+    pub(crate) fn receiving_bytes(&self) -> usize {
         self.max_in_flight_bytes / 4
     }
 
     /// The share of `max_in_flight_bytes` for requests being processed: their
     /// bodies and their records until Kafka answered.
-    pub fn processing_bytes(&self) -> usize {
+    pub(crate) fn processing_bytes(&self) -> usize {
         self.max_in_flight_bytes - self.receiving_bytes()
     }
 
@@ -143,7 +143,7 @@ impl ServerSettings {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    pub fn request_read_timeout(&self) -> Duration {
+    pub(crate) fn request_read_timeout(&self) -> Duration {
         Duration::from_millis(self.request_read_timeout_ms)
     }
 }
@@ -208,7 +208,7 @@ impl Default for KafkaSettings {
 }
 
 impl KafkaSettings {
-    pub fn delivery_timeout(&self) -> Duration {
+    pub(crate) fn delivery_timeout(&self) -> Duration {
         Duration::from_millis(self.delivery_timeout_ms)
     }
 }
@@ -233,7 +233,7 @@ impl Default for RoutingSettings {
 }
 
 impl RoutingSettings {
-    pub fn watch_interval(&self) -> Duration {
+    pub(crate) fn watch_interval(&self) -> Duration {
         Duration::from_millis(self.watch_interval_ms)
     }
 }

@@ -154,7 +154,7 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
 }
 
 /// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn validate_topic(topic: &str) -> Result<(), String> {
+pub(crate) fn validate_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() || topic.len() > 249 {
         return Err(format!(
             "invalid topic {topic:?}: a topic name has 1 to 249 characters"

@@ -15,11 +15,11 @@ use crate::pipeline::AcceptError;
 use crate::sink::DeliveryError;
 
 /// Seconds a sender should wait before retrying after a Kafka failure.
-pub const RETRY_AFTER_KAFKA_SECS: u64 = 5;
+pub(crate) const RETRY_AFTER_KAFKA_SECS: u64 = 5;
 /// The longest error message, in characters; longer ones are cut with `…`.
-pub const MAX_MESSAGE_CHARS: usize = 1024;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 1024;
 /// Seconds a sender should wait before retrying when too many requests are in flight.
-pub const RETRY_AFTER_OVERLOAD_SECS: u64 = 1;
+pub(crate) const RETRY_AFTER_OVERLOAD_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -146,7 +146,7 @@ impl ApiError {
 
 /// Maps warp's own rejections (unknown path, wrong method, bad headers) to the
 /// same JSON contract as the handlers' errors.
-pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+pub(crate) async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if rejection.is_not_found() {
         ApiError::NotFound
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -11,7 +11,7 @@
 
 mod error;
 mod readiness;
-pub mod server;
+pub(crate) mod server;
 pub mod signature;
 
 use std::convert::Infallible;

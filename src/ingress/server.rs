@@ -25,27 +25,24 @@ use warp::http::HeaderValue;
 use crate::telemetry::metrics::Metrics;
 
 /// The request and response header carrying the request id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// How the server runs.
-pub struct ServerOptions {
+pub(crate) struct ServerOptions {
     /// Request headers must arrive within this, else the connection is closed.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Connections open at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Largest request head (request line and headers); larger ones get 431.
-    /// (The number of headers is bounded by hyper's own limit, [`MAX_HEADERS`].)
-    pub max_header_bytes: usize,
+    pub(crate) max_connections: usize,
+    /// Largest request head (request line and headers); larger ones get 431. (More
+    /// than 100 headers get 431 too: hyper's own limit, kept because setting another
+    /// moves header parsing from the stack to the heap.)
+    pub(crate) max_header_bytes: usize,
 }
-
-/// Most headers a request may have; hyper answers 431 beyond. Its default, kept
-/// because setting another moves header parsing from the stack to the heap.
-pub const MAX_HEADERS: usize = 100;
 
 /// Serves `filter` on `listener` until `stop` resolves; then stops accepting and
 /// returns a future that resolves once every open connection finished its request,
 /// and a token that closes the connections still open when cancelled.
-pub async fn serve<F, S>(
+pub(crate) async fn serve<F, S>(
     listener: TcpListener,
     filter: F,
     metrics: Arc<Metrics>,

@@ -8,7 +8,7 @@ use crate::config::KafkaSettings;
 
 /// The librdkafka configuration: the operator's properties under the settings the
 /// connector's guarantees rest on.
-pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+pub(crate) fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     // Defaults the operator may override: report a missing topic after a second
     // instead of holding its events until the delivery timeout, and never have a

@@ -65,7 +65,7 @@ impl KafkaSink {
     /// longer. Records are enqueued in order, so one customer's events keep their
     /// order. `held` (the request's share of `server.max_in_flight_bytes`) is kept
     /// until Kafka answered for every enqueued record, even when the caller is gone.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         self: &Arc<Self>,
         mut records: Records<'_>,
         held: OwnedSemaphorePermit,
@@ -166,17 +166,17 @@ impl KafkaSink {
 
     /// Makes every pending and future [`deliver`](Self::deliver) fail at once with
     /// [`DeliveryError::ShuttingDown`]; the records stay queued for [`flush`](Self::flush).
-    pub fn stop_waiting(&self) {
+    pub(crate) fn stop_waiting(&self) {
         self.give_up.cancel();
     }
 
     /// Waits up to `timeout` for every queued record to be delivered or to fail.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer().flush(timeout)
     }
 
     /// The producer in use (also for metadata queries).
-    pub fn producer(&self) -> Arc<DetachedProducer> {
+    pub(crate) fn producer(&self) -> Arc<DetachedProducer> {
         Arc::clone(&self.producer.read().unwrap_or_else(PoisonError::into_inner))
     }
 }

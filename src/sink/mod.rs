@@ -17,6 +17,6 @@ pub mod record;
 mod recovery;
 
 pub use classify::{DeliveryError, ProducerError};
-pub use config::{client_config, producer_config};
+pub(crate) use config::client_config;
+pub use config::producer_config;
 pub use delivery::KafkaSink;
-pub use recovery::DetachedProducer;

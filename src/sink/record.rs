@@ -62,7 +62,7 @@ impl<'t> Records<'t> {
     }
 
     /// The topics of these records, each once, sorted.
-    pub fn distinct_topics(&self) -> Vec<&'t str> {
+    pub(crate) fn distinct_topics(&self) -> Vec<&'t str> {
         let mut topics: Vec<&str> = self.records.iter().map(|r| r.topic).collect();
         topics.sort_unstable();
         topics.dedup();
@@ -74,7 +74,7 @@ impl<'t> Records<'t> {
 /// once enqueued: keys, values, headers and librdkafka's per-record overhead.
 /// Known before any record is built, so a request too large for the byte budget
 /// is refused before the work.
-pub fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> usize {
+pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> usize {
     let mut scratch = Vec::new();
     events
         .iter()
@@ -100,7 +100,7 @@ pub fn headers(event: &FlatEvent) -> OwnedHeaders {
 }
 
 /// The record headers of the event `event_id` of type `change_type`.
-pub fn headers_of(event_id: Uuid, change_type: Option<&str>) -> OwnedHeaders {
+pub(crate) fn headers_of(event_id: Uuid, change_type: Option<&str>) -> OwnedHeaders {
     let event_id = event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
     OwnedHeaders::new_with_capacity(4)

@@ -17,7 +17,7 @@ use super::delivery::KafkaSink;
 
 /// A producer that is destroyed on a thread of its own: destroying one (purge,
 /// flush, join its threads) blocks, which must not happen on the async threads.
-pub struct DetachedProducer(pub(super) Option<FutureProducer>);
+pub(crate) struct DetachedProducer(pub(super) Option<FutureProducer>);
 
 impl std::ops::Deref for DetachedProducer {
     type Target = FutureProducer;

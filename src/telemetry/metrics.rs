@@ -19,18 +19,18 @@ use prometheus_client::registry::Registry;
 use crate::pipeline::Accepted;
 
 /// Distinct change types that get a label value of their own.
-pub const MAX_CHANGE_TYPES: usize = 100;
+pub(crate) const MAX_CHANGE_TYPES: usize = 100;
 /// The label value of change types beyond the cap.
-pub const OTHER_CHANGE_TYPE: &str = "_other";
+pub(crate) const OTHER_CHANGE_TYPE: &str = "_other";
 /// The label value of the event of a notification without changes.
-pub const NO_CHANGE_TYPE: &str = "_none";
+pub(crate) const NO_CHANGE_TYPE: &str = "_none";
 /// The label value of change types too long or with characters outside the set.
-pub const INVALID_CHANGE_TYPE: &str = "_invalid";
+pub(crate) const INVALID_CHANGE_TYPE: &str = "_invalid";
 /// The longest change type that gets a label value of its own.
-pub const MAX_LABEL_LENGTH: usize = 64;
+pub(crate) const MAX_LABEL_LENGTH: usize = 64;
 
 /// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -179,19 +179,19 @@ impl Metrics {
         text
     }
 
-    pub fn request_answered(&self, endpoint: &'static str, status: u16) {
+    pub(crate) fn request_answered(&self, endpoint: &'static str, status: u16) {
         self.requests
             .get_or_create(&RequestLabels { endpoint, status })
             .inc();
     }
 
     /// Counts a webhook request in flight until the returned guard is dropped.
-    pub fn webhook_in_flight(&self) -> InFlight<'_> {
+    pub(crate) fn webhook_in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(&self.in_flight)
     }
 
-    pub fn notification(&self, result: &str) {
+    pub(crate) fn notification(&self, result: &str) {
         self.notifications
             .get_or_create(&ResultLabels {
                 result: result.to_string(),
@@ -200,20 +200,20 @@ impl Metrics {
     }
 
     /// Sets the gauge of bytes held (read when `/metrics` is rendered).
-    pub fn bytes_held(&self, bytes: usize) {
+    pub(crate) fn bytes_held(&self, bytes: usize) {
         self.bytes_held
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts a delivered request's events ([`EventCounts::of`] the request): one
     /// update per (change type, topic) of the request, not per event.
-    pub fn events_delivered(&self, counts: EventCounts<'_>) {
+    pub(crate) fn events_delivered(&self, counts: EventCounts<'_>) {
         for ((change_type, topic), count) in counts.0 {
             self.events_acknowledged(change_type.as_deref(), topic, count);
         }
     }
 
-    pub fn events_acknowledged(&self, change_type: Option<&str>, topic: &str, count: u64) {
+    pub(crate) fn events_acknowledged(&self, change_type: Option<&str>, topic: &str, count: u64) {
         let change_type = self.change_type_label(change_type);
         self.events
             .get_or_create(&EventLabels {
@@ -223,11 +223,11 @@ impl Metrics {
             .inc_by(count);
     }
 
-    pub fn delivery_took(&self, seconds: f64) {
+    pub(crate) fn delivery_took(&self, seconds: f64) {
         self.delivery_seconds.observe(seconds);
     }
 
-    pub fn delivery_failed(&self, reason: &str) {
+    pub(crate) fn delivery_failed(&self, reason: &str) {
         self.delivery_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -235,7 +235,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn signature_failed(&self, reason: &str) {
+    pub(crate) fn signature_failed(&self, reason: &str) {
         self.signature_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -243,7 +243,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn routing_reloaded(&self, ok: bool) {
+    pub(crate) fn routing_reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.routing_reloads
             .get_or_create(&ResultLabels {
@@ -253,7 +253,7 @@ impl Metrics {
     }
 
     /// The counter the Kafka sink increments when it replaces its producer.
-    pub fn producer_replacements(&self) -> Counter {
+    pub(crate) fn producer_replacements(&self) -> Counter {
         self.producer_replacements.clone()
     }
 
@@ -283,10 +283,10 @@ impl Metrics {
 
 /// A request's events by (change type, topic), taken before its events are
 /// dropped and counted once Kafka acknowledged them.
-pub struct EventCounts<'t>(HashMap<(Option<String>, &'t str), u64>);
+pub(crate) struct EventCounts<'t>(HashMap<(Option<String>, &'t str), u64>);
 
 impl<'t> EventCounts<'t> {
-    pub fn of(accepted: &Accepted<'t>) -> Self {
+    pub(crate) fn of(accepted: &Accepted<'t>) -> Self {
         let mut counts = HashMap::new();
         for (event, topics) in accepted.events.iter().zip(&accepted.topics) {
             for &topic in topics {
@@ -308,7 +308,7 @@ fn is_label_value(text: &str) -> bool {
 }
 
 /// Decrements the in-flight gauge when dropped.
-pub struct InFlight<'a>(&'a Gauge);
+pub(crate) struct InFlight<'a>(&'a Gauge);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

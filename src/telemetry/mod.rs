@@ -29,7 +29,7 @@ pub fn init(settings: &LogSettings) {
 /// could forge a line of its own), quotes and backslashes are escaped as in Rust
 /// string literals, and so are Unicode line separators. Plain ASCII text is
 /// returned as it is.
-pub fn escape(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     if text
         .bytes()
         .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'\\' && b != b'"')
