@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::pipeline::Accepted;
 
@@ -81,93 +81,98 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` (a handle to it) under `name`.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: &M) {
+    registry.register(name, help, metric.clone());
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("webhook_connector");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let metrics = Metrics {
+            requests: Family::default(),
+            in_flight: Gauge::default(),
+            bytes_held: Gauge::default(),
+            notifications: Family::default(),
+            events: Family::default(),
+            delivery_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            delivery_failures: Family::default(),
+            signature_failures: Family::default(),
+            routing_reloads: Family::default(),
+            producer_replacements: Counter::default(),
+            change_types: Mutex::new(HashSet::new()),
+            registry: Registry::default(),
+        };
+        add(
+            &mut registry,
             "http_requests",
             "HTTP requests answered, by endpoint and status",
-            requests.clone(),
+            &metrics.requests,
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        add(
+            &mut registry,
             "webhook_requests_in_flight",
             "Webhook requests being processed now",
-            in_flight.clone(),
+            &metrics.in_flight,
         );
-        let bytes_held = Gauge::default();
-        registry.register(
-            "held_bytes",
-            "Bytes of request bodies and produced records held now (bounded by server.max_in_flight_bytes)",
-            bytes_held.clone(),
-        );
-        let notifications = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        add(&mut registry, "held_bytes", "Bytes of request bodies and produced records held now (bounded by server.max_in_flight_bytes)", &metrics.bytes_held);
+        add(
+            &mut registry,
             "notifications",
             "Webhook notifications by result: accepted, or the error code they were refused with",
-            notifications.clone(),
+            &metrics.notifications,
         );
-        let events = Family::<EventLabels, Counter>::default();
-        registry.register(
+        add(
+            &mut registry,
             "events",
             "Events acknowledged by Kafka, by change type and topic",
-            events.clone(),
+            &metrics.events,
         );
-        let delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        registry.register(
+        add(
+            &mut registry,
             "kafka_delivery_duration_seconds",
             "Time from producing a notification's events to Kafka's acknowledgement of all of them",
-            delivery_seconds.clone(),
+            &metrics.delivery_seconds,
         );
-        let delivery_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        add(
+            &mut registry,
             "kafka_delivery_failures",
             "Notifications whose events Kafka did not all acknowledge, by reason",
-            delivery_failures.clone(),
+            &metrics.delivery_failures,
         );
-        let signature_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        add(
+            &mut registry,
             "signature_failures",
             "Requests refused for a missing or invalid signature",
-            signature_failures.clone(),
+            &metrics.signature_failures,
         );
-        let routing_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        add(
+            &mut registry,
             "routing_reloads",
             "Routing file reloads, by result (ok, failed)",
-            routing_reloads.clone(),
+            &metrics.routing_reloads,
         );
-        let producer_replacements = Counter::default();
-        registry.register(
+        add(
+            &mut registry,
             "kafka_producer_replacements",
             "Kafka producers replaced after they could no longer produce",
-            producer_replacements.clone(),
+            &metrics.producer_replacements,
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
-        registry.register(
-            "build_info",
-            "Version of the running connector",
-            build_info.clone(),
-        );
         build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
+        add(
+            &mut registry,
+            "build_info",
+            "Version of the running connector",
+            &build_info,
+        );
         Metrics {
             registry,
-            requests,
-            in_flight,
-            bytes_held,
-            notifications,
-            events,
-            delivery_seconds,
-            delivery_failures,
-            signature_failures,
-            routing_reloads,
-            producer_replacements,
-            change_types: Mutex::new(HashSet::new()),
+            ..metrics
         }
     }
 
