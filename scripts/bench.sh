@@ -5,7 +5,7 @@
 # concurrency 64, and compares with a baseline producing the same events straight to
 # Kafka in the same run. Prints a table and writes bench/results.json.
 # First it runs the adversarial-body benchmark (examples/adversarial.rs: the CPU work
-# of accept + route + Records::build for worst-case bodies, no broker), which writes
+# of accept (with routing) + Records::build for worst-case bodies, no broker), which writes
 # bench/adversarial.json and fails the script (after the rest has run) when a shape
 # costs more than 10 times the seed sample's time per KiB.
 #   scripts/bench.sh           the full run (about 6 minutes once built)

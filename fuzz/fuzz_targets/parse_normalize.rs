@@ -1,10 +1,12 @@
 //! Any bytes through the HTTP-level acceptance step, as the endpoint runs it:
 //! `pipeline::accept` (size limit, parse with duplicate keys refused at every depth
-//! and exact numbers, change limit, normalize), `pipeline::route` with a fixed
-//! routing table and `Records::build` (every event serialized as a record value).
-//! Nothing may panic; a refused body's error must format; an accepted body must
-//! give max(changes, 1) events, routed to at least one topic each, whose record
-//! values parse back as flat JSON objects carrying the customer id.
+//! and exact numbers, change limit, normalize, routing with a fixed table, the
+//! request byte limit) and `Records::build` (every event serialized as a record
+//! value). Nothing may panic; a refused body's error must format; an accepted body
+//! must give max(changes, 1) events, routed to at least one topic each (no topic
+//! twice), whose records hold exactly the bytes reserved before they were built and
+//! whose values parse back as flat JSON objects, every key once, carrying the event
+//! id and the customer id.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -12,17 +14,19 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use webhook_connector::config::routes;
+use webhook_connector::config::routing_file;
 use webhook_connector::pipeline::{self, AcceptError, Limits};
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::sink::record::Records;
+use webhook_connector::sink::record::{Records, RECORD_OVERHEAD_BYTES};
 
-/// Small limits, so that both refusals are reached with short inputs
+/// Small limits, so that every refusal is reached with short inputs
 /// (scripts/fuzz.sh passes -max_len=8192, so inputs over 4096 bytes are refused as
-/// too large and the size check is exercised too).
+/// too large and the size check is exercised too; 32 KiB of body and records is
+/// more than most accepted bodies need, not more than all).
 const LIMITS: Limits = Limits {
     max_body_bytes: 4096,
     max_changes: 8,
+    max_request_bytes: 32 * 1024,
 };
 
 /// A table with a literal name, globs, a route to two topics, two routes sharing a
@@ -49,23 +53,25 @@ topics = ["customer.lifecycle", "customer.audit"]
 
 fn table() -> &'static RoutingTable {
     static TABLE: OnceLock<RoutingTable> = OnceLock::new();
-    TABLE.get_or_init(|| routes::parse(ROUTES, "routes.toml").expect("the fixed table is valid"))
+    TABLE.get_or_init(|| {
+        routing_file::parse(ROUTES, "routes.toml").expect("the fixed table is valid")
+    })
 }
 
 fuzz_target!(|body: &[u8]| {
     let received_at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
-    let events = match pipeline::accept(body, &LIMITS, received_at) {
-        Ok(events) => events,
+    let accepted = match pipeline::accept(body, &LIMITS, table(), received_at) {
+        Ok(accepted) => accepted,
         Err(error) => {
             // Every refusal is one of the variants and says something.
             let message = error.to_string();
             assert!(!message.is_empty(), "an empty error message for {error:?}");
             match error {
-                AcceptError::TooLarge { limit } => {
-                    assert!(body.len() > limit);
-                }
-                AcceptError::TooManyChanges { changes, limit } => {
-                    assert!(changes > limit);
+                AcceptError::TooLarge { limit } => assert!(body.len() > limit),
+                AcceptError::TooManyChanges { changes, limit } => assert!(changes > limit),
+                AcceptError::TooLargeToDeliver { needed, limit } => {
+                    assert!(body.len() <= LIMITS.max_body_bytes);
+                    assert!(needed > limit);
                 }
                 AcceptError::Payload(_) | AcceptError::Normalize(_) => {}
             }
@@ -73,17 +79,18 @@ fuzz_target!(|body: &[u8]| {
         }
     };
     assert!(body.len() <= LIMITS.max_body_bytes);
+    let events = &accepted.events;
     assert!(!events.is_empty());
     let change_count = events[0].change_count;
     assert!(change_count <= LIMITS.max_changes);
     assert_eq!(events.len(), change_count.max(1));
     let customer_id = events[0].customer_id;
+    assert!(body.len() + accepted.record_bytes <= LIMITS.max_request_bytes);
 
-    let routed = pipeline::route(&events, table());
-    assert_eq!(routed.len(), events.len());
-    for (event, topics) in &routed {
+    assert_eq!(accepted.topics.len(), events.len());
+    for (event, topics) in accepted.routed() {
         assert!(!topics.is_empty(), "an event routed nowhere");
-        let mut distinct = topics.clone();
+        let mut distinct = topics.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(
@@ -94,24 +101,50 @@ fuzz_target!(|body: &[u8]| {
         );
     }
 
-    let records = Records::build(&routed);
-    let expected: usize = routed.iter().map(|(_, topics)| topics.len()).sum();
+    let records = Records::build(&accepted);
+    let expected: usize = accepted.topics.iter().map(Vec::len).sum();
     assert_eq!(records.records.len(), expected);
-    for (index, record) in records.records.iter().enumerate() {
-        assert_eq!(record.key, customer_id.to_string());
-        let value: Value = serde_json::from_slice(records.payload(record))
-            .unwrap_or_else(|e| panic!("record {index} does not parse back: {e}"));
-        let object = value.as_object().expect("a record value is a JSON object");
-        assert!(
-            object.values().all(|v| !v.is_object() && !v.is_array()),
-            "record {index} is not flat"
-        );
-        assert_eq!(object["customer_id"], Value::from(customer_id));
-        assert_eq!(
-            object["event_id"],
-            Value::from(record.event.event_id.to_string())
-        );
-        assert_eq!(object["change_count"], Value::from(change_count));
+    let mut index = 0;
+    let mut variable = 0;
+    for (event, topics) in accepted.routed() {
+        for _ in topics.iter() {
+            let record = &records.records[index];
+            assert_eq!(record.event_id, event.event_id);
+            assert_eq!(record.change_type, event.change_type);
+            assert_eq!(record.key, customer_id.to_string());
+            let value: Value = serde_json::from_slice(records.payload(record))
+                .unwrap_or_else(|e| panic!("record {index} does not parse back: {e}"));
+            let object = value.as_object().expect("a record value is a JSON object");
+            assert!(
+                object.values().all(|v| !v.is_object() && !v.is_array()),
+                "record {index} is not flat"
+            );
+            // Every key once: a repeated key would collapse in the parsed object.
+            let keys = 10 + event.shared.fields.len() + event.change_fields.len();
+            assert_eq!(object.len(), keys, "record {index}: a key was lost");
+            assert_eq!(object["customer_id"], Value::from(customer_id));
+            assert_eq!(object["event_id"], Value::from(record.event_id.to_string()));
+            assert_eq!(object["change_count"], Value::from(change_count));
+            let change_type = record.change_type.as_deref().map_or(0, str::len);
+            variable += record.payload.len() + record.key.len() + change_type;
+            index += 1;
+        }
     }
-    assert!(records.bytes() > records.payloads.len());
+    // The size reserved before the records were built is what they hold: their
+    // values, keys and change types plus the same fixed amount (headers and
+    // librdkafka's overhead) for every record, whatever the input.
+    let fixed = accepted
+        .record_bytes
+        .checked_sub(variable)
+        .expect("the reserved size covers the values, keys and change types");
+    assert_eq!(
+        fixed % records.records.len(),
+        0,
+        "reserved {} for {variable}",
+        accepted.record_bytes
+    );
+    let per_record = fixed / records.records.len();
+    assert!(per_record >= RECORD_OVERHEAD_BYTES);
+    static PER_RECORD: OnceLock<usize> = OnceLock::new();
+    assert_eq!(*PER_RECORD.get_or_init(|| per_record), per_record);
 });
