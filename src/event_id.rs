@@ -12,78 +12,66 @@
 
 use std::io::Write;
 
-use serde_json::{Number, Value};
+use serde_json::Value;
 use uuid::Uuid;
-
-use crate::payload::Change;
 
 /// Namespace of the UUIDv5 event ids. Never change it: ids must stay stable.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_8d3b_4c55_9a7e_0b1d_3c5f_7e21);
 
+/// What an id is computed from for one change: its type and the JSON of its old
+/// and new values in the id's number form.
+pub(crate) struct ChangeKey<'a> {
+    pub change_type: &'a str,
+    pub old_value: &'a [u8],
+    pub new_value: &'a [u8],
+}
+
 /// The id of change `index` (`None`: the one event of a notification without changes).
-pub(crate) fn of(customer_id: i64, raw_date: &str, index: usize, change: Option<&Change>) -> Uuid {
+pub(crate) fn of(
+    customer_id: i64,
+    raw_date: &str,
+    index: usize,
+    change: Option<ChangeKey<'_>>,
+) -> Uuid {
     let mut name: Vec<u8> = Vec::with_capacity(160);
     let _ = write!(name, "{customer_id}\n{raw_date}\n{index}\n");
     match change {
         Some(c) => {
             name.extend_from_slice(c.change_type.as_bytes());
             name.push(b'\n');
-            write_value(&mut name, &c.old_value);
+            name.extend_from_slice(c.old_value);
             name.push(b'\n');
-            write_value(&mut name, &c.new_value);
+            name.extend_from_slice(c.new_value);
         }
         None => name.extend_from_slice("\u{0}no-changes".as_bytes()),
     }
     Uuid::new_v5(&NAMESPACE, &name)
 }
 
-/// Compact JSON of `value`, numbers as described in the module docs.
-fn write_value(out: &mut Vec<u8>, value: &Value) {
+/// Appends a scalar as an id hashes it (numbers as described in the module docs).
+pub(crate) fn write_scalar(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Number(number) => write_number(out, number),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (n, item) in items.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(fields) => {
-            out.push(b'{');
-            for (n, (key, item)) in fields.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_json(out, key);
-                out.push(b':');
-                write_value(out, item);
-            }
-            out.push(b'}');
-        }
+        Value::Number(number) => write_number(out, &number.to_string()),
         scalar => write_json(out, scalar),
     }
 }
 
-fn write_number(out: &mut Vec<u8>, number: &Number) {
-    let digits = number.to_string();
-    // `-0` was a float (`-0.0`) for serde_json even then.
-    if (number.is_i64() || number.is_u64()) && digits != "-0" {
+/// Appends the number `digits` (JSON number text) as an id hashes it.
+pub(crate) fn write_number(out: &mut Vec<u8>, digits: &str) {
+    // An integer that fits 64 bits was one then too; `-0` was a float (`-0.0`).
+    if digits != "-0" && (digits.parse::<i64>().is_ok() || digits.parse::<u64>().is_ok()) {
         out.extend_from_slice(digits.as_bytes());
         return;
     }
     // serde_json's own float parser: the f64 the earlier versions held.
-    match serde_json::from_str::<f64>(&digits) {
-        Ok(float) if float.is_finite() => {
+    if let Ok(float) = serde_json::from_str::<f64>(digits) {
+        if float.is_finite() {
             let printed = serde_json::to_string(&float).expect("a finite f64 serializes");
-            if same_decimal(&digits, &printed) {
+            if same_decimal(digits, &printed) {
                 out.extend_from_slice(printed.as_bytes());
                 return;
             }
         }
-        _ => {}
     }
     out.extend_from_slice(digits.as_bytes());
 }
@@ -128,6 +116,7 @@ fn canonical(text: &str) -> Option<(bool, String, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Field;
 
     /// (value, id the earlier build gave), from 6518a89.
     const EARLIER_IDS: &[(&str, &str)] = &[
@@ -182,13 +171,15 @@ mod tests {
     ];
 
     fn id_of(value: &str) -> String {
-        let change = Change {
-            change_type: "T".into(),
-            old_value: serde_json::from_str(value).unwrap(),
-            new_value: Value::Null,
-            extra: vec![],
+        let field = Field::from(serde_json::from_str::<Value>(value).unwrap());
+        let mut old_value = Vec::new();
+        field.write_id_json(&mut old_value);
+        let change = ChangeKey {
+            change_type: "T",
+            old_value: &old_value,
+            new_value: b"null",
         };
-        of(862, "2018-11-16T10:46:20.7741026Z", 0, Some(&change)).to_string()
+        of(862, "2018-11-16T10:46:20.7741026Z", 0, Some(change)).to_string()
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::event_id;
-use crate::payload::{Change, Notification};
+use crate::payload::{Change, Field, Notification};
 
 /// The version of the flat event layout, sent in every event and as a header.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -188,7 +188,7 @@ pub fn normalize(
     for (name, value) in extra {
         shared.push((
             prefixed_snake_case("notification_", &name),
-            flat_value(value),
+            value.into_flat(),
         ));
     }
     let fixed_keys: HashSet<&str> = FIXED_KEYS.into_iter().collect();
@@ -199,15 +199,28 @@ pub fn normalize(
     let mut shared_keys: Option<HashSet<&str>> = None;
 
     let change_count = changes.len();
+    let mut id_texts = (Vec::new(), Vec::new());
     let mut event = |index: usize, change: Option<Change>| {
-        let event_id = event_id::of(customer_id, &raw_date, index, change.as_ref());
+        let key = change.as_ref().map(|c| {
+            let (old_value, new_value) = &mut id_texts;
+            old_value.clear();
+            new_value.clear();
+            c.old_value.write_id_json(old_value);
+            c.new_value.write_id_json(new_value);
+            event_id::ChangeKey {
+                change_type: &c.change_type,
+                old_value,
+                new_value,
+            }
+        });
+        let event_id = event_id::of(customer_id, &raw_date, index, key);
         let (change_type, old_value, new_value, change_fields) = match change {
             None => (None, Value::Null, Value::Null, Vec::new()),
             Some(change) => {
                 let mut change_fields: Vec<(String, Value)> = change
                     .extra
                     .into_iter()
-                    .map(|(name, value)| (prefixed_snake_case("change_", &name), flat_value(value)))
+                    .map(|(name, value)| (prefixed_snake_case("change_", &name), value.into_flat()))
                     .collect();
                 if !change_fields.is_empty() {
                     let taken = shared_keys.get_or_insert_with(|| {
@@ -218,8 +231,8 @@ pub fn normalize(
                 }
                 (
                     Some(change.change_type),
-                    flat_value(change.old_value),
-                    flat_value(change.new_value),
+                    change.old_value.into_flat(),
+                    change.new_value.into_flat(),
                     change_fields,
                 )
             }
@@ -283,15 +296,15 @@ fn make_keys_unique(fields: &mut [(String, Value)], reserved: &HashSet<&str>) {
 
 /// A customer field's value (`key` is its snake-cased event key): date-time fields
 /// normalized when they parse, everything else flat as sent.
-fn customer_value(key: &str, value: Value) -> Value {
-    if let Value::String(text) = &value {
+fn customer_value(key: &str, value: Field) -> Value {
+    if let Field::Scalar(Value::String(text)) = &value {
         if is_date_time_key(key) {
             if let Some(time) = parse_timestamp(text) {
                 return Value::String(format_timestamp(time));
             }
         }
     }
-    flat_value(value)
+    value.into_flat()
 }
 
 /// A snake-cased key whose last word is `date`, or last two `date_time`
@@ -302,14 +315,6 @@ fn is_date_time_key(key: &str) -> bool {
         (words.next(), words.next()),
         (Some("date"), _) | (Some("time"), Some("date"))
     )
-}
-
-/// Scalars as they are; objects and arrays as their compact JSON text.
-fn flat_value(value: Value) -> Value {
-    match value {
-        Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
-        scalar => scalar,
-    }
 }
 
 /// `prefix` followed by the snake case of `name`, built in one allocation:
@@ -469,11 +474,11 @@ mod tests {
     fn unparsable_customer_date_times_pass_through() {
         let mut n = seed();
         n.customer.fields = vec![
-            ("CreatedDateTime".into(), json!("not a date")),
-            ("BirthDate".into(), json!("2000-01-02T00:00:00")),
-            ("Company".into(), json!("2018-11-12T10:15:00")),
-            ("LastUpdate".into(), json!("2018-11-12T10:15:00")),
-            ("Date".into(), json!("2018-11-12T10:15:00")),
+            ("CreatedDateTime".into(), json!("not a date").into()),
+            ("BirthDate".into(), json!("2000-01-02T00:00:00").into()),
+            ("Company".into(), json!("2018-11-12T10:15:00").into()),
+            ("LastUpdate".into(), json!("2018-11-12T10:15:00").into()),
+            ("Date".into(), json!("2018-11-12T10:15:00").into()),
         ];
         let event = normalize(n.clone(), received()).unwrap()[0].to_value();
         assert_eq!(event["customer_created_date_time"], json!("not a date"));
@@ -511,8 +516,8 @@ mod tests {
         .into_iter()
         .map(|v| Change {
             change_type: "T".into(),
-            old_value: v.clone(),
-            new_value: v,
+            old_value: v.clone().into(),
+            new_value: v.into(),
             extra: vec![],
         })
         .collect();
@@ -541,18 +546,21 @@ mod tests {
             customer: Customer {
                 id: 7,
                 fields: vec![
-                    ("Email".into(), json!("a")),
-                    ("email".into(), json!("b")),
-                    ("ID".into(), json!("c")),
+                    ("Email".into(), json!("a").into()),
+                    ("email".into(), json!("b").into()),
+                    ("ID".into(), json!("c").into()),
                 ],
             },
             changes: vec![Change {
                 change_type: "T".into(),
-                old_value: Value::Null,
-                new_value: Value::Null,
-                extra: vec![("Type".into(), json!("x")), ("Extra Info".into(), json!(1))],
+                old_value: Value::Null.into(),
+                new_value: Value::Null.into(),
+                extra: vec![
+                    ("Type".into(), json!("x").into()),
+                    ("Extra Info".into(), json!(1).into()),
+                ],
             }],
-            extra: vec![("Source".into(), json!({"k": true}))],
+            extra: vec![("Source".into(), json!({"k": true}).into())],
         };
         let event = normalize(n.clone(), received()).unwrap()[0].to_value();
         assert_eq!(event["customer_email"], json!("a"));
@@ -577,9 +585,12 @@ mod tests {
             .take(27_000)
             .collect();
         let mut n = seed();
-        n.customer.fields = names.iter().map(|k| (k.clone(), json!(1))).collect();
-        n.customer.fields.push(("___".into(), json!(2)));
-        n.changes[0].extra = vec![("!!!".into(), json!(3)), ("???".into(), json!(4))];
+        n.customer.fields = names.iter().map(|k| (k.clone(), json!(1).into())).collect();
+        n.customer.fields.push(("___".into(), json!(2).into()));
+        n.changes[0].extra = vec![
+            ("!!!".into(), json!(3).into()),
+            ("???".into(), json!(4).into()),
+        ];
         let started = std::time::Instant::now();
         let events = normalize(n, received()).unwrap();
         // A guard against the quadratic version (minutes), not a speed claim.
@@ -634,13 +645,16 @@ mod tests {
     fn arb_notification() -> impl Strategy<Value = Notification> {
         let change = ("[A-Za-z]{1,20}", arb_value(), arb_value()).prop_map(|(t, o, n)| Change {
             change_type: t,
-            old_value: o,
-            new_value: n,
+            old_value: o.into(),
+            new_value: n.into(),
             extra: vec![],
         });
         (
             any::<i64>(),
-            proptest::collection::vec(("[A-Za-z_ ]{0,12}", arb_value()), 0..12),
+            proptest::collection::vec(
+                ("[A-Za-z_ ]{0,12}", arb_value().prop_map(Field::from)),
+                0..12,
+            ),
             proptest::collection::vec(change, 0..8),
         )
             .prop_map(|(id, fields, changes)| Notification {

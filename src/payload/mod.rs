@@ -7,14 +7,19 @@
 //! refused, because which of the two values is meant cannot be known. Numbers keep
 //! the digits they were sent with (serde_json's `arbitrary_precision`): an integer
 //! beyond 64 bits or a decimal with more digits than an f64 holds is never rounded.
+//! Values are kept as [`Field`]s: nested objects and arrays as their compact text.
 //!
 //! Errors carry the path of the offending value (`Changes[1].ChangeType`).
 
 use std::fmt;
 
+mod field;
+
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Number, Value};
+
+pub use field::Field;
+use field::{Hashed, Plain};
 
 /// One webhook body: the customer's latest state and the changes that were made.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,14 +29,14 @@ pub struct Notification {
     pub customer: Customer,
     pub changes: Vec<Change>,
     /// Top-level fields other than the three above, in the order sent.
-    pub extra: Vec<(String, Value)>,
+    pub extra: Vec<(String, Field)>,
 }
 
 /// `Customer`: the id plus every other field in the order sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     pub id: i64,
-    pub fields: Vec<(String, Value)>,
+    pub fields: Vec<(String, Field)>,
 }
 
 /// One element of `Changes`.
@@ -39,11 +44,11 @@ pub struct Customer {
 pub struct Change {
     pub change_type: String,
     /// `OldValue` as sent; `null` when absent.
-    pub old_value: Value,
+    pub old_value: Field,
     /// `NewValue` as sent; `null` when absent.
-    pub new_value: Value,
+    pub new_value: Field,
     /// Fields of the change other than the three above, in the order sent.
-    pub extra: Vec<(String, Value)>,
+    pub extra: Vec<(String, Field)>,
 }
 
 /// Why a body is not a notification.
@@ -145,98 +150,12 @@ fn duplicate<E: de::Error>(name: &str) -> E {
 }
 
 /// Refuses a name that appears twice among the kept unknown fields.
-fn check_unique<E: de::Error>(fields: &[(String, Value)]) -> Result<(), E> {
+fn check_unique<E: de::Error>(fields: &[(String, Field)]) -> Result<(), E> {
     let mut names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
     names.sort_unstable();
     match names.windows(2).find(|pair| pair[0] == pair[1]) {
         Some(pair) => Err(duplicate(pair[0])),
         None => Ok(()),
-    }
-}
-
-/// A JSON value read with every object's keys checked for repeats, at any depth,
-/// and numbers kept as sent.
-struct Exact(Value);
-
-/// The key under which serde_json (with `arbitrary_precision`) hands a number it
-/// keeps as text to a visitor; `serde_json::Value` recognises it the same way. A
-/// body's own object whose first key is this string is read as that number too
-/// (or refused when it is not one): it only changes the sender's own value and
-/// never yields invalid JSON.
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
-
-impl<'de> Deserialize<'de> for Exact {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ExactVisitor).map(Exact)
-    }
-}
-
-struct ExactVisitor;
-
-impl<'de> Visitor<'de> for ExactVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Exact::deserialize(d).map(|e| e.0)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(Exact(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        let Some(first) = map.next_key::<String>()? else {
-            return Ok(Value::Object(object));
-        };
-        if first == NUMBER_TOKEN {
-            let digits = map.next_value::<String>()?;
-            return digits
-                .parse::<Number>()
-                .map(Value::Number)
-                .map_err(de::Error::custom);
-        }
-        let mut key = Some(first);
-        while let Some(name) = key {
-            let Exact(value) = map.next_value()?;
-            match object.entry(name) {
-                serde_json::map::Entry::Vacant(slot) => {
-                    slot.insert(value);
-                }
-                serde_json::map::Entry::Occupied(taken) => return Err(duplicate(taken.key())),
-            }
-            key = map.next_key::<String>()?;
-        }
-        Ok(Value::Object(object))
     }
 }
 
@@ -260,7 +179,7 @@ impl<'de> Deserialize<'de> for Notification {
                     "Customer" => set_once(&mut customer, map.next_value::<Customer>()?, &key),
                     "Changes" => set_once(&mut changes, map.next_value::<Vec<Change>>()?, &key),
                     _ => {
-                        let value = map.next_value::<Exact>()?.0;
+                        let value = map.next_value_seed(Plain)?;
                         extra.push((key, value));
                         Ok(())
                     }
@@ -292,7 +211,7 @@ impl<'de> Deserialize<'de> for Customer {
                 read_object(map, |key, map| match key.as_str() {
                     "Id" => set_once(&mut id, map.next_value::<i64>()?, &key),
                     _ => {
-                        let value = map.next_value::<Exact>()?.0;
+                        let value = map.next_value_seed(Plain)?;
                         fields.push((key, value));
                         Ok(())
                     }
@@ -321,10 +240,10 @@ impl<'de> Deserialize<'de> for Change {
                 let mut extra = Vec::new();
                 read_object(map, |key, map| match key.as_str() {
                     "ChangeType" => set_once(&mut change_type, map.next_value::<String>()?, &key),
-                    "OldValue" => set_once(&mut old_value, map.next_value::<Exact>()?.0, &key),
-                    "NewValue" => set_once(&mut new_value, map.next_value::<Exact>()?.0, &key),
+                    "OldValue" => set_once(&mut old_value, map.next_value_seed(Hashed)?, &key),
+                    "NewValue" => set_once(&mut new_value, map.next_value_seed(Hashed)?, &key),
                     _ => {
-                        let value = map.next_value::<Exact>()?.0;
+                        let value = map.next_value_seed(Plain)?;
                         extra.push((key, value));
                         Ok(())
                     }
@@ -332,8 +251,8 @@ impl<'de> Deserialize<'de> for Change {
                 check_unique(&extra)?;
                 Ok(Change {
                     change_type: required(change_type, "ChangeType")?,
-                    old_value: old_value.unwrap_or(Value::Null),
-                    new_value: new_value.unwrap_or(Value::Null),
+                    old_value: old_value.unwrap_or(Field::Scalar(serde_json::Value::Null)),
+                    new_value: new_value.unwrap_or(Field::Scalar(serde_json::Value::Null)),
                     extra,
                 })
             }
@@ -345,7 +264,7 @@ impl<'de> Deserialize<'de> for Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn shape(path: &str, message: &str) -> PayloadError {
         PayloadError::InvalidShape {
@@ -360,7 +279,7 @@ mod tests {
 
     #[test]
     fn parses_the_seed_sample_keeping_field_order() {
-        let body = include_bytes!("../tests/fixtures/seed_sample.json");
+        let body = include_bytes!("../../tests/fixtures/seed_sample.json");
         let n = parse(body).unwrap();
         assert_eq!(n.change_date_time, "2018-11-16T10:46:20.7741026Z");
         assert_eq!(n.customer.id, 862);
@@ -372,8 +291,8 @@ mod tests {
             n.changes[1].change_type,
             "CustomerGroupEmailMarketingOptinChanged"
         );
-        assert_eq!(n.changes[1].old_value, json!(true));
-        assert_eq!(n.changes[2].new_value, Value::Null);
+        assert_eq!(n.changes[1].old_value, Field::Scalar(json!(true)));
+        assert_eq!(n.changes[2].new_value, Field::Scalar(Value::Null));
         assert!(n.extra.is_empty());
     }
 
@@ -385,10 +304,13 @@ mod tests {
             "Changes": [{"ChangeType": "X", "FieldName": "Email"}]
         }))
         .unwrap();
-        assert_eq!(n.extra, vec![("Source".to_string(), json!("pos"))]);
-        assert_eq!(n.customer.fields[0].1, json!({"a": [1]}));
+        assert_eq!(n.extra, vec![("Source".to_string(), json!("pos").into())]);
+        assert_eq!(
+            n.customer.fields[0].1.clone().into_flat(),
+            json!(r#"{"a":[1]}"#)
+        );
         assert_eq!(n.changes[0].extra[0].0, "FieldName");
-        assert_eq!(n.changes[0].old_value, Value::Null);
+        assert_eq!(n.changes[0].old_value, Field::Scalar(Value::Null));
     }
 
     #[test]
@@ -506,7 +428,10 @@ mod tests {
         let body = br#"{"ChangeDateTime":"x","Customer":{"Id":5,"Big":123456789012345678901234567890,"Dec":0.10000000000000000000001,"Exp":1e5,"Neg":-18446744073709551617,"Small":12,"Nested":[1.50]},
             "Changes":[{"ChangeType":"T","OldValue":18446744073709551617,"NewValue":-0}]}"#;
         let n = parse(body).unwrap();
-        let text = |v: &Value| serde_json::to_string(v).unwrap();
+        let text = |v: &Field| match v.clone().into_flat() {
+            Value::String(nested) => nested,
+            scalar => scalar.to_string(),
+        };
         let fields: Vec<String> = n.customer.fields.iter().map(|(_, v)| text(v)).collect();
         assert_eq!(
             fields,
@@ -521,7 +446,7 @@ mod tests {
         );
         assert_eq!(text(&n.changes[0].old_value), "18446744073709551617");
         assert_eq!(text(&n.changes[0].new_value), "-0");
-        assert!(n.customer.fields[4].1.is_u64());
+        assert!(matches!(&n.customer.fields[4].1, Field::Scalar(v) if v.is_u64()));
     }
 
     #[test]
