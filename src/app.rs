@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::Signal;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::routing_file::RoutingFile;
 use crate::config::{Settings, SettingsError};
-use crate::ingress::{self, server, ByteBudget, BytePool, Ingress, Readiness};
+use crate::ingress::{self, server, Ingress};
 use crate::reload::{self, LiveTable};
 use crate::sink::{KafkaSink, ProducerError};
 use crate::telemetry::metrics::Metrics;
@@ -67,13 +67,12 @@ pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningSe
     if settings.webhook.secrets.is_empty() {
         warn!("webhook.allow_unsigned is set and there are no secrets: anyone who can reach the endpoint can post events");
     }
-    let metrics = Arc::new(Metrics::new());
-    let live = Arc::new(LiveTable::new(routes, Arc::clone(&metrics)));
-    let sink = Arc::new(KafkaSink::new(
-        &settings.kafka,
-        settings.server.max_in_flight_bytes,
-        metrics.producer_replacements(),
-    )?);
+    let state = Arc::new(Ingress::new(settings, routes)?);
+    let (live, sink, metrics) = (
+        Arc::clone(&state.live),
+        Arc::clone(&state.sink),
+        Arc::clone(&state.metrics),
+    );
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -81,21 +80,6 @@ pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningSe
     let addr = listener
         .local_addr()
         .map_err(|cause| StartError::Listen { addr, cause })?;
-    let state = Arc::new(Ingress {
-        live: Arc::clone(&live),
-        sink: Arc::clone(&sink),
-        metrics: Arc::clone(&metrics),
-        secrets: settings.webhook.secrets.clone(),
-        limits: settings.limits(),
-        request_read_timeout: settings.server.request_read_timeout(),
-        receiving: Semaphore::new(settings.server.max_receiving),
-        in_flight: Semaphore::new(settings.server.max_in_flight),
-        bytes: ByteBudget {
-            receiving: BytePool::new(settings.server.receiving_bytes()),
-            processing: BytePool::new(settings.server.processing_bytes()),
-        },
-        readiness: Readiness::default(),
-    });
     let (stop, stopped) = oneshot::channel::<()>();
     let run = Run {
         listener,

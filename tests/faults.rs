@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// These tests load the machine (16 clients, brokers of their own): one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -145,16 +144,9 @@ async fn send_and_stall(
     connector: &Connector,
     bytes: &[u8],
 ) -> (std::io::Result<String>, Duration) {
-    let mut stream = tokio::net::TcpStream::connect(connector.addr())
-        .await
-        .unwrap();
-    stream.write_all(bytes).await.unwrap();
+    let mut stream = send_raw(connector.addr(), bytes).await;
     let started = Instant::now();
-    let mut buffer = vec![0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-        .await
-        .expect("the connector answers or closes within 5 s");
-    let text = read.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned());
+    let text = read_raw(&mut stream).await;
     (text, started.elapsed())
 }
 

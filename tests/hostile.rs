@@ -40,36 +40,6 @@ fn colliding_keys_body(keys: usize) -> String {
     .to_string()
 }
 
-/// A notification of `changes` changes whose customer carries `padding` bytes.
-fn padded_body(changes: usize, padding: usize) -> String {
-    let changes: Vec<Value> = (0..changes)
-        .map(|i| json!({"ChangeType": "CustomerSmsChanged", "OldValue": i, "NewValue": i + 1}))
-        .collect();
-    json!({
-        "ChangeDateTime": "2018-11-12T10:15:00",
-        "Customer": {"Id": 9, "Notes": "x".repeat(padding)},
-        "Changes": changes,
-    })
-    .to_string()
-}
-
-/// Opens a connection and sends `head`; the caller trickles or stalls the rest.
-async fn connect_and_send(addr: std::net::SocketAddr, head: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head).await.unwrap();
-    stream
-}
-
-/// Reads what the server answers on `stream` within 5 s.
-async fn read_answer(stream: &mut TcpStream) -> String {
-    let mut buffer = vec![0u8; 8192];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap_or(0);
-    String::from_utf8_lossy(&buffer[..n]).into_owned()
-}
-
 /// The peak resident set of process `pid` in KiB (`VmHWM`).
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -134,7 +104,7 @@ async fn slow_senders_do_not_take_the_slots_of_ready_requests() {
     let head = b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
     let mut tricklers = Vec::new();
     for _ in 0..100 {
-        tricklers.push(connect_and_send(connector.addr(), head).await);
+        tricklers.push(send_raw(connector.addr(), head).await);
     }
     let trickle = tokio::spawn(async move {
         for _ in 0..10 {
@@ -202,21 +172,21 @@ async fn oversized_or_too_many_headers_get_431() {
         |headers: String| format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes();
 
     let big = request(format!("X-Big: {}\r\n", "a".repeat(64 * 1024)));
-    let mut stream = connect_and_send(connector.addr(), &big).await;
-    let text = read_answer(&mut stream).await;
+    let mut stream = send_raw(connector.addr(), &big).await;
+    let text = read_raw(&mut stream).await.unwrap_or_default();
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
 
     let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let mut stream = connect_and_send(connector.addr(), &request(many)).await;
-    let text = read_answer(&mut stream).await;
+    let mut stream = send_raw(connector.addr(), &request(many)).await;
+    let text = read_raw(&mut stream).await.unwrap_or_default();
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
 
     // Just under both limits is fine.
     let fine: String = (0..90)
         .map(|i| format!("X-H{i}: {}\r\n", "v".repeat(100)))
         .collect();
-    let mut stream = connect_and_send(connector.addr(), &request(fine)).await;
-    let text = read_answer(&mut stream).await;
+    let mut stream = send_raw(connector.addr(), &request(fine)).await;
+    let text = read_raw(&mut stream).await.unwrap_or_default();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     connector.stop().await;
 }
@@ -396,7 +366,7 @@ async fn sigterm_ends_the_process_within_the_grace_period_whatever_requests_do()
                 .await;
         }));
     }
-    let _trickler = connect_and_send(
+    let _trickler = send_raw(
         std::net::SocketAddr::from(([127, 0, 0, 1], process.port)),
         b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{",
     )
@@ -438,7 +408,7 @@ async fn a_client_leaving_mid_delivery_frees_its_slot_and_its_records_stay_count
         "POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let mut stream = connect_and_send(connector.addr(), head.as_bytes()).await;
+    let mut stream = send_raw(connector.addr(), head.as_bytes()).await;
     stream.write_all(&body).await.unwrap();
     wait_for_metric(&connector.url, IN_FLIGHT, 1.0).await;
     drop(stream);

@@ -10,20 +10,11 @@ use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn get(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let response = reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("{url}: no answer: {e}"));
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.unwrap())
-}
-
 /// Polls `url` until it answers `status`, or panics after `within`.
 async fn wait_for_status(url: &str, status: u16, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
-        let (got, _, body) = get(url).await;
+        let (got, _, body) = get_text(url).await;
         if got == status {
             return body;
         }
@@ -45,7 +36,7 @@ async fn readiness_turns_503_while_the_broker_is_stopped_and_200_when_it_returns
     let body = wait_for_status(&readyz, 503, Duration::from_secs(10)).await;
     assert!(body.contains("Kafka is unreachable"), "{body}");
     // Liveness does not depend on Kafka.
-    assert_eq!(get(&format!("{}/healthz", connector.url)).await.0, 200);
+    assert_eq!(get_text(&format!("{}/healthz", connector.url)).await.0, 200);
     broker.resume();
     wait_for_status(&readyz, 200, Duration::from_secs(10)).await;
     connector.stop().await;
@@ -110,9 +101,9 @@ async fn metrics_report_counts_that_match_the_requests_sent() {
         post(&connector.endpoint(), body.clone(), &[]).await.status,
         401
     );
-    assert_eq!(get(&format!("{}/nowhere", connector.url)).await.0, 404);
+    assert_eq!(get_text(&format!("{}/nowhere", connector.url)).await.0, 404);
 
-    let (status, headers, text) = get(&format!("{}/metrics", connector.url)).await;
+    let (status, headers, text) = get_text(&format!("{}/metrics", connector.url)).await;
     assert_eq!(status, 200);
     assert!(headers["content-type"]
         .to_str()
@@ -168,7 +159,7 @@ async fn every_answer_carries_a_request_id() {
     assert_eq!(generated.status, 400);
     let id = generated.headers["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
-    let (status, headers, _) = get(&format!("{}/nowhere", connector.url)).await;
+    let (status, headers, _) = get_text(&format!("{}/nowhere", connector.url)).await;
     assert_eq!(status, 404);
     assert!(headers.contains_key("x-request-id"));
     connector.stop().await;
@@ -225,7 +216,7 @@ async fn an_invalid_routing_file_keeps_the_old_table() {
         200
     );
     read_exactly(&topic, 4);
-    let (_, _, text) = get(&format!("{}/metrics", connector.url)).await;
+    let (_, _, text) = get_text(&format!("{}/metrics", connector.url)).await;
     assert_eq!(
         metric(
             &text,

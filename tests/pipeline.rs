@@ -317,61 +317,15 @@ async fn the_same_notification_twice_gives_the_same_event_ids() {
 }
 
 #[tokio::test]
-async fn malformed_bodies_get_400_with_a_useful_message_and_produce_nothing() {
+async fn malformed_bodies_get_400_and_produce_nothing() {
+    // Their messages are checked in process, in tests/http_contract.rs.
     let all = unique_topic("all");
     create_topics(&[&all]).await;
     let connector = start_connector(test_settings(), &routes_toml(&all, &[])).await;
-    let valid_change =
-        json!([{"ChangeType": "CustomerSmsChanged", "OldValue": "1", "NewValue": "2"}]);
-    let cases: Vec<(String, &str, &str)> = vec![
-        ("not json".into(), "invalid_json", "not valid JSON"),
-        ("{\"ChangeDateTime\": ".into(), "invalid_json", "not valid JSON"),
-        (
-            json!({"ChangeDateTime": 5, "Customer": {"Id": 1}, "Changes": []}).to_string(),
-            "invalid_payload",
-            "ChangeDateTime: invalid type: integer `5`, expected a string",
-        ),
-        (
-            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"FirstName": "A"}, "Changes": valid_change}).to_string(),
-            "invalid_payload",
-            "Customer.Id: missing field",
-        ),
-        (
-            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": "862"}, "Changes": []}).to_string(),
-            "invalid_payload",
-            "Customer.Id: invalid type: string \"862\", expected i64",
-        ),
-        (
-            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1}, "Changes": {"ChangeType": "X"}}).to_string(),
-            "invalid_payload",
-            "Changes: invalid type: map, expected a sequence",
-        ),
-        (
-            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1},
-                   "Changes": [{"ChangeType": "A"}, {"OldValue": 1}]}).to_string(),
-            "invalid_payload",
-            "Changes[1].ChangeType: missing field",
-        ),
-        (
-            json!({"ChangeDateTime": "12/11/2018 10:15", "Customer": {"Id": 1}, "Changes": valid_change}).to_string(),
-            "invalid_payload",
-            "ChangeDateTime: \"12/11/2018 10:15\" is not a date-time",
-        ),
-        (
-            json!({"Customer": {"Id": 1}, "Changes": []}).to_string(),
-            "invalid_payload",
-            "ChangeDateTime: missing field",
-        ),
-    ];
-    for (body, code, message) in &cases {
+    for (body, code, _) in malformed_bodies() {
         let answer = post(&connector.endpoint(), body.clone(), &[]).await;
         assert_eq!(answer.status, 400, "{body}: {:?}", answer.json);
         assert_eq!(answer.json["error"], json!(code), "{body}");
-        let text = answer.json["message"].as_str().unwrap();
-        assert!(
-            text.starts_with(message) || text.contains(message),
-            "{body}: {text}"
-        );
     }
     // Then one valid request: it must be the only thing in the topic.
     let sentinel = post(&connector.endpoint(), seed_sample(), &[]).await;
@@ -382,27 +336,15 @@ async fn malformed_bodies_get_400_with_a_useful_message_and_produce_nothing() {
 }
 
 #[tokio::test]
-async fn http_contract_for_paths_methods_sizes_and_content_types() {
+async fn refused_sizes_and_content_types_produce_nothing() {
+    // Paths, methods and the probes without Kafka are checked in process, in
+    // tests/http_contract.rs; here: over a real socket, what reaches Kafka.
     let all = unique_topic("all");
     create_topics(&[&all]).await;
     let mut settings = test_settings();
     settings.server.max_body_bytes = 4096;
     let connector = start_connector(settings, &routes_toml(&all, &[])).await;
     let client = reqwest::Client::new();
-
-    let get = get_json(&connector.endpoint()).await;
-    assert_eq!(get.status, 405);
-    assert_eq!(get.json["error"], json!("method_not_allowed"));
-    let unknown = answer(
-        client
-            .post(format!("{}/webhooks/other", connector.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(unknown.status, 404);
-    assert_eq!(unknown.json["error"], json!("not_found"));
 
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000));
     let too_large = post(&connector.endpoint(), big.clone(), &[]).await;
@@ -458,8 +400,6 @@ async fn http_contract_for_paths_methods_sizes_and_content_types() {
     .await;
     assert_eq!(without.status, 200, "{:?}", without.json);
 
-    let health = get_json(&format!("{}/healthz", connector.url)).await;
-    assert_eq!(health.status, 200);
     let ready = get_json(&format!("{}/readyz", connector.url)).await;
     assert_eq!(ready.status, 200, "{:?}", ready.json);
 

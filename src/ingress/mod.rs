@@ -31,10 +31,12 @@ use warp::{Filter, Reply};
 pub use error::{ApiError, Overload};
 pub use readiness::Readiness;
 
+use crate::config::routing_file::RoutingFile;
+use crate::config::Settings;
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::LiveTable;
 use crate::sink::record::Records;
-use crate::sink::{DeliveryError, KafkaSink};
+use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 use crate::telemetry::escape;
 use crate::telemetry::metrics::EventCounts;
 use crate::telemetry::metrics::{self, Metrics};
@@ -55,6 +57,36 @@ pub struct Ingress {
     pub in_flight: Semaphore,
     pub bytes: ByteBudget,
     pub readiness: Readiness,
+}
+
+impl Ingress {
+    /// The handlers' state for `settings`, serving with the routing file `routes`:
+    /// the metrics, the live table, the Kafka producer (created, not yet connected)
+    /// and every bound.
+    pub fn new(settings: &Settings, routes: RoutingFile) -> Result<Self, ProducerError> {
+        let metrics = Arc::new(Metrics::new());
+        let live = Arc::new(LiveTable::new(routes, Arc::clone(&metrics)));
+        let sink = Arc::new(KafkaSink::new(
+            &settings.kafka,
+            settings.server.max_in_flight_bytes,
+            metrics.producer_replacements(),
+        )?);
+        Ok(Ingress {
+            live,
+            sink,
+            metrics,
+            secrets: settings.webhook.secrets.clone(),
+            limits: settings.limits(),
+            request_read_timeout: settings.server.request_read_timeout(),
+            receiving: Semaphore::new(settings.server.max_receiving),
+            in_flight: Semaphore::new(settings.server.max_in_flight),
+            bytes: ByteBudget {
+                receiving: BytePool::new(settings.server.receiving_bytes()),
+                processing: BytePool::new(settings.server.processing_bytes()),
+            },
+            readiness: Readiness::default(),
+        })
+    }
 }
 
 /// The bytes of bodies and records held at once (`server.max_in_flight_bytes`),

@@ -1,0 +1,144 @@
+//! Brokers: the shared test broker `scripts/test.sh` started, topics on it, and
+//! brokers of a test's own to pause, kill and restart.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use webhook_connector::config::KafkaSettings;
+use webhook_connector::sink::admin;
+
+use super::process::{free_port, send_signal, wait_until, KillOnDrop};
+
+pub const KAFKA_ENV: &str = "WEBHOOK_CONNECTOR_TEST_KAFKA";
+
+/// The test broker's `host:port`; panics with instructions when there is none.
+pub fn kafka() -> String {
+    std::env::var(KAFKA_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{KAFKA_ENV} is not set: these tests need a Kafka-compatible broker. \
+             Run them with `scripts/test.sh`, which starts one."
+        )
+    })
+}
+
+/// Kafka settings with `bootstrap` and every other setting at its default.
+pub fn kafka_settings(bootstrap: &str) -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: bootstrap.to_string(),
+        ..KafkaSettings::default()
+    }
+}
+
+/// A topic name no other test (or earlier run against the same broker) uses.
+pub fn unique_topic(label: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test.{label}.{}-{nanos}-{n}", std::process::id())
+}
+
+/// Creates single-partition topics, so reading one back gives production order.
+pub async fn create_topics(topics: &[&str]) {
+    create_topics_on(&kafka(), topics).await
+}
+
+/// [`create_topics`] on the broker at `bootstrap`.
+pub async fn create_topics_on(bootstrap: &str, topics: &[&str]) {
+    let outcomes = admin::create_topics(&kafka_settings(bootstrap), topics, 1, 1)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create topics on the test broker: {e}"));
+    assert_eq!(outcomes.len(), topics.len());
+}
+
+/// The Tansu binary `scripts/test.sh` installed, for tests that need a broker of
+/// their own to pause, kill and restart.
+pub fn tansu_binary() -> String {
+    std::env::var("WEBHOOK_CONNECTOR_TANSU").unwrap_or_else(|_| {
+        panic!(
+            "WEBHOOK_CONNECTOR_TANSU is not set: fault tests start their own broker. \
+             Run them with `scripts/test.sh`."
+        )
+    })
+}
+
+/// A broker of this test's own on a free loopback port; killed when dropped.
+pub struct Broker {
+    child: KillOnDrop,
+    port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = free_port();
+        Broker {
+            child: spawn_broker(port),
+            port,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        assert!(send_signal(&self.child.0, signal), "kill {signal} failed");
+    }
+
+    /// SIGSTOP: the broker keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGKILL, then a new broker on the same port (in-memory storage: empty).
+    pub fn restart(&mut self) {
+        self.child.kill();
+        let port = self.port;
+        // The port may take a moment to be free again.
+        wait_until(
+            &format!("port {port} stayed busy"),
+            Duration::from_secs(10),
+            || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        );
+        self.child = spawn_broker(port);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // A paused broker is resumed first; `child` then kills it.
+        send_signal(&self.child.0, "-CONT");
+    }
+}
+
+/// Starts Tansu on 127.0.0.1:`port` and waits until it accepts connections.
+fn spawn_broker(port: u16) -> KillOnDrop {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let child = KillOnDrop(child);
+    wait_until(
+        &format!("broker did not listen on {port}"),
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    child
+}

@@ -1,0 +1,99 @@
+//! What tests send and configure: request bodies and routing files.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+/// The seed sample notification as bytes.
+pub fn seed_sample() -> Vec<u8> {
+    std::fs::read("tests/fixtures/seed_sample.json").expect("fixture exists")
+}
+
+/// A notification of `changes` changes whose customer carries `padding` bytes.
+pub fn padded_body(changes: usize, padding: usize) -> String {
+    let changes: Vec<Value> = (0..changes)
+        .map(|i| json!({"ChangeType": "CustomerSmsChanged", "OldValue": i, "NewValue": i + 1}))
+        .collect();
+    json!({
+        "ChangeDateTime": "2018-11-12T10:15:00",
+        "Customer": {"Id": 9, "Notes": "x".repeat(padding)},
+        "Changes": changes,
+    })
+    .to_string()
+}
+
+/// A routing file: one route per `(name, change_types, topics)`, and the unmatched topic.
+pub fn routes_toml(unmatched: &str, routes: &[(&str, &[&str], &[&str])]) -> String {
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!("[unmatched]\ntopic = {unmatched:?}\n");
+    for (name, change_types, topics) in routes {
+        text.push_str(&format!(
+            "\n[[routes]]\nname = {name:?}\nchange_types = [{}]\ntopics = [{}]\n",
+            list(change_types),
+            list(topics)
+        ));
+    }
+    text
+}
+
+/// `routes_toml` written to `routes.toml` in a new temporary directory, which
+/// lives as long as the returned handle.
+pub fn routes_file(routes_toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(&file, routes_toml).unwrap();
+    (dir, file)
+}
+
+/// Bodies the acceptance step refuses with 400: `(body, error code, part of the
+/// message)`. The message names the place in the body that is wrong.
+pub fn malformed_bodies() -> Vec<(String, &'static str, &'static str)> {
+    let valid_change =
+        json!([{"ChangeType": "CustomerSmsChanged", "OldValue": "1", "NewValue": "2"}]);
+    vec![
+        ("not json".into(), "invalid_json", "not valid JSON"),
+        ("{\"ChangeDateTime\": ".into(), "invalid_json", "not valid JSON"),
+        (
+            json!({"ChangeDateTime": 5, "Customer": {"Id": 1}, "Changes": []}).to_string(),
+            "invalid_payload",
+            "ChangeDateTime: invalid type: integer `5`, expected a string",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"FirstName": "A"}, "Changes": valid_change}).to_string(),
+            "invalid_payload",
+            "Customer.Id: missing field",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": "862"}, "Changes": []}).to_string(),
+            "invalid_payload",
+            "Customer.Id: invalid type: string \"862\", expected i64",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1}, "Changes": {"ChangeType": "X"}}).to_string(),
+            "invalid_payload",
+            "Changes: invalid type: map, expected a sequence",
+        ),
+        (
+            json!({"ChangeDateTime": "2018-11-12T10:15:00", "Customer": {"Id": 1},
+                   "Changes": [{"ChangeType": "A"}, {"OldValue": 1}]}).to_string(),
+            "invalid_payload",
+            "Changes[1].ChangeType: missing field",
+        ),
+        (
+            json!({"ChangeDateTime": "12/11/2018 10:15", "Customer": {"Id": 1}, "Changes": valid_change}).to_string(),
+            "invalid_payload",
+            "ChangeDateTime: \"12/11/2018 10:15\" is not a date-time",
+        ),
+        (
+            json!({"Customer": {"Id": 1}, "Changes": []}).to_string(),
+            "invalid_payload",
+            "ChangeDateTime: missing field",
+        ),
+    ]
+}

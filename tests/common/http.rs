@@ -1,0 +1,127 @@
+//! HTTP: requests to a connector and their answers, raw requests over TCP, and
+//! metrics read over HTTP.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An HTTP answer: status, headers and the body parsed as JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Answer {
+    /// An answer from its parts; panics when `body` is not JSON.
+    pub fn from_parts(status: u16, headers: reqwest::header::HeaderMap, body: &[u8]) -> Answer {
+        let json = serde_json::from_slice(body).unwrap_or_else(|e| {
+            panic!(
+                "status {status}: body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(body)
+            )
+        });
+        Answer {
+            status,
+            headers,
+            json,
+        }
+    }
+}
+
+/// POSTs `body` as `application/json` with extra headers.
+pub async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Answer {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    answer(request.send().await.expect("the connector answers")).await
+}
+
+/// Reads `response` whole into an [`Answer`].
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("a complete body");
+    Answer::from_parts(status, headers, &bytes)
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(url: &str) -> Answer {
+    answer(reqwest::get(url).await.expect("the connector answers")).await
+}
+
+/// GETs `url`: status, headers and the body as text.
+pub async fn get_text(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: no answer: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a complete body");
+    (status, headers, text)
+}
+
+/// Opens a connection to `addr` and sends `bytes` (often a request cut short); the
+/// caller trickles, stalls or reads the rest.
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// What the server sends on `stream` (one read), or the read error; panics when
+/// it neither answers nor closes within 5 s.
+pub async fn read_raw(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buffer = vec![0u8; 8192];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("an answer or a close within 5 s");
+    read.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+/// The value of the metric line starting with `series` (name and labels).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+}
+
+/// The text of `{url}/metrics`.
+pub async fn metrics_text(url: &str) -> String {
+    get_text(&format!("{url}/metrics")).await.2
+}
+
+/// Polls `{url}/metrics` until `check` holds for the value of `series` (absent:
+/// `None`), or panics after 10 s.
+pub async fn wait_for_metric_to(url: &str, series: &str, check: impl Fn(Option<f64>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics_text(url).await;
+        if check(metric(&text, series)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached the expected value:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `{url}/metrics` until `series` reaches `value`, or panics after 10 s.
+pub async fn wait_for_metric(url: &str, series: &str, value: f64) {
+    wait_for_metric_to(url, series, |v| v == Some(value)).await
+}
+
+/// The series of webhook requests being processed.
+pub const IN_FLIGHT: &str = "webhook_connector_webhook_requests_in_flight";
+/// The series of bytes of bodies and records held.
+pub const HELD_BYTES: &str = "webhook_connector_held_bytes";

@@ -1,0 +1,47 @@
+//! Child processes: a free port to start one on, signals, and killing on drop.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`, `-HUP`, ...) to `child` with
+/// `kill(1)`; whether it was delivered.
+pub fn send_signal(child: &Child, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Polls `done` every 50 ms until it holds, or panics naming `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Kills the process and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

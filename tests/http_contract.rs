@@ -1,0 +1,545 @@
+//! The README's "HTTP contract", in process: requests go straight to
+//! `ingress::filters`, called as a `tower` service (`warp::service`), with no
+//! socket and no broker. (`warp::test` would do for whole bodies, but the crate
+//! does not enable warp's `test` feature, and bodies that arrive in chunks, or
+//! never end, need a body type of the test's own anyway.)
+//!
+//! The state is assembled from settings as `app::start` does, with a sink whose
+//! Kafka is out of reach (127.0.0.1:1): every refusal comes before delivery, and a
+//! delivery times out after 500 ms. What reaches Kafka (and that refused requests
+//! reach nothing) is checked on a broker, in tests/pipeline.rs and tests/bad_input.rs.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame};
+use serde_json::{json, Value};
+use warp::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
+
+use common::*;
+use webhook_connector::config::routing_file::{self, RoutingFile};
+use webhook_connector::config::{KafkaSettings, Settings};
+use webhook_connector::ingress::signature::{sign, SIGNATURE_HEADER};
+use webhook_connector::ingress::{self, BytePool, Ingress};
+
+const ENDPOINT: &str = "/webhooks/customer";
+/// The media type of `GET /metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text";
+
+/// Default settings with Kafka out of reach: nothing listens on 127.0.0.1:1, and
+/// a delivery gives up after 500 ms.
+fn settings() -> Settings {
+    Settings {
+        kafka: KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            delivery_timeout_ms: 500,
+            ..KafkaSettings::default()
+        },
+        ..Settings::default()
+    }
+}
+
+/// The handlers' state for `settings`, as `app::start` makes it. librdkafka does
+/// not connect when the producer is created.
+fn ingress(settings: &Settings) -> Ingress {
+    let text = routes_toml(
+        "test.unrouted",
+        &[("contact", &["CustomerSmsChanged"], &["test.contact"])],
+    );
+    let table = routing_file::parse(&text, "routes.toml").expect("the routes are valid");
+    let routes = RoutingFile {
+        path: "routes.toml".into(),
+        text,
+        table,
+    };
+    Ingress::new(settings, routes).expect("the producer is created")
+}
+
+/// [`ingress`] of [`settings`] adjusted by `configure`.
+fn state(configure: impl FnOnce(&mut Settings)) -> Arc<Ingress> {
+    let mut settings = settings();
+    configure(&mut settings);
+    Arc::new(ingress(&settings))
+}
+
+/// A request with no body.
+fn request(method: &str, path: &str) -> Request<Chunked> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Chunked::of(b"", 1, false))
+        .unwrap()
+}
+
+/// A POST of `body` to the webhook endpoint as `application/json`, with its
+/// `Content-Length`.
+fn post_json(body: impl AsRef<[u8]>) -> Request<Chunked> {
+    let body = body.as_ref();
+    Request::builder()
+        .method("POST")
+        .uri(ENDPOINT)
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(Chunked::of(body, body.len().max(1), false))
+        .unwrap()
+}
+
+/// `request` with the header `name` set to `value`.
+fn with_header(mut request: Request<Chunked>, name: &str, value: &str) -> Request<Chunked> {
+    request.headers_mut().insert(
+        HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        HeaderValue::from_str(value).unwrap(),
+    );
+    request
+}
+
+/// `request` without the header `name`.
+fn without_header(mut request: Request<Chunked>, name: &str) -> Request<Chunked> {
+    request.headers_mut().remove(name);
+    request
+}
+
+/// Calls the filters of `state` with `request`, as the server does: the status,
+/// headers and whole body of the answer.
+async fn reply(state: &Arc<Ingress>, request: Request<Chunked>) -> (u16, HeaderMap, Vec<u8>) {
+    let mut service = warp::service(ingress::filters(Arc::clone(state)));
+    let response = tower_service::Service::call(&mut service, request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let (parts, mut body) = response.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(frame) = futures::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+    {
+        if let Ok(data) = frame.expect("the answer is read").into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    (parts.status.as_u16(), parts.headers, bytes)
+}
+
+/// [`reply`], [`checked`] against the error contract.
+async fn send(state: &Arc<Ingress>, request: Request<Chunked>) -> Answer {
+    let (status, headers, body) = reply(state, request).await;
+    checked(status, &headers, &body)
+}
+
+/// The answer, once it is checked against the error contract: every error body
+/// is `{"error": "<code>", "message": "<text>"}` as JSON, and `Retry-After`
+/// comes with the 503s and nothing else.
+fn checked(status: u16, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let answer = Answer::from_parts(status, headers.clone(), body);
+    if status >= 400 {
+        let fields = answer.json.as_object().expect("an error body is an object");
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(names, ["error", "message"], "{}", answer.json);
+        let code = answer.json["error"].as_str().expect("error is a string");
+        assert!(
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{code:?}"
+        );
+        let message = answer.json["message"]
+            .as_str()
+            .expect("message is a string");
+        assert!(!message.is_empty(), "{}", answer.json);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "application/json",
+            "{status}"
+        );
+        assert_eq!(
+            headers.contains_key(header::RETRY_AFTER),
+            status == 503,
+            "{status} {}",
+            answer.json
+        );
+    }
+    answer
+}
+
+/// Asserts `answer` is `status` with the error `code` and a message containing
+/// `message`.
+fn assert_refused(answer: &Answer, status: u16, code: &str, message: &str) {
+    assert_eq!(answer.status, status, "{:?}", answer.json);
+    assert_eq!(answer.json["error"], json!(code), "{:?}", answer.json);
+    let text = answer.json["message"].as_str().unwrap();
+    assert!(text.contains(message), "{message:?} not in {text:?}");
+}
+
+/// The body of every request here: it arrives chunk by chunk (a whole body is one
+/// chunk) and says nothing of its length, as with `Transfer-Encoding: chunked`
+/// (a `Content-Length` is a header of the request's own); then it ends, or with
+/// `stall` it never does.
+struct Chunked {
+    chunks: VecDeque<Bytes>,
+    stall: bool,
+}
+
+impl Chunked {
+    fn of(body: &[u8], chunk_size: usize, stall: bool) -> Chunked {
+        Chunked {
+            chunks: body
+                .chunks(chunk_size)
+                .map(Bytes::copy_from_slice)
+                .collect(),
+            stall,
+        }
+    }
+}
+
+impl Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            // Never woken: only a timeout ends the wait.
+            None if self.stall => Poll::Pending,
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// A POST of `body` to the webhook endpoint with `headers` and no
+/// `Content-Length` unless among them.
+fn post_streamed(headers: &[(&str, &str)], body: Chunked) -> Request<Chunked> {
+    let mut request = Request::builder().method("POST").uri(ENDPOINT);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).unwrap()
+}
+
+#[tokio::test]
+async fn healthz_is_200_and_metrics_are_openmetrics_text() {
+    let state = state(|_| {});
+    let health = send(&state, request("GET", "/healthz")).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json, json!({"status": "ok"}));
+
+    // A refusal, to see it counted.
+    let refused = send(&state, post_json("{")).await;
+    assert_eq!(refused.status, 400);
+    let (status, headers, body) = reply(&state, request("GET", "/metrics")).await;
+    assert_eq!(status, 200);
+    let content_type = headers[header::CONTENT_TYPE].to_str().unwrap();
+    assert!(content_type.starts_with(OPENMETRICS), "{content_type}");
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "webhook_connector_notifications_total{result=\"invalid_json\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_wrong_methods_405() {
+    let state = state(|_| {});
+    let wrong_methods = [
+        ("GET", ENDPOINT),
+        ("PUT", ENDPOINT),
+        ("POST", "/healthz"),
+        ("POST", "/metrics"),
+    ];
+    for (method, path) in wrong_methods {
+        let answer = send(&state, request(method, path)).await;
+        assert_refused(&answer, 405, "method_not_allowed", "method not allowed");
+    }
+    for (method, path) in [
+        ("POST", "/webhooks/other"),
+        ("GET", "/nowhere"),
+        ("GET", "/"),
+    ] {
+        let answer = send(&state, request(method, path)).await;
+        assert_refused(&answer, 404, "not_found", "POST /webhooks/customer");
+    }
+}
+
+#[tokio::test]
+async fn bodies_not_json_or_not_a_notification_are_400_naming_the_place() {
+    let state = state(|_| {});
+    for (body, code, message) in malformed_bodies() {
+        let answer = send(&state, post_json(&body)).await;
+        assert_refused(&answer, 400, code, message);
+    }
+    // A key twice in a nested object, and JSON nested deeper than 128 levels.
+    let duplicate = r#"{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{"Id":1,"Prefs":{"a":1,"a":2}},"Changes":[]}"#;
+    let answer = send(&state, post_json(duplicate)).await;
+    assert_refused(
+        &answer,
+        400,
+        "invalid_payload",
+        "Customer.Prefs: duplicate field `a`",
+    );
+    let deep = format!(
+        r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1,"Deep":{}{}}},"Changes":[]}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let answer = send(&state, post_json(deep)).await;
+    assert_refused(&answer, 400, "invalid_json", "body is not valid JSON");
+}
+
+#[tokio::test]
+async fn with_secrets_a_missing_or_wrong_signature_is_401_and_either_secret_signs() {
+    let state = state(|s| s.webhook.secrets = vec!["old-secret".into(), "new-secret".into()]);
+    let body = seed_sample();
+    let signed = |body: &[u8], header: &str| with_header(post_json(body), SIGNATURE_HEADER, header);
+
+    let missing = send(&state, post_json(&body)).await;
+    assert_refused(
+        &missing,
+        401,
+        "signature_missing",
+        "X-ResDiary-Signature header is missing",
+    );
+    let mut changed = body.clone();
+    let at = changed.iter().position(|&b| b == b'3').unwrap();
+    changed[at] = b'4';
+    let tampered = send(&state, signed(&changed, &sign("new-secret", &body))).await;
+    assert_refused(
+        &tampered,
+        401,
+        "signature_invalid",
+        "does not match the body",
+    );
+    let wrong_key = send(&state, signed(&body, &sign("other", &body))).await;
+    assert_refused(
+        &wrong_key,
+        401,
+        "signature_invalid",
+        "does not match the body",
+    );
+    let sha256 = format!("sha256={}", &sign("new-secret", &body)[5..]);
+    let malformed = send(&state, signed(&body, &sha256)).await;
+    assert_refused(&malformed, 401, "signature_invalid", "sha1=<40 hex digits>");
+
+    // A right signature from either secret gets past the check, to the next one.
+    for secret in ["old-secret", "new-secret"] {
+        let passed = send(&state, signed(b"{", &sign(secret, b"{"))).await;
+        assert_refused(&passed, 400, "invalid_json", "not valid JSON");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_bytes_is_413_at_once_whether_announced_or_chunked() {
+    let state = state(|s| s.server.max_body_bytes = 4096);
+    let limit = "larger than the limit of 4096 bytes (server.max_body_bytes)";
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000));
+    let json = ("content-type", "application/json");
+
+    let announced = send(&state, post_json(&big)).await;
+    assert_refused(&announced, 413, "payload_too_large", limit);
+    let chunked = Chunked::of(big.as_bytes(), 512, false);
+    let chunked = send(&state, post_streamed(&[json], chunked)).await;
+    assert_refused(&chunked, 413, "payload_too_large", limit);
+
+    // At once: a Content-Length over the limit is refused before any byte comes,
+    // and a chunked body as soon as it passes the limit, not when it ends.
+    let started = Instant::now();
+    let length = big.len().to_string();
+    let never_sent = post_streamed(
+        &[json, ("content-length", &length)],
+        Chunked::of(b"", 1, true),
+    );
+    let never_sent = send(&state, never_sent).await;
+    assert_refused(&never_sent, 413, "payload_too_large", limit);
+    let unfinished = post_streamed(&[json], Chunked::of(big.as_bytes(), 512, true));
+    let unfinished = send(&state, unfinished).await;
+    assert_refused(&unfinished, 413, "payload_too_large", limit);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body of exactly the limit is read, and judged on what it says.
+    let exact = format!("{{\"pad\": \"{}\"}}", "x".repeat(4096 - 11));
+    assert_eq!(exact.len(), 4096);
+    let answer = send(&state, post_json(&exact)).await;
+    assert_refused(
+        &answer,
+        400,
+        "invalid_payload",
+        "ChangeDateTime: missing field",
+    );
+}
+
+#[tokio::test]
+async fn more_changes_than_max_changes_is_413_too_many_changes() {
+    let state = state(|s| s.webhook.max_changes = 3);
+    let answer = send(&state, post_json(padded_body(4, 0))).await;
+    assert_refused(
+        &answer,
+        413,
+        "too_many_changes",
+        "has 4 changes; at most 3 are accepted (webhook.max_changes)",
+    );
+}
+
+#[tokio::test]
+async fn records_larger_than_one_request_may_hold_are_413() {
+    // A quarter for bodies arriving, 12,000 bytes for a request being processed.
+    let state = state(|s| {
+        s.server.max_body_bytes = 4_000;
+        s.server.max_in_flight_bytes = 16_000;
+    });
+    // 10 changes of a 1 KB customer: 10+ KB of records, and the body besides.
+    let body = padded_body(10, 1000);
+    assert!(body.len() < 4_000);
+    let answer = send(&state, post_json(body)).await;
+    assert_refused(
+        &answer,
+        413,
+        "payload_too_large",
+        "more than one request may hold (12000, from server.max_in_flight_bytes)",
+    );
+    // Refused before its records were built: no bytes are held.
+    assert_eq!(state.bytes.processing.held(), 0);
+}
+
+#[tokio::test]
+async fn a_content_type_other_than_json_is_415_and_json_with_parameters_passes() {
+    let state = state(|_| {});
+    for content_type in [
+        "text/plain",
+        "application/xml",
+        "application/json-patch+json",
+    ] {
+        let request = with_header(post_json(seed_sample()), "content-type", content_type);
+        let answer = send(&state, request).await;
+        assert_refused(
+            &answer,
+            415,
+            "unsupported_media_type",
+            &format!("Content-Type {content_type:?} is not supported"),
+        );
+    }
+    // Parameters and case do not matter, and no Content-Type at all is JSON: these
+    // get past the check, to the body's.
+    let with_charset = with_header(
+        post_json("{"),
+        "content-type",
+        "Application/JSON; charset=utf-8",
+    );
+    let answer = send(&state, with_charset).await;
+    assert_refused(&answer, 400, "invalid_json", "not valid JSON");
+    let without = without_header(post_json("{"), "content-type");
+    let answer = send(&state, without).await;
+    assert_refused(&answer, 400, "invalid_json", "not valid JSON");
+}
+
+#[tokio::test]
+async fn every_bound_refuses_at_once_with_503_overloaded_naming_its_setting() {
+    let no_slots = state(|s| s.server.max_in_flight = 0);
+    let no_receiving = state(|s| s.server.max_receiving = 0);
+    let mut no_processing_bytes = ingress(&settings());
+    no_processing_bytes.bytes.processing = BytePool::new(0);
+    let mut no_receiving_bytes = ingress(&settings());
+    no_receiving_bytes.bytes.receiving = BytePool::new(0);
+    let cases = [
+        (no_slots, "(server.max_in_flight)"),
+        (no_receiving, "(server.max_receiving)"),
+        (
+            Arc::new(no_processing_bytes),
+            "(server.max_in_flight_bytes)",
+        ),
+        (Arc::new(no_receiving_bytes), "(server.max_in_flight_bytes)"),
+    ];
+    for (state, setting) in cases {
+        let started = Instant::now();
+        let answer = send(&state, post_json(seed_sample())).await;
+        assert_refused(&answer, 503, "overloaded", setting);
+        assert!(answer.json["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("retry later"));
+        assert_eq!(answer.headers[header::RETRY_AFTER], "1");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
+
+#[tokio::test]
+async fn a_body_not_received_within_the_read_timeout_is_408() {
+    let state = state(|s| s.server.request_read_timeout_ms = 200);
+    let started = Instant::now();
+    let stalled = post_streamed(
+        &[
+            ("content-type", "application/json"),
+            ("content-length", "500"),
+        ],
+        Chunked::of(b"{\"ChangeDateTime\":", 64, true),
+    );
+    let answer = send(&state, stalled).await;
+    assert_refused(
+        &answer,
+        408,
+        "request_timeout",
+        "did not arrive within 200 ms",
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // Its slot and bytes are given back.
+    assert_eq!(
+        state.receiving.available_permits(),
+        settings().server.max_receiving
+    );
+    assert_eq!(state.bytes.receiving.held(), 0);
+}
+
+#[tokio::test]
+async fn kafka_out_of_reach_within_the_delivery_timeout_is_503_kafka_unavailable() {
+    let state = state(|_| {});
+    let started = Instant::now();
+    let answer = send(&state, post_json(seed_sample())).await;
+    assert_refused(
+        &answer,
+        503,
+        "kafka_unavailable",
+        "not every event was acknowledged, retry later",
+    );
+    assert_eq!(answer.headers[header::RETRY_AFTER], "5");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_is_503_naming_kafka_while_it_is_out_of_reach() {
+    let state = state(|_| {});
+    let (status, _, body) = reply(&state, request("GET", "/readyz")).await;
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{report}");
+    assert_eq!(report["ready"], json!(false));
+    let reasons = report["reasons"].as_array().unwrap();
+    assert!(
+        reasons.len() == 1
+            && reasons[0]
+                .as_str()
+                .unwrap()
+                .starts_with("Kafka is unreachable"),
+        "{report}"
+    );
+    // Liveness does not depend on Kafka.
+    let health = send(&state, request("GET", "/healthz")).await;
+    assert_eq!(health.status, 200);
+}
