@@ -3,7 +3,7 @@
 //!
 //! The CPU work of one request before Kafka — `pipeline::accept` (size limit, parse
 //! with duplicate keys refused at every depth and exact numbers, change limit,
-//! normalize, routing, request byte limit) and `Records::build` (every event
+//! normalize, routing, request byte limit) and `Accepted::records` (every event
 //! serialized), the results dropped — timed for bodies built to be expensive, each
 //! as large as `server.max_body_bytes` allows (default limits) and accepted. Reports
 //! the time per KiB of body next to the seed sample's. The rule: no shape may cost
@@ -23,7 +23,6 @@ use webhook_connector::config::{routing_file, Settings};
 use webhook_connector::payload;
 use webhook_connector::pipeline::{self, Limits};
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::sink::record::Records;
 
 // The connector's allocator (src/main.rs), so the figures are the server's.
 #[global_allocator]
@@ -185,7 +184,7 @@ fn main() {
     }
 
     println!(
-        "Adversarial bodies: accept (with routing) + Records::build, median µs per request (limits: {} bytes, {} changes)\n",
+        "Adversarial bodies: accept (with routing) + records, median µs per request (limits: {} bytes, {} changes)\n",
         limits.max_body_bytes, limits.max_changes
     );
     println!("| shape | body KiB | events | output KiB | µs / request | µs / KiB | × sample |");
@@ -255,7 +254,7 @@ fn request(
 ) -> (usize, usize, usize) {
     let accepted =
         pipeline::accept(body, limits, table, received_at).expect("the body is accepted");
-    let records = Records::build(&accepted);
+    let records = accepted.records();
     (
         accepted.events.len(),
         records.records.len(),
@@ -287,7 +286,7 @@ fn check(
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name));
     let events = &accepted.events;
     assert_eq!(events.len(), changes.max(1), "{}", shape.name);
-    let records = Records::build(&accepted);
+    let records = accepted.records();
     for (record, event) in [
         records.records.first().zip(events.first()),
         records.records.last().zip(events.last()),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, PayloadError};
 use crate::routing::RoutingTable;
-use crate::sink::record;
+use crate::sink::record::{self, Records};
 
 /// What one request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +45,6 @@ pub enum AcceptError {
     Normalize(#[from] NormalizeError),
 }
 
-/// An event and the topics it must reach.
-pub type RoutedEvent<'a> = (&'a FlatEvent, &'a [&'a str]);
-
 /// An accepted notification: its events, the topics of each (borrowed from the
 /// routing table in force) and the bytes their records will hold.
 #[derive(Debug)]
@@ -59,9 +56,9 @@ pub struct Accepted<'t> {
     pub record_bytes: usize,
 }
 
-impl Accepted<'_> {
+impl<'t> Accepted<'t> {
     /// Every event with its topics.
-    pub fn routed(&self) -> impl Iterator<Item = RoutedEvent<'_>> {
+    pub fn routed(&self) -> impl Iterator<Item = (&FlatEvent, &[&'t str])> {
         self.events
             .iter()
             .zip(self.topics.iter().map(Vec::as_slice))
@@ -69,6 +66,11 @@ impl Accepted<'_> {
 
     pub fn event_ids(&self) -> Vec<Uuid> {
         self.events.iter().map(|e| e.event_id).collect()
+    }
+
+    /// The records to produce.
+    pub fn records(&self) -> Records<'t> {
+        Records::build(&self.events, &self.topics, self.record_bytes)
     }
 }
 

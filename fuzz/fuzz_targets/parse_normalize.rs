@@ -1,7 +1,7 @@
 //! Any bytes through the HTTP-level acceptance step, as the endpoint runs it:
 //! `pipeline::accept` (size limit, parse with duplicate keys refused at every depth
 //! and exact numbers, change limit, normalize, routing with a fixed table, the
-//! request byte limit) and `Records::build` (every event serialized as a record
+//! request byte limit) and `Accepted::records` (every event serialized as a record
 //! value). Nothing may panic; a refused body's error must format; an accepted body
 //! must give max(changes, 1) events, routed to at least one topic each (no topic
 //! twice), whose records hold exactly the bytes reserved before they were built and
@@ -17,7 +17,7 @@ use serde_json::Value;
 use webhook_connector::config::routing_file;
 use webhook_connector::pipeline::{self, AcceptError, Limits};
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::sink::record::{Records, RECORD_OVERHEAD_BYTES};
+use webhook_connector::sink::record::RECORD_OVERHEAD_BYTES;
 
 /// Small limits, so that every refusal is reached with short inputs
 /// (scripts/fuzz.sh passes -max_len=8192, so inputs over 4096 bytes are refused as
@@ -101,7 +101,7 @@ fuzz_target!(|body: &[u8]| {
         );
     }
 
-    let records = Records::build(&accepted);
+    let records = accepted.records();
     let expected: usize = accepted.topics.iter().map(Vec::len).sum();
     assert_eq!(records.records.len(), expected);
     let mut index = 0;

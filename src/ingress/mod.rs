@@ -35,7 +35,6 @@ use crate::config::routing_file::RoutingFile;
 use crate::config::Settings;
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::LiveTable;
-use crate::sink::record::Records;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 use crate::telemetry::escape;
 use crate::telemetry::metrics::EventCounts;
@@ -271,8 +270,12 @@ where
         .bytes
         .processing
         .take(&mut held, accepted.record_bytes)?;
-    let records = Records::build(&accepted);
-    let counts = EventCounts::of(&accepted);
+    let records = accepted.records();
+    let counts = EventCounts::of(
+        accepted
+            .routed()
+            .map(|(event, topics)| (event.change_type.as_deref(), topics)),
+    );
     let event_ids = accepted.event_ids();
     // Only the records (counted) are kept while Kafka answers.
     drop((accepted, body));

@@ -9,7 +9,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
-use crate::pipeline::Accepted;
 
 /// What librdkafka keeps per record beyond key, value and headers (its message
 /// struct and queue links), counted so that many small records are bounded too.
@@ -34,11 +33,12 @@ pub struct Records<'t> {
 }
 
 impl<'t> Records<'t> {
-    /// One record per event and topic, in event order.
-    pub fn build(accepted: &Accepted<'t>) -> Records<'t> {
-        let mut payloads = Vec::with_capacity(accepted.record_bytes);
-        let mut records = Vec::with_capacity(accepted.topics.iter().map(Vec::len).sum());
-        for (event, topics) in accepted.events.iter().zip(&accepted.topics) {
+    /// One record per event and topic (`topics[i]` the topics of `events[i]`), in
+    /// event order; `capacity`: the bytes of the values, when known.
+    pub fn build(events: &[FlatEvent], topics: &[Vec<&'t str>], capacity: usize) -> Records<'t> {
+        let mut payloads = Vec::with_capacity(capacity);
+        let mut records = Vec::with_capacity(topics.iter().map(Vec::len).sum());
+        for (event, topics) in events.iter().zip(topics) {
             let start = payloads.len();
             event.write_json(&mut payloads);
             let payload = start..payloads.len();
@@ -141,7 +141,7 @@ mod tests {
         };
         let body = include_bytes!("../../tests/fixtures/seed_sample.json");
         let accepted = accept(body, &limits, &table, chrono::Utc::now()).unwrap();
-        let records = Records::build(&accepted);
+        let records = Records::build(&accepted.events, &accepted.topics, 0);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
         assert_eq!(records.records[0].payload, records.records[1].payload);

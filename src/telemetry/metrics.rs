@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::pipeline::Accepted;
-
 /// Distinct change types that get a label value of their own.
 pub(crate) const MAX_CHANGE_TYPES: usize = 100;
 /// The label value of change types beyond the cap.
@@ -291,12 +289,16 @@ impl Metrics {
 pub(crate) struct EventCounts<'t>(HashMap<(Option<String>, &'t str), u64>);
 
 impl<'t> EventCounts<'t> {
-    pub(crate) fn of(accepted: &Accepted<'t>) -> Self {
+    /// Counts events given as (change type, topics) pairs.
+    pub(crate) fn of<'a>(events: impl Iterator<Item = (Option<&'a str>, &'a [&'t str])>) -> Self
+    where
+        't: 'a,
+    {
         let mut counts = HashMap::new();
-        for (event, topics) in accepted.events.iter().zip(&accepted.topics) {
+        for (change_type, topics) in events {
             for &topic in topics {
                 *counts
-                    .entry((event.change_type.clone(), topic))
+                    .entry((change_type.map(str::to_string), topic))
                     .or_insert(0) += 1;
             }
         }
