@@ -52,10 +52,11 @@ impl RunningServer {
     }
 
     /// Stops accepting, drains in-flight requests and flushes the producer;
-    /// returns when done or when the grace period is over.
-    pub async fn shutdown(self) {
+    /// returns when done or when the grace period is over. An error means the
+    /// server task panicked (the panic was printed when it happened).
+    pub async fn shutdown(self) -> Result<(), tokio::task::JoinError> {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        self.task.await
     }
 }
 

@@ -243,13 +243,17 @@ async fn serve(settings: Settings, routes: RoutingFile) -> Result<(), Failure> {
         "stopping: draining in-flight requests"
     );
     let grace = settings.server.shutdown_grace();
-    if tokio::time::timeout(grace + SHUTDOWN_LEFTOVER, server.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("shutdown took longer than the grace period; exiting anyway");
+    match tokio::time::timeout(grace + SHUTDOWN_LEFTOVER, server.shutdown()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(panicked)) => Err(Failure(
+            1,
+            anyhow::anyhow!("the server stopped with an error: {panicked}"),
+        )),
+        Err(_) => {
+            warn!("shutdown took longer than the grace period; exiting anyway");
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 async fn wait_for_stop_signal() {

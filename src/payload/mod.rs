@@ -124,16 +124,26 @@ fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> PayloadErr
     PayloadError::InvalidShape { path, message }
 }
 
-/// Reads the entries of a JSON object, one call per key.
-fn read_object<'de, A, F>(mut map: A, mut on_entry: F) -> Result<(), A::Error>
+/// Reads the entries of a JSON object: `known` reads the value of a key it knows
+/// (and answers `None` for any other); every other key is kept with its value, in
+/// order, and returned. A name repeated among those is refused.
+fn read_object<'de, A, F>(mut map: A, mut known: F) -> Result<Vec<(String, Field)>, A::Error>
 where
     A: MapAccess<'de>,
-    F: FnMut(String, &mut A) -> Result<(), A::Error>,
+    F: FnMut(&str, &mut A) -> Option<Result<(), A::Error>>,
 {
+    let mut unknown = Vec::new();
     while let Some(key) = map.next_key::<String>()? {
-        on_entry(key, &mut map)?;
+        match known(&key, &mut map) {
+            Some(read) => read?,
+            None => {
+                let value = map.next_value_seed(Plain)?;
+                unknown.push((key, value));
+            }
+        }
     }
-    Ok(())
+    check_unique(&unknown)?;
+    Ok(unknown)
 }
 
 /// Stores a known field, refusing a second occurrence.
@@ -173,18 +183,20 @@ impl<'de> Deserialize<'de> for Notification {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Notification, A::Error> {
                 let (mut date, mut customer, mut changes) = (None, None, None);
-                let mut extra = Vec::new();
-                read_object(map, |key, map| match key.as_str() {
-                    "ChangeDateTime" => set_once(&mut date, map.next_value::<String>()?, &key),
-                    "Customer" => set_once(&mut customer, map.next_value::<Customer>()?, &key),
-                    "Changes" => set_once(&mut changes, map.next_value::<Vec<Change>>()?, &key),
-                    _ => {
-                        let value = map.next_value_seed(Plain)?;
-                        extra.push((key, value));
-                        Ok(())
-                    }
+                let extra = read_object(map, |key, map| {
+                    Some(match key {
+                        "ChangeDateTime" => {
+                            map.next_value().and_then(|v| set_once(&mut date, v, key))
+                        }
+                        "Customer" => map
+                            .next_value()
+                            .and_then(|v| set_once(&mut customer, v, key)),
+                        "Changes" => map
+                            .next_value()
+                            .and_then(|v| set_once(&mut changes, v, key)),
+                        _ => return None,
+                    })
                 })?;
-                check_unique(&extra)?;
                 Ok(Notification {
                     change_date_time: required(date, "ChangeDateTime")?,
                     customer: required(customer, "Customer")?,
@@ -207,16 +219,10 @@ impl<'de> Deserialize<'de> for Customer {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Customer, A::Error> {
                 let mut id = None;
-                let mut fields = Vec::with_capacity(24);
-                read_object(map, |key, map| match key.as_str() {
-                    "Id" => set_once(&mut id, map.next_value::<i64>()?, &key),
-                    _ => {
-                        let value = map.next_value_seed(Plain)?;
-                        fields.push((key, value));
-                        Ok(())
-                    }
+                let fields = read_object(map, |key, map| match key {
+                    "Id" => Some(map.next_value().and_then(|v| set_once(&mut id, v, key))),
+                    _ => None,
                 })?;
-                check_unique(&fields)?;
                 Ok(Customer {
                     id: required(id, "Id")?,
                     fields,
@@ -237,18 +243,20 @@ impl<'de> Deserialize<'de> for Change {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Change, A::Error> {
                 let (mut change_type, mut old_value, mut new_value) = (None, None, None);
-                let mut extra = Vec::new();
-                read_object(map, |key, map| match key.as_str() {
-                    "ChangeType" => set_once(&mut change_type, map.next_value::<String>()?, &key),
-                    "OldValue" => set_once(&mut old_value, map.next_value_seed(Hashed)?, &key),
-                    "NewValue" => set_once(&mut new_value, map.next_value_seed(Hashed)?, &key),
-                    _ => {
-                        let value = map.next_value_seed(Plain)?;
-                        extra.push((key, value));
-                        Ok(())
-                    }
+                let extra = read_object(map, |key, map| {
+                    Some(match key {
+                        "ChangeType" => map
+                            .next_value()
+                            .and_then(|v| set_once(&mut change_type, v, key)),
+                        "OldValue" => map
+                            .next_value_seed(Hashed)
+                            .and_then(|v| set_once(&mut old_value, v, key)),
+                        "NewValue" => map
+                            .next_value_seed(Hashed)
+                            .and_then(|v| set_once(&mut new_value, v, key)),
+                        _ => return None,
+                    })
                 })?;
-                check_unique(&extra)?;
                 Ok(Change {
                     change_type: required(change_type, "ChangeType")?,
                     old_value: old_value.unwrap_or(Field::Scalar(serde_json::Value::Null)),

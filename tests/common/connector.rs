@@ -33,7 +33,10 @@ impl Connector {
     }
 
     pub async fn stop(self) {
-        self.server.shutdown().await;
+        self.server
+            .shutdown()
+            .await
+            .expect("the server task ends without panicking");
     }
 }
 
