@@ -97,19 +97,21 @@ fn canonical(text: &str) -> Option<(bool, String, i64)> {
         None => (false, text),
     };
     let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().ok()?),
-        None => (text, 0),
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits: String = whole.chars().chain(fraction.chars()).collect();
     let trimmed_end = digits.trim_end_matches('0');
+    if trimmed_end.trim_start_matches('0').is_empty() {
+        // Zero, whatever its exponent.
+        return Some((negative, String::new(), 0));
+    }
+    let exponent = exponent.map_or(Some(0), |e| e.parse::<i64>().ok())?;
     let power = exponent
         .checked_sub(i64::try_from(fraction.len()).ok()?)?
         .checked_add(i64::try_from(digits.len() - trimmed_end.len()).ok()?)?;
     let significant = trimmed_end.trim_start_matches('0');
-    if significant.is_empty() {
-        return Some((negative, String::new(), 0));
-    }
     Some((negative, significant.to_string(), power))
 }
 
@@ -203,6 +205,7 @@ mod tests {
             ("0.00", "0.0"),
             ("0.1", "1e-1"),
             ("120e-1", "12.0"),
+            ("0e99999999999999999999", "0.0"),
         ] {
             assert!(same_decimal(a, b), "{a} {b}");
         }

@@ -54,6 +54,8 @@ pub struct Accepted<'t> {
     pub topics: Vec<Vec<&'t str>>,
     /// What the records hold once produced (see [`record::bytes_needed`]).
     pub record_bytes: usize,
+    /// The bytes of the record values, each event once.
+    value_bytes: usize,
 }
 
 impl<'t> Accepted<'t> {
@@ -70,7 +72,7 @@ impl<'t> Accepted<'t> {
 
     /// The records to produce.
     pub fn records(&self) -> Records<'t> {
-        Records::build(&self.events, &self.topics, self.record_bytes)
+        Records::build(&self.events, &self.topics, self.value_bytes)
     }
 }
 
@@ -98,7 +100,7 @@ pub fn accept<'t>(
         .iter()
         .map(|event| table.topics_for(event.change_type.as_deref()))
         .collect();
-    let record_bytes = record::bytes_needed(&events, &topics);
+    let (record_bytes, value_bytes) = record::bytes_needed(&events, &topics);
     let needed = body.len() + record_bytes;
     if needed > limits.max_request_bytes {
         return Err(AcceptError::TooLargeToDeliver {
@@ -110,6 +112,7 @@ pub fn accept<'t>(
         events,
         topics,
         record_bytes,
+        value_bytes,
     })
 }
 

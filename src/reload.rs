@@ -30,8 +30,12 @@ pub struct LiveTable {
 }
 
 struct Texts {
+    /// The text in use (`None` after the file could not be read).
     applied: Option<String>,
-    pending: Option<String>,
+    /// What the last check saw when it differed from `applied`: a text, or `None`
+    /// for a file that could not be read; `pending` itself is `None` when nothing
+    /// is pending.
+    pending: Option<Option<String>>,
 }
 
 impl LiveTable {
@@ -85,7 +89,8 @@ impl LiveTable {
     }
 
     /// One polling check: applies a changed file once it read the same twice in a
-    /// row (a file that is gone twice in a row is an error, logged and counted).
+    /// row (a file that cannot be read twice in a row is an error, logged and
+    /// counted; the table stays).
     fn check_file(&self) {
         let read = routing_file::read(&self.file);
         let text = read.as_ref().ok();
@@ -95,8 +100,9 @@ impl LiveTable {
                 texts.pending = None;
                 return;
             }
-            if texts.pending.as_ref() != text {
-                texts.pending = text.cloned();
+            let seen_before = matches!(&texts.pending, Some(seen) if seen.as_ref() == text);
+            if !seen_before {
+                texts.pending = Some(text.cloned());
                 return;
             }
         }
@@ -182,9 +188,29 @@ mod tests {
         let err = live.reload("test").unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
         assert!(err.contains("No such file"), "{err}");
-        live.check_file();
         assert_eq!(live.current().unmatched_topic(), "first");
         drop(dir);
+    }
+
+    #[test]
+    fn a_file_missing_at_one_poll_is_not_an_error() {
+        let (_dir, file, live) = live_on(FIRST);
+        std::fs::remove_file(&file).unwrap();
+        live.check_file();
+        std::fs::write(&file, FIRST).unwrap();
+        live.check_file();
+        live.check_file();
+        let metrics = live.metrics.render();
+        assert!(!metrics.contains("routing_reloads_total{"), "{metrics}");
+        std::fs::remove_file(&file).unwrap();
+        live.check_file();
+        live.check_file();
+        let metrics = live.metrics.render();
+        assert!(
+            metrics.contains("routing_reloads_total{result=\"failed\"} 1"),
+            "{metrics}"
+        );
+        assert_eq!(live.current().unmatched_topic(), "first");
     }
 
     #[test]

@@ -333,9 +333,9 @@ impl<'de> Visitor<'de> for Text<'_> {
         let first = map.next_key::<String>()?;
         if first.as_deref() == Some(NUMBER_TOKEN) {
             let digits = map.next_value::<String>()?;
-            // Checked as a number, then written as sent.
-            digits.parse::<Number>().map_err(de::Error::custom)?;
-            self.0.push_number(&digits);
+            // Written as serde_json writes the number (`1E5` -> `1e+5`).
+            let number = digits.parse::<Number>().map_err(de::Error::custom)?;
+            self.0.push_number(&number.to_string());
             return Ok(());
         }
         self.0.write_map(first, map)
@@ -387,6 +387,12 @@ mod tests {
             panic!("nested")
         };
         assert_eq!(id_text, None, "no copy when the forms agree");
+    }
+
+    #[test]
+    fn a_body_s_own_number_token_object_is_written_as_serde_json_writes_it() {
+        let field = read(r#"[{"$serde_json::private::Number":"1E5"}]"#, false).unwrap();
+        assert_eq!(field.into_flat(), json!("[1e+5]"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct Records<'t> {
 
 impl<'t> Records<'t> {
     /// One record per event and topic (`topics[i]` the topics of `events[i]`), in
-    /// event order; `capacity`: the bytes of the values, when known.
+    /// event order; `capacity`: the bytes of the values, each event once, when known.
     pub fn build(events: &[FlatEvent], topics: &[Vec<&'t str>], capacity: usize) -> Records<'t> {
         let mut payloads = Vec::with_capacity(capacity);
         let mut records = Vec::with_capacity(topics.iter().map(Vec::len).sum());
@@ -74,21 +74,19 @@ impl<'t> Records<'t> {
 /// once enqueued: keys, values, headers and librdkafka's per-record overhead.
 /// Known before any record is built, so a request too large for the byte budget
 /// is refused before the work.
-pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> usize {
+/// Also returns the bytes of the values themselves, each event once (the buffer
+/// [`Records::build`] writes them to).
+pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize, usize) {
     let mut scratch = Vec::new();
-    events
-        .iter()
-        .zip(topics)
-        .map(|(event, topics)| {
-            let change_type = event.change_type.as_deref().map_or(0, str::len);
-            let one = event.json_len(&mut scratch)
-                + event.key().len()
-                + HEADER_BYTES
-                + change_type
-                + RECORD_OVERHEAD_BYTES;
-            one * topics.len()
-        })
-        .sum()
+    let (mut held, mut values) = (0, 0);
+    for (event, topics) in events.iter().zip(topics) {
+        let value = event.json_len(&mut scratch);
+        let change_type = event.change_type.as_deref().map_or(0, str::len);
+        let one = value + event.key().len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES;
+        held += one * topics.len();
+        values += value;
+    }
+    (held, values)
 }
 
 /// Header names and the fixed-size values (event id, schema version, content type).
