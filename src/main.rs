@@ -104,7 +104,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run(arg) => {
             let (settings, routes) = load(&arg)?;
-            settings.check_serving().map_err(config_failure)?;
             telemetry::init(&settings.log);
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
             let result = runtime.block_on(serve(settings, routes));

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use webhook_connector::config::{KafkaSettings, ServerSettings};
+use webhook_connector::config::{KafkaSettings, ServerSettings, Settings};
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::{normalize, payload, sink};
+use webhook_connector::sink::record::headers_of;
+use webhook_connector::{pipeline, sink};
 
 /// One pre-built record.
 struct Prepared {
@@ -26,18 +27,20 @@ pub async fn run(
     events: usize,
 ) -> f64 {
     let received_at = chrono::Utc::now();
+    let limits = Settings::default().limits();
     let mut prepared = Vec::new();
     for body in bodies {
-        let notification = payload::parse(body.as_bytes()).expect("corpus bodies are valid");
-        for event in normalize::normalize(notification, received_at).expect("and normalize") {
-            for topic in routing.topics_for(event.change_type.as_deref()) {
-                prepared.push(Prepared {
-                    topic: topic.to_string(),
-                    key: event.key(),
-                    payload: event.to_json(),
-                    headers: sink::record::headers(&event),
-                });
-            }
+        // The connector's own records: the same payload bytes and headers.
+        let accepted = pipeline::accept(body.as_bytes(), &limits, routing, received_at)
+            .expect("corpus bodies are accepted");
+        let records = accepted.records();
+        for record in &records.records {
+            prepared.push(Prepared {
+                topic: record.topic.to_string(),
+                key: record.key.clone(),
+                payload: records.payload(record).to_vec(),
+                headers: headers_of(record.event_id, record.change_type.as_deref()),
+            });
         }
     }
     // The connector's queue bound too, from the default settings.

@@ -97,6 +97,13 @@ pub struct ByteBudget {
     pub processing: BytePool,
 }
 
+impl ByteBudget {
+    /// Bytes held now in both pools.
+    pub fn held(&self) -> usize {
+        self.receiving.held() + self.processing.held()
+    }
+}
+
 /// One pool of bytes: taken without waiting, given back when the permits drop.
 pub struct BytePool {
     free: Arc<Semaphore>,
@@ -173,8 +180,7 @@ pub fn filters(
             .and(warp::get())
             .and(with_state)
             .map(|state: Arc<Ingress>| {
-                let held = state.bytes.receiving.held() + state.bytes.processing.held();
-                state.metrics.bytes_held(held);
+                state.metrics.bytes_held(state.bytes.held());
                 let text = state.metrics.render();
                 warp::reply::with_header(text, header::CONTENT_TYPE, metrics::CONTENT_TYPE)
                     .into_response()

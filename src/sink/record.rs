@@ -92,13 +92,8 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
 /// Header names and the fixed-size values (event id, schema version, content type).
 const HEADER_BYTES: usize = 128;
 
-/// The record headers of an event.
-pub fn headers(event: &FlatEvent) -> OwnedHeaders {
-    headers_of(event.event_id, event.change_type.as_deref())
-}
-
 /// The record headers of the event `event_id` of type `change_type`.
-pub(crate) fn headers_of(event_id: Uuid, change_type: Option<&str>) -> OwnedHeaders {
+pub fn headers_of(event_id: Uuid, change_type: Option<&str>) -> OwnedHeaders {
     let event_id = event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
     OwnedHeaders::new_with_capacity(4)
