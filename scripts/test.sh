@@ -35,6 +35,10 @@ start_broker "$port" "$broker_log"
 
 export WEBHOOK_CONNECTOR_TEST_KAFKA="127.0.0.1:$port"
 export WEBHOOK_CONNECTOR_TANSU="$TANSU_BIN"
+# Most integration tests wait on the network, not the CPU: run more of them at
+# once than there are cores. The tests that load the machine or measure time
+# take a lock of their binary and run one at a time whatever this says.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 log "Running cargo test"
 set +e
 cargo test --locked "$@" 2>&1 | tee "$output"

@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// These tests load the machine (16 clients, brokers of their own): one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// One request of a load run.
 #[derive(Debug, Clone)]
 struct Outcome {
@@ -152,21 +149,23 @@ async fn send_and_stall(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let timeout = Duration::from_millis(1000);
     let (broker, topic, connector) = connector_on_own_broker("paused", |s| {
-        s.kafka.delivery_timeout_ms = 2000;
+        s.kafka.delivery_timeout_ms = timeout.as_millis() as u64;
     })
     .await;
+    warm_up(&connector.endpoint()).await;
+    let _turn = alone().await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     broker.pause();
     let paused_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(5000)).await;
+    tokio::time::sleep(3 * timeout).await;
     broker.resume();
     let resumed_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(5000)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = load.await.unwrap();
     let all: Vec<&Outcome> = outcomes.iter().collect();
@@ -181,14 +180,14 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
     assert_all(
         &sent_in_pause,
         "answered within the delivery timeout plus 1 s",
-        |o| o.elapsed <= Duration::from_millis(3000),
+        |o| o.elapsed <= timeout + Duration::from_millis(1000),
     );
     // Requests whose whole delivery window fell inside the pause were refused.
     let during: Vec<&Outcome> = all
         .iter()
         .copied()
         .filter(|o| o.started > paused_at + Duration::from_millis(200))
-        .filter(|o| o.started + Duration::from_millis(2500) < resumed_at)
+        .filter(|o| o.started + timeout + Duration::from_millis(500) < resumed_at)
         .collect();
     assert!(!during.is_empty(), "{}", summary(&all));
     assert_all(&during, "503 during the pause", |o| o.status == Some(503));
@@ -196,7 +195,7 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
     let late: Vec<&Outcome> = all
         .iter()
         .copied()
-        .filter(|o| o.started > resumed_at + Duration::from_millis(3000))
+        .filter(|o| o.started > resumed_at + 2 * timeout)
         .collect();
     assert!(!late.is_empty(), "{}", summary(&all));
     assert_all(&late, "200 again after the pause", |o| {
@@ -209,15 +208,18 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let (mut broker, topic, connector) = connector_on_own_broker("restarted", |s| {
         s.kafka.delivery_timeout_ms = 2000;
     })
     .await;
+    // With a producer id from the broker about to die, so the new one has never
+    // heard of it.
+    warm_up(&connector.endpoint()).await;
+    let _turn = alone().await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     broker.restart();
     // The new broker keeps nothing (in-memory storage): recreate the topic.
     create_topics_on(&broker.bootstrap(), &[&topic]).await;
@@ -252,7 +254,7 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
 
 #[tokio::test]
 async fn too_many_requests_in_flight_get_503_at_once() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let _turn = shared().await;
     let (broker, _topic, connector) = connector_on_own_broker("busy", |s| {
         s.kafka.delivery_timeout_ms = 3000;
         s.server.max_in_flight = 4;
@@ -286,7 +288,7 @@ async fn too_many_requests_in_flight_get_503_at_once() {
 
 #[tokio::test]
 async fn a_stalled_body_gets_408_and_gives_its_slot_back() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let _turn = shared().await;
     let topic = unique_topic("stalled");
     create_topics(&[&topic]).await;
     let mut settings = test_settings();
@@ -312,7 +314,6 @@ async fn a_stalled_body_gets_408_and_gives_its_slot_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_flushes_and_exits_zero() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let topic = unique_topic("sigterm");
     create_topics(&[&topic]).await;
     let grace_ms = 5000;
@@ -323,15 +324,12 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
         &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", &grace)],
     )
     .await;
-    let url = process.url.clone();
+    warm_up(&process.endpoint()).await;
+    let _turn = alone().await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(run_load(
-        format!("{url}/webhooks/customer"),
-        16,
-        Arc::clone(&stop),
-    ));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let load = tokio::spawn(run_load(process.endpoint(), 16, Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let signalled_at = Instant::now();
     process.signal("-TERM");
     let exit = loop {
@@ -367,7 +365,7 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
 
 #[tokio::test]
 async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let _turn = shared().await;
     let (broker, _topic, connector) = connector_on_own_broker("grace", |s| {
         s.kafka.delivery_timeout_ms = 20_000;
         s.server.shutdown_grace_ms = 1500;
@@ -390,7 +388,7 @@ async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
 
 #[tokio::test]
 async fn a_client_stalling_in_its_headers_is_disconnected() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let _turn = shared().await;
     let topic = unique_topic("stalled-headers");
     create_topics(&[&topic]).await;
     let mut settings = test_settings();
@@ -414,7 +412,7 @@ async fn a_client_stalling_in_its_headers_is_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_draining_new_connections_are_refused_and_in_flight_requests_finish() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let _turn = shared().await;
     let (broker, topic, mut process) = process_on_own_broker(
         "draining",
         &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "8000")],
@@ -422,7 +420,7 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
     .await;
     let port = process.port;
     let url = process.url.clone();
-    let endpoint = format!("{url}/webhooks/customer");
+    let endpoint = process.endpoint();
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
 
     // A request waits for the frozen broker while the connector is told to stop.

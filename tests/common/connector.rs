@@ -97,7 +97,22 @@ pub async fn connector_on_own_broker(
     (broker, topic, connector)
 }
 
-/// Warms the connector's producer up with one request, pauses `broker`, and sends
+/// Posts the seed sample to `endpoint` until it is answered 200 (at most 10 s):
+/// the connector's producer is then connected and has its producer id, which
+/// librdkafka takes about a second to get after the producer is created.
+pub async fn warm_up(endpoint: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = post(endpoint, seed_sample(), &[]).await;
+        if answer.status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not warm after 10 s: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Warms the connector's producer up ([`warm_up`]), pauses `broker`, and sends
 /// `count` seed-sample requests that then wait for Kafka; returns once all `count`
 /// are in flight (by the connector's gauge), with their pending answers.
 pub async fn hold_requests(
@@ -105,8 +120,7 @@ pub async fn hold_requests(
     broker: &Broker,
     count: usize,
 ) -> Vec<tokio::task::JoinHandle<Answer>> {
-    let warm = post(&connector.endpoint(), seed_sample(), &[]).await;
-    assert_eq!(warm.status, 200, "{:?}", warm.json);
+    warm_up(&connector.endpoint()).await;
     broker.pause();
     let held = (0..count)
         .map(|_| {

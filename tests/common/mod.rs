@@ -6,7 +6,8 @@
 //! - [`http`]: requests and their answers, metrics read over HTTP;
 //! - [`connector`]: a connector in this process, or the binary as a process;
 //! - [`fixtures`]: request bodies and routing files;
-//! - [`process`]: free ports, signals and child processes.
+//! - [`process`]: free ports, signals and child processes;
+//! - [`turns`]: which tests run alone and which beside each other.
 //!
 //! The shared broker is started by `scripts/test.sh`, which exports its address as
 //! `WEBHOOK_CONNECTOR_TEST_KAFKA`. Tests that need it fail without it; they never skip.
@@ -20,6 +21,7 @@ pub mod fixtures;
 pub mod http;
 pub mod kafka;
 pub mod process;
+pub mod turns;
 
 pub use broker::*;
 pub use connector::*;
@@ -27,3 +29,4 @@ pub use fixtures::*;
 pub use http::*;
 pub use kafka::*;
 pub use process::*;
+pub use turns::*;
