@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command: installs (once) and starts a local Kafka-compatible broker,
-# runs the whole test suite (unit, property and integration tests) against it,
-# and stops the broker whatever the outcome. Extra arguments go to `cargo test`.
+# installs (once) the official AsyncAPI parser the tests validate the generated
+# AsyncAPI document with (scripts/validate-asyncapi.cjs, needs Node.js and npm),
+# runs the whole test suite (unit, property and integration tests) against the
+# broker, and stops it whatever the outcome. Extra arguments go to `cargo test`.
 # It always ends with one summary line, `tests: N passed, M failed` (also in
 # target/test-summary.txt), and exits with cargo's exit status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
+source scripts/lib/validators.sh
 
 mkdir -p target
 output="$PWD/target/test-output.log"
@@ -28,6 +31,7 @@ trap finish EXIT
 
 ensure_system_packages "${BUILD_PACKAGES[@]}"
 ensure_broker_installed
+ensure_asyncapi_parser
 port=$(pick_port)
 broker_log="$PWD/target/test-broker.log"
 log "Starting the test broker on 127.0.0.1:$port (log: $broker_log)"
@@ -35,6 +39,7 @@ start_broker "$port" "$broker_log"
 
 export WEBHOOK_CONNECTOR_TEST_KAFKA="127.0.0.1:$port"
 export WEBHOOK_CONNECTOR_TANSU="$TANSU_BIN"
+export WEBHOOK_CONNECTOR_ASYNCAPI_PARSER="$ASYNCAPI_PARSER_DIR"
 # Most integration tests wait on the network, not the CPU: run more of them at
 # once than there are cores. The tests that load the machine or measure time
 # take a lock of their binary and run one at a time whatever this says.

@@ -7,6 +7,7 @@
 //! ```
 //!
 //! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
+//! - [`entity`]: the customer fields the contract types; pure data.
 //! - [`normalize`]: notification -> flat events; pure.
 //! - [`event_id`]: the deterministic id of each change; pure.
 //! - [`routing`]: change type -> topics; pure.
@@ -17,11 +18,15 @@
 //! - [`ingress`]: the HTTP server, endpoints and the error contract.
 //! - [`sink`]: the idempotent Kafka producer and topic administration.
 //! - [`app`]: wires the stages together and runs the server with graceful shutdown.
+//! - [`contract`]: the JSON Schema of the event and the AsyncAPI document of the topics;
+//!   pure.
 //! - [`explain`]: the `explain` command's rendering, shared with nothing that does I/O.
 //! - [`telemetry`]: logging and Prometheus metrics.
 
 pub mod app;
 pub mod config;
+pub mod contract;
+pub mod entity;
 pub mod event_id;
 pub mod explain;
 pub mod ingress;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::entity::{self, FieldType};
 use crate::event_id;
 use crate::payload::{Change, Field, Notification};
 
@@ -158,6 +159,13 @@ pub enum NormalizeError {
         "ChangeDateTime: {value:?} is not a date-time (expected e.g. 2018-11-16T10:46:20.7741026Z)"
     )]
     InvalidChangeDateTime { value: String },
+    /// A customer field the contract types holds another type.
+    #[error("{field}: expected {expected}, got {got}")]
+    FieldType {
+        field: String,
+        expected: &'static str,
+        got: &'static str,
+    },
 }
 
 /// Turns a notification into its flat events: one per change, or exactly one with
@@ -179,20 +187,30 @@ pub fn normalize(
     let received_at = format_timestamp(received_at);
     let customer_id = customer.id;
 
+    // Keys first, values once the keys are final: a typed field is checked under
+    // the key it ends up with (`Email` after an `email` becomes `customer_email_2`).
+    let mut customer_names = Vec::with_capacity(customer.fields.len());
     let mut shared = Vec::with_capacity(customer.fields.len() + extra.len());
     for (name, value) in customer.fields {
-        let key = prefixed_snake_case("customer_", &name);
-        let value = customer_value(&key, value);
-        shared.push((key, value));
+        shared.push((prefixed_snake_case("customer_", &name), value));
+        customer_names.push(name);
     }
     for (name, value) in extra {
-        shared.push((
-            prefixed_snake_case("notification_", &name),
-            value.into_flat(),
-        ));
+        shared.push((prefixed_snake_case("notification_", &name), value));
     }
     let fixed_keys: HashSet<&str> = FIXED_KEYS.into_iter().collect();
     make_keys_unique(&mut shared, &fixed_keys);
+    let shared = shared
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let value = match customer_names.get(i) {
+                Some(name) => customer_value(&key, name, value)?,
+                None => value.into_flat(),
+            };
+            Ok((key, value))
+        })
+        .collect::<Result<Vec<_>, NormalizeError>>()?;
     let shared_fields = Arc::new(SharedFields::new(shared));
     // The names a change's own fields must not take; built once, when the first
     // change with unknown fields needs it.
@@ -267,7 +285,7 @@ pub fn normalize(
 /// whatever their names: the next N to try is remembered per key, so a thousand
 /// keys that all snake-case to the same name cost a thousand probes, not a million.
 /// Collisions are rare, so the common case only checks.
-fn make_keys_unique(fields: &mut [(String, Value)], reserved: &HashSet<&str>) {
+fn make_keys_unique<V>(fields: &mut [(String, V)], reserved: &HashSet<&str>) {
     let mut seen: HashSet<&str> = HashSet::with_capacity(fields.len());
     let unique = fields
         .iter()
@@ -294,17 +312,53 @@ fn make_keys_unique(fields: &mut [(String, Value)], reserved: &HashSet<&str>) {
     }
 }
 
-/// A customer field's value (`key` is its snake-cased event key): date-time fields
-/// normalized when they parse, everything else flat as sent.
-fn customer_value(key: &str, value: Field) -> Value {
-    if let Field::Scalar(Value::String(text)) = &value {
-        if is_date_time_key(key) {
-            if let Some(time) = parse_timestamp(text) {
-                return Value::String(format_timestamp(time));
+/// A customer field's value (`key` is its event key, `name` its name as sent):
+/// a field the contract types (`entity::CUSTOMER_FIELDS`) must have that type or
+/// be null; date-time fields are normalized when they parse (a known one must);
+/// everything else is passed on flat as sent.
+fn customer_value(key: &str, name: &str, value: Field) -> Result<Value, NormalizeError> {
+    let Some(known) = entity::customer_field(key) else {
+        return Ok(match value {
+            Field::Scalar(Value::String(text)) if is_date_time_key(key) => {
+                Value::String(parse_timestamp(&text).map_or(text, format_timestamp))
+            }
+            other => other.into_flat(),
+        });
+    };
+    let wrong_type = |value: &Field| NormalizeError::FieldType {
+        field: format!("Customer.{name}"),
+        expected: known.field_type.expected(),
+        got: kind_of(value),
+    };
+    let typed = match (known.field_type, &value) {
+        (_, Field::Scalar(Value::Null))
+        | (FieldType::Text, Field::Scalar(Value::String(_)))
+        | (FieldType::Boolean, Field::Scalar(Value::Bool(_))) => true,
+        (FieldType::Integer, Field::Scalar(Value::Number(number))) => number.is_i64(),
+        (FieldType::DateTime, Field::Scalar(Value::String(text))) => {
+            return match parse_timestamp(text) {
+                Some(time) => Ok(Value::String(format_timestamp(time))),
+                None => Err(wrong_type(&value)),
             }
         }
+        _ => false,
+    };
+    if typed {
+        Ok(value.into_flat())
+    } else {
+        Err(wrong_type(&value))
     }
-    value.into_flat()
+}
+
+/// What a value is, for error messages.
+fn kind_of(value: &Field) -> &'static str {
+    match value {
+        Field::Scalar(Value::Null) => "null",
+        Field::Scalar(Value::Bool(_)) => "a boolean",
+        Field::Scalar(Value::Number(_)) => "a number",
+        Field::Scalar(Value::String(_)) => "text",
+        Field::Scalar(_) | Field::Nested { .. } => "an object or array",
+    }
 }
 
 /// A snake-cased key whose last word is `date`, or last two `date_time`
@@ -486,6 +540,108 @@ mod tests {
         assert_eq!(event["customer_company"], json!("2018-11-12T10:15:00"));
         assert_eq!(event["customer_last_update"], json!("2018-11-12T10:15:00"));
         assert_eq!(event["customer_date"], json!("2018-11-12T10:15:00Z"));
+    }
+
+    #[test]
+    fn every_known_customer_field_key_is_its_name_snake_cased() {
+        for field in crate::entity::CUSTOMER_FIELDS {
+            assert_eq!(prefixed_snake_case("customer_", field.name), field.key);
+        }
+    }
+
+    #[test]
+    fn typed_customer_fields_keep_their_type_or_null() {
+        let mut n = seed();
+        n.customer.fields = vec![
+            ("Email".into(), json!(null).into()),
+            (
+                "RelatedProviderId".into(),
+                json!(-9223372036854775808i64).into(),
+            ),
+            ("ReceiveGroupSmsMarketing".into(), json!(null).into()),
+            ("Title".into(), json!("").into()),
+            (
+                "GroupSmsMarketingOptInDateTime".into(),
+                json!("2018-11-12T10:15:00").into(),
+            ),
+        ];
+        let event = normalize(n, received()).unwrap()[0].to_value();
+        assert_eq!(event["customer_email"], Value::Null);
+        assert_eq!(
+            event["customer_related_provider_id"],
+            json!(-9223372036854775808i64)
+        );
+        assert_eq!(
+            event["customer_group_sms_marketing_opt_in_date_time"],
+            json!("2018-11-12T10:15:00Z")
+        );
+    }
+
+    #[test]
+    fn a_typed_customer_field_of_another_type_is_refused_by_its_name() {
+        let nested = || Field::Nested {
+            text: "{}".into(),
+            id_text: None,
+        };
+        for (name, value, expected, got) in [
+            ("Email", json!(5).into(), "text or null", "a number"),
+            ("Email", nested(), "text or null", "an object or array"),
+            ("FirstName", json!(true).into(), "text or null", "a boolean"),
+            (
+                "RelatedProviderId",
+                json!("7").into(),
+                "a 64-bit integer or null",
+                "text",
+            ),
+            (
+                "RelatedProviderId",
+                json!(1.5).into(),
+                "a 64-bit integer or null",
+                "a number",
+            ),
+            (
+                "RelatedProviderId",
+                serde_json::from_str::<Value>("9223372036854775808")
+                    .unwrap()
+                    .into(),
+                "a 64-bit integer or null",
+                "a number",
+            ),
+            (
+                "ReceiveGroupEmailMarketing",
+                json!("yes").into(),
+                "true, false or null",
+                "text",
+            ),
+            (
+                "RestaurantSmsMarketingOptInDateTime",
+                json!("not a date").into(),
+                "a date-time (e.g. 2018-11-12T10:15:00Z) or null",
+                "text",
+            ),
+            // Typed by the key it ends up with: `email` takes `customer_email` first.
+            ("email", json!(5).into(), "text or null", "a number"),
+        ] {
+            let mut n = seed();
+            n.customer.fields = vec![(name.to_string(), value)];
+            assert_eq!(
+                normalize(n, received()).unwrap_err(),
+                NormalizeError::FieldType {
+                    field: format!("Customer.{name}"),
+                    expected,
+                    got,
+                },
+                "{name}"
+            );
+        }
+        // A second `Email` after `email` is `customer_email_2`: not typed.
+        let mut n = seed();
+        n.customer.fields = vec![
+            ("email".into(), json!("a@example.com").into()),
+            ("Email".into(), json!(5).into()),
+        ];
+        let event = normalize(n, received()).unwrap()[0].to_value();
+        assert_eq!(event["customer_email_2"], json!(5));
     }
 
     #[test]

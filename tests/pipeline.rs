@@ -71,7 +71,22 @@ async fn seed_sample_reaches_the_routed_topics_with_key_headers_and_every_field(
         sms.headers["content-type"].as_deref(),
         Some("application/json")
     );
-    assert_eq!(sms.headers.len(), 4);
+    // CloudEvents, Kafka binding, binary mode.
+    let ce = |name: &str| sms.headers[name].as_deref();
+    assert_eq!(ce("ce_specversion"), Some("1.0"));
+    assert_eq!(ce("ce_id"), Some(ids[0].as_str()));
+    assert_eq!(
+        ce("ce_source"),
+        Some("urn:webhook-connector:reservation-platform")
+    );
+    assert_eq!(
+        ce("ce_type"),
+        Some("webhook-connector.customer.CustomerSmsChanged")
+    );
+    assert_eq!(ce("ce_time"), Some("2018-11-16T10:46:20.774102600Z"));
+    assert_eq!(ce("ce_time"), sms.value["change_date_time"].as_str());
+    assert_eq!(ce("ce_subject"), Some("862"));
+    assert_eq!(sms.headers.len(), 10);
 
     let received_at = sms.value["received_at"].as_str().unwrap().to_string();
     let received = chrono::DateTime::parse_from_rfc3339(&received_at).unwrap();
@@ -206,6 +221,10 @@ async fn unknown_change_types_and_empty_notifications_reach_the_unmatched_topic(
     assert_eq!(empty_event["old_value"], Value::Null);
     assert_eq!(empty_event["customer_email"], json!("ada@example.com"));
     assert_eq!(records[1].headers["change_type"], None);
+    assert_eq!(
+        records[1].headers["ce_type"].as_deref(),
+        Some("webhook-connector.customer")
+    );
     assert_eq!(records[1].key.as_deref(), Some("8"));
     read_exactly(&contact, 0);
     connector.stop().await;

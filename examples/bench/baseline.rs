@@ -39,7 +39,7 @@ pub async fn run(
                 topic: record.topic.to_string(),
                 key: record.key.clone(),
                 payload: records.payload(record).to_vec(),
-                headers: headers_of(record.event_id, record.change_type.as_deref()),
+                headers: headers_of(record, &kafka.cloudevents_source),
             });
         }
     }

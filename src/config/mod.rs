@@ -195,7 +195,14 @@ pub struct KafkaSettings {
     pub delivery_timeout_ms: u64,
     /// Passed to librdkafka as they are (SASL, TLS, compression, batching, ...).
     pub properties: BTreeMap<String, String>,
+    /// The CloudEvents `source` of every record (header `ce_source`): a URI
+    /// reference naming where the events come from.
+    pub cloudevents_source: String,
 }
+
+/// Longest `kafka.cloudevents_source`: it is counted within each record's fixed
+/// header bytes.
+pub const MAX_CLOUDEVENTS_SOURCE_BYTES: usize = 256;
 
 impl Default for KafkaSettings {
     fn default() -> Self {
@@ -203,6 +210,7 @@ impl Default for KafkaSettings {
             bootstrap_servers: "127.0.0.1:9092".into(),
             delivery_timeout_ms: 10_000,
             properties: BTreeMap::new(),
+            cloudevents_source: "urn:webhook-connector:reservation-platform".into(),
         }
     }
 }
@@ -374,6 +382,17 @@ impl Settings {
             return invalid(
                 "kafka.delivery_timeout_ms",
                 "must be between 1 and 3600000 (one hour)",
+            );
+        }
+        let source = &self.kafka.cloudevents_source;
+        if source.is_empty()
+            || source.len() > MAX_CLOUDEVENTS_SOURCE_BYTES
+            || source.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return invalid(
+                "kafka.cloudevents_source",
+                "must be a URI reference of 1 to 256 bytes without spaces \
+                 (e.g. urn:webhook-connector:reservation-platform)",
             );
         }
         for (name, why) in RESERVED_PROPERTIES {

@@ -37,6 +37,8 @@ pub struct KafkaSink {
     pub(super) last_acknowledged: std::sync::Mutex<Instant>,
     /// Counts producer replacements (a metric).
     pub(super) replacements: Counter,
+    /// The records' CloudEvents source (`kafka.cloudevents_source`).
+    pub(super) cloudevents_source: String,
 }
 
 impl KafkaSink {
@@ -57,6 +59,7 @@ impl KafkaSink {
             last_stuck_check: tokio::sync::Mutex::new(None),
             last_acknowledged: std::sync::Mutex::new(Instant::now()),
             replacements,
+            cloudevents_source: settings.cloudevents_source.clone(),
         })
     }
 
@@ -136,7 +139,7 @@ impl KafkaSink {
         let mut future_record = FutureRecord::to(record.topic)
             .key(record.key.as_str())
             .payload(records.payload(record))
-            .headers(headers_of(record.event_id, record.change_type.as_deref()));
+            .headers(headers_of(record, &self.cloudevents_source));
         loop {
             if self.give_up.is_cancelled() {
                 return Err(DeliveryError::ShuttingDown);

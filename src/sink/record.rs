@@ -1,13 +1,16 @@
 //! Routed events -> Kafka records: key = customer id (decimal), value = the flat
 //! event as JSON, headers `event_id`, `change_type` (null value when there is
-//! none), `schema_version` and `content-type`. Built before anything is produced,
-//! so a request's size is known, and reserved, first.
+//! none), `schema_version`, `content-type` and the CloudEvents binary-mode
+//! attributes (`ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
+//! `ce_subject`). Built before anything is produced, so a request's size is
+//! known, and reserved, first.
 
 use std::ops::Range;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
+use crate::config::MAX_CLOUDEVENTS_SOURCE_BYTES;
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
 
 /// What librdkafka keeps per record beyond key, value and headers (its message
@@ -21,6 +24,8 @@ pub struct Record<'t> {
     pub key: String,
     pub event_id: Uuid,
     pub change_type: Option<String>,
+    /// RFC 3339 UTC, the header `ce_time`.
+    pub change_date_time: String,
     /// The value's place in [`Records::payloads`].
     pub payload: Range<usize>,
 }
@@ -49,6 +54,7 @@ impl<'t> Records<'t> {
                     key: key.clone(),
                     event_id: event.event_id,
                     change_type: event.change_type.clone(),
+                    change_date_time: event.change_date_time.clone(),
                     payload: payload.clone(),
                 });
             }
@@ -81,7 +87,8 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
     let (mut held, mut values) = (0, 0);
     for (event, topics) in events.iter().zip(topics) {
         let value = event.json_len(&mut scratch);
-        let change_type = event.change_type.as_deref().map_or(0, str::len);
+        // The change type is sent twice: `change_type` and within `ce_type`.
+        let change_type = 2 * event.change_type.as_deref().map_or(0, str::len);
         let one = value + event.key().len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES;
         held += one * topics.len();
         values += value;
@@ -89,36 +96,111 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
     (held, values)
 }
 
-/// Header names and the fixed-size values (event id, schema version, content type).
-const HEADER_BYTES: usize = 128;
+/// Header names and every value but the change type: the event id (twice), the
+/// schema version, the content type, the CloudEvents version, source (at most
+/// [`MAX_CLOUDEVENTS_SOURCE_BYTES`]), type prefix, time and subject.
+const HEADER_BYTES: usize = 640;
+// Names (~110 bytes), two ids (72), the other fixed values (under 130), the source.
+const _: () = assert!(HEADER_BYTES >= 110 + 72 + 130 + MAX_CLOUDEVENTS_SOURCE_BYTES);
 
-/// The record headers of the event `event_id` of type `change_type`.
-pub fn headers_of(event_id: Uuid, change_type: Option<&str>) -> OwnedHeaders {
-    let event_id = event_id.to_string();
+/// The CloudEvents `type` of an event of `change_type`:
+/// `webhook-connector.customer.<ChangeType>`, or `webhook-connector.customer`
+/// for the event of a notification without changes.
+pub fn cloudevents_type(change_type: Option<&str>) -> String {
+    match change_type {
+        Some(change_type) => format!("{CLOUDEVENTS_TYPE}.{change_type}"),
+        None => CLOUDEVENTS_TYPE.to_string(),
+    }
+}
+
+const CLOUDEVENTS_TYPE: &str = "webhook-connector.customer";
+
+/// The headers of `record`, with `source` as its CloudEvents source.
+pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
+    let event_id = record.event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
-    OwnedHeaders::new_with_capacity(4)
-        .insert(Header {
-            key: "event_id",
-            value: Some(&event_id),
-        })
-        .insert(Header {
-            key: "change_type",
-            value: change_type,
-        })
-        .insert(Header {
-            key: "schema_version",
-            value: Some(&schema_version),
-        })
-        .insert(Header {
-            key: "content-type",
-            value: Some("application/json"),
-        })
+    let change_type = record.change_type.as_deref();
+    OwnedHeaders::new_with_capacity(10)
+        .insert(header("event_id", Some(&event_id)))
+        .insert(header("change_type", change_type))
+        .insert(header("schema_version", Some(&schema_version)))
+        .insert(header("content-type", Some("application/json")))
+        .insert(header("ce_specversion", Some("1.0")))
+        .insert(header("ce_id", Some(&event_id)))
+        .insert(header("ce_source", Some(source)))
+        .insert(header("ce_type", Some(&cloudevents_type(change_type))))
+        .insert(header("ce_time", Some(&record.change_date_time)))
+        .insert(header("ce_subject", Some(&record.key)))
+}
+
+fn header<'a>(key: &'a str, value: Option<&'a str>) -> Header<'a, &'a str> {
+    Header { key, value }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::{accept, Limits};
+
+    #[test]
+    fn headers_carry_the_event_and_its_cloudevents_attributes() {
+        use rdkafka::message::Headers;
+        let record = Record {
+            topic: "t",
+            key: "862".into(),
+            event_id: Uuid::nil(),
+            change_type: Some("CustomerSmsChanged".into()),
+            change_date_time: "2018-11-16T10:46:20Z".into(),
+            payload: 0..0,
+        };
+        let pairs = |headers: &OwnedHeaders| -> Vec<(String, Option<String>)> {
+            headers
+                .iter()
+                .map(|h| {
+                    let value = h.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                    (h.key.to_string(), value)
+                })
+                .collect()
+        };
+        let nil = Uuid::nil().to_string();
+        let expected = |change_type: Option<&str>, ce_type: &str| {
+            [
+                ("event_id", Some(nil.as_str())),
+                ("change_type", change_type),
+                ("schema_version", Some("1")),
+                ("content-type", Some("application/json")),
+                ("ce_specversion", Some("1.0")),
+                ("ce_id", Some(nil.as_str())),
+                ("ce_source", Some("urn:x")),
+                ("ce_type", Some(ce_type)),
+                ("ce_time", Some("2018-11-16T10:46:20Z")),
+                ("ce_subject", Some("862")),
+            ]
+            .map(|(k, v)| (k.to_string(), v.map(String::from)))
+            .to_vec()
+        };
+        assert_eq!(
+            pairs(&headers_of(&record, "urn:x")),
+            expected(
+                Some("CustomerSmsChanged"),
+                "webhook-connector.customer.CustomerSmsChanged"
+            )
+        );
+        let none = Record {
+            change_type: None,
+            ..record
+        };
+        assert_eq!(
+            pairs(&headers_of(&none, "urn:x")),
+            expected(None, "webhook-connector.customer")
+        );
+        // Within what a record reserves for its headers.
+        let bytes: usize = pairs(&headers_of(&none, &"s".repeat(256)))
+            .iter()
+            .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
+            .sum();
+        assert!(bytes <= HEADER_BYTES, "{bytes}");
+    }
 
     #[test]
     fn one_record_per_event_and_topic_sharing_one_serialization() {
@@ -153,7 +235,7 @@ mod tests {
                 r.payload.len()
                     + r.key.len()
                     + HEADER_BYTES
-                    + r.change_type.as_deref().map_or(0, str::len)
+                    + 2 * r.change_type.as_deref().map_or(0, str::len)
                     + RECORD_OVERHEAD_BYTES
             })
             .sum();

@@ -1,0 +1,116 @@
+//! The JSON Schema (draft 2020-12) of the flat event, generated from the
+//! normalizer's own tables: the fixed fields, the typed customer fields
+//! ([`crate::entity`]) and the open set (`customer_*`, `change_*`,
+//! `notification_*`), every value a scalar so that "the event is flat" is part of
+//! the schema. `schema/flat-event.v1.json` is this function's output, committed.
+
+use serde_json::{json, Map, Value};
+
+use crate::entity::{FieldType, CUSTOMER_FIELDS};
+use crate::normalize::SCHEMA_VERSION;
+
+/// The schema's `$id`.
+pub fn schema_id() -> String {
+    format!("urn:webhook-connector:flat-event:v{SCHEMA_VERSION}")
+}
+
+/// The JSON Schema of the flat event of [`SCHEMA_VERSION`].
+pub fn flat_event() -> Value {
+    let mut properties = Map::new();
+    let mut add = |key: &str, schema: Value| {
+        properties.insert(key.to_string(), schema);
+    };
+    add(
+        "event_id",
+        json!({"type": "string", "format": "uuid",
+               "description": "UUIDv5 of the customer id, the raw ChangeDateTime, the change's index, type and old and new values: the same change delivered twice has the same id."}),
+    );
+    add(
+        "schema_version",
+        json!({"const": SCHEMA_VERSION, "description": "The version of this layout."}),
+    );
+    add(
+        "change_type",
+        json!({"type": ["string", "null"],
+               "description": "The change's ChangeType as sent; null for the one event of a notification whose Changes array is empty."}),
+    );
+    add(
+        "change_index",
+        json!({"type": "integer", "minimum": 0, "description": "The change's position in the notification's Changes, from 0."}),
+    );
+    add(
+        "change_count",
+        json!({"type": "integer", "minimum": 0, "description": "How many changes the notification held (0 when none)."}),
+    );
+    add(
+        "change_date_time",
+        timestamp("When the platform made the change (the notification's ChangeDateTime)."),
+    );
+    add(
+        "old_value",
+        scalar("The change's OldValue with its JSON type; an object or array as its compact JSON text; null when absent."),
+    );
+    add(
+        "new_value",
+        scalar("The change's NewValue with its JSON type; an object or array as its compact JSON text; null when absent."),
+    );
+    add(
+        "customer_id",
+        json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX,
+               "description": "Customer.Id: a 64-bit integer; the record key is this id in decimal."}),
+    );
+    for field in CUSTOMER_FIELDS {
+        let description = format!("Customer.{} as sent, or null.", field.name);
+        let schema = match field.field_type {
+            FieldType::Text => json!({"type": ["string", "null"]}),
+            FieldType::Integer => {
+                json!({"type": ["integer", "null"], "minimum": i64::MIN, "maximum": i64::MAX})
+            }
+            FieldType::Boolean => json!({"type": ["boolean", "null"]}),
+            FieldType::DateTime => json!({"type": ["string", "null"], "format": "date-time",
+                                          "pattern": UTC_PATTERN}),
+        };
+        add(field.key, with_description(schema, &description));
+    }
+    add(
+        "received_at",
+        timestamp("When the connector received the notification."),
+    );
+
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": schema_id(),
+        "title": format!("Flat event, schema version {SCHEMA_VERSION}"),
+        "description": "One change of one customer notification, flat: every value is a string, number, boolean or null. Fields besides the ones listed here come from fields the platform sends that the contract does not type: Customer.X as customer_<x>, unknown top-level fields as notification_<x>, unknown fields of a change as change_<x>.",
+        "type": "object",
+        "required": [
+            "event_id", "schema_version", "change_type", "change_index", "change_count",
+            "change_date_time", "old_value", "new_value", "customer_id", "received_at"
+        ],
+        "properties": properties,
+        "patternProperties": {
+            "^customer_": scalar("A customer field the contract does not type (Customer.X as customer_<snake_case x>)."),
+            "^change_": scalar("An unknown field of the change (as change_<snake_case x>)."),
+            "^notification_": scalar("An unknown top-level field of the notification (as notification_<snake_case x>)."),
+        },
+        "additionalProperties": false,
+    })
+}
+
+/// RFC 3339 in UTC with `Z`, 0 to 9 fraction digits.
+const UTC_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$";
+
+fn timestamp(description: &str) -> Value {
+    json!({"type": "string", "format": "date-time", "pattern": UTC_PATTERN,
+           "description": description})
+}
+
+fn scalar(description: &str) -> Value {
+    json!({"type": ["string", "number", "boolean", "null"], "description": description})
+}
+
+fn with_description(mut schema: Value, description: &str) -> Value {
+    schema["description"] = json!(description);
+    schema
+}
