@@ -15,7 +15,7 @@ use webhook_connector::config::Settings;
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink;
 use webhook_connector::sink::admin::{self, TopicOutcome};
-use webhook_connector::{app, explain, telemetry};
+use webhook_connector::{app, contract, explain, telemetry};
 
 /// mimalloc instead of the system allocator: the request path allocates many small
 /// short-lived objects across threads, where glibc malloc spent a fifth of the CPU
@@ -69,6 +69,12 @@ enum Command {
         /// A webhook body (JSON) as the platform would POST it.
         body: PathBuf,
     },
+    /// Print the JSON Schema (draft 2020-12) of the flat event; the same as
+    /// schema/flat-event.v1.json.
+    Schema,
+    /// Print the AsyncAPI 3.0 document (JSON) of the topics the routing file feeds:
+    /// servers, one channel per topic with its routes, the event, key and headers.
+    Asyncapi(ConfigArg),
     /// Create every routed topic that does not exist yet (the unmatched one included).
     CreateTopics {
         #[command(flatten)]
@@ -136,9 +142,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let events =
                 explain::explain(&bytes, &settings.limits(), &table, chrono::Utc::now())
                     .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
-            let text = serde_json::to_string_pretty(&events).map_err(|e| Failure(1, e.into()))?;
-            println!("{text}");
-            Ok(())
+            print_json(&events)
+        }
+        Command::Schema => print_json(&contract::schema::flat_event()),
+        Command::Asyncapi(config) => {
+            let (settings, RoutingFile { table, .. }) = load(&config)?;
+            print_json(&contract::asyncapi::document(&settings.kafka, &table))
         }
         Command::CreateTopics {
             config,
@@ -166,6 +175,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Prints `value` as indented JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure(1, e.into()))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// `check --kafka`: every routed topic must exist in the cluster.

@@ -270,14 +270,21 @@ pub fn normalize(
         }
     };
 
-    if changes.is_empty() {
-        return Ok(vec![event(0, None)]);
+    let events = if changes.is_empty() {
+        vec![event(0, None)]
+    } else {
+        changes
+            .into_iter()
+            .enumerate()
+            .map(|(index, change)| event(index, Some(change)))
+            .collect()
+    };
+    // In test builds every event made is checked against the published schema.
+    #[cfg(test)]
+    for event in &events {
+        crate::contract::schema::assert_matches(&event.to_value());
     }
-    Ok(changes
-        .into_iter()
-        .enumerate()
-        .map(|(index, change)| event(index, Some(change)))
-        .collect())
+    Ok(events)
 }
 
 /// Makes every key unique among themselves and against `reserved`: a key already
@@ -819,6 +826,83 @@ mod tests {
                 changes,
                 extra: vec![],
             })
+    }
+
+    /// A value or a nested one (an object's compact text).
+    fn arb_field() -> impl Strategy<Value = Field> {
+        prop_oneof![
+            arb_value().prop_map(Field::from),
+            any::<i32>().prop_map(|n| Field::Nested {
+                text: format!("{{\"k\":[{n}]}}"),
+                id_text: None,
+            }),
+        ]
+    }
+
+    /// A value of `field_type`, or null.
+    fn arb_typed(field_type: FieldType) -> BoxedStrategy<Value> {
+        let value = match field_type {
+            FieldType::Text => "[a-zA-Z0-9 @.]{0,12}".prop_map(Value::String).boxed(),
+            FieldType::Integer => any::<i64>().prop_map(|n| json!(n)).boxed(),
+            FieldType::Boolean => any::<bool>().prop_map(Value::Bool).boxed(),
+            FieldType::DateTime => prop_oneof![
+                Just("2018-11-12T10:15:00"),
+                Just("2018-11-16T10:46:20.7115562+00:00"),
+                Just("2018-11-16T10:46:20.7741026Z"),
+            ]
+            .prop_map(|t| Value::String(t.into()))
+            .boxed(),
+        };
+        prop_oneof![Just(Value::Null), value].boxed()
+    }
+
+    /// Any notification the parser could hand over: typed customer fields with
+    /// values of their type, unknown customer, top-level and change fields,
+    /// nested values anywhere, empty change types.
+    fn arb_open_notification() -> impl Strategy<Value = Notification> {
+        let extra = || proptest::collection::vec(("[A-Za-z_ ]{0,12}", arb_field()), 0..4);
+        let change = ("[A-Za-z]{0,20}", arb_field(), arb_field(), extra()).prop_map(
+            |(change_type, old_value, new_value, extra)| Change {
+                change_type,
+                old_value,
+                new_value,
+                extra,
+            },
+        );
+        let known = proptest::sample::subsequence(crate::entity::CUSTOMER_FIELDS.to_vec(), 0..=19)
+            .prop_flat_map(|fields| {
+                fields
+                    .into_iter()
+                    .map(|f| {
+                        arb_typed(f.field_type).prop_map(move |v| (f.name.to_string(), v.into()))
+                    })
+                    .collect::<Vec<_>>()
+            });
+        (
+            any::<i64>(),
+            known,
+            extra(),
+            proptest::collection::vec(change, 0..6),
+            extra(),
+        )
+            .prop_map(|(id, mut fields, unknown, changes, extra)| {
+                fields.extend(unknown);
+                Notification {
+                    change_date_time: "2018-11-16T10:46:20.7741026Z".into(),
+                    customer: Customer { id, fields },
+                    changes,
+                    extra,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_event_of_any_notification_matches_the_published_schema(n in arb_open_notification()) {
+            for event in normalize(n, received()).unwrap() {
+                crate::contract::schema::assert_matches(&event.to_value());
+            }
+        }
     }
 
     proptest! {

@@ -1,1 +1,220 @@
-//! placeholder
+//! The AsyncAPI 3.0 document of what the connector writes, generated from the
+//! settings and the routing table in use: the Kafka servers, one channel per
+//! topic (the unmatched topic included) with the routes and change-type patterns
+//! that feed it, and one message on every channel: the flat event ([`super::schema`],
+//! as a draft-07 payload), its record key, its headers and the Kafka bindings.
+
+use serde_json::{json, Map, Value};
+
+use super::{cloudevents_type, schema};
+use crate::config::KafkaSettings;
+use crate::routing::RoutingTable;
+
+/// The version of the Kafka bindings used.
+const BINDING_VERSION: &str = "0.5.0";
+
+/// The AsyncAPI document for a connector with `kafka` settings and routing `table`.
+pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
+    let mut channels = Map::new();
+    let mut operations = Map::new();
+    for topic in table.all_topics() {
+        channels.insert(topic.to_string(), channel(topic, table));
+        operations.insert(
+            format!("send-{topic}"),
+            json!({
+                "action": "send",
+                "title": format!("Produce to {topic}"),
+                "channel": {"$ref": format!("#/channels/{topic}")},
+                "messages": [{"$ref": format!("#/channels/{topic}/messages/flatEvent")}],
+            }),
+        );
+    }
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "webhook-connector",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Customer change notifications of the reservation platform, one flat event per change, on the Kafka topics of the routing file. Records are keyed by customer id (per-customer order within a partition) and delivered at least once: de-duplicate by event_id.",
+        },
+        "defaultContentType": "application/json",
+        "servers": servers(kafka),
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "messages": {"flatEvent": message(kafka)},
+        },
+    })
+}
+
+/// One server per bootstrap address.
+fn servers(kafka: &KafkaSettings) -> Value {
+    let secure = kafka
+        .properties
+        .get("security.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("ssl") || p.eq_ignore_ascii_case("sasl_ssl"));
+    let mut servers = Map::new();
+    let hosts = kafka.bootstrap_servers.split(',').map(str::trim);
+    for (n, host) in hosts.filter(|h| !h.is_empty()).enumerate() {
+        servers.insert(
+            format!("broker-{}", n + 1),
+            json!({
+                "host": host,
+                "protocol": if secure { "kafka-secure" } else { "kafka" },
+                "description": "A bootstrap server of kafka.bootstrap_servers.",
+                "bindings": {"kafka": {"bindingVersion": BINDING_VERSION}},
+            }),
+        );
+    }
+    Value::Object(servers)
+}
+
+/// The channel of `topic`: which routes feed it, with which patterns.
+fn channel(topic: &str, table: &RoutingTable) -> Value {
+    let routes: Vec<Value> = table
+        .routes()
+        .iter()
+        .filter(|route| route.topics().iter().any(|t| t == topic))
+        .map(|route| json!({"route": route.name(), "change_types": route.patterns()}))
+        .collect();
+    let unmatched = table.unmatched_topic() == topic;
+    let mut feeds: Vec<String> = routes
+        .iter()
+        .map(|r| {
+            let patterns: Vec<&str> = r["change_types"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "route `{}` ({})",
+                r["route"].as_str().unwrap_or_default(),
+                patterns.join(", ")
+            )
+        })
+        .collect();
+    if unmatched {
+        feeds.push(
+            "every event no route matches (new change types, notifications without changes)".into(),
+        );
+    }
+    json!({
+        "address": topic,
+        "title": topic,
+        "description": format!("Fed by {}.", feeds.join("; ")),
+        "messages": {"flatEvent": {"$ref": "#/components/messages/flatEvent"}},
+        "bindings": {"kafka": {"topic": topic, "bindingVersion": BINDING_VERSION}},
+        "x-webhook-connector-routes": routes,
+        "x-webhook-connector-unmatched": unmatched,
+    })
+}
+
+/// The flat event as a message: payload, key, headers.
+fn message(kafka: &KafkaSettings) -> Value {
+    let mut payload = schema::flat_event();
+    if let Some(object) = payload.as_object_mut() {
+        // Embedded as draft-07, which the AsyncAPI tools check; the keywords are
+        // the same in both drafts.
+        object.remove("$schema");
+        object.remove("$id");
+    }
+    let text = |description: &str| json!({"type": "string", "description": description});
+    json!({
+        "name": "flatEvent",
+        "title": "Flat event",
+        "summary": "One change of one customer notification, flat.",
+        "contentType": "application/json",
+        "payload": {
+            "schemaFormat": "application/schema+json;version=draft-07",
+            "schema": payload,
+        },
+        "headers": {
+            "type": "object",
+            "properties": {
+                "event_id": text("The event's event_id."),
+                "change_type": {"type": ["string", "null"], "description": "The event's change_type; a null value when it is null."},
+                "schema_version": text("The event's schema_version, in decimal."),
+                "content-type": {"const": "application/json"},
+                "ce_specversion": {"const": "1.0", "description": "CloudEvents binary mode: the version of the CloudEvents spec."},
+                "ce_id": text("CloudEvents id: the event_id."),
+                "ce_source": {"const": kafka.cloudevents_source, "description": "CloudEvents source (kafka.cloudevents_source)."},
+                "ce_type": text(&format!("CloudEvents type: {} or, for an event without a change type, {}.", cloudevents_type(Some("<change_type>")), cloudevents_type(None))),
+                "ce_time": text("CloudEvents time: the event's change_date_time."),
+                "ce_subject": text("CloudEvents subject: the customer id in decimal."),
+            },
+            "required": ["event_id", "schema_version", "content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"],
+        },
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "pattern": "^-?[0-9]+$", "description": "The customer id in decimal: one customer's events share a partition, in order."},
+                "bindingVersion": BINDING_VERSION,
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::routing_file;
+
+    fn table() -> RoutingTable {
+        routing_file::parse(
+            "[unmatched]\ntopic = \"u\"\n\
+             [[routes]]\nname = \"contact\"\nchange_types = [\"CustomerEmailChanged\", \"Customer*Sms*\"]\ntopics = [\"a\", \"b\"]\n\
+             [[routes]]\nname = \"all-sms\"\nchange_types = [\"*Sms*\"]\ntopics = [\"b\", \"u\"]\n",
+            "routes.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn one_channel_and_operation_per_topic_naming_the_routes_that_feed_it() {
+        let doc = document(&KafkaSettings::default(), &table());
+        let channels = doc["channels"].as_object().unwrap();
+        assert_eq!(channels.keys().collect::<Vec<_>>(), ["a", "b", "u"]);
+        assert_eq!(doc["channels"]["b"]["address"], "b");
+        assert_eq!(
+            doc["channels"]["b"]["x-webhook-connector-routes"],
+            json!([
+                {"route": "contact", "change_types": ["CustomerEmailChanged", "Customer*Sms*"]},
+                {"route": "all-sms", "change_types": ["*Sms*"]},
+            ])
+        );
+        assert_eq!(doc["channels"]["u"]["x-webhook-connector-unmatched"], true);
+        assert_eq!(doc["channels"]["a"]["x-webhook-connector-unmatched"], false);
+        let described = doc["channels"]["u"]["description"].as_str().unwrap();
+        assert!(described.contains("route `all-sms` (*Sms*)"), "{described}");
+        assert!(described.contains("no route matches"), "{described}");
+        assert_eq!(doc["operations"]["send-b"]["action"], "send");
+        assert_eq!(
+            doc["operations"]["send-b"]["channel"]["$ref"],
+            "#/channels/b"
+        );
+    }
+
+    #[test]
+    fn servers_come_from_the_bootstrap_list_and_the_payload_is_the_event_schema() {
+        let mut kafka = KafkaSettings {
+            bootstrap_servers: "k1:9092, k2:9093".into(),
+            ..KafkaSettings::default()
+        };
+        kafka
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let doc = document(&kafka, &table());
+        assert_eq!(doc["servers"]["broker-1"]["host"], "k1:9092");
+        assert_eq!(doc["servers"]["broker-2"]["host"], "k2:9093");
+        assert_eq!(doc["servers"]["broker-2"]["protocol"], "kafka-secure");
+        let payload = &doc["components"]["messages"]["flatEvent"]["payload"]["schema"];
+        let mut expected = schema::flat_event();
+        expected.as_object_mut().unwrap().remove("$schema");
+        expected.as_object_mut().unwrap().remove("$id");
+        assert_eq!(*payload, expected);
+        assert_eq!(
+            doc["components"]["messages"]["flatEvent"]["headers"]["properties"]["ce_source"]
+                ["const"],
+            kafka.cloudevents_source
+        );
+    }
+}

@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn every_narrowing_is_reported() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("kind: removed", Box::new(|s| {
                 s["properties"].as_object_mut().unwrap().remove("kind");
             })),

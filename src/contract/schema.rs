@@ -114,3 +114,74 @@ fn with_description(mut schema: Value, description: &str) -> Value {
     schema["description"] = json!(description);
     schema
 }
+
+/// Panics, listing every error, when `event` does not match [`flat_event`] with
+/// formats asserted. Test builds only: there the normalizer checks every event it
+/// makes, so every event a unit or property test produces is checked.
+#[cfg(test)]
+pub(crate) fn assert_matches(event: &Value) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&flat_event())
+            .expect("the flat event schema compiles")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(event)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\nin {event}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_is_a_valid_draft_2020_12_schema() {
+        jsonschema::meta::validate(&flat_event()).expect("valid against its meta-schema");
+    }
+
+    #[test]
+    fn the_schema_refuses_nesting_unknown_names_and_mistyped_fields() {
+        let event = || {
+            serde_json::json!({
+                "event_id": "0159f331-0d29-5e8c-a971-7a6c41ba47c1", "schema_version": 1,
+                "change_type": null, "change_index": 0, "change_count": 0,
+                "change_date_time": "2018-11-16T10:46:20.774102600Z",
+                "old_value": null, "new_value": 1.5, "customer_id": 862,
+                "customer_email": null, "customer_extra": true, "change_extra": "x",
+                "notification_extra": 3, "received_at": "2026-11-28T09:00:00Z",
+            })
+        };
+        assert_matches(&event());
+        let schema = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&flat_event())
+            .unwrap();
+        for (key, value) in [
+            ("customer_extra", serde_json::json!({"a": 1})),
+            ("notification_extra", serde_json::json!([1])),
+            ("old_value", serde_json::json!({})),
+            ("other", serde_json::json!(1)),
+            ("event_id", serde_json::json!("not-a-uuid")),
+            ("schema_version", serde_json::json!(2)),
+            ("customer_id", serde_json::json!(1.5)),
+            ("customer_email", serde_json::json!(5)),
+            (
+                "received_at",
+                serde_json::json!("2026-11-28T09:00:00+01:00"),
+            ),
+            ("change_index", serde_json::json!(-1)),
+        ] {
+            let mut bad = event();
+            bad[key] = value;
+            assert!(!schema.is_valid(&bad), "{key} = {}", bad[key]);
+        }
+        let mut missing = event();
+        missing.as_object_mut().unwrap().remove("received_at");
+        assert!(!schema.is_valid(&missing));
+    }
+}

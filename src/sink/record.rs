@@ -11,6 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
 use crate::config::MAX_CLOUDEVENTS_SOURCE_BYTES;
+use crate::contract::cloudevents_type;
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
 
 /// What librdkafka keeps per record beyond key, value and headers (its message
@@ -102,18 +103,6 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
 const HEADER_BYTES: usize = 640;
 // Names (~110 bytes), two ids (72), the other fixed values (under 130), the source.
 const _: () = assert!(HEADER_BYTES >= 110 + 72 + 130 + MAX_CLOUDEVENTS_SOURCE_BYTES);
-
-/// The CloudEvents `type` of an event of `change_type`:
-/// `webhook-connector.customer.<ChangeType>`, or `webhook-connector.customer`
-/// for the event of a notification without changes.
-pub fn cloudevents_type(change_type: Option<&str>) -> String {
-    match change_type {
-        Some(change_type) => format!("{CLOUDEVENTS_TYPE}.{change_type}"),
-        None => CLOUDEVENTS_TYPE.to_string(),
-    }
-}
-
-const CLOUDEVENTS_TYPE: &str = "webhook-connector.customer";
 
 /// The headers of `record`, with `source` as its CloudEvents source.
 pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {

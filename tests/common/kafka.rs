@@ -1,4 +1,5 @@
 //! Reading topics back over the Kafka protocol, as a consumer outside any group.
+//! Every record value read is checked against the published schema.
 //! One polling loop ([`read`]) serves every read; they differ in when they stop.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use super::broker::{kafka, unique_topic};
+use super::contract::assert_published_event;
 
 /// A record read back from Kafka.
 #[derive(Debug, Clone)]
@@ -169,11 +171,13 @@ fn to_record(message: &impl Message) -> Record {
                 .collect()
         })
         .unwrap_or_default();
+    let value = serde_json::from_slice(message.payload().unwrap_or_default())
+        .expect("record value is JSON");
+    assert_published_event(&value);
     Record {
         topic: message.topic().to_string(),
         key: message.key().map(text),
-        value: serde_json::from_slice(message.payload().unwrap_or_default())
-            .expect("record value is JSON"),
+        value,
         headers,
     }
 }

@@ -5,6 +5,7 @@
 //! - [`kafka`]: reading records back over the Kafka protocol;
 //! - [`http`]: requests and their answers, metrics read over HTTP;
 //! - [`connector`]: a connector in this process, or the binary as a process;
+//! - [`contract`]: the committed JSON Schema every event read back must match;
 //! - [`fixtures`]: request bodies and routing files;
 //! - [`process`]: free ports, signals and child processes;
 //! - [`turns`]: which tests run alone and which beside each other.
@@ -17,6 +18,7 @@
 
 pub mod broker;
 pub mod connector;
+pub mod contract;
 pub mod fixtures;
 pub mod http;
 pub mod kafka;
@@ -25,6 +27,7 @@ pub mod turns;
 
 pub use broker::*;
 pub use connector::*;
+pub use contract::*;
 pub use fixtures::*;
 pub use http::*;
 pub use kafka::*;

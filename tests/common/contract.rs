@@ -1,0 +1,36 @@
+//! The published contract as consumers get it: the committed JSON Schema
+//! (`schema/flat-event.v1.json`), against which every record value read back
+//! from Kafka is checked ([`super::kafka`] does it for every read).
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The committed schema file.
+pub const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/flat-event.v1.json");
+
+/// The committed schema.
+pub fn committed_schema() -> Value {
+    let text = std::fs::read_to_string(SCHEMA_FILE).expect("schema/flat-event.v1.json is there");
+    serde_json::from_str(&text).expect("the committed schema is JSON")
+}
+
+/// Panics, naming every error, when `event` does not match the committed schema
+/// (formats asserted).
+pub fn assert_published_event(event: &Value) {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&committed_schema())
+            .expect("the committed schema compiles")
+    });
+    let errors: Vec<String> = schema
+        .iter_errors(event)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not a published event: {errors:#?}\n{event}"
+    );
+}

@@ -1,0 +1,170 @@
+//! The published contract, checked by validators written by others: the JSON
+//! Schema of the flat event against its meta-schema (the `jsonschema` crate) and
+//! against the committed version for backward compatibility, and the AsyncAPI
+//! documents `asyncapi` prints through the official parser (`@asyncapi/parser`,
+//! installed by `scripts/test.sh`). Every event the other tests read back is
+//! checked against the committed schema by `common::kafka`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+use webhook_connector::contract::{compat, schema};
+
+/// Runs the binary; its standard output, after asserting it exited 0.
+fn connector(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
+        .args(args)
+        .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_schema_keeps_every_promise_of_the_committed_schema_of_its_version() {
+    let problems = compat::breaking_changes(&committed_schema(), &schema::flat_event());
+    assert!(
+        problems.is_empty(),
+        "the flat event's schema breaks its consumers; such a change needs a new \
+         schema_version, produced beside this one:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_committed_schema_is_what_the_schema_command_prints() {
+    let printed: Value = serde_json::from_str(&connector(&["schema"])).unwrap();
+    assert_eq!(
+        printed,
+        committed_schema(),
+        "schema/flat-event.v1.json is not what the code generates. When the change is \
+         compatible (the test above passes), publish it: \
+         cargo run -- schema > schema/flat-event.v1.json"
+    );
+}
+
+#[test]
+fn the_committed_schema_is_a_valid_draft_2020_12_schema() {
+    let schema = committed_schema();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    jsonschema::meta::validate(&schema).expect("valid against the 2020-12 meta-schema");
+}
+
+/// Checks `document` with the official AsyncAPI parser; panics with its
+/// diagnostics when it reports an error.
+fn assert_valid_asyncapi(document: &str) {
+    let parser = std::env::var("WEBHOOK_CONNECTOR_ASYNCAPI_PARSER").unwrap_or_else(|_| {
+        panic!(
+            "WEBHOOK_CONNECTOR_ASYNCAPI_PARSER is not set: run the tests with \
+             `scripts/test.sh`, which installs @asyncapi/parser"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("asyncapi.json");
+    std::fs::write(&file, document).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-asyncapi.cjs");
+    let output = Command::new("node")
+        .arg(script)
+        .arg(parser)
+        .arg(&file)
+        .output()
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "the AsyncAPI parser refuses the document:\n{}{}\n{document}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_asyncapi_document_of_the_example_routing_file_passes_the_official_parser() {
+    let text = connector(&["asyncapi", "--config", "config/default.toml"]);
+    assert_valid_asyncapi(&text);
+    let document: Value = serde_json::from_str(&text).unwrap();
+    let channels: Vec<&String> = document["channels"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        channels,
+        [
+            "customer.contact-details",
+            "customer.lifecycle",
+            "customer.marketing-opt-ins",
+            "customer.unrouted"
+        ]
+    );
+    assert_eq!(document["servers"]["broker-1"]["host"], "127.0.0.1:9092");
+    // The payload is the committed schema, embedded as draft-07.
+    let mut payload = committed_schema();
+    payload.as_object_mut().unwrap().remove("$schema");
+    payload.as_object_mut().unwrap().remove("$id");
+    assert_eq!(
+        document["components"]["messages"]["flatEvent"]["payload"]["schema"],
+        payload
+    );
+}
+
+#[test]
+fn the_asyncapi_document_of_fan_out_and_overlapping_globs_passes_the_official_parser() {
+    let routes = routes_toml(
+        "all.unrouted",
+        &[
+            (
+                "contact",
+                &["CustomerEmailChanged", "Customer*Sms*"],
+                &["contact", "audit"],
+            ),
+            ("sms", &["*Sms*"], &["sms", "audit"]),
+            ("everything", &["*"], &["audit", "all.unrouted"]),
+        ],
+    );
+    let (dir, routes_file) = routes_file(&routes);
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[kafka]\nbootstrap_servers = \"k1:9092,k2:9092\"\n[routing]\nfile = {:?}\n",
+            routes_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let text = connector(&["asyncapi", "--config", settings.to_str().unwrap()]);
+    assert_valid_asyncapi(&text);
+    let document: Value = serde_json::from_str(&text).unwrap();
+    let routes_of = |topic: &str| -> Vec<String> {
+        document["channels"][topic]["x-webhook-connector-routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["route"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(routes_of("audit"), ["contact", "sms", "everything"]);
+    assert_eq!(routes_of("all.unrouted"), ["everything"]);
+    assert_eq!(
+        document["channels"]["all.unrouted"]["x-webhook-connector-unmatched"],
+        true
+    );
+    assert_eq!(document["servers"]["broker-2"]["host"], "k2:9092");
+}
+
+#[test]
+fn the_parser_check_is_real_a_broken_document_is_refused() {
+    let mut document: Value =
+        serde_json::from_str(&connector(&["asyncapi", "--config", "config/default.toml"])).unwrap();
+    document["operations"]["send-customer.lifecycle"]["channel"]["$ref"] =
+        Value::from("#/channels/no-such-topic");
+    let result = std::panic::catch_unwind(|| assert_valid_asyncapi(&document.to_string()));
+    assert!(
+        result.is_err(),
+        "a reference to a missing channel must be refused"
+    );
+}
