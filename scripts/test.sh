@@ -31,6 +31,7 @@ trap finish EXIT
 
 ensure_system_packages "${BUILD_PACKAGES[@]}"
 ensure_broker_installed
+ensure_system_packages nodejs npm
 ensure_asyncapi_parser
 port=$(pick_port)
 broker_log="$PWD/target/test-broker.log"
@@ -42,7 +43,7 @@ export WEBHOOK_CONNECTOR_TANSU="$TANSU_BIN"
 export WEBHOOK_CONNECTOR_ASYNCAPI_PARSER="$ASYNCAPI_PARSER_DIR"
 # Most integration tests wait on the network, not the CPU: run more of them at
 # once than there are cores. The tests that load the machine or measure time
-# take a lock of their binary and run one at a time whatever this says.
+# run alone whatever this says (tests/common/turns.rs).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 log "Running cargo test"
 set +e

@@ -432,8 +432,12 @@ async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413()
         s.server.max_in_flight_bytes = 16_000;
     })
     .await;
-    let held = hold_requests(&connector, &broker, 1).await.remove(0);
+    // 10 changes of a 1 KB customer: 10+ KB of records, more than the whole budget.
+    let too_big = post(&connector.endpoint(), padded_body(10, 1000), &[]).await;
+    assert_eq!(too_big.status, 413, "{:?}", too_big.json);
+    assert_eq!(too_big.json["error"], "payload_too_large");
 
+    let held = hold_requests(&connector, &broker, 1).await.remove(0);
     let refused = post(&connector.endpoint(), seed_sample(), &[]).await;
     assert_eq!(refused.status, 503, "{:?}", refused.json);
     assert_eq!(refused.json["error"], "overloaded");
@@ -442,11 +446,6 @@ async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413()
         .unwrap()
         .contains("server.max_in_flight_bytes"));
     assert_eq!(refused.headers["retry-after"], "1");
-
-    // 10 changes of a 1 KB customer: 10+ KB of records, more than the whole budget.
-    let too_big = post(&connector.endpoint(), padded_body(10, 1000), &[]).await;
-    assert_eq!(too_big.status, 413, "{:?}", too_big.json);
-    assert_eq!(too_big.json["error"], "payload_too_large");
 
     broker.resume();
     assert_eq!(held.await.unwrap().status, 200);

@@ -15,13 +15,15 @@ BROKER_PID=""
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Debian packages the scripts need: the build (rdkafka with `ssl`, and the Tansu
-# broker) needs gcc make pkg-config libssl-dev; the benchmark also curl and wrk.
+# broker) needs gcc make pkg-config libssl-dev; the tests also nodejs and npm,
+# the benchmark curl and wrk.
 BUILD_PACKAGES=(gcc make pkg-config libssl-dev)
 
 # True when the Debian package $1 (or what it provides) is present.
 system_package_present() {
   case "$1" in
     gcc) command -v cc >/dev/null || command -v gcc >/dev/null ;;
+    nodejs) command -v node >/dev/null ;;
     libssl-dev)
       { command -v pkg-config >/dev/null && pkg-config --exists openssl; } ||
         # shellcheck disable=SC2016 # ${Status} is dpkg-query's, not the shell's
