@@ -1,7 +1,11 @@
 //! The `check` and `explain` commands, run as a user would run the binary.
 //! They need no Kafka.
 
+mod common;
+
 use std::process::{Command, Output};
+
+use common::assert_published_event;
 
 use serde_json::Value;
 
@@ -126,6 +130,9 @@ fn explain_prints_the_events_and_their_topics() {
     );
     assert_eq!(events[0]["key"], "862");
     assert_eq!(events[0]["event"]["change_type"], "CustomerSmsChanged");
+    for event in events {
+        assert_published_event(&event["event"]);
+    }
     for event in &events[1..] {
         assert_eq!(
             event["topics"],
