@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use crate::payload::{Change, Field, Notification};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Keys every event has; a platform field never takes one of these names.
-const FIXED_KEYS: [&str; 10] = [
+pub const FIXED_KEYS: [&str; 10] = [
     "event_id",
     "schema_version",
     "change_type",
@@ -198,6 +198,11 @@ pub fn normalize(
     for (name, value) in extra {
         shared.push((prefixed_snake_case("notification_", &name), value));
     }
+    // Whether a customer field is a date-time goes by its name as sent, so a
+    // `birthDate` after a `BirthDate` is one too under `customer_birth_date_2`.
+    let date_like: Vec<bool> = (shared.iter().take(customer_names.len()))
+        .map(|(key, _)| is_date_time_key(key))
+        .collect();
     let fixed_keys: HashSet<&str> = FIXED_KEYS.into_iter().collect();
     make_keys_unique(&mut shared, &fixed_keys);
     let shared = shared
@@ -205,7 +210,7 @@ pub fn normalize(
         .enumerate()
         .map(|(i, (key, value))| {
             let value = match customer_names.get(i) {
-                Some(name) => customer_value(&key, name, value)?,
+                Some(name) => customer_value(&key, name, date_like[i], value)?,
                 None => value.into_flat(),
             };
             Ok((key, value))
@@ -319,14 +324,20 @@ fn make_keys_unique<V>(fields: &mut [(String, V)], reserved: &HashSet<&str>) {
     }
 }
 
-/// A customer field's value (`key` is its event key, `name` its name as sent):
-/// a field the contract types (`entity::CUSTOMER_FIELDS`) must have that type or
-/// be null; date-time fields are normalized when they parse (a known one must);
-/// everything else is passed on flat as sent.
-fn customer_value(key: &str, name: &str, value: Field) -> Result<Value, NormalizeError> {
+/// A customer field's value (`key` is its event key, `name` its name as sent,
+/// `date_like` whether that name is a date-time's): a field the contract types
+/// (`entity::CUSTOMER_FIELDS`) must have that type or be null; date-time fields
+/// are normalized when they parse (a typed one must); everything else is passed
+/// on flat as sent.
+fn customer_value(
+    key: &str,
+    name: &str,
+    date_like: bool,
+    value: Field,
+) -> Result<Value, NormalizeError> {
     let Some(known) = entity::customer_field(key) else {
         return Ok(match value {
-            Field::Scalar(Value::String(text)) if is_date_time_key(key) => {
+            Field::Scalar(Value::String(text)) if date_like => {
                 Value::String(parse_timestamp(&text).map_or(text, format_timestamp))
             }
             other => other.into_flat(),
@@ -408,14 +419,18 @@ fn prefixed_snake_case(prefix: &str, name: &str) -> String {
 }
 
 /// Parses every timestamp shape the platform sends: RFC 3339 with `Z` or an offset
-/// and any number of fraction digits, or no zone at all (taken as UTC).
+/// and any number of fraction digits, or no zone at all (taken as UTC). A time
+/// whose UTC year is outside 0000-9999 or that falls on a leap second has no
+/// RFC 3339 UTC form the schema accepts, so it does not parse.
 pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Some(time.with_timezone(&Utc));
-    }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|naive| naive.and_utc())
+    let time = match DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.with_timezone(&Utc),
+        Err(_) => NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc(),
+    };
+    let leap_second = time.timestamp_subsec_nanos() >= 1_000_000_000;
+    ((0..=9999).contains(&time.year()) && !leap_second).then_some(time)
 }
 
 /// RFC 3339 in UTC with `Z`, keeping the fraction digits the value has (0, 3, 6 or 9).
@@ -514,6 +529,13 @@ mod tests {
             "2018-13-01T00:00:00",
             "2018-11-12",
             "2018-11-12T25:00:00Z",
+            // No four-digit UTC year, or a leap second: no RFC 3339 UTC form.
+            "9999-12-31T23:00:00-02:00",
+            "0000-01-01T00:00:00+01:00",
+            "+10000-01-01T00:00:00",
+            "-0001-01-01T00:00:00",
+            "2016-06-15T12:00:60Z",
+            "2016-12-31T23:59:60Z",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
@@ -649,6 +671,52 @@ mod tests {
         ];
         let event = normalize(n, received()).unwrap()[0].to_value();
         assert_eq!(event["customer_email_2"], json!(5));
+    }
+
+    #[test]
+    fn a_date_time_field_renamed_by_a_collision_is_still_normalized() {
+        let mut n = seed();
+        n.customer.fields = vec![
+            ("BirthDate".into(), json!("2000-01-02T00:00:00").into()),
+            (
+                "birthDate".into(),
+                json!("2000-01-02T00:00:00+02:00").into(),
+            ),
+        ];
+        let event = normalize(n, received()).unwrap()[0].to_value();
+        assert_eq!(event["customer_birth_date"], json!("2000-01-02T00:00:00Z"));
+        assert_eq!(
+            event["customer_birth_date_2"],
+            json!("2000-01-01T22:00:00Z")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_time_that_parses_formats_as_the_schema_wants(
+            (year, month, day) in (0i32..=9999, 1u32..=12, 1u32..=28),
+            (hour, minute, second) in (0u32..24, 0u32..60, 0u32..=60),
+            nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
+            offset in -1439i32..=1439,
+        ) {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}{sign}{:02}:{:02}",
+                offset.abs() / 60,
+                offset.abs() % 60
+            );
+            if let Some(time) = parse_timestamp(&text) {
+                let formatted = format_timestamp(time);
+                let schema = json!({"type": "string", "format": "date-time",
+                                    "pattern": crate::contract::schema::UTC_PATTERN});
+                let valid = jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&schema)
+                    .unwrap()
+                    .is_valid(&json!(formatted));
+                prop_assert!(valid, "{text} -> {formatted}");
+            }
+        }
     }
 
     #[test]
@@ -849,6 +917,9 @@ mod tests {
                 Just("2018-11-12T10:15:00"),
                 Just("2018-11-16T10:46:20.7115562+00:00"),
                 Just("2018-11-16T10:46:20.7741026Z"),
+                Just("0000-01-01T00:30:00-00:30"),
+                Just("9999-12-31T23:00:00+02:00"),
+                Just("2016-12-31T23:59:59.999999999Z"),
             ]
             .prop_map(|t| Value::String(t.into()))
             .boxed(),

@@ -1,6 +1,8 @@
 //! The published contract, checked by validators written by others: the JSON
 //! Schema of the flat event against its meta-schema (the `jsonschema` crate) and
-//! against the committed version for backward compatibility, and the AsyncAPI
+//! against every committed version of its file for compatibility (git's history
+//! of `schema/flat-event.v1.json`, so regenerating the file cannot hide a
+//! breaking change), and the AsyncAPI
 //! documents `asyncapi` prints through the official parser (`@asyncapi/parser`,
 //! installed by `scripts/test.sh`). Every event the other tests read back is
 //! checked against the committed schema by `common::kafka`.
@@ -26,15 +28,49 @@ fn connector(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Every version of the committed schema file: each one git has (the published
+/// ones, oldest first) and the one in the working tree.
+fn published_schemas() -> Vec<(String, Value)> {
+    let git = |args: &[&str]| -> String {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("git runs: the compatibility check reads the schema's history");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let file = "schema/flat-event.v1.json";
+    let history = git(&["log", "--reverse", "--format=%h", "--", file]);
+    let mut versions: Vec<(String, Value)> = history
+        .lines()
+        .map(|commit| {
+            let text = git(&["show", &format!("{commit}:{file}")]);
+            (commit.to_string(), serde_json::from_str(&text).unwrap())
+        })
+        .collect();
+    versions.push(("working tree".into(), committed_schema()));
+    versions
+}
+
 #[test]
-fn the_schema_keeps_every_promise_of_the_committed_schema_of_its_version() {
-    let problems = compat::breaking_changes(&committed_schema(), &schema::flat_event());
-    assert!(
-        problems.is_empty(),
-        "the flat event's schema breaks its consumers; such a change needs a new \
-         schema_version, produced beside this one:\n{}",
-        problems.join("\n")
-    );
+fn the_schema_is_compatible_with_every_published_version_of_its_schema_version() {
+    let versions = published_schemas();
+    assert!(versions.len() >= 2, "the file's history is missing");
+    for (version, published) in versions {
+        let problems = compat::breaking_changes(&published, &schema::flat_event());
+        assert!(
+            problems.is_empty(),
+            "the flat event's schema breaks consumers of {version}'s \
+             schema/flat-event.v1.json; such a change needs a new schema_version, \
+             produced beside this one:\n{}",
+            problems.join("\n")
+        );
+    }
 }
 
 #[test]
@@ -45,7 +81,8 @@ fn the_committed_schema_is_what_the_schema_command_prints() {
         committed_schema(),
         "schema/flat-event.v1.json is not what the code generates. When the change is \
          compatible (the test above passes), publish it: \
-         cargo run -- schema > schema/flat-event.v1.json"
+         cargo run -- schema > schema/flat-event.v1.json (the test above keeps \
+         checking the code against every version committed before)"
     );
 }
 

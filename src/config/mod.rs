@@ -200,6 +200,22 @@ pub struct KafkaSettings {
     pub cloudevents_source: String,
 }
 
+/// Whether `text` is a non-empty URI reference (RFC 3986's characters, `%` only
+/// as an escape) of at most [`MAX_CLOUDEVENTS_SOURCE_BYTES`].
+fn is_uri_reference(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b);
+    !bytes.is_empty()
+        && bytes.len() <= MAX_CLOUDEVENTS_SOURCE_BYTES
+        && bytes.iter().enumerate().all(|(i, &b)| {
+            allowed(b)
+                || (b == b'%'
+                    && bytes.len() > i + 2
+                    && bytes[i + 1].is_ascii_hexdigit()
+                    && bytes[i + 2].is_ascii_hexdigit())
+        })
+}
+
 /// Longest `kafka.cloudevents_source`: it is counted within each record's fixed
 /// header bytes.
 pub const MAX_CLOUDEVENTS_SOURCE_BYTES: usize = 256;
@@ -384,14 +400,11 @@ impl Settings {
                 "must be between 1 and 3600000 (one hour)",
             );
         }
-        let source = &self.kafka.cloudevents_source;
-        if source.is_empty()
-            || source.len() > MAX_CLOUDEVENTS_SOURCE_BYTES
-            || source.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if !is_uri_reference(&self.kafka.cloudevents_source) {
             return invalid(
                 "kafka.cloudevents_source",
-                "must be a URI reference of 1 to 256 bytes without spaces \
+                "must be a URI reference of 1 to 256 bytes: ASCII letters, digits, \
+                 -._~:/?#[]@!$&'()*+,;= and %XX escapes \
                  (e.g. urn:webhook-connector:reservation-platform)",
             );
         }
@@ -539,9 +552,43 @@ mod tests {
                 "kafka.properties.\"queue.buffering.max.kbytes\"",
             ),
             ("[log]\nlevel = \"=\"\n", "log.level"),
+            (
+                "[kafka]\ncloudevents_source = \"\"\n",
+                "kafka.cloudevents_source",
+            ),
+            (
+                "[kafka]\ncloudevents_source = \"a b\"\n",
+                "kafka.cloudevents_source",
+            ),
+            (
+                "[kafka]\ncloudevents_source = \"caf\u{e9}\"\n",
+                "kafka.cloudevents_source",
+            ),
+            (
+                "[kafka]\ncloudevents_source = \"a%zz\"\n",
+                "kafka.cloudevents_source",
+            ),
+            (
+                "[kafka]\ncloudevents_source = \"a%2\"\n",
+                "kafka.cloudevents_source",
+            ),
         ] {
             let err = load_text(text, &[]).unwrap_err();
             assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+        let long = format!("[kafka]\ncloudevents_source = \"{}\"\n", "a".repeat(257));
+        assert!(load_text(&long, &[]).is_err());
+        for fine in [
+            "urn:x:y",
+            "https://example.com/a?b=c#d",
+            "/a%2Fb",
+            &"a".repeat(256),
+        ] {
+            let text = format!("[kafka]\ncloudevents_source = \"{fine}\"\n");
+            assert_eq!(
+                load_text(&text, &[]).unwrap().kafka.cloudevents_source,
+                fine
+            );
         }
         let err = load_text("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("log.format"), "{err}");

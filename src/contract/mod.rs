@@ -15,12 +15,46 @@ pub mod schema;
 
 /// The CloudEvents `type` of an event of `change_type`:
 /// `webhook-connector.customer.<ChangeType>`, or `webhook-connector.customer`
-/// for the event of a notification without changes.
+/// for the event of a notification without changes. CloudEvents forbids control
+/// characters in attributes: those, and `%`, are percent-encoded (`a\nb` ->
+/// `a%0Ab`), so the type stays one line and tells every change type apart.
 pub fn cloudevents_type(change_type: Option<&str>) -> String {
-    match change_type {
-        Some(change_type) => format!("{CLOUDEVENTS_TYPE}.{change_type}"),
-        None => CLOUDEVENTS_TYPE.to_string(),
+    let Some(change_type) = change_type else {
+        return CLOUDEVENTS_TYPE.to_string();
+    };
+    let mut out = String::with_capacity(CLOUDEVENTS_TYPE.len() + 1 + change_type.len());
+    out.push_str(CLOUDEVENTS_TYPE);
+    out.push('.');
+    for c in change_type.chars() {
+        if c.is_control() || c == '%' {
+            let mut bytes = [0; 4];
+            for byte in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 const CLOUDEVENTS_TYPE: &str = "webhook-connector.customer";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cloudevents_type_names_the_change_type_on_one_line() {
+        assert_eq!(
+            cloudevents_type(Some("CustomerSmsChanged")),
+            "webhook-connector.customer.CustomerSmsChanged"
+        );
+        assert_eq!(cloudevents_type(None), "webhook-connector.customer");
+        assert_eq!(cloudevents_type(Some("")), "webhook-connector.customer.");
+        assert_eq!(
+            cloudevents_type(Some("a\nb%\u{85}")),
+            "webhook-connector.customer.a%0Ab%25%C2%85"
+        );
+    }
+}

@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::entity::{FieldType, CUSTOMER_FIELDS};
-use crate::normalize::SCHEMA_VERSION;
+use crate::normalize::{FIXED_KEYS, SCHEMA_VERSION};
 
 /// The schema's `$id`.
 pub fn schema_id() -> String {
@@ -60,7 +60,10 @@ pub fn flat_event() -> Value {
                "description": "Customer.Id: a 64-bit integer; the record key is this id in decimal."}),
     );
     for field in CUSTOMER_FIELDS {
-        let description = format!("Customer.{} as sent, or null.", field.name);
+        let description = match field.field_type {
+            FieldType::DateTime => format!("Customer.{} in RFC 3339 UTC, or null.", field.name),
+            _ => format!("Customer.{} as sent, or null.", field.name),
+        };
         let schema = match field.field_type {
             FieldType::Text => json!({"type": ["string", "null"]}),
             FieldType::Integer => {
@@ -83,10 +86,7 @@ pub fn flat_event() -> Value {
         "title": format!("Flat event, schema version {SCHEMA_VERSION}"),
         "description": "One change of one customer notification, flat: every value is a string, number, boolean or null. Fields besides the ones listed here come from fields the platform sends that the contract does not type: Customer.X as customer_<x>, unknown top-level fields as notification_<x>, unknown fields of a change as change_<x>.",
         "type": "object",
-        "required": [
-            "event_id", "schema_version", "change_type", "change_index", "change_count",
-            "change_date_time", "old_value", "new_value", "customer_id", "received_at"
-        ],
+        "required": FIXED_KEYS,
         "properties": properties,
         "patternProperties": {
             "^customer_": scalar("A customer field the contract does not type (Customer.X as customer_<snake_case x>)."),
@@ -98,7 +98,7 @@ pub fn flat_event() -> Value {
 }
 
 /// RFC 3339 in UTC with `Z`, 0 to 9 fraction digits.
-const UTC_PATTERN: &str =
+pub(crate) const UTC_PATTERN: &str =
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$";
 
 fn timestamp(description: &str) -> Value {
@@ -138,6 +138,18 @@ pub(crate) fn assert_matches(event: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_fixed_key_is_required_and_typed() {
+        let schema = flat_event();
+        for key in FIXED_KEYS {
+            assert!(schema["properties"][key].is_object(), "{key}");
+        }
+        assert_eq!(
+            schema["required"].as_array().unwrap().len(),
+            FIXED_KEYS.len()
+        );
+    }
 
     #[test]
     fn the_schema_is_a_valid_draft_2020_12_schema() {

@@ -88,8 +88,9 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
     let (mut held, mut values) = (0, 0);
     for (event, topics) in events.iter().zip(topics) {
         let value = event.json_len(&mut scratch);
-        // The change type is sent twice: `change_type` and within `ce_type`.
-        let change_type = 2 * event.change_type.as_deref().map_or(0, str::len);
+        // The change type is sent twice: in `change_type`, and in `ce_type`, where
+        // an escaped character takes at most three times its bytes.
+        let change_type = 4 * event.change_type.as_deref().map_or(0, str::len);
         let one = value + event.key().len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES;
         held += one * topics.len();
         values += value;
@@ -183,12 +184,19 @@ mod tests {
             pairs(&headers_of(&none, "urn:x")),
             expected(None, "webhook-connector.customer")
         );
-        // Within what a record reserves for its headers.
-        let bytes: usize = pairs(&headers_of(&none, &"s".repeat(256)))
+        // Within what a record reserves for its headers: the fixed bytes plus four
+        // times the change type (sent as it is, and escaped in `ce_type`).
+        let worst = "\n\u{85}".repeat(50);
+        let record = Record {
+            change_type: Some(worst.clone()),
+            key: i64::MIN.to_string(),
+            ..none
+        };
+        let bytes: usize = pairs(&headers_of(&record, &"s".repeat(256)))
             .iter()
             .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
             .sum();
-        assert!(bytes <= HEADER_BYTES, "{bytes}");
+        assert!(bytes <= HEADER_BYTES + 4 * worst.len(), "{bytes}");
     }
 
     #[test]
@@ -224,7 +232,7 @@ mod tests {
                 r.payload.len()
                     + r.key.len()
                     + HEADER_BYTES
-                    + 2 * r.change_type.as_deref().map_or(0, str::len)
+                    + 4 * r.change_type.as_deref().map_or(0, str::len)
                     + RECORD_OVERHEAD_BYTES
             })
             .sum();
