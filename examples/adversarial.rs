@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use webhook_connector::config::{routing_file, Settings};
+use webhook_connector::entity::CUSTOMER;
 use webhook_connector::payload;
 use webhook_connector::pipeline::{self, Limits};
 use webhook_connector::routing::RoutingTable;
@@ -252,8 +253,8 @@ fn request(
     table: &RoutingTable,
     received_at: DateTime<Utc>,
 ) -> (usize, usize, usize) {
-    let accepted =
-        pipeline::accept(body, limits, table, received_at).expect("the body is accepted");
+    let accepted = pipeline::accept(body, &CUSTOMER, limits, table, received_at)
+        .expect("the body is accepted");
     let records = accepted.records();
     (
         accepted.events.len(),
@@ -278,11 +279,11 @@ fn check(
         shape.name,
         body.len()
     );
-    let changes = payload::parse(body)
+    let changes = payload::parse(body, &CUSTOMER)
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name))
         .changes
         .len();
-    let accepted = pipeline::accept(body, limits, table, received_at)
+    let accepted = pipeline::accept(body, &CUSTOMER, limits, table, received_at)
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name));
     let events = &accepted.events;
     assert_eq!(events.len(), changes.max(1), "{}", shape.name);
@@ -366,7 +367,7 @@ fn deepest_accepted(open: &str, close: &str, limits: &Limits) -> usize {
             r#"{{"ChangeDateTime":"{DATE}","Changes":{ONE_CHANGE},"Customer":{{"Id":862,"D":{}}}}}"#,
             nested(depth, open, close)
         );
-        body.len() <= limits.max_body_bytes && payload::parse(body.as_bytes()).is_ok()
+        body.len() <= limits.max_body_bytes && payload::parse(body.as_bytes(), &CUSTOMER).is_ok()
     };
     let deepest = (1..=1000)
         .take_while(|&depth| accepted(depth))

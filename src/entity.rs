@@ -1,8 +1,42 @@
-//! The fields of the customer the contract types: their names as the platform
-//! sends them, their event keys and their types. The normalizer refuses a
-//! notification whose typed field has another type, and the JSON Schema of the
-//! flat event (`contract::schema`) is generated from this table, so the two
-//! cannot disagree. Every other field passes through untyped (any scalar).
+//! The webhook families the connector takes ([`Entity`]: one row per endpoint
+//! `POST /webhooks/<name>`, all with the same envelope) and the fields of each the
+//! contract types: their names as the platform sends them, their event keys and
+//! their types. The normalizer refuses a notification whose typed field has
+//! another type, and the JSON Schema of the flat event (`contract::schema`) is
+//! generated from this table, so the two cannot disagree. Every other field
+//! passes through untyped (any scalar).
+
+/// A family of webhooks sharing the envelope: `ChangeDateTime`, the entity's
+/// latest state under [`body_key`](Self::body_key), and `Changes`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entity {
+    /// `customer`: the endpoint's last path segment.
+    pub name: &'static str,
+    /// The body's key holding the entity's latest state (`Customer`).
+    pub body_key: &'static str,
+    /// The prefix of the entity's fields in the event (`customer_`).
+    pub prefix: &'static str,
+    /// The event key of the entity's id (`customer_id`).
+    pub id_key: &'static str,
+    /// The fields the contract types.
+    pub known: &'static [KnownField],
+}
+
+impl Entity {
+    /// The known field whose event key is `key`.
+    pub fn known_field(&self, key: &str) -> Option<&'static KnownField> {
+        self.known.iter().find(|field| field.key == key)
+    }
+}
+
+/// Customer change notifications, `POST /webhooks/customer`.
+pub static CUSTOMER: Entity = Entity {
+    name: "customer",
+    body_key: "Customer",
+    prefix: "customer_",
+    id_key: "customer_id",
+    known: &CUSTOMER_FIELDS,
+};
 
 /// The type of a known field's value in the event; `null` is always allowed (the
 /// platform sends `null` for what is not set).
@@ -118,8 +152,3 @@ pub const CUSTOMER_FIELDS: [KnownField; 19] = [
         Text,
     ),
 ];
-
-/// The known customer field whose event key is `key`.
-pub fn customer_field(key: &str) -> Option<&'static KnownField> {
-    CUSTOMER_FIELDS.iter().find(|field| field.key == key)
-}

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::entity::CUSTOMER;
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::routing::RoutingTable;
 
@@ -23,7 +24,7 @@ pub fn explain<'a>(
     routing: &'a RoutingTable,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<ExplainedEvent<'a>>, AcceptError> {
-    let accepted = pipeline::accept(body, limits, routing, received_at)?;
+    let accepted = pipeline::accept(body, &CUSTOMER, limits, routing, received_at)?;
     Ok(accepted
         .events
         .iter()

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
-//! - [`entity`]: the customer fields the contract types; pure data.
+//! - [`entity`]: the webhook families (customer) and the fields the contract types;
+//!   pure data.
 //! - [`normalize`]: notification -> flat events; pure.
 //! - [`event_id`]: the deterministic id of each change; pure.
 //! - [`routing`]: change type -> topics; pure.

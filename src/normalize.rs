@@ -17,26 +17,29 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::entity::{self, FieldType};
+use crate::entity::{Entity, FieldType};
 use crate::event_id;
 use crate::payload::{Change, Field, Notification};
 
 /// The version of the flat event layout, sent in every event and as a header.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Keys every event has; a platform field never takes one of these names.
-pub const FIXED_KEYS: [&str; 10] = [
-    "event_id",
-    "schema_version",
-    "change_type",
-    "change_index",
-    "change_count",
-    "change_date_time",
-    "old_value",
-    "new_value",
-    "customer_id",
-    "received_at",
-];
+/// Keys every event of `entity` has, in order; a platform field never takes one
+/// of these names.
+pub fn fixed_keys(entity: &Entity) -> [&'static str; 10] {
+    [
+        "event_id",
+        "schema_version",
+        "change_type",
+        "change_index",
+        "change_count",
+        "change_date_time",
+        "old_value",
+        "new_value",
+        entity.id_key,
+        "received_at",
+    ]
+}
 
 /// One change of one notification, flat and ready to be serialized as JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +53,10 @@ pub struct FlatEvent {
     pub change_date_time: String,
     pub old_value: Value,
     pub new_value: Value,
-    pub customer_id: i64,
+    /// Which family of webhooks the event comes from.
+    pub entity: &'static Entity,
+    /// The entity's id (`customer_id`).
+    pub entity_id: i64,
     /// `customer_*` and `notification_*` fields, shared by all events of a notification.
     pub shared: Arc<SharedFields>,
     /// `change_*` fields from unknown keys of this change (usually empty).
@@ -80,9 +86,9 @@ impl SharedFields {
 }
 
 impl FlatEvent {
-    /// The Kafka record key: the customer id in decimal, for per-customer ordering.
+    /// The Kafka record key: the entity's id in decimal, for per-entity ordering.
     pub fn key(&self) -> String {
-        self.customer_id.to_string()
+        self.entity_id.to_string()
     }
 
     /// Appends the event's JSON to `out`: one object, keys in the documented order
@@ -115,7 +121,7 @@ impl FlatEvent {
         write_entry(out, "change_date_time", &self.change_date_time);
         write_entry(out, "old_value", &self.old_value);
         write_entry(out, "new_value", &self.new_value);
-        write_entry(out, "customer_id", &self.customer_id);
+        write_entry(out, self.entity.id_key, &self.entity_id);
     }
 
     /// The fields after the shared ones.
@@ -176,8 +182,9 @@ pub fn normalize(
     received_at: DateTime<Utc>,
 ) -> Result<Vec<FlatEvent>, NormalizeError> {
     let Notification {
+        entity,
         change_date_time: raw_date,
-        customer,
+        latest,
         changes,
         extra,
     } = notification;
@@ -185,32 +192,32 @@ pub fn normalize(
         return Err(NormalizeError::InvalidChangeDateTime { value: raw_date });
     };
     let received_at = format_timestamp(received_at);
-    let customer_id = customer.id;
+    let entity_id = latest.id;
 
     // Keys first, values once the keys are final: a typed field is checked under
     // the key it ends up with (`Email` after an `email` becomes `customer_email_2`).
-    let mut customer_names = Vec::with_capacity(customer.fields.len());
-    let mut shared = Vec::with_capacity(customer.fields.len() + extra.len());
-    for (name, value) in customer.fields {
-        shared.push((prefixed_snake_case("customer_", &name), value));
-        customer_names.push(name);
+    let mut entity_names = Vec::with_capacity(latest.fields.len());
+    let mut shared = Vec::with_capacity(latest.fields.len() + extra.len());
+    for (name, value) in latest.fields {
+        shared.push((prefixed_snake_case(entity.prefix, &name), value));
+        entity_names.push(name);
     }
     for (name, value) in extra {
         shared.push((prefixed_snake_case("notification_", &name), value));
     }
     // Whether a customer field is a date-time goes by its name as sent, so a
     // `birthDate` after a `BirthDate` is one too under `customer_birth_date_2`.
-    let date_like: Vec<bool> = (shared.iter().take(customer_names.len()))
+    let date_like: Vec<bool> = (shared.iter().take(entity_names.len()))
         .map(|(key, _)| is_date_time_key(key))
         .collect();
-    let fixed_keys: HashSet<&str> = FIXED_KEYS.into_iter().collect();
+    let fixed_keys: HashSet<&str> = fixed_keys(entity).into_iter().collect();
     make_keys_unique(&mut shared, &fixed_keys);
     let shared = shared
         .into_iter()
         .enumerate()
         .map(|(i, (key, value))| {
-            let value = match customer_names.get(i) {
-                Some(name) => customer_value(&key, name, date_like[i], value)?,
+            let value = match entity_names.get(i) {
+                Some(name) => entity_value(entity, &key, name, date_like[i], value)?,
                 None => value.into_flat(),
             };
             Ok((key, value))
@@ -236,7 +243,7 @@ pub fn normalize(
                 new_value,
             }
         });
-        let event_id = event_id::of(customer_id, &raw_date, index, key);
+        let event_id = event_id::of(entity_id, &raw_date, index, key);
         let (change_type, old_value, new_value, change_fields) = match change {
             None => (None, Value::Null, Value::Null, Vec::new()),
             Some(change) => {
@@ -268,7 +275,8 @@ pub fn normalize(
             change_date_time: change_date_time.clone(),
             old_value,
             new_value,
-            customer_id,
+            entity,
+            entity_id,
             shared: Arc::clone(&shared_fields),
             change_fields,
             received_at: received_at.clone(),
@@ -324,18 +332,19 @@ fn make_keys_unique<V>(fields: &mut [(String, V)], reserved: &HashSet<&str>) {
     }
 }
 
-/// A customer field's value (`key` is its event key, `name` its name as sent,
-/// `date_like` whether that name is a date-time's): a field the contract types
-/// (`entity::CUSTOMER_FIELDS`) must have that type or be null; date-time fields
-/// are normalized when they parse (a typed one must); everything else is passed
-/// on flat as sent.
-fn customer_value(
+/// The value of a field of `entity` (`key` is its event key, `name` its name as
+/// sent, `date_like` whether that name is a date-time's): a field the contract
+/// types ([`Entity::known`]) must have that type or be null; date-time fields are
+/// normalized when they parse (a typed one must); everything else is passed on
+/// flat as sent.
+fn entity_value(
+    entity: &Entity,
     key: &str,
     name: &str,
     date_like: bool,
     value: Field,
 ) -> Result<Value, NormalizeError> {
-    let Some(known) = entity::customer_field(key) else {
+    let Some(known) = entity.known_field(key) else {
         return Ok(match value {
             Field::Scalar(Value::String(text)) if date_like => {
                 Value::String(parse_timestamp(&text).map_or(text, format_timestamp))
@@ -344,7 +353,7 @@ fn customer_value(
         });
     };
     let wrong_type = |value: &Field| NormalizeError::FieldType {
-        field: format!("Customer.{name}"),
+        field: format!("{}.{name}", entity.body_key),
         expected: known.field_type.expected(),
         got: kind_of(value),
     };
@@ -441,7 +450,8 @@ pub(crate) fn format_timestamp(time: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{self, Customer};
+    use crate::entity::CUSTOMER;
+    use crate::payload::{self, Latest};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -452,7 +462,11 @@ mod tests {
     }
 
     fn seed() -> Notification {
-        payload::parse(include_bytes!("../tests/fixtures/seed_sample.json")).unwrap()
+        payload::parse(
+            include_bytes!("../tests/fixtures/seed_sample.json"),
+            &CUSTOMER,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -556,7 +570,7 @@ mod tests {
     #[test]
     fn unparsable_customer_date_times_pass_through() {
         let mut n = seed();
-        n.customer.fields = vec![
+        n.latest.fields = vec![
             ("CreatedDateTime".into(), json!("not a date").into()),
             ("BirthDate".into(), json!("2000-01-02T00:00:00").into()),
             ("Company".into(), json!("2018-11-12T10:15:00").into()),
@@ -581,7 +595,7 @@ mod tests {
     #[test]
     fn typed_customer_fields_keep_their_type_or_null() {
         let mut n = seed();
-        n.customer.fields = vec![
+        n.latest.fields = vec![
             ("Email".into(), json!(null).into()),
             (
                 "RelatedProviderId".into(),
@@ -652,7 +666,7 @@ mod tests {
             ("email", json!(5).into(), "text or null", "a number"),
         ] {
             let mut n = seed();
-            n.customer.fields = vec![(name.to_string(), value)];
+            n.latest.fields = vec![(name.to_string(), value)];
             assert_eq!(
                 normalize(n, received()).unwrap_err(),
                 NormalizeError::FieldType {
@@ -665,7 +679,7 @@ mod tests {
         }
         // A second `Email` after `email` is `customer_email_2`: not typed.
         let mut n = seed();
-        n.customer.fields = vec![
+        n.latest.fields = vec![
             ("email".into(), json!("a@example.com").into()),
             ("Email".into(), json!(5).into()),
         ];
@@ -676,7 +690,7 @@ mod tests {
     #[test]
     fn a_date_time_field_renamed_by_a_collision_is_still_normalized() {
         let mut n = seed();
-        n.customer.fields = vec![
+        n.latest.fields = vec![
             ("BirthDate".into(), json!("2000-01-02T00:00:00").into()),
             (
                 "birthDate".into(),
@@ -773,8 +787,9 @@ mod tests {
     #[test]
     fn colliding_names_are_suffixed_never_dropped() {
         let n = Notification {
+            entity: &CUSTOMER,
             change_date_time: "2018-11-12T10:15:00".into(),
-            customer: Customer {
+            latest: Latest {
                 id: 7,
                 fields: vec![
                     ("Email".into(), json!("a").into()),
@@ -816,8 +831,8 @@ mod tests {
             .take(27_000)
             .collect();
         let mut n = seed();
-        n.customer.fields = names.iter().map(|k| (k.clone(), json!(1).into())).collect();
-        n.customer.fields.push(("___".into(), json!(2).into()));
+        n.latest.fields = names.iter().map(|k| (k.clone(), json!(1).into())).collect();
+        n.latest.fields.push(("___".into(), json!(2).into()));
         n.changes[0].extra = vec![
             ("!!!".into(), json!(3).into()),
             ("???".into(), json!(4).into()),
@@ -890,7 +905,8 @@ mod tests {
         )
             .prop_map(|(id, fields, changes)| Notification {
                 change_date_time: "2018-11-16T10:46:20.7741026Z".into(),
-                customer: Customer { id, fields },
+                entity: &CUSTOMER,
+                latest: Latest { id, fields },
                 changes,
                 extra: vec![],
             })
@@ -960,7 +976,8 @@ mod tests {
                 fields.extend(unknown);
                 Notification {
                     change_date_time: "2018-11-16T10:46:20.7741026Z".into(),
-                    customer: Customer { id, fields },
+                    entity: &CUSTOMER,
+                    latest: Latest { id, fields },
                     changes,
                     extra,
                 }
@@ -984,7 +1001,7 @@ mod tests {
             for (i, e) in events.iter().enumerate() {
                 prop_assert_eq!(e.change_index, i);
                 prop_assert_eq!(e.change_count, n.changes.len());
-                prop_assert_eq!(e.customer_id, n.customer.id);
+                prop_assert_eq!(e.entity_id, n.latest.id);
             }
         }
 
@@ -1006,8 +1023,8 @@ mod tests {
             let object: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
             let customer_keys = object.keys().filter(|k| k.starts_with("customer_")).count();
             // customer_id plus one key per field, whatever their names.
-            prop_assert_eq!(customer_keys, n.customer.fields.len() + 1);
-            prop_assert_eq!(object.len(), FIXED_KEYS.len() + n.customer.fields.len());
+            prop_assert_eq!(customer_keys, n.latest.fields.len() + 1);
+            prop_assert_eq!(object.len(), fixed_keys(&CUSTOMER).len() + n.latest.fields.len());
             prop_assert!(object.values().all(|v| !v.is_object() && !v.is_array()));
         }
 

@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, PayloadError};
 use crate::routing::RoutingTable;
@@ -79,6 +80,7 @@ impl<'t> Accepted<'t> {
 /// Checks the limits, parses, normalizes and routes one body.
 pub fn accept<'t>(
     body: &[u8],
+    entity: &'static Entity,
     limits: &Limits,
     table: &'t RoutingTable,
     received_at: DateTime<Utc>,
@@ -88,7 +90,7 @@ pub fn accept<'t>(
             limit: limits.max_body_bytes,
         });
     }
-    let notification = payload::parse(body)?;
+    let notification = payload::parse(body, entity)?;
     if notification.changes.len() > limits.max_changes {
         return Err(AcceptError::TooManyChanges {
             changes: notification.changes.len(),
@@ -119,6 +121,7 @@ pub fn accept<'t>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::CUSTOMER;
 
     const LIMITS: Limits = Limits {
         max_body_bytes: 4096,
@@ -146,13 +149,13 @@ mod tests {
     }
 
     fn refusal(body: &[u8], limits: &Limits) -> AcceptError {
-        accept(body, limits, &table(), Utc::now()).unwrap_err()
+        accept(body, &CUSTOMER, limits, &table(), Utc::now()).unwrap_err()
     }
 
     #[test]
     fn accepts_up_to_the_limits_and_routes_every_event() {
         let table = table();
-        let accepted = accept(&body(4), &LIMITS, &table, Utc::now()).unwrap();
+        let accepted = accept(&body(4), &CUSTOMER, &LIMITS, &table, Utc::now()).unwrap();
         assert_eq!(accepted.events.len(), 4);
         assert_eq!(
             accepted.topics,
@@ -162,7 +165,7 @@ mod tests {
         assert_eq!(accepted.routed().nth(1).unwrap().1, ["a", "b"]);
         let seed = include_bytes!("../tests/fixtures/seed_sample.json");
         assert_eq!(
-            accept(seed, &LIMITS, &table, Utc::now())
+            accept(seed, &CUSTOMER, &LIMITS, &table, Utc::now())
                 .unwrap()
                 .events
                 .len(),
@@ -196,19 +199,19 @@ mod tests {
             max_body_bytes: body(1).len(),
             ..LIMITS
         };
-        assert!(accept(&body(1), &exact, &table(), Utc::now()).is_ok());
+        assert!(accept(&body(1), &CUSTOMER, &exact, &table(), Utc::now()).is_ok());
     }
 
     #[test]
     fn refuses_records_larger_than_a_request_may_hold() {
         let table = table();
-        let accepted = accept(&body(2), &LIMITS, &table, Utc::now()).unwrap();
+        let accepted = accept(&body(2), &CUSTOMER, &LIMITS, &table, Utc::now()).unwrap();
         let needed = body(2).len() + accepted.record_bytes;
         let exact = Limits {
             max_request_bytes: needed,
             ..LIMITS
         };
-        assert!(accept(&body(2), &exact, &table, Utc::now()).is_ok());
+        assert!(accept(&body(2), &CUSTOMER, &exact, &table, Utc::now()).is_ok());
         let short = Limits {
             max_request_bytes: needed - 1,
             ..LIMITS

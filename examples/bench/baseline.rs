@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use webhook_connector::config::{KafkaSettings, ServerSettings, Settings};
+use webhook_connector::entity::CUSTOMER;
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::record::headers_of;
 use webhook_connector::{pipeline, sink};
@@ -31,7 +32,7 @@ pub async fn run(
     let mut prepared = Vec::new();
     for body in bodies {
         // The connector's own records: the same payload bytes and headers.
-        let accepted = pipeline::accept(body.as_bytes(), &limits, routing, received_at)
+        let accepted = pipeline::accept(body.as_bytes(), &CUSTOMER, &limits, routing, received_at)
             .expect("corpus bodies are accepted");
         let records = accepted.records();
         for record in &records.records {

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use webhook_connector::config::routing_file;
+use webhook_connector::entity::CUSTOMER;
 use webhook_connector::pipeline::{self, AcceptError, Limits};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::record::RECORD_OVERHEAD_BYTES;
@@ -60,7 +61,7 @@ fn table() -> &'static RoutingTable {
 
 fuzz_target!(|body: &[u8]| {
     let received_at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
-    let accepted = match pipeline::accept(body, &LIMITS, table(), received_at) {
+    let accepted = match pipeline::accept(body, &CUSTOMER, &LIMITS, table(), received_at) {
         Ok(accepted) => accepted,
         Err(error) => {
             // Every refusal is one of the variants and says something.
@@ -84,7 +85,7 @@ fuzz_target!(|body: &[u8]| {
     let change_count = events[0].change_count;
     assert!(change_count <= LIMITS.max_changes);
     assert_eq!(events.len(), change_count.max(1));
-    let customer_id = events[0].customer_id;
+    let customer_id = events[0].entity_id;
     assert!(body.len() + accepted.record_bytes <= LIMITS.max_request_bytes);
 
     assert_eq!(accepted.topics.len(), events.len());

@@ -6,8 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::entity::{FieldType, CUSTOMER_FIELDS};
-use crate::normalize::{FIXED_KEYS, SCHEMA_VERSION};
+use crate::entity::{FieldType, CUSTOMER};
+use crate::normalize::{fixed_keys, SCHEMA_VERSION};
 
 /// The schema's `$id`.
 pub fn schema_id() -> String {
@@ -59,7 +59,7 @@ pub fn flat_event() -> Value {
         json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX,
                "description": "Customer.Id: a 64-bit integer; the record key is this id in decimal."}),
     );
-    for field in CUSTOMER_FIELDS {
+    for field in CUSTOMER.known {
         let description = match field.field_type {
             FieldType::DateTime => format!("Customer.{} in RFC 3339 UTC, or null.", field.name),
             _ => format!("Customer.{} as sent, or null.", field.name),
@@ -86,7 +86,7 @@ pub fn flat_event() -> Value {
         "title": format!("Flat event, schema version {SCHEMA_VERSION}"),
         "description": "One change of one customer notification, flat: every value is a string, number, boolean or null. Fields besides the ones listed here come from fields the platform sends that the contract does not type: Customer.X as customer_<x>, unknown top-level fields as notification_<x>, unknown fields of a change as change_<x>.",
         "type": "object",
-        "required": FIXED_KEYS,
+        "required": fixed_keys(&CUSTOMER),
         "properties": properties,
         "patternProperties": {
             "^customer_": scalar("A customer field the contract does not type (Customer.X as customer_<snake_case x>)."),
@@ -142,12 +142,12 @@ mod tests {
     #[test]
     fn every_fixed_key_is_required_and_typed() {
         let schema = flat_event();
-        for key in FIXED_KEYS {
+        for key in fixed_keys(&CUSTOMER) {
             assert!(schema["properties"][key].is_object(), "{key}");
         }
         assert_eq!(
             schema["required"].as_array().unwrap().len(),
-            FIXED_KEYS.len()
+            fixed_keys(&CUSTOMER).len()
         );
     }
 

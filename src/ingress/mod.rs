@@ -33,6 +33,7 @@ pub use readiness::Readiness;
 
 use crate::config::routing_file::RoutingFile;
 use crate::config::Settings;
+use crate::entity::CUSTOMER;
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::LiveTable;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
@@ -267,9 +268,9 @@ where
             })
         })?;
     }
-    let accepted = pipeline::accept(&body, &state.limits, &routing, received_at)?;
+    let accepted = pipeline::accept(&body, &CUSTOMER, &state.limits, &routing, received_at)?;
     if let Some(event) = accepted.events.first() {
-        tracing::Span::current().record("customer_id", event.customer_id);
+        tracing::Span::current().record("customer_id", event.entity_id);
     }
     // Reserved before the records are built: a refusal costs no serialization.
     state

@@ -1,4 +1,5 @@
-//! The webhook body as the platform sends it: a customer change notification.
+//! The webhook body as the platform sends it: a change notification of one
+//! [`Entity`] (a customer), its latest state under the entity's key (`Customer`).
 //!
 //! Parsing is strict about the fields the connector needs (`ChangeDateTime`,
 //! `Customer.Id`, `Changes[].ChangeType`) and lenient about everything else:
@@ -15,26 +16,32 @@ use std::fmt;
 
 mod field;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use crate::entity::Entity;
 
 pub use field::Field;
 use field::{Hashed, Plain};
 
-/// One webhook body: the customer's latest state and the changes that were made.
+/// One webhook body: the entity's latest state and the changes that were made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
+    /// Which family of webhooks it is.
+    pub entity: &'static Entity,
     /// `ChangeDateTime` exactly as sent (normalized later, hashed raw for event ids).
     pub change_date_time: String,
-    pub customer: Customer,
+    /// The entity's latest state (`Customer`).
+    pub latest: Latest,
     pub changes: Vec<Change>,
     /// Top-level fields other than the three above, in the order sent.
     pub extra: Vec<(String, Field)>,
 }
 
-/// `Customer`: the id plus every other field in the order sent.
+/// The entity's latest state (`Customer`): its id plus every other field in the
+/// order sent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Customer {
+pub struct Latest {
     pub id: i64,
     pub fields: Vec<(String, Field)>,
 }
@@ -62,17 +69,25 @@ pub enum PayloadError {
     InvalidShape { path: String, message: String },
 }
 
-/// Parses a raw webhook body.
-pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+/// Parses a raw webhook body of `entity`'s family.
+pub fn parse(body: &[u8], entity: &'static Entity) -> Result<Notification, PayloadError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let parsed = NotificationSeed(entity)
+        .deserialize(&mut json)
+        .and_then(|notification| json.end().map(|()| notification));
     // Tracking the path costs an allocation per key, so only a body that failed
     // is parsed again with it, to say where the problem is.
-    serde_json::from_slice(body).map_err(|_| explain_failure(body))
+    parsed.map_err(|_| explain_failure(body, entity))
 }
 
 /// The error of a body that does not parse, with the path of the offending value.
-fn explain_failure(body: &[u8]) -> PayloadError {
+fn explain_failure(body: &[u8], entity: &'static Entity) -> PayloadError {
     let mut json = serde_json::Deserializer::from_slice(body);
-    let result: Result<Notification, _> = serde_path_to_error::deserialize(&mut json);
+    let mut track = serde_path_to_error::Track::new();
+    let tracked = serde_path_to_error::Deserializer::new(&mut json, &mut track);
+    let result = NotificationSeed(entity)
+        .deserialize(tracked)
+        .map_err(|e| serde_path_to_error::Error::new(track.path(), e));
     match result {
         Err(err) => shape_error(err),
         Ok(_) => match json.end() {
@@ -173,63 +188,68 @@ fn required<T, E: de::Error>(value: Option<T>, name: &'static str) -> Result<T, 
     value.ok_or_else(|| de::Error::missing_field(name))
 }
 
-impl<'de> Deserialize<'de> for Notification {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NotificationVisitor;
-        impl<'de> Visitor<'de> for NotificationVisitor {
-            type Value = Notification;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a customer notification object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Notification, A::Error> {
-                let (mut date, mut customer, mut changes) = (None, None, None);
-                let extra = read_object(map, |key, map| {
-                    Some(match key {
-                        "ChangeDateTime" => {
-                            map.next_value().and_then(|v| set_once(&mut date, v, key))
-                        }
-                        "Customer" => map
-                            .next_value()
-                            .and_then(|v| set_once(&mut customer, v, key)),
-                        "Changes" => map
-                            .next_value()
-                            .and_then(|v| set_once(&mut changes, v, key)),
-                        _ => return None,
-                    })
-                })?;
-                Ok(Notification {
-                    change_date_time: required(date, "ChangeDateTime")?,
-                    customer: required(customer, "Customer")?,
-                    changes: required(changes, "Changes")?,
-                    extra,
-                })
-            }
-        }
-        deserializer.deserialize_map(NotificationVisitor)
+/// Reads a notification of the entity it holds: the entity's latest state is
+/// under the entity's own key (`Customer`).
+struct NotificationSeed(&'static Entity);
+
+impl<'de> DeserializeSeed<'de> for NotificationSeed {
+    type Value = Notification;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Notification, D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Customer {
+impl<'de> Visitor<'de> for NotificationSeed {
+    type Value = Notification;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {} notification object", self.0.name)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Notification, A::Error> {
+        let entity = self.0;
+        let (mut date, mut latest, mut changes) = (None, None, None);
+        let extra = read_object(map, |key, map| {
+            Some(match key {
+                "ChangeDateTime" => map.next_value().and_then(|v| set_once(&mut date, v, key)),
+                "Changes" => map
+                    .next_value()
+                    .and_then(|v| set_once(&mut changes, v, key)),
+                _ if key == entity.body_key => {
+                    map.next_value().and_then(|v| set_once(&mut latest, v, key))
+                }
+                _ => return None,
+            })
+        })?;
+        Ok(Notification {
+            entity,
+            change_date_time: required(date, "ChangeDateTime")?,
+            latest: required(latest, entity.body_key)?,
+            changes: required(changes, "Changes")?,
+            extra,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Latest {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CustomerVisitor;
-        impl<'de> Visitor<'de> for CustomerVisitor {
-            type Value = Customer;
+        struct LatestVisitor;
+        impl<'de> Visitor<'de> for LatestVisitor {
+            type Value = Latest;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a customer object")
+                f.write_str("an object with an integer Id")
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Customer, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Latest, A::Error> {
                 let mut id = None;
                 let fields = read_object(map, |key, map| match key {
                     "Id" => Some(map.next_value().and_then(|v| set_once(&mut id, v, key))),
                     _ => None,
                 })?;
-                Ok(Customer {
+                Ok(Latest {
                     id: required(id, "Id")?,
                     fields,
                 })
             }
         }
-        deserializer.deserialize_map(CustomerVisitor)
+        deserializer.deserialize_map(LatestVisitor)
     }
 }
 
@@ -272,6 +292,7 @@ impl<'de> Deserialize<'de> for Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::CUSTOMER;
     use serde_json::{json, Value};
 
     fn shape(path: &str, message: &str) -> PayloadError {
@@ -282,18 +303,18 @@ mod tests {
     }
 
     fn parse_value(value: Value) -> Result<Notification, PayloadError> {
-        parse(value.to_string().as_bytes())
+        parse(value.to_string().as_bytes(), &CUSTOMER)
     }
 
     #[test]
     fn parses_the_seed_sample_keeping_field_order() {
         let body = include_bytes!("../../tests/fixtures/seed_sample.json");
-        let n = parse(body).unwrap();
+        let n = parse(body, &CUSTOMER).unwrap();
         assert_eq!(n.change_date_time, "2018-11-16T10:46:20.7741026Z");
-        assert_eq!(n.customer.id, 862);
-        assert_eq!(n.customer.fields.len(), 19);
-        assert_eq!(n.customer.fields[0].0, "Title");
-        assert_eq!(n.customer.fields[18].0, "RestaurantSmsMarketingOptInText");
+        assert_eq!(n.latest.id, 862);
+        assert_eq!(n.latest.fields.len(), 19);
+        assert_eq!(n.latest.fields[0].0, "Title");
+        assert_eq!(n.latest.fields[18].0, "RestaurantSmsMarketingOptInText");
         assert_eq!(n.changes.len(), 4);
         assert_eq!(
             n.changes[1].change_type,
@@ -314,7 +335,7 @@ mod tests {
         .unwrap();
         assert_eq!(n.extra, vec![("Source".to_string(), json!("pos").into())]);
         assert_eq!(
-            n.customer.fields[0].1.clone().into_flat(),
+            n.latest.fields[0].1.clone().into_flat(),
             json!(r#"{"a":[1]}"#)
         );
         assert_eq!(n.changes[0].extra[0].0, "FieldName");
@@ -373,7 +394,7 @@ mod tests {
     #[test]
     fn refuses_ids_outside_i64() {
         let body = br#"{"ChangeDateTime":"x","Customer":{"Id":9223372036854775808},"Changes":[]}"#;
-        let err = parse(body).unwrap_err();
+        let err = parse(body, &CUSTOMER).unwrap_err();
         assert!(
             matches!(&err, PayloadError::InvalidShape { path, .. } if path == "Customer.Id"),
             "{err}"
@@ -383,11 +404,11 @@ mod tests {
     #[test]
     fn refuses_duplicate_keys() {
         let body = br#"{"ChangeDateTime":"x","Customer":{"Id":1,"Id":2},"Changes":[]}"#;
-        let err = parse(body).unwrap_err();
+        let err = parse(body, &CUSTOMER).unwrap_err();
         assert_eq!(err, shape("Customer", "duplicate field `Id`"));
         let body = br#"{"ChangeDateTime":"x","Customer":{"Id":1,"A":1,"A":2},"Changes":[]}"#;
         assert_eq!(
-            parse(body).unwrap_err(),
+            parse(body, &CUSTOMER).unwrap_err(),
             shape("Customer", "duplicate field `A`")
         );
     }
@@ -421,7 +442,7 @@ mod tests {
                 "ChangeDateTime",
             ),
         ] {
-            let err = parse(body.as_bytes()).unwrap_err();
+            let err = parse(body.as_bytes(), &CUSTOMER).unwrap_err();
             assert_eq!(
                 err,
                 shape(path, &format!("duplicate field `{key}`")),
@@ -435,12 +456,12 @@ mod tests {
         // Every digit is kept; serde_json writes an exponent with its sign (1e5 -> 1e+5).
         let body = br#"{"ChangeDateTime":"x","Customer":{"Id":5,"Big":123456789012345678901234567890,"Dec":0.10000000000000000000001,"Exp":1e5,"Neg":-18446744073709551617,"Small":12,"Nested":[1.50]},
             "Changes":[{"ChangeType":"T","OldValue":18446744073709551617,"NewValue":-0}]}"#;
-        let n = parse(body).unwrap();
+        let n = parse(body, &CUSTOMER).unwrap();
         let text = |v: &Field| match v.clone().into_flat() {
             Value::String(nested) => nested,
             scalar => scalar.to_string(),
         };
-        let fields: Vec<String> = n.customer.fields.iter().map(|(_, v)| text(v)).collect();
+        let fields: Vec<String> = n.latest.fields.iter().map(|(_, v)| text(v)).collect();
         assert_eq!(
             fields,
             [
@@ -454,7 +475,7 @@ mod tests {
         );
         assert_eq!(text(&n.changes[0].old_value), "18446744073709551617");
         assert_eq!(text(&n.changes[0].new_value), "-0");
-        assert!(matches!(&n.customer.fields[4].1, Field::Scalar(v) if v.is_u64()));
+        assert!(matches!(&n.latest.fields[4].1, Field::Scalar(v) if v.is_u64()));
     }
 
     #[test]
@@ -466,7 +487,7 @@ mod tests {
             b"{\"ChangeDateTime\": \"\xff\"}",
             br#"{"ChangeDateTime":"x","Customer":{"Id":1},"Changes":[]} trailing"#,
         ] {
-            let err = parse(body).unwrap_err();
+            let err = parse(body, &CUSTOMER).unwrap_err();
             assert!(
                 matches!(err, PayloadError::InvalidJson { .. }),
                 "{body:?}: {err}"
@@ -477,7 +498,7 @@ mod tests {
             "[".repeat(10_000)
         );
         assert!(matches!(
-            parse(deep.as_bytes()).unwrap_err(),
+            parse(deep.as_bytes(), &CUSTOMER).unwrap_err(),
             PayloadError::InvalidJson { .. }
         ));
     }

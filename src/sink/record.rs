@@ -212,7 +212,14 @@ mod tests {
             max_request_bytes: 1 << 20,
         };
         let body = include_bytes!("../../tests/fixtures/seed_sample.json");
-        let accepted = accept(body, &limits, &table, chrono::Utc::now()).unwrap();
+        let accepted = accept(
+            body,
+            &crate::entity::CUSTOMER,
+            &limits,
+            &table,
+            chrono::Utc::now(),
+        )
+        .unwrap();
         let records = Records::build(&accepted.events, &accepted.topics, 0);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
