@@ -437,7 +437,7 @@ async fn a_client_leaving_mid_delivery_frees_its_slot_and_its_records_stay_count
 async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413() {
     let _turn = shared().await;
     // A quarter for bodies arriving, 18,000 bytes for requests being processed:
-    // one seed sample (about 10 KB of body and records) at a time.
+    // one seed sample (about 13 KB of body and records) at a time.
     let (broker, _topic, connector) = connector_on_own_broker("budget", |s| {
         s.server.max_body_bytes = 4_000;
         s.server.max_in_flight_bytes = 24_000;

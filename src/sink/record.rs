@@ -98,12 +98,16 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
     (held, values)
 }
 
-/// Header names and every value but the change type: the event id (twice), the
-/// schema version, the content type, the CloudEvents version, source (at most
-/// [`MAX_CLOUDEVENTS_SOURCE_BYTES`]), type prefix, time and subject.
-const HEADER_BYTES: usize = 640;
-// Names (~110 bytes), two ids (72), the other fixed values (under 130), the source.
-const _: () = assert!(HEADER_BYTES >= 110 + 72 + 130 + MAX_CLOUDEVENTS_SOURCE_BYTES);
+/// What a record's headers hold but the change type: the names and values of the
+/// event id (twice), the schema version, the content type, the CloudEvents
+/// version, source (at most [`MAX_CLOUDEVENTS_SOURCE_BYTES`]), type prefix, time
+/// and subject, and librdkafka's allocation per header (its header struct and
+/// list slot, about 48 bytes each).
+const HEADER_BYTES: usize = 1024;
+// Names (97 bytes), two ids (72), the other values but the source (at most 97:
+// "1", the content type, "1.0", the type prefix, a 30-byte time, a 20-digit id),
+// the source, and ten headers' allocations.
+const _: () = assert!(HEADER_BYTES >= 97 + 72 + 97 + MAX_CLOUDEVENTS_SOURCE_BYTES + 10 * 48);
 
 /// The headers of `record`, with `source` as its CloudEvents source.
 pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
