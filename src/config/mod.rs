@@ -572,6 +572,10 @@ mod tests {
                 "[kafka]\ncloudevents_source = \"a%2\"\n",
                 "kafka.cloudevents_source",
             ),
+            (
+                "[kafka]\ncloudevents_source = \"a%g1\"\n",
+                "kafka.cloudevents_source",
+            ),
         ] {
             let err = load_text(text, &[]).unwrap_err();
             assert!(err.to_string().starts_with(key), "{text}: {err}");
@@ -582,6 +586,7 @@ mod tests {
             "urn:x:y",
             "https://example.com/a?b=c#d",
             "/a%2Fb",
+            "x%2F",
             &"a".repeat(256),
         ] {
             let text = format!("[kafka]\ncloudevents_source = \"{fine}\"\n");
