@@ -576,6 +576,10 @@ mod tests {
                 "[kafka]\ncloudevents_source = \"a%g1\"\n",
                 "kafka.cloudevents_source",
             ),
+            (
+                "[kafka]\ncloudevents_source = \"x%2z\"\n",
+                "kafka.cloudevents_source",
+            ),
         ] {
             let err = load_text(text, &[]).unwrap_err();
             assert!(err.to_string().starts_with(key), "{text}: {err}");
