@@ -25,14 +25,16 @@
 //!   come in the order they were written; records of different partitions or topics
 //!   have no order between them.
 //!
-//! `--exit-when-idle-ms N` exits (0) once no record came for N ms, for scripts and
-//! tests; otherwise it runs until Ctrl-C.
+//! `--exit-when-idle-ms N` exits (0) once no record came for N ms since the group
+//! gave this member its partitions, for scripts and tests; otherwise it runs until
+//! Ctrl-C.
 
 use std::collections::{HashSet, VecDeque};
 use std::error::Error;
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -66,7 +68,8 @@ struct Args {
     /// How many recent event ids are remembered to skip duplicates.
     #[arg(long, default_value_t = NonZeroUsize::new(100_000).unwrap())]
     dedup_capacity: NonZeroUsize,
-    /// Exit (status 0) once no record came for this many milliseconds.
+    /// Exit (status 0) once no record came for this many milliseconds since the group
+    /// assigned this member its partitions.
     #[arg(long, value_name = "MS")]
     exit_when_idle_ms: Option<u64>,
 }
@@ -111,8 +114,12 @@ fn regex_subscription(pattern: &str) -> Result<String, String> {
     }
 }
 
-/// Logs the partitions this member is given and loses when the group rebalances.
-struct LogRebalances;
+/// Logs the partitions this member is given and loses when the group rebalances,
+/// and remembers whether it was given any yet.
+#[derive(Default)]
+struct LogRebalances {
+    assigned: AtomicBool,
+}
 
 impl ClientContext for LogRebalances {}
 
@@ -126,7 +133,10 @@ impl ConsumerContext for LogRebalances {
             names.collect::<Vec<_>>().join(", ")
         };
         match rebalance {
-            Rebalance::Assign(list) => eprintln!("assigned: {}", names(list)),
+            Rebalance::Assign(list) => {
+                self.assigned.store(true, Ordering::Relaxed);
+                eprintln!("assigned: {}", names(list))
+            }
             Rebalance::Revoke(list) => eprintln!("revoked: {}", names(list)),
             Rebalance::Error(e) => eprintln!("rebalance error: {e}"),
         }
@@ -154,7 +164,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .set("group.id", &args.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .create_with_context(LogRebalances)?;
+        .create_with_context(LogRebalances::default())?;
     consumer.subscribe(&subscription)?;
     eprintln!("subscribed to {subscription:?} as group {:?}", args.group);
 
@@ -171,6 +181,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             received = next(&consumer, idle.map(|idle| last_record + idle)) => received,
         };
         let message = match received {
+            // Idle time counts once the group has given this member its partitions.
+            None if !consumer.context().assigned.load(Ordering::Relaxed) => {
+                last_record = Instant::now();
+                continue;
+            }
             None => {
                 eprintln!("no record for {:?}: exiting", last_record.elapsed());
                 return Ok(());

@@ -14,8 +14,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-/// How long the consumer waits for a record before it exits.
-const IDLE_MS: &str = "3000";
+/// How long the consumer waits for a record, once it has its partitions, before
+/// it exits.
+const IDLE_MS: &str = "1500";
 
 /// The example's binary, built once per test binary by cargo: a run of this file
 /// alone (`--test consumer`) does not build examples, and an earlier build may be
