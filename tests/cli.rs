@@ -3,34 +3,21 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::assert_published_event;
+use common::{assert_published_event, run_binary};
 
 use serde_json::Value;
 
 /// Runs the binary with unsigned requests allowed (as the quick start does).
 fn connector(args: &[&str]) -> Output {
-    connector_with(args, &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")])
-}
-
-fn connector_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-connector"));
-    command
-        .args(args)
-        .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
-        .env_remove("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED")
-        .env_remove("CONNECTOR__WEBHOOK__SECRETS");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("the binary runs")
+    run_binary(args, &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")])
 }
 
 #[test]
 fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
     for command in ["run", "check"] {
-        let output = connector_with(&[command, "--config", "config/default.toml"], &[]);
+        let output = run_binary(&[command, "--config", "config/default.toml"], &[]);
         assert_eq!(output.status.code(), Some(64), "{command}");
         let stderr = text(&output.stderr);
         assert!(stderr.contains("webhook.secrets: is empty"), "{stderr}");
@@ -40,7 +27,7 @@ fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
             "{stderr}"
         );
     }
-    let signed = connector_with(
+    let signed = run_binary(
         &["check", "--config", "config/default.toml"],
         &[("CONNECTOR__WEBHOOK__SECRETS", "s3cret")],
     );
@@ -195,7 +182,7 @@ fn explain_refuses_what_the_endpoint_refuses_with_exit_65() {
         ),
     )
     .unwrap();
-    let output = connector_with(
+    let output = run_binary(
         &[
             "explain",
             "--config",

@@ -18,11 +18,7 @@ use webhook_connector::contract::{compat, schema};
 
 /// Runs the binary; its standard output, after asserting it exited 0.
 fn connector(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_webhook-connector"))
-        .args(args)
-        .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
-        .output()
-        .expect("the binary runs");
+    let output = run_binary(args, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{args:?}: {stderr}");
     String::from_utf8(output.stdout).unwrap()

@@ -1,7 +1,22 @@
 //! Child processes: a free port to start one on, signals, and killing on drop.
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
+
+/// Runs the connector's binary with `args` and `env` (and none of the connector's
+/// variables this process may have), until it exits.
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-connector"));
+    command
+        .args(args)
+        .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
+        .env_remove("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED")
+        .env_remove("CONNECTOR__WEBHOOK__SECRETS");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
 
 /// A loopback port free at the time of the call.
 pub fn free_port() -> u16 {
