@@ -987,9 +987,8 @@ mod tests {
     proptest! {
         #[test]
         fn every_event_of_any_notification_matches_the_published_schema(n in arb_open_notification()) {
-            for event in normalize(n, received()).unwrap() {
-                crate::contract::schema::assert_matches(&event.to_value());
-            }
+            // In test builds `normalize` checks each event it makes against the schema.
+            normalize(n, received()).unwrap();
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{cloudevents_type, schema};
 use crate::config::KafkaSettings;
-use crate::routing::RoutingTable;
+use crate::routing::{Route, RoutingTable};
 
 /// The version of the Kafka bindings used.
 const BINDING_VERSION: &str = "0.5.0";
@@ -70,28 +70,19 @@ fn servers(kafka: &KafkaSettings) -> Value {
 
 /// The channel of `topic`: which routes feed it, with which patterns.
 fn channel(topic: &str, table: &RoutingTable) -> Value {
-    let routes: Vec<Value> = table
+    let feeding: Vec<&Route> = table
         .routes()
         .iter()
         .filter(|route| route.topics().iter().any(|t| t == topic))
+        .collect();
+    let routes: Vec<Value> = feeding
+        .iter()
         .map(|route| json!({"route": route.name(), "change_types": route.patterns()}))
         .collect();
     let unmatched = table.unmatched_topic() == topic;
-    let mut feeds: Vec<String> = routes
+    let mut feeds: Vec<String> = feeding
         .iter()
-        .map(|r| {
-            let patterns: Vec<&str> = r["change_types"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            format!(
-                "route `{}` ({})",
-                r["route"].as_str().unwrap_or_default(),
-                patterns.join(", ")
-            )
-        })
+        .map(|r| format!("route `{}` ({})", r.name(), r.patterns().join(", ")))
         .collect();
     if unmatched {
         feeds.push(
