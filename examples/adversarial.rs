@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use webhook_connector::config::{routing_file, Settings};
-use webhook_connector::entity::CUSTOMER;
+use webhook_connector::entity::{Entity, BOOKING, CUSTOMER};
+use webhook_connector::normalize::fixed_keys;
 use webhook_connector::payload;
 use webhook_connector::pipeline::{self, Limits};
 use webhook_connector::routing::RoutingTable;
@@ -64,6 +65,8 @@ struct Args {
 /// One body to measure.
 struct Shape {
     name: &'static str,
+    /// The webhook it is posted to.
+    entity: &'static Entity,
     detail: String,
     body: Vec<u8>,
 }
@@ -125,6 +128,7 @@ fn main() {
         .collect();
     let run = |shape: &Shape| {
         black_box(request(
+            shape.entity,
             black_box(&shape.body),
             &limits,
             &table,
@@ -248,13 +252,14 @@ fn main() {
 
 /// The CPU work of one request before Kafka; everything is dropped before it returns.
 fn request(
+    entity: &'static Entity,
     body: &[u8],
     limits: &Limits,
     table: &RoutingTable,
     received_at: DateTime<Utc>,
 ) -> (usize, usize, usize) {
-    let accepted = pipeline::accept(body, &CUSTOMER, limits, table, received_at)
-        .expect("the body is accepted");
+    let accepted =
+        pipeline::accept(body, entity, limits, table, received_at).expect("the body is accepted");
     let records = accepted.records();
     (
         accepted.events.len(),
@@ -279,11 +284,11 @@ fn check(
         shape.name,
         body.len()
     );
-    let changes = payload::parse(body, &CUSTOMER)
+    let changes = payload::parse(body, shape.entity)
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name))
         .changes
         .len();
-    let accepted = pipeline::accept(body, &CUSTOMER, limits, table, received_at)
+    let accepted = pipeline::accept(body, shape.entity, limits, table, received_at)
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name));
     let events = &accepted.events;
     assert_eq!(events.len(), changes.max(1), "{}", shape.name);
@@ -297,7 +302,8 @@ fn check(
     {
         let value: serde_json::Map<String, Value> =
             serde_json::from_slice(records.payload(record)).expect("a record value parses");
-        let expected = 10 + event.shared.fields.len() + event.change_fields.len();
+        let fixed = fixed_keys(shape.entity).len();
+        let expected = fixed + event.shared.fields.len() + event.change_fields.len();
         assert_eq!(value.len(), expected, "{}: a key was lost", shape.name);
         assert!(value.values().all(|v| !v.is_object() && !v.is_array()));
     }
@@ -326,10 +332,19 @@ fn median(samples: &mut [f64]) -> f64 {
 fn fill_customer(
     changes: &str,
     limit: usize,
+    item: impl FnMut(usize) -> Option<String>,
+) -> (Vec<u8>, usize) {
+    fill_state("Customer", changes, limit, item)
+}
+
+/// [`fill_customer`] with the state under `key`.
+fn fill_state(
+    key: &str,
+    changes: &str,
+    limit: usize,
     mut item: impl FnMut(usize) -> Option<String>,
 ) -> (Vec<u8>, usize) {
-    let mut body =
-        format!(r#"{{"ChangeDateTime":"{DATE}","Changes":{changes},"Customer":{{"Id":862"#);
+    let mut body = format!(r#"{{"ChangeDateTime":"{DATE}","Changes":{changes},"{key}":{{"Id":862"#);
     let tail = "}}";
     let mut count = 0;
     while let Some(next) = item(count) {
@@ -380,6 +395,7 @@ fn deepest_accepted(open: &str, close: &str, limits: &Limits) -> usize {
 fn shapes(limits: &Limits) -> Vec<Shape> {
     let limit = limits.max_body_bytes;
     let mut shapes = vec![Shape {
+        entity: &CUSTOMER,
         name: "seed sample",
         detail: "tests/fixtures/seed_sample.json as is (pretty-printed), 4 changes, 19 fields: the reference".into(),
         body: SEED.to_vec(),
@@ -400,6 +416,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
         colliding.get(n).map(|key| format!(",{key}:1"))
     });
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "colliding keys",
         detail: format!("{count} distinct 3-character punctuation keys, all `customer____`, values 1; the change's 6 own fields meet fixed keys or each other"),
         body,
@@ -416,6 +433,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
         })
     });
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "colliding keys, suffixes taken",
         detail: format!("{bait} keys taking `customer_____2` to `customer_____{}`, then {} colliding keys as above", bait + 1, count - bait),
         body,
@@ -431,6 +449,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
         let (body, count) =
             fill_customer(ONE_CHANGE, limit, |n| Some(format!(r#","D{n}":{value}"#)));
         shapes.push(Shape {
+        entity: &CUSTOMER,
             name,
             detail: format!("{count} customer fields each nested {depth} levels deep (the deepest accepted; {} levels are refused)", depth + 1),
             body,
@@ -450,6 +469,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
         Some(format!(r#","Field{n}":"Value {n}""#))
     });
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "many small changes",
         detail: format!(
             "{} changes (the sample's four in turn), customer padded with {count} short fields",
@@ -460,6 +480,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
 
     let tiny: Vec<&str> = vec![r#"{"ChangeType":""}"#; limits.max_changes];
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "many tiny changes, small customer",
         detail: format!(
             r#"{} changes `{{"ChangeType":""}}`, customer `{{"Id":1}}`"#,
@@ -512,6 +533,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
     let (body, count) = fill_customer(ONE_CHANGE, limit, |n| strings.get(n).cloned());
     assert_eq!(count, strings.len(), "the long strings fit");
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "long strings",
         detail: format!("4 strings of about {} KB: plain ASCII; escapes (\\\" \\\\ \\n \\u0001 \\ud83d\\ude00 ...) and raw non-ASCII; raw multi-byte UTF-8; a date-time with a {} KB fraction in `BirthDate`", field / 1000, fraction.len() / 1000),
         body,
@@ -521,8 +543,37 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
         Some(format!(r#","Field{n}":"Value {n}""#))
     });
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "many fields",
         detail: format!("{count} ordinary fields `\"FieldN\":\"Value N\"`"),
+        body,
+    });
+
+    // A booking whose state is objects three deep, flattened by path: the most
+    // names (`O1.Customer.Address.Street`) a body of this size can make.
+    let item = |n: usize| {
+        format!(r#","O{n}":{{"Customer":{{"FirstName":"A","Address":{{"Street":"B","No":{n}}}}}}}"#)
+    };
+    let (body, count) = fill_state("Booking", ONE_CHANGE, limit, |n| Some(item(n)));
+    shapes.push(Shape {
+        entity: &BOOKING,
+        name: "booking objects flattened by path",
+        detail: format!("a booking of {count} objects each `{{\"Customer\":{{\"FirstName\":\"A\",\"Address\":{{\"Street\":\"B\",\"No\":N}}}}}}`, three fields each by path"),
+        body,
+    });
+
+    // The most changes over a booking of many small objects: every event carries
+    // every name made by path.
+    let (body, count) = fill_state("Booking", &many, limit, |n| {
+        Some(format!(r#","O{n}":{{"x":1}}"#))
+    });
+    shapes.push(Shape {
+        entity: &BOOKING,
+        name: "booking objects flattened by path, many changes",
+        detail: format!(
+            "{} changes (the sample's four in turn), a booking of {count} objects `{{\"x\":1}}`",
+            limits.max_changes
+        ),
         body,
     });
 
@@ -551,6 +602,7 @@ fn shapes(limits: &Limits) -> Vec<Shape> {
         })
     });
     shapes.push(Shape {
+        entity: &CUSTOMER,
         name: "big numbers",
         detail: format!("{count} fields: 40-digit integers, 40-digit decimals, 40-digit numbers with exponents, lists of integers past 64 bits; one 10 000-digit integer and one 10 000-digit decimal"),
         body,

@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 seconds="${1:-600}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p fuzz/corpus/parse_normalize fuzz/artifacts/parse_normalize
-# Seed the corpus with the sample and the bad-input fixtures.
-cp tests/fixtures/seed_sample.json fuzz/corpus/parse_normalize/
+# Seed the corpus with the samples and the bad-input fixtures.
+cp tests/fixtures/seed_sample.json tests/fixtures/booking_sample.json fuzz/corpus/parse_normalize/
 find tests/fixtures/bad -name '*.json' -size -8k -exec cp {} fuzz/corpus/parse_normalize/ \;
 # -max_len above the target's 4096-byte body limit, so the size check is reached too.
 status=0

@@ -49,12 +49,16 @@ cat <<MSG
 
   webhook-connector listens on http://127.0.0.1:$http_port (Kafka: 127.0.0.1:$kafka_port)
 
-  Post the platform's sample notification, from another terminal in this folder:
+  Post the platform's sample customer notification and a sample booking notification,
+  from another terminal in this folder:
     curl -sS -H 'Content-Type: application/json' --data-binary @tests/fixtures/seed_sample.json http://127.0.0.1:$http_port/webhooks/customer
+    curl -sS -H 'Content-Type: application/json' --data-binary @tests/fixtures/booking_sample.json http://127.0.0.1:$http_port/webhooks/booking
 
   Read the events back (Tansu prints values re-parsed: keys sorted, numbers as floats):
     $TANSU_BIN cat consume customer.marketing-opt-ins --broker tcp://127.0.0.1:$kafka_port
     $TANSU_BIN cat consume customer.contact-details --broker tcp://127.0.0.1:$kafka_port
+    $TANSU_BIN cat consume booking.status --broker tcp://127.0.0.1:$kafka_port
+    $TANSU_BIN cat consume booking.tables --broker tcp://127.0.0.1:$kafka_port
 
   Ctrl-C stops the connector and the broker.
 

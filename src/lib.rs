@@ -1,5 +1,6 @@
-//! webhook-connector: customer change webhooks in, one flat event per change out
-//! to the Kafka topics a routing file names.
+//! webhook-connector: the reservation platform's change webhooks (customers,
+//! bookings) in, one flat event per change out to the Kafka topics a routing file
+//! names.
 //!
 //! ```text
 //! POST ─▶ ingress ─▶ signature ─▶ payload ─▶ normalize ─▶ routing ─▶ sink ─▶ Kafka
@@ -7,11 +8,11 @@
 //! ```
 //!
 //! - [`payload`]: the webhook body's types (lenient: unknown fields are kept).
-//! - [`entity`]: the webhook families (customer) and the fields the contract types;
+//! - [`entity`]: the webhook families (customer, booking) and the fields the contract names;
 //!   pure data.
 //! - [`normalize`]: notification -> flat events; pure.
 //! - [`event_id`]: the deterministic id of each change; pure.
-//! - [`routing`]: change type -> topics; pure.
+//! - [`routing`]: entity and change type -> topics; pure.
 //! - [`pipeline`]: the acceptance step (limits, parse, normalize, route); pure, shared by
 //!   the endpoint and `explain`, so both refuse the same bodies.
 //! - [`reload`]: the routing table in use, reloaded on SIGHUP or a file change.

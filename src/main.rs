@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use rdkafka::producer::BaseProducer;
 use webhook_connector::config::routing_file::{self, RoutingFile};
 use webhook_connector::config::Settings;
+use webhook_connector::entity::{self, Entity};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink;
 use webhook_connector::sink::admin::{self, TopicOutcome};
@@ -33,7 +34,7 @@ const SHUTDOWN_LEFTOVER: std::time::Duration = std::time::Duration::from_secs(1)
 #[derive(Parser)]
 #[command(
     version,
-    about = "Receives customer change webhooks and produces one flat event per change to the Kafka topics of a routing file.",
+    about = "Receives the reservation platform's change webhooks (customers, bookings) and produces one flat event per change to the Kafka topics of a routing file.",
     after_help = "Settings can be overridden with environment variables CONNECTOR__SECTION__KEY,\n\
                   e.g. CONNECTOR__KAFKA__BOOTSTRAP_SERVERS=broker:9092."
 )]
@@ -52,7 +53,8 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the webhook endpoint until SIGINT or SIGTERM.
+    /// Serve the webhook endpoints (POST /webhooks/customer, /webhooks/booking)
+    /// until SIGINT or SIGTERM.
     Run(ConfigArg),
     /// Validate the settings and the routing file, then print the route table.
     Check {
@@ -68,10 +70,18 @@ enum Command {
         config: ConfigArg,
         /// A webhook body (JSON) as the platform would POST it.
         body: PathBuf,
+        /// The webhook it is for (customer, booking); detected from the body's
+        /// `Customer` or `Booking` key when not given.
+        #[arg(long, value_name = "NAME", value_parser = parse_entity)]
+        entity: Option<&'static Entity>,
     },
-    /// Print the JSON Schema (draft 2020-12) of the flat event; the same as
-    /// schema/flat-event.v1.json.
-    Schema,
+    /// Print the JSON Schema (draft 2020-12) of an entity's flat event; the same as
+    /// schema/<entity>-event.v1.json.
+    Schema {
+        /// The entity (customer, booking).
+        #[arg(long, value_name = "NAME", value_parser = parse_entity, default_value = "customer")]
+        entity: &'static Entity,
+    },
     /// Print the AsyncAPI 3.0 document (JSON) of the topics the routing file feeds:
     /// servers, one channel per topic with its routes, the event, key and headers.
     Asyncapi(ConfigArg),
@@ -134,17 +144,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Explain { config, body } => {
+        Command::Explain {
+            config,
+            body,
+            entity,
+        } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
             let bytes = std::fs::read(&body)
                 .with_context(|| format!("cannot read {}", body.display()))
                 .map_err(|e| Failure(EXIT_DATA, e))?;
-            let events =
-                explain::explain(&bytes, &settings.limits(), &table, chrono::Utc::now())
-                    .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
+            let events = explain::explain(
+                &bytes,
+                entity,
+                &settings.limits(),
+                &table,
+                chrono::Utc::now(),
+            )
+            .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
             print_json(&events)
         }
-        Command::Schema => print_json(&contract::schema::flat_event()),
+        Command::Schema { entity } => print_json(&contract::schema::flat_event(entity)),
         Command::Asyncapi(config) => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
             print_json(&contract::asyncapi::document(&settings.kafka, &table))
@@ -175,6 +194,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `--entity NAME`.
+fn parse_entity(name: &str) -> Result<&'static Entity, String> {
+    entity::by_name(name).ok_or_else(|| format!("unknown entity; use {}", entity::names()))
 }
 
 /// Prints `value` as indented JSON.
@@ -250,7 +274,8 @@ async fn serve(settings: Settings, routes: RoutingFile) -> Result<(), Failure> {
         listen = %server.addr(),
         kafka = %settings.kafka.bootstrap_servers,
         topics,
-        "webhook-connector listening; POST /webhooks/customer"
+        endpoints = %entity::endpoints(),
+        "webhook-connector listening"
     );
     wait_for_stop_signal().await;
     info!(

@@ -3,7 +3,9 @@
 //! Pure: no I/O, no clock. The receive time is passed in, so the same notification
 //! and time always give the same events. The README's "The flat event" section lists the fields.
 //!
-//! Field naming: `Customer.X` becomes `customer_<snake(X)>`, unknown top-level fields
+//! Field naming: the entity's `Customer.X` becomes `customer_<snake(X)>` (a booking's
+//! `Booking.Customer.FirstName`, flattened by the parser to `Customer.FirstName`,
+//! becomes `booking_customer_first_name`), unknown top-level fields
 //! `notification_<snake(X)>`, unknown change fields `change_<snake(X)>`. Object and
 //! array values become their compact JSON text so the event stays flat. Should two
 //! names meet (say `Email` and `email`), the later one gets a `_2`, `_3`, ... suffix:
@@ -25,11 +27,12 @@ use crate::payload::{Change, Field, Notification};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Keys every event of `entity` has, in order; a platform field never takes one
-/// of these names.
-pub fn fixed_keys(entity: &Entity) -> [&'static str; 10] {
-    [
-        "event_id",
-        "schema_version",
+/// of these names. `entity` is one of them but for the customer's
+/// ([`Entity::predates_entities`]).
+pub fn fixed_keys(entity: &Entity) -> Vec<&'static str> {
+    let named = (!entity.predates_entities).then_some("entity");
+    let keys = ["event_id", "schema_version"].into_iter().chain(named);
+    keys.chain([
         "change_type",
         "change_index",
         "change_count",
@@ -38,7 +41,8 @@ pub fn fixed_keys(entity: &Entity) -> [&'static str; 10] {
         "new_value",
         entity.id_key,
         "received_at",
-    ]
+    ])
+    .collect()
 }
 
 /// One change of one notification, flat and ready to be serialized as JSON.
@@ -57,7 +61,8 @@ pub struct FlatEvent {
     pub entity: &'static Entity,
     /// The entity's id (`customer_id`).
     pub entity_id: i64,
-    /// `customer_*` and `notification_*` fields, shared by all events of a notification.
+    /// The entity's (`customer_*`) and `notification_*` fields, shared by all events
+    /// of a notification.
     pub shared: Arc<SharedFields>,
     /// `change_*` fields from unknown keys of this change (usually empty).
     pub change_fields: Vec<(String, Value)>,
@@ -67,7 +72,7 @@ pub struct FlatEvent {
 
 /// The fields every event of a notification carries, and their JSON text, written
 /// once per notification: a notification of 100 changes copies that text into 100
-/// events instead of serializing the customer 100 times.
+/// events instead of serializing the entity 100 times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedFields {
     pub fields: Vec<(String, Value)>,
@@ -92,7 +97,7 @@ impl FlatEvent {
     }
 
     /// Appends the event's JSON to `out`: one object, keys in the documented order
-    /// (the fixed fields, the customer and notification fields, the change's own
+    /// (the fixed fields, the entity's and notification fields, the change's own
     /// fields, `received_at`).
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
         out.reserve(self.shared.json.len() + 512);
@@ -115,6 +120,9 @@ impl FlatEvent {
         out.extend_from_slice(b"{\"event_id\":");
         write_value(out, &self.event_id);
         write_entry(out, "schema_version", &SCHEMA_VERSION);
+        if !self.entity.predates_entities {
+            write_entry(out, "entity", &self.entity.name);
+        }
         write_entry(out, "change_type", &self.change_type);
         write_entry(out, "change_index", &self.change_index);
         write_entry(out, "change_count", &self.change_count);
@@ -165,7 +173,7 @@ pub enum NormalizeError {
         "ChangeDateTime: {value:?} is not a date-time (expected e.g. 2018-11-16T10:46:20.7741026Z)"
     )]
     InvalidChangeDateTime { value: String },
-    /// A customer field the contract types holds another type.
+    /// A field the contract types holds another type.
     #[error("{field}: expected {expected}, got {got}")]
     FieldType {
         field: String,
@@ -205,7 +213,7 @@ pub fn normalize(
     for (name, value) in extra {
         shared.push((prefixed_snake_case("notification_", &name), value));
     }
-    // Whether a customer field is a date-time goes by its name as sent, so a
+    // Whether an entity's field is a date-time goes by its name as sent, so a
     // `birthDate` after a `BirthDate` is one too under `customer_birth_date_2`.
     let date_like: Vec<bool> = (shared.iter().take(entity_names.len()))
         .map(|(key, _)| is_date_time_key(key))
@@ -243,7 +251,7 @@ pub fn normalize(
                 new_value,
             }
         });
-        let event_id = event_id::of(entity_id, &raw_date, index, key);
+        let event_id = event_id::of(entity, entity_id, &raw_date, index, key);
         let (change_type, old_value, new_value, change_fields) = match change {
             None => (None, Value::Null, Value::Null, Vec::new()),
             Some(change) => {
@@ -295,7 +303,7 @@ pub fn normalize(
     // In test builds every event made is checked against the published schema.
     #[cfg(test)]
     for event in &events {
-        crate::contract::schema::assert_matches(&event.to_value());
+        crate::contract::schema::assert_matches(entity, &event.to_value());
     }
     Ok(events)
 }
@@ -344,7 +352,11 @@ fn entity_value(
     date_like: bool,
     value: Field,
 ) -> Result<Value, NormalizeError> {
-    let Some(known) = entity.known_field(key) else {
+    // An untyped field is any scalar, as a field the contract does not name.
+    let typed = entity
+        .known_field(key)
+        .filter(|f| f.field_type != FieldType::Scalar);
+    let Some(known) = typed else {
         return Ok(match value {
             Field::Scalar(Value::String(text)) if date_like => {
                 Value::String(parse_timestamp(&text).map_or(text, format_timestamp))
@@ -450,7 +462,7 @@ pub(crate) fn format_timestamp(time: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::CUSTOMER;
+    use crate::entity::{BOOKING, CUSTOMER};
     use crate::payload::{self, Latest};
     use proptest::prelude::*;
     use serde_json::json;
@@ -586,10 +598,104 @@ mod tests {
     }
 
     #[test]
-    fn every_known_customer_field_key_is_its_name_snake_cased() {
-        for field in crate::entity::CUSTOMER_FIELDS {
-            assert_eq!(prefixed_snake_case("customer_", field.name), field.key);
+    fn every_known_field_key_is_its_path_snake_cased() {
+        for entity in crate::entity::ENTITIES {
+            for field in entity.known {
+                assert_eq!(prefixed_snake_case(entity.prefix, field.name), field.key);
+            }
         }
+    }
+
+    fn booking(body: &str) -> Vec<FlatEvent> {
+        let mut n = payload::parse(body.as_bytes(), &BOOKING).unwrap();
+        n.flatten_objects(usize::MAX).unwrap();
+        normalize(n, received()).unwrap()
+    }
+
+    #[test]
+    fn the_booking_sample_gives_two_flat_booking_events() {
+        let body = include_str!("../tests/fixtures/booking_sample.json");
+        let events = booking(body);
+        assert_eq!(events.len(), 2);
+        let event = events[1].to_value();
+        assert_eq!(event["entity"], "booking");
+        assert_eq!(event["booking_id"], 51234);
+        assert_eq!(events[1].key(), "51234");
+        assert_eq!(event["old_value"], "[12]");
+        assert_eq!(event["new_value"], "[12,14]");
+        assert_eq!(event["booking_customer_first_name"], "Aardvark");
+        assert_eq!(event["booking_customer_mobile"], "+447700900123");
+        assert_eq!(
+            event["booking_cancellation_reason_name"],
+            "Guest cancelled online"
+        );
+        assert_eq!(event["booking_table_ids"], "[12,14]");
+        assert_eq!(
+            event["booking_customer_customer_codes"],
+            r#"["VIP","REGULAR"]"#
+        );
+        // Date-times by name; a date or a time alone is kept as sent.
+        assert_eq!(event["booking_booking_date_time"], "2024-05-01T09:15:00Z");
+        assert_eq!(
+            event["booking_customer_group_email_opt_in_date_time"],
+            "2018-11-12T10:15:00Z"
+        );
+        assert_eq!(event["booking_visit_date"], "2024-05-10");
+        assert_eq!(event["booking_visit_time"], "19:30");
+        assert_eq!(event["booking_customer_birthday"], "1980-02-29");
+        assert!(event.get("customer_id").is_none());
+        let text = String::from_utf8(events[0].to_json()).unwrap();
+        assert!(text.starts_with(r#"{"event_id":""#), "{text}");
+        assert!(text.contains(r#""schema_version":1,"entity":"booking","change_type":"#));
+        assert!(text
+            .contains(r#""new_value":"Cancelled","booking_id":51234,"booking_provider_id":1044,"#));
+    }
+
+    #[test]
+    fn nested_objects_flatten_to_depth_three_and_colliding_paths_are_suffixed() {
+        let events = booking(
+            r#"{"ChangeDateTime":"2024-05-03T17:42:10Z","Booking":{"Id":1,
+                "A":{"B":{"C":1,"D":{}}},"A.B.C":2,"a_b_c":3,"AB":{"C":4},
+                "Id2":{"Id":5},"Seated":{"AtDateTime":"2024-05-10T19:31:00+01:00"}},
+                "Changes":[]}"#,
+        );
+        let event = events[0].to_value();
+        assert_eq!(event["booking_a_b_c"], 1);
+        assert_eq!(event["booking_a_b_d"], "{}");
+        assert_eq!(event["booking_a_b_c_2"], 2);
+        assert_eq!(event["booking_a_b_c_3"], 3);
+        assert_eq!(event["booking_ab_c"], 4);
+        assert_eq!(event["booking_id2_id"], 5);
+        assert_eq!(event["booking_seated_at_date_time"], "2024-05-10T18:31:00Z");
+        assert_eq!(
+            event.as_object().unwrap().len(),
+            fixed_keys(&BOOKING).len() + 7
+        );
+    }
+
+    #[test]
+    fn a_booking_and_a_customer_with_the_same_id_never_share_event_ids() {
+        let body = |key: &str| {
+            format!(
+                r#"{{"ChangeDateTime":"2018-11-16T10:46:20.7741026Z","{key}":{{"Id":862}},"Changes":[{{"ChangeType":"CustomerSmsChanged","OldValue":"2","NewValue":"3"}}]}}"#
+            )
+        };
+        let customer = normalize(
+            payload::parse(body("Customer").as_bytes(), &CUSTOMER).unwrap(),
+            received(),
+        )
+        .unwrap();
+        let booking = booking(&body("Booking"));
+        // The customer's id is the one earlier versions gave (see the seed test).
+        assert_eq!(
+            customer[0].event_id.to_string(),
+            "0159f331-0d29-5e8c-a971-7a6c41ba47c1"
+        );
+        assert_ne!(customer[0].event_id, booking[0].event_id);
+        assert_eq!(
+            booking[0].event_id,
+            self::booking(&body("Booking"))[0].event_id
+        );
     }
 
     #[test]
@@ -912,6 +1018,51 @@ mod tests {
             })
     }
 
+    /// A booking's state but `Id`: objects nested up to four deep, keys of
+    /// lowercase letters and digits (so a path's snake case is the path joined by
+    /// `_`, and never `id`).
+    fn arb_tree() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z0-9 ]{0,8}".prop_map(Value::String),
+            proptest::collection::vec(any::<i32>(), 0..3).prop_map(|v| json!(v)),
+        ];
+        let value = leaf.prop_recursive(4, 32, 4, |inner| {
+            proptest::collection::btree_map("[a-h][a-z0-9]{0,3}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        });
+        proptest::collection::btree_map("[a-h][a-z0-9]{0,3}", value, 0..6)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    fn with_id(tree: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+        let mut state = serde_json::Map::new();
+        state.insert("Id".into(), json!(1));
+        state.extend(tree.clone());
+        state
+    }
+
+    /// What the flat event must hold for `value` at `path`, worked out
+    /// independently of the code: a scalar under its path, a non-empty object's
+    /// members under theirs, anything else as its JSON text.
+    fn flatten_expected(out: &mut serde_json::Map<String, Value>, path: &str, value: &Value) {
+        match value {
+            Value::Object(members) if !members.is_empty() => {
+                for (key, member) in members {
+                    flatten_expected(out, &format!("{path}_{key}"), member);
+                }
+            }
+            Value::Object(_) | Value::Array(_) => {
+                out.insert(path.into(), Value::String(value.to_string()));
+            }
+            scalar => {
+                out.insert(path.into(), scalar.clone());
+            }
+        }
+    }
+
     /// A value or a nested one (an object's compact text).
     fn arb_field() -> impl Strategy<Value = Field> {
         prop_oneof![
@@ -926,6 +1077,7 @@ mod tests {
     /// A value of `field_type`, or null.
     fn arb_typed(field_type: FieldType) -> BoxedStrategy<Value> {
         let value = match field_type {
+            FieldType::Scalar => arb_value().boxed(),
             FieldType::Text => "[a-zA-Z0-9 @.]{0,12}".prop_map(Value::String).boxed(),
             FieldType::Integer => any::<i64>().prop_map(|n| json!(n)).boxed(),
             FieldType::Boolean => any::<bool>().prop_map(Value::Bool).boxed(),
@@ -1025,6 +1177,22 @@ mod tests {
             prop_assert_eq!(customer_keys, n.latest.fields.len() + 1);
             prop_assert_eq!(object.len(), fixed_keys(&CUSTOMER).len() + n.latest.fields.len());
             prop_assert!(object.values().all(|v| !v.is_object() && !v.is_array()));
+        }
+
+        #[test]
+        fn every_scalar_of_a_nested_booking_appears_once_under_its_path(tree in arb_tree()) {
+            let body = json!({"ChangeDateTime": "2024-05-03T17:42:10Z",
+                              "Booking": Value::Object(with_id(&tree)), "Changes": []});
+            let events = booking(&body.to_string());
+            let event = events[0].to_value();
+            let mut expected = serde_json::Map::new();
+            for (key, value) in &tree {
+                flatten_expected(&mut expected, &format!("booking_{key}"), value);
+            }
+            for (key, value) in &expected {
+                prop_assert_eq!(event.get(key), Some(value), "{}", key);
+            }
+            prop_assert_eq!(event.as_object().unwrap().len(), fixed_keys(&BOOKING).len() + expected.len());
         }
 
         #[test]

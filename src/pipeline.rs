@@ -5,7 +5,8 @@
 //! exactly the same bodies: over `server.max_body_bytes`, not JSON, not of the
 //! notification's shape (duplicate keys at any depth included), more than
 //! `webhook.max_changes` changes, an unparsable `ChangeDateTime`, or records too
-//! large for the byte budget. The work is linear in the body's size whatever its
+//! large for the byte budget. A booking's field names, flattened by path, may
+//! take at most [`MAX_NAME_BYTES_PER_BODY_BYTE`] times `server.max_body_bytes`. The work is linear in the body's size whatever its
 //! shape.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
-use crate::payload::{self, PayloadError};
+use crate::payload::{self, NamesTooLong, PayloadError};
 use crate::routing::RoutingTable;
 use crate::sink::record::{self, Records};
 
@@ -23,13 +24,18 @@ pub struct Limits {
     /// Largest body in bytes (`server.max_body_bytes`).
     pub max_body_bytes: usize,
     /// Most changes in one notification (`webhook.max_changes`): every change becomes
-    /// an event carrying the whole customer, so this bounds a request's output.
+    /// an event carrying the whole entity, so this bounds a request's output.
     pub max_changes: usize,
     /// Most bytes one request may hold once its body arrived: the body and its
     /// records (the share of `server.max_in_flight_bytes` for requests being
     /// processed). A request needing more could never be served: 413.
     pub max_request_bytes: usize,
 }
+
+/// How many bytes of field names, flattened by path, a notification may have per
+/// byte of `server.max_body_bytes`: far more than nested bookings need, and a
+/// bound on what a request holds while it is parsed.
+pub const MAX_NAME_BYTES_PER_BODY_BYTE: usize = 4;
 
 /// Why a body is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +46,10 @@ pub enum AcceptError {
     TooManyChanges { changes: usize, limit: usize },
     #[error("the notification's body and records need {needed} bytes, more than one request may hold ({limit}, from server.max_in_flight_bytes)")]
     TooLargeToDeliver { needed: usize, limit: usize },
+    /// Flattened by path, the entity's field names would take more than
+    /// [`MAX_NAME_BYTES_PER_BODY_BYTE`] times `server.max_body_bytes`.
+    #[error("the notification's fields, named by path (Customer.FirstName), take more than {limit} bytes ({MAX_NAME_BYTES_PER_BODY_BYTE} times server.max_body_bytes): nest less deeply under long names")]
+    NamesTooLong { limit: usize },
     #[error(transparent)]
     Payload(#[from] PayloadError),
     #[error(transparent)]
@@ -90,17 +100,23 @@ pub fn accept<'t>(
             limit: limits.max_body_bytes,
         });
     }
-    let notification = payload::parse(body, entity)?;
+    let mut notification = payload::parse(body, entity)?;
     if notification.changes.len() > limits.max_changes {
         return Err(AcceptError::TooManyChanges {
             changes: notification.changes.len(),
             limit: limits.max_changes,
         });
     }
+    // Names repeat their parents' (`A.B.C`, `A.B.D`): bounded by the largest
+    // body, whatever this one's size, so no body makes them grow with its square.
+    let limit = MAX_NAME_BYTES_PER_BODY_BYTE * limits.max_body_bytes;
+    notification
+        .flatten_objects(limit)
+        .map_err(|NamesTooLong| AcceptError::NamesTooLong { limit })?;
     let events = normalize(notification, received_at)?;
     let topics: Vec<Vec<&str>> = events
         .iter()
-        .map(|event| table.topics_for(event.change_type.as_deref()))
+        .map(|event| table.topics_for(entity, event.change_type.as_deref()))
         .collect();
     let (record_bytes, value_bytes) = record::bytes_needed(&events, &topics);
     let needed = body.len() + record_bytes;
@@ -146,6 +162,51 @@ mod tests {
             changes.join(",")
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn a_booking_s_names_are_bounded_by_the_largest_body_not_by_its_own() {
+        use crate::entity::BOOKING;
+        // A small, compact booking nested four deep: its names take more than
+        // twice its own size, far less than the bound.
+        let flags: Vec<String> = (0..10).map(|i| format!(r#""Flag{i}":true"#)).collect();
+        let flags = flags.join(",");
+        let body = format!(
+            r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"Customer":{{"Preferences":{{"Notifications":{{"Email":{{{flags}}},"Sms":{{{flags}}},"Push":{{{flags}}}}}}}}}}},"Changes":[]}}"#
+        );
+        let routes = table();
+        let accepted = accept(body.as_bytes(), &BOOKING, &LIMITS, &routes, Utc::now()).unwrap();
+        let event = accepted.events[0].to_value();
+        assert_eq!(
+            event["booking_customer_preferences_notifications_push_flag9"],
+            true
+        );
+        // 20 levels of 100-byte names over 200 members: 400 kB of names from a
+        // 4 kB body, over four times the largest body.
+        let name = "N".repeat(100);
+        let members: Vec<String> = (0..200).map(|i| format!(r#""m{i}":1"#)).collect();
+        let mut state = format!("{{{}}}", members.join(","));
+        for _ in 0..20 {
+            state = format!(r#"{{"{name}":{state}}}"#);
+        }
+        let body = format!(
+            r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"A":{state}}},"Changes":[]}}"#
+        );
+        let err = accept(body.as_bytes(), &BOOKING, &LIMITS, &routes, Utc::now()).unwrap_err();
+        assert_eq!(err, AcceptError::NamesTooLong { limit: 4 * 4096 });
+        assert!(
+            err.to_string()
+                .contains("more than 16384 bytes (4 times server.max_body_bytes)"),
+            "{err}"
+        );
+        // The same members under short names pass; a customer's objects are text.
+        let wide = format!(
+            r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"A":{{{}}}}},"Changes":[]}}"#,
+            members.join(",")
+        );
+        assert!(accept(wide.as_bytes(), &BOOKING, &LIMITS, &routes, Utc::now()).is_ok());
+        let customer = body.replace("Booking", "Customer");
+        assert!(accept(customer.as_bytes(), &CUSTOMER, &LIMITS, &routes, Utc::now()).is_ok());
     }
 
     fn refusal(body: &[u8], limits: &Limits) -> AcceptError {

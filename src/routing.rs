@@ -1,6 +1,7 @@
-//! Which Kafka topics a change type goes to. Pure: no I/O.
+//! Which Kafka topics an event goes to, by its entity and change type. Pure: no I/O.
 //!
-//! An event goes to every topic of every route whose patterns match its change type
+//! An event goes to every topic of every route that applies to its entity (all
+//! entities unless the route names some) and whose patterns match its change type
 //! (fan-out, each topic once, in route order), or to the unmatched topic when none
 //! matches. An event with no change type (a notification without changes) matches
 //! no route and goes to the unmatched topic. The table is built by
@@ -10,10 +11,14 @@ use std::collections::BTreeSet;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+use crate::entity::Entity;
+
 /// One `[[routes]]` entry with its patterns compiled.
 #[derive(Debug, Clone)]
 pub struct Route {
     name: String,
+    /// The entities it applies to; `None`: all.
+    entities: Option<Vec<&'static Entity>>,
     patterns: Vec<String>,
     matcher: GlobSet,
     topics: Vec<String>,
@@ -39,14 +44,35 @@ impl Route {
         }
         Ok(Route {
             name: name.into(),
+            entities: None,
             patterns,
             matcher: builder.build()?,
             topics: unique_topics,
         })
     }
 
+    /// The same route, applying only to `entities`.
+    pub fn for_entities(self, entities: Vec<&'static Entity>) -> Self {
+        Route {
+            entities: Some(entities),
+            ..self
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The entities the route names; `None` when it applies to all.
+    pub fn entities(&self) -> Option<&[&'static Entity]> {
+        self.entities.as_deref()
+    }
+
+    /// Whether the route takes events of `entity`.
+    pub fn applies_to(&self, entity: &Entity) -> bool {
+        self.entities
+            .as_ref()
+            .is_none_or(|named| named.iter().any(|e| e.name == entity.name))
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -85,11 +111,12 @@ impl RoutingTable {
         &self.unmatched_topic
     }
 
-    /// The topics an event of this change type goes to; never empty.
-    pub fn topics_for(&self, change_type: Option<&str>) -> Vec<&str> {
+    /// The topics an event of `entity` and this change type goes to; never empty.
+    pub fn topics_for(&self, entity: &Entity, change_type: Option<&str>) -> Vec<&str> {
         let mut topics: Vec<&str> = Vec::new();
         if let Some(change_type) = change_type {
-            for route in self.routes.iter().filter(|r| r.matches(change_type)) {
+            let routes = self.routes.iter();
+            for route in routes.filter(|r| r.applies_to(entity) && r.matches(change_type)) {
                 for topic in &route.topics {
                     if !topics.contains(&topic.as_str()) {
                         topics.push(topic);
@@ -116,6 +143,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::{BOOKING, CUSTOMER};
     use proptest::prelude::*;
 
     fn strings(items: &[&str]) -> Vec<String> {
@@ -151,9 +179,12 @@ mod tests {
     #[test]
     fn exact_names_and_globs_match() {
         let table = example();
-        assert_eq!(table.topics_for(Some("CustomerSmsChanged")), ["contact"]);
         assert_eq!(
-            table.topics_for(Some("CustomerGroupSmsMarketingOptinChanged")),
+            table.topics_for(&CUSTOMER, Some("CustomerSmsChanged")),
+            ["contact"]
+        );
+        assert_eq!(
+            table.topics_for(&CUSTOMER, Some("CustomerGroupSmsMarketingOptinChanged")),
             ["marketing", "audit"]
         );
     }
@@ -162,11 +193,14 @@ mod tests {
     fn fans_out_across_routes_with_each_topic_once() {
         let table = example();
         assert_eq!(
-            table.topics_for(Some("CustomerEmailChanged")),
+            table.topics_for(&CUSTOMER, Some("CustomerEmailChanged")),
             ["contact", "audit", "email"]
         );
         assert_eq!(
-            table.topics_for(Some("CustomerRestaurantEmailMarketingDateChanged")),
+            table.topics_for(
+                &CUSTOMER,
+                Some("CustomerRestaurantEmailMarketingDateChanged")
+            ),
             ["marketing", "audit", "email"]
         );
     }
@@ -174,15 +208,43 @@ mod tests {
     #[test]
     fn unmatched_and_missing_change_types_go_to_the_unmatched_topic() {
         let table = example();
-        assert_eq!(table.topics_for(Some("CustomerCreated")), ["unrouted"]);
-        assert_eq!(table.topics_for(None), ["unrouted"]);
-        assert_eq!(table.topics_for(Some("")), ["unrouted"]);
+        assert_eq!(
+            table.topics_for(&CUSTOMER, Some("CustomerCreated")),
+            ["unrouted"]
+        );
+        assert_eq!(table.topics_for(&CUSTOMER, None), ["unrouted"]);
+        assert_eq!(table.topics_for(&CUSTOMER, Some("")), ["unrouted"]);
+    }
+
+    #[test]
+    fn a_route_naming_entities_takes_only_their_events() {
+        let bookings = Route::new("b", strings(&["*Changed"]), strings(&["bookings"]))
+            .unwrap()
+            .for_entities(vec![&BOOKING]);
+        let all = Route::new("all", strings(&["*Status*"]), strings(&["status"])).unwrap();
+        let table = RoutingTable::new(vec![bookings, all], "unrouted");
+        assert_eq!(
+            table.topics_for(&BOOKING, Some("BookingStatusChanged")),
+            ["bookings", "status"]
+        );
+        assert_eq!(
+            table.topics_for(&CUSTOMER, Some("CustomerStatusChanged")),
+            ["status"]
+        );
+        assert_eq!(
+            table.topics_for(&CUSTOMER, Some("CustomerSmsChanged")),
+            ["unrouted"]
+        );
+        assert_eq!(table.topics_for(&BOOKING, None), ["unrouted"]);
+        assert!(table.routes()[0].applies_to(&BOOKING));
+        assert!(!table.routes()[0].applies_to(&CUSTOMER));
+        assert!(table.routes()[1].applies_to(&CUSTOMER));
     }
 
     #[test]
     fn matching_is_case_sensitive() {
         assert_eq!(
-            example().topics_for(Some("customersmschanged")),
+            example().topics_for(&CUSTOMER, Some("customersmschanged")),
             ["unrouted"]
         );
     }
@@ -209,7 +271,7 @@ mod tests {
         #[test]
         fn topics_are_never_empty_and_never_repeat(change_type in proptest::option::of("[A-Za-z*]{0,30}")) {
             let table = example();
-            let topics = table.topics_for(change_type.as_deref());
+            let topics = table.topics_for(&CUSTOMER, change_type.as_deref());
             prop_assert!(!topics.is_empty());
             let unique: BTreeSet<&str> = topics.iter().copied().collect();
             prop_assert_eq!(unique.len(), topics.len());
@@ -221,7 +283,7 @@ mod tests {
                 vec![Route::new("all", strings(&["*"]), strings(&["all"])).unwrap()],
                 "unrouted",
             );
-            prop_assert_eq!(table.topics_for(Some(&change_type)), vec!["all"]);
+            prop_assert_eq!(table.topics_for(&CUSTOMER, Some(&change_type)), vec!["all"]);
         }
 
         #[test]
@@ -231,8 +293,8 @@ mod tests {
                 "unrouted",
             );
             let prefixed = format!("Customer{suffix}");
-            prop_assert_eq!(table.topics_for(Some(&prefixed)), vec!["p"]);
-            prop_assert_eq!(table.topics_for(Some(&other)), vec!["unrouted"]);
+            prop_assert_eq!(table.topics_for(&CUSTOMER, Some(&prefixed)), vec!["p"]);
+            prop_assert_eq!(table.topics_for(&CUSTOMER, Some(&other)), vec!["unrouted"]);
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The bad-input corpus of `tests/fixtures/bad/cases.toml`: each request gets its
-//! documented status and a JSON error body, nothing reaches Kafka, and the
-//! connector is still ready afterwards.
+//! The bad-input corpus of `tests/fixtures/bad/cases.toml`: each request, to the
+//! customer or the booking endpoint, gets its documented status and a JSON error
+//! body, nothing reaches Kafka, and the connector is still ready afterwards.
 
 mod common;
 
@@ -25,6 +25,8 @@ struct Case {
     message: Option<String>,
     content_type: Option<String>,
     signature: Option<String>,
+    /// The webhook posted to: `customer` (default) or `booking`.
+    endpoint: Option<String>,
 }
 
 fn signature_for(case: &Case, body: &[u8]) -> Option<String> {
@@ -48,6 +50,9 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
         "the corpus has {} cases",
         corpus.case.len()
     );
+    let to_booking = |case: &&Case| case.endpoint.as_deref() == Some("booking");
+    let bookings = corpus.case.iter().filter(to_booking).count();
+    assert!(bookings >= 15, "the corpus has {bookings} booking cases");
 
     let topic = unique_topic("corpus");
     create_topics(&[&topic]).await;
@@ -64,7 +69,8 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
     let mut failures = Vec::new();
     for case in &corpus.case {
         let body = std::fs::read(dir.join(&case.body)).unwrap();
-        let mut request = client.post(connector.endpoint());
+        let endpoint = case.endpoint.as_deref().unwrap_or("customer");
+        let mut request = client.post(connector.webhook(endpoint));
         request = request.header(
             "content-type",
             case.content_type.as_deref().unwrap_or("application/json"),
@@ -81,7 +87,7 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
             || !message.contains(expected_message)
         {
             failures.push(format!(
-                "{}: expected {} {} {:?}, got {} {}",
+                "{} (/webhooks/{endpoint}): expected {} {} {:?}, got {} {}",
                 case.name, case.status, case.error, expected_message, answer.status, answer.json
             ));
         }
@@ -93,17 +99,25 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
         failures.join("\n")
     );
 
-    // Still ready, and the only events in the topic are those of one valid request.
+    // Still ready, and the only events in the topic are those of one valid request
+    // to each endpoint.
     let ready = get_json(&format!("{}/readyz", connector.url)).await;
     assert_eq!(ready.status, 200, "{:?}", ready.json);
-    let body = seed_sample();
-    let valid = post(
-        &connector.endpoint(),
-        body.clone(),
-        &[(SIGNATURE_HEADER, &sign(SECRET, &body))],
-    )
-    .await;
-    assert_eq!(valid.status, 200, "{:?}", valid.json);
-    read_exactly(&topic, 4);
+    for (endpoint, body) in [("customer", seed_sample()), ("booking", booking_sample())] {
+        let valid = post(
+            &connector.webhook(endpoint),
+            body.clone(),
+            &[(SIGNATURE_HEADER, &sign(SECRET, &body))],
+        )
+        .await;
+        assert_eq!(valid.status, 200, "{endpoint}: {:?}", valid.json);
+    }
+    let entities: Vec<Option<String>> = read_exactly(&topic, 6)
+        .into_iter()
+        .map(|record| record.headers["entity"].clone())
+        .collect();
+    let expected = [&["customer"; 4][..], &["booking"; 2]].concat();
+    let expected: Vec<Option<String>> = expected.iter().map(|e| Some(e.to_string())).collect();
+    assert_eq!(entities, expected);
     connector.stop().await;
 }

@@ -47,14 +47,22 @@ fn check_prints_the_route_table_of_the_example_config() {
         stdout.contains("routing file: config/routes.toml"),
         "{stdout}"
     );
+    // Each route's line, columns separated by any run of spaces.
+    let lines: Vec<String> = stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     for line in [
-        "contact-details",
-        "marketing-opt-ins",
-        "lifecycle",
-        "(unmatched)",
-        "customer.unrouted",
+        "ROUTE ENTITIES CHANGE TYPES TOPICS",
+        "contact-details customer CustomerEmailChanged, CustomerSmsChanged customer.contact-details",
+        "marketing-opt-ins customer Customer*Marketing*Changed customer.marketing-opt-ins",
+        "lifecycle customer Customer*Created, Customer*Deleted customer.lifecycle",
+        "booking-status booking Booking*Status* booking.status",
+        "booking-cancellations booking Booking*Cancel* booking.cancellations",
+        "booking-tables booking Booking*Table*, Booking*Area* booking.tables",
+        "(unmatched) all anything no route matches webhooks.unrouted",
     ] {
-        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+        assert!(lines.iter().any(|l| l == line), "{line} missing from:\n{stdout}");
     }
 }
 
@@ -126,6 +134,66 @@ fn explain_prints_the_events_and_their_topics() {
             serde_json::json!(["customer.marketing-opt-ins"])
         );
     }
+}
+
+#[test]
+fn explain_detects_a_booking_or_takes_the_entity_it_is_told() {
+    let explain = |extra: &[&str]| {
+        let args = [&["explain", "--config", "config/default.toml"], extra].concat();
+        connector(&args)
+    };
+    let output = explain(&["tests/fixtures/booking_sample.json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let explained: Value = serde_json::from_slice(&output.stdout).expect("explain prints JSON");
+    let events = explained.as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["topics"], serde_json::json!(["booking.status"]));
+    assert_eq!(events[1]["topics"], serde_json::json!(["booking.tables"]));
+    for event in events {
+        assert_eq!(event["key"], "51234");
+        assert_eq!(event["event"]["entity"], "booking");
+        assert_published_event(&event["event"]);
+    }
+    // Told the entity, the same events (but for the receive time).
+    let told = explain(&["--entity", "booking", "tests/fixtures/booking_sample.json"]);
+    let mut told: Value = serde_json::from_slice(&told.stdout).expect("explain prints JSON");
+    let mut detected = explained.clone();
+    for events in [&mut told, &mut detected] {
+        for event in events.as_array_mut().unwrap() {
+            event["event"]["received_at"] = Value::Null;
+        }
+    }
+    assert_eq!(told, detected);
+
+    // Told otherwise, it answers as that endpoint would.
+    let output = explain(&["--entity", "customer", "tests/fixtures/booking_sample.json"]);
+    assert_eq!(output.status.code(), Some(65));
+    assert!(
+        text(&output.stderr).contains("Customer: missing field"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = explain(&["--entity", "table", "tests/fixtures/booking_sample.json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("unknown entity; use customer, booking"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // A body it cannot tell: exit 65, asking for --entity.
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"ChangeDateTime":"x","Changes":[]}"#).unwrap();
+    let output = explain(&[body.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(65));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "it has none of the keys Customer, Booking; pass --entity (customer, booking)"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

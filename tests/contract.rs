@@ -1,8 +1,8 @@
 //! The published contract, checked by validators written by others: the JSON
-//! Schema of the flat event against its meta-schema (the `jsonschema` crate) and
-//! against every committed version of its file for compatibility (git's history
-//! of `schema/flat-event.v1.json`, so regenerating the file cannot hide a
-//! breaking change), and the AsyncAPI
+//! Schema of each entity's flat event against its meta-schema (the `jsonschema`
+//! crate) and against every committed version of its file for compatibility
+//! (git's history of `schema/<entity>-event.v1.json`, so regenerating the file
+//! cannot hide a breaking change), and the AsyncAPI
 //! documents `asyncapi` prints through the official parser (`@asyncapi/parser`,
 //! installed by `scripts/test.sh`). Every event the other tests read back is
 //! checked against the committed schema by `common::kafka`.
@@ -15,6 +15,7 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 use webhook_connector::contract::{compat, schema};
+use webhook_connector::entity::{Entity, CUSTOMER, ENTITIES};
 
 /// Runs the binary; its standard output, after asserting it exited 0.
 fn connector(args: &[&str]) -> String {
@@ -24,9 +25,9 @@ fn connector(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// Every version of the committed schema file: each one git has (the published
-/// ones, oldest first) and the one in the working tree.
-fn published_schemas() -> Vec<(String, Value)> {
+/// Every version of `entity`'s committed schema file: each one git has (the
+/// published ones, oldest first) and the one in the working tree.
+fn published_schemas(entity: &Entity) -> Vec<(String, Value)> {
     let git = |args: &[&str]| -> String {
         let output = Command::new("git")
             .args(args)
@@ -40,56 +41,82 @@ fn published_schemas() -> Vec<(String, Value)> {
         );
         String::from_utf8(output.stdout).unwrap()
     };
-    let file = "schema/flat-event.v1.json";
-    let history = git(&["log", "--reverse", "--format=%h", "--", file]);
+    let file = schema::schema_file(entity);
+    // Commits that added or changed the file (not one that removed it).
+    let history = git(&[
+        "log",
+        "--reverse",
+        "--diff-filter=AM",
+        "--format=%h",
+        "--",
+        &file,
+    ]);
     let mut versions: Vec<(String, Value)> = history
         .lines()
         .map(|commit| {
             let text = git(&["show", &format!("{commit}:{file}")]);
-            (commit.to_string(), serde_json::from_str(&text).unwrap())
+            (
+                format!("{commit}:{file}"),
+                serde_json::from_str(&text).unwrap(),
+            )
         })
         .collect();
-    versions.push(("working tree".into(), committed_schema()));
+    versions.push(("working tree".into(), committed_schema(entity)));
     versions
 }
 
 #[test]
-fn the_schema_is_compatible_with_every_published_version_of_its_schema_version() {
-    let versions = published_schemas();
-    assert!(versions.len() >= 2, "the file's history is missing");
-    for (version, published) in versions {
-        let problems = compat::breaking_changes(&published, &schema::flat_event());
+fn each_schema_is_compatible_with_every_published_version_of_its_schema_version() {
+    for entity in ENTITIES {
+        let versions = published_schemas(entity);
         assert!(
-            problems.is_empty(),
-            "the flat event's schema breaks consumers of {version}'s \
-             schema/flat-event.v1.json; such a change needs a new schema_version, \
-             produced beside this one:\n{}",
-            problems.join("\n")
+            versions.len() >= 2,
+            "{}: the file's history is missing",
+            entity.name
         );
+        for (version, published) in versions {
+            let problems = compat::breaking_changes(&published, &schema::flat_event(entity));
+            assert!(
+                problems.is_empty(),
+                "the {} event's schema breaks consumers of {version}; such a change \
+                 needs a new schema_version, produced beside this one:\n{}",
+                entity.name,
+                problems.join("\n")
+            );
+        }
     }
 }
 
 #[test]
-fn the_committed_schema_is_what_the_schema_command_prints() {
-    let printed: Value = serde_json::from_str(&connector(&["schema"])).unwrap();
-    assert_eq!(
-        printed,
-        committed_schema(),
-        "schema/flat-event.v1.json is not what the code generates. When the change is \
-         compatible (the test above passes), publish it: \
-         cargo run -- schema > schema/flat-event.v1.json (the test above keeps \
-         checking the code against every version committed before)"
-    );
+fn the_committed_schemas_are_what_the_schema_command_prints() {
+    for entity in ENTITIES {
+        let printed = connector(&["schema", "--entity", entity.name]);
+        let printed: Value = serde_json::from_str(&printed).unwrap();
+        let file = schema::schema_file(entity);
+        assert_eq!(
+            printed,
+            committed_schema(entity),
+            "{file} is not what the code generates. When the change is \
+             compatible (the test above passes), publish it: \
+             cargo run -- schema --entity {} > {file} (the test above keeps \
+             checking the code against every version committed before)",
+            entity.name
+        );
+    }
+    let default: Value = serde_json::from_str(&connector(&["schema"])).unwrap();
+    assert_eq!(default, committed_schema(&CUSTOMER));
 }
 
 #[test]
-fn the_committed_schema_is_a_valid_draft_2020_12_schema() {
-    let schema = committed_schema();
-    assert_eq!(
-        schema["$schema"],
-        "https://json-schema.org/draft/2020-12/schema"
-    );
-    jsonschema::meta::validate(&schema).expect("valid against the 2020-12 meta-schema");
+fn the_committed_schemas_are_valid_draft_2020_12_schemas() {
+    for entity in ENTITIES {
+        let schema = committed_schema(entity);
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        jsonschema::meta::validate(&schema).expect("valid against the 2020-12 meta-schema");
+    }
 }
 
 /// Checks `document` with the official AsyncAPI parser; panics with its
@@ -128,20 +155,40 @@ fn the_asyncapi_document_of_the_example_routing_file_passes_the_official_parser(
     assert_eq!(
         channels,
         [
+            "booking.cancellations",
+            "booking.status",
+            "booking.tables",
             "customer.contact-details",
             "customer.lifecycle",
             "customer.marketing-opt-ins",
-            "customer.unrouted"
+            "webhooks.unrouted"
         ]
     );
     assert_eq!(document["servers"]["broker-1"]["host"], "127.0.0.1:9092");
-    // The payload is the committed schema, embedded as draft-07.
-    let mut payload = committed_schema();
-    payload.as_object_mut().unwrap().remove("$schema");
-    payload.as_object_mut().unwrap().remove("$id");
+    // Each payload is the committed schema, embedded as draft-07.
+    for entity in ENTITIES {
+        let mut payload = committed_schema(entity);
+        payload.as_object_mut().unwrap().remove("$schema");
+        payload.as_object_mut().unwrap().remove("$id");
+        let message = format!("{}Event", entity.name);
+        assert_eq!(
+            document["components"]["messages"][&message]["payload"]["schema"],
+            payload
+        );
+    }
+    // A topic carries the messages of the entities that reach it.
+    let messages = |topic: &str| -> Vec<&String> {
+        document["channels"][topic]["messages"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect()
+    };
+    assert_eq!(messages("booking.status"), ["bookingEvent"]);
+    assert_eq!(messages("customer.lifecycle"), ["customerEvent"]);
     assert_eq!(
-        document["components"]["messages"]["flatEvent"]["payload"]["schema"],
-        payload
+        messages("webhooks.unrouted"),
+        ["customerEvent", "bookingEvent"]
     );
 }
 

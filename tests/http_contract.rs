@@ -7,7 +7,10 @@
 //! The state is assembled from settings as `app::start` does, with a sink whose
 //! Kafka is out of reach (127.0.0.1:1): every refusal comes before delivery, and a
 //! delivery times out after 500 ms. What reaches Kafka (and that refused requests
-//! reach nothing) is checked on a broker, in tests/pipeline.rs and tests/bad_input.rs.
+//! reach nothing) is checked on a broker, in tests/pipeline.rs, tests/booking.rs and
+//! tests/bad_input.rs. Only the count of answers by endpoint needs a socket (the
+//! server counts them around the filters): its test runs the server on a loopback
+//! port, still with Kafka out of reach.
 
 mod common;
 
@@ -30,6 +33,7 @@ use webhook_connector::ingress::signature::{sign, SIGNATURE_HEADER};
 use webhook_connector::ingress::{self, BytePool, Ingress};
 
 const ENDPOINT: &str = "/webhooks/customer";
+const BOOKING_ENDPOINT: &str = "/webhooks/booking";
 /// The media type of `GET /metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text";
 
@@ -97,6 +101,12 @@ fn with_header(mut request: Request<Chunked>, name: &str, value: &str) -> Reques
         HeaderName::from_bytes(name.as_bytes()).unwrap(),
         HeaderValue::from_str(value).unwrap(),
     );
+    request
+}
+
+/// `request` sent to `path` instead.
+fn to(path: &str, mut request: Request<Chunked>) -> Request<Chunked> {
+    *request.uri_mut() = path.parse().unwrap();
     request
 }
 
@@ -227,23 +237,81 @@ async fn healthz_is_200_and_metrics_are_openmetrics_text() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json, json!({"status": "ok"}));
 
-    // A refusal, to see it counted.
+    // Refusals, to see them counted by endpoint: a customer notification is no
+    // booking notification.
     let refused = send(&state, post_json("{")).await;
     assert_eq!(refused.status, 400);
+    for body in [&b"{"[..], &seed_sample(), &seed_sample()] {
+        let refused = send(&state, to(BOOKING_ENDPOINT, post_json(body))).await;
+        assert_eq!(refused.status, 400);
+    }
     let (status, headers, body) = reply(&state, request("GET", "/metrics")).await;
     assert_eq!(status, 200);
     let content_type = headers[header::CONTENT_TYPE].to_str().unwrap();
     assert!(content_type.starts_with(OPENMETRICS), "{content_type}");
     let text = String::from_utf8(body).unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
+    let notifications = [
+        ("customer", "invalid_json", Some(1.0)),
+        ("customer", "invalid_payload", None),
+        ("booking", "invalid_json", Some(1.0)),
+        ("booking", "invalid_payload", Some(2.0)),
+    ];
+    for (endpoint, result, count) in notifications {
+        let series = format!(
+            "webhook_connector_notifications_total{{endpoint=\"{endpoint}\",result=\"{result}\"}}"
+        );
+        assert_eq!(metric(&text, &series), count, "{series} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn http_requests_are_counted_by_endpoint_booking_customer_or_other() {
+    // The server counts answers around the filters: a real one, on a loopback
+    // port, with Kafka still out of reach.
+    let mut settings = settings();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.webhook.allow_unsigned = true;
+    let connector = start_connector(settings, &routes_toml("test.unrouted", &[])).await;
+    let booking = connector.webhook("booking");
+    for _ in 0..2 {
+        assert_eq!(post(&booking, "{", &[]).await.status, 400);
+    }
+    // A trailing slash is the same endpoint, in both counters.
+    assert_eq!(post(&format!("{booking}/"), "{", &[]).await.status, 400);
+    assert_eq!(post(&connector.endpoint(), "{", &[]).await.status, 400);
+    let text_plain = reqwest::Client::new()
+        .post(&booking)
+        .header("content-type", "text/plain")
+        .body(seed_sample())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text_plain.status(), 415);
+    assert_eq!(get_text(&booking).await.0, 405);
     assert_eq!(
-        metric(
-            &text,
-            "webhook_connector_notifications_total{result=\"invalid_json\"}"
-        ),
-        Some(1.0),
-        "{text}"
+        post(&connector.webhook("other"), "{", &[]).await.status,
+        404
     );
+
+    let text = metrics_text(&connector.url).await;
+    let requests = [
+        ("booking", 400, Some(3.0)),
+        ("booking", 415, Some(1.0)),
+        ("booking", 405, Some(1.0)),
+        ("customer", 400, Some(1.0)),
+        ("other", 404, Some(1.0)),
+        ("webhook", 400, None),
+    ];
+    for (endpoint, status, count) in requests {
+        let series = format!(
+            "webhook_connector_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}}"
+        );
+        assert_eq!(metric(&text, &series), count, "{series} in:\n{text}");
+    }
+    let series = "webhook_connector_notifications_total{endpoint=\"booking\",result=\"unsupported_media_type\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{series} in:\n{text}");
+    connector.stop().await;
 }
 
 #[tokio::test]
@@ -252,6 +320,8 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
     let wrong_methods = [
         ("GET", ENDPOINT),
         ("PUT", ENDPOINT),
+        ("GET", BOOKING_ENDPOINT),
+        ("DELETE", BOOKING_ENDPOINT),
         ("POST", "/healthz"),
         ("POST", "/metrics"),
     ];
@@ -261,11 +331,82 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
     }
     for (method, path) in [
         ("POST", "/webhooks/other"),
+        ("GET", "/webhooks/other"),
+        ("POST", "/webhooks/Booking"),
+        ("POST", "/webhooks/booking/x"),
+        ("POST", "/webhooks/"),
         ("GET", "/nowhere"),
         ("GET", "/"),
     ] {
         let answer = send(&state, request(method, path)).await;
-        assert_refused(&answer, 404, "not_found", "POST /webhooks/customer");
+        assert_refused(
+            &answer,
+            404,
+            "not_found",
+            "webhooks go to POST /webhooks/customer, POST /webhooks/booking",
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_booking_endpoint_refuses_what_the_customer_endpoint_refuses_the_same_way() {
+    let state = state(|s| {
+        s.server.max_body_bytes = 4096;
+        s.webhook.secrets = vec!["secret".into()];
+    });
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000));
+    let json = ("content-type", "application/json");
+    let length = big.len().to_string();
+    type Make<'a> = Box<dyn Fn() -> Request<Chunked> + 'a>;
+    let cases: [(u16, &str, Make); 9] = [
+        (
+            405,
+            "method_not_allowed",
+            Box::new(|| request("GET", ENDPOINT)),
+        ),
+        (
+            405,
+            "method_not_allowed",
+            Box::new(|| request("PUT", ENDPOINT)),
+        ),
+        (
+            415,
+            "unsupported_media_type",
+            Box::new(|| with_header(post_json(seed_sample()), "content-type", "text/plain")),
+        ),
+        (413, "payload_too_large", Box::new(|| post_json(&big))),
+        (
+            413,
+            "payload_too_large",
+            Box::new(|| post_streamed(&[json], Chunked::of(big.as_bytes(), 512, false))),
+        ),
+        (
+            413,
+            "payload_too_large",
+            Box::new(|| {
+                let never_sent = Chunked::of(b"", 1, true);
+                post_streamed(&[json, ("content-length", &length)], never_sent)
+            }),
+        ),
+        (401, "signature_missing", Box::new(|| post_json("{"))),
+        (
+            401,
+            "signature_invalid",
+            Box::new(|| with_header(post_json("{"), SIGNATURE_HEADER, &sign("other", b"{"))),
+        ),
+        (
+            400,
+            "invalid_json",
+            Box::new(|| with_header(post_json("{"), SIGNATURE_HEADER, &sign("secret", b"{"))),
+        ),
+    ];
+    for (status, code, make) in cases {
+        let customer = send(&state, make()).await;
+        assert_eq!(customer.status, status, "{:?}", customer.json);
+        assert_eq!(customer.json["error"], json!(code), "{:?}", customer.json);
+        let booking = send(&state, to(BOOKING_ENDPOINT, make())).await;
+        assert_eq!(booking.status, status, "{code}: {:?}", booking.json);
+        assert_eq!(booking.json, customer.json, "{code}");
     }
 }
 

@@ -110,13 +110,13 @@ async fn metrics_report_counts_that_match_the_requests_sent() {
         .unwrap()
         .starts_with("application/openmetrics-text"));
     let expect = [
-        ("webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"200\"}", 3.0),
-        ("webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"400\"}", 2.0),
-        ("webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"401\"}", 1.0),
+        ("webhook_connector_http_requests_total{endpoint=\"customer\",status=\"200\"}", 3.0),
+        ("webhook_connector_http_requests_total{endpoint=\"customer\",status=\"400\"}", 2.0),
+        ("webhook_connector_http_requests_total{endpoint=\"customer\",status=\"401\"}", 1.0),
         ("webhook_connector_http_requests_total{endpoint=\"other\",status=\"404\"}", 1.0),
-        ("webhook_connector_notifications_total{result=\"accepted\"}", 3.0),
-        ("webhook_connector_notifications_total{result=\"invalid_json\"}", 2.0),
-        ("webhook_connector_notifications_total{result=\"signature_missing\"}", 1.0),
+        ("webhook_connector_notifications_total{endpoint=\"customer\",result=\"accepted\"}", 3.0),
+        ("webhook_connector_notifications_total{endpoint=\"customer\",result=\"invalid_json\"}", 2.0),
+        ("webhook_connector_notifications_total{endpoint=\"customer\",result=\"signature_missing\"}", 1.0),
         ("webhook_connector_signature_failures_total{reason=\"missing\"}", 1.0),
         (
             &format!("webhook_connector_events_total{{change_type=\"CustomerSmsChanged\",topic=\"{contact}\"}}"),

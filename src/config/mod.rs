@@ -159,7 +159,7 @@ pub struct WebhookSettings {
     /// tests). Has no effect when secrets are set: then every request must be signed.
     pub allow_unsigned: bool,
     /// Most changes one notification may carry; more are refused with 413. Every
-    /// change becomes an event carrying the whole customer, so this bounds the
+    /// change becomes an event carrying the whole entity, so this bounds the
     /// work and memory one request can cause.
     pub max_changes: usize,
 }

@@ -1,13 +1,15 @@
 //! The routing file (the README's "Routing" section): TOML -> validated [`RoutingTable`].
 //!
 //! Every error names the file, the route (by position and name) and the key, and
-//! says what to fix: unknown keys, missing or empty lists, invalid globs, invalid
-//! Kafka topic names and duplicate route names are all refused at load.
+//! says what to fix: unknown keys, missing or empty lists, unknown entities,
+//! invalid globs, invalid Kafka topic names and duplicate route names are all
+//! refused at load.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::entity::{self, Entity};
 use crate::routing::{Route, RoutingTable};
 
 /// Why a routing file cannot be used.
@@ -43,6 +45,9 @@ struct UnmatchedEntry {
 struct RouteEntry {
     /// Unique name, used in logs and errors.
     name: String,
+    /// The entities (`customer`, `booking`) whose events the route takes; all
+    /// when absent.
+    entities: Option<Vec<String>>,
     /// Change types or glob patterns (`Customer*Marketing*Changed`).
     change_types: Vec<String>,
     /// Kafka topics the matching events are produced to.
@@ -142,15 +147,44 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
         for topic in &entry.topics {
             validate_topic(topic).map_err(|m| invalid(&format!("{named}.topics"), m))?;
         }
-        let route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
+        let entities = match &entry.entities {
+            None => None,
+            Some(names) => {
+                Some(entities_named(names).map_err(|m| invalid(&format!("{named}.entities"), m))?)
+            }
+        };
+        let mut route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
             invalid(
                 &format!("{named}.change_types"),
                 format!("invalid glob: {e}"),
             )
         })?;
+        if let Some(entities) = entities {
+            route = route.for_entities(entities);
+        }
         routes.push(route);
     }
     Ok(RoutingTable::new(routes, unmatched.topic))
+}
+
+/// The entities of a route's `entities` list: known names, at least one, each once.
+fn entities_named(names: &[String]) -> Result<Vec<&'static Entity>, String> {
+    if names.is_empty() {
+        return Err(format!(
+            "empty: name at least one of {}, or leave the key out for all",
+            entity::names()
+        ));
+    }
+    let mut entities: Vec<&'static Entity> = Vec::with_capacity(names.len());
+    for name in names {
+        let found = entity::by_name(name)
+            .ok_or_else(|| format!("unknown entity {name:?}: use {}", entity::names()))?;
+        if entities.contains(&found) {
+            return Err(format!("{name:?} is listed twice"));
+        }
+        entities.push(found);
+    }
+    Ok(entities)
 }
 
 /// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
@@ -196,7 +230,7 @@ mod tests {
 
     const EXAMPLE: &str = r#"
         [unmatched]
-        topic = "customer.unrouted"
+        topic = "webhooks.unrouted"
 
         [[routes]]
         name = "contact-details"
@@ -217,9 +251,12 @@ mod tests {
     fn loads_the_design_example() {
         let table = parse(EXAMPLE, "routes.toml").unwrap();
         assert_eq!(table.routes().len(), 2);
-        assert_eq!(table.unmatched_topic(), "customer.unrouted");
+        assert_eq!(table.unmatched_topic(), "webhooks.unrouted");
         assert_eq!(
-            table.topics_for(Some("CustomerGroupEmailMarketingOptinChanged")),
+            table.topics_for(
+                &crate::entity::CUSTOMER,
+                Some("CustomerGroupEmailMarketingOptinChanged")
+            ),
             ["customer.marketing-opt-ins", "customer.audit"]
         );
     }
@@ -234,14 +271,14 @@ mod tests {
         let table = loaded.table;
         assert!(table.routes().len() >= 3);
         assert_ne!(
-            table.topics_for(Some("CustomerEmailChanged")),
+            table.topics_for(&crate::entity::CUSTOMER, Some("CustomerEmailChanged")),
             [table.unmatched_topic()]
         );
     }
 
     #[test]
     fn requires_the_unmatched_topic() {
-        let text = EXAMPLE.replace("[unmatched]\n        topic = \"customer.unrouted\"", "");
+        let text = EXAMPLE.replace("[unmatched]\n        topic = \"webhooks.unrouted\"", "");
         let err = error_of(&text);
         assert!(
             err.starts_with("routes.toml: [unmatched]: missing"),
@@ -316,9 +353,49 @@ mod tests {
             );
             assert!(err.contains(why), "{err}");
         }
-        let err = error_of(&EXAMPLE.replace("customer.unrouted", "a/b"));
+        let err = error_of(&EXAMPLE.replace("webhooks.unrouted", "a/b"));
         assert!(err.contains("[unmatched].topic: invalid topic"), "{err}");
         assert!(validate_topic(&"t".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn a_route_may_name_its_entities_and_they_are_checked() {
+        use crate::entity::{BOOKING, CUSTOMER};
+        let with = |entities: &str| {
+            EXAMPLE.replace(
+                "name = \"contact-details\"",
+                &format!("name = \"contact-details\"\nentities = {entities}"),
+            )
+        };
+        let table = parse(&with("[\"booking\"]"), "routes.toml").unwrap();
+        assert_eq!(table.routes()[0].entities(), Some(&[&BOOKING][..]));
+        assert_eq!(table.routes()[1].entities(), None);
+        assert_eq!(
+            table.topics_for(&CUSTOMER, Some("CustomerEmailChanged")),
+            ["webhooks.unrouted"]
+        );
+        for (entities, why) in [
+            (
+                "[]",
+                "entities: empty: name at least one of customer, booking",
+            ),
+            (
+                "[\"Booking\"]",
+                "entities: unknown entity \"Booking\": use customer, booking",
+            ),
+            (
+                "[\"booking\", \"booking\"]",
+                "entities: \"booking\" is listed twice",
+            ),
+        ] {
+            let err = error_of(&with(entities));
+            assert!(
+                err.starts_with(&format!(
+                    "routes.toml: routes[0] (\"contact-details\").{why}"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

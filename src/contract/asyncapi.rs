@@ -1,13 +1,15 @@
 //! The AsyncAPI 3.0 document of what the connector writes, generated from the
 //! settings and the routing table in use: the Kafka servers, one channel per
 //! topic (the unmatched topic included) with the routes and change-type patterns
-//! that feed it, and one message on every channel: the flat event ([`super::schema`],
-//! as a draft-07 payload), its record key, its headers and the Kafka bindings.
+//! that feed it, and on each channel the message of every entity whose events can
+//! reach it: that entity's flat event ([`super::schema`], as a draft-07 payload),
+//! its record key, its headers and the Kafka bindings.
 
 use serde_json::{json, Map, Value};
 
 use super::{cloudevents_type, schema};
 use crate::config::KafkaSettings;
+use crate::entity::{Entity, ENTITIES};
 use crate::routing::{Route, RoutingTable};
 
 /// The version of the Kafka bindings used.
@@ -18,30 +20,38 @@ pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
     let mut channels = Map::new();
     let mut operations = Map::new();
     for topic in table.all_topics() {
-        channels.insert(topic.to_string(), channel(topic, table));
+        let entities = entities_reaching(topic, table);
+        channels.insert(topic.to_string(), channel(topic, table, &entities));
+        let messages: Vec<Value> = (entities.iter())
+            .map(|e| json!({"$ref": format!("#/channels/{topic}/messages/{}", message_name(e))}))
+            .collect();
         operations.insert(
             format!("send-{topic}"),
             json!({
                 "action": "send",
                 "title": format!("Produce to {topic}"),
                 "channel": {"$ref": format!("#/channels/{topic}")},
-                "messages": [{"$ref": format!("#/channels/{topic}/messages/flatEvent")}],
+                "messages": messages,
             }),
         );
     }
+    let messages: Map<String, Value> = ENTITIES
+        .iter()
+        .map(|entity| (message_name(entity), message(kafka, entity)))
+        .collect();
     json!({
         "asyncapi": "3.0.0",
         "info": {
             "title": "webhook-connector",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Customer change notifications of the reservation platform, one flat event per change, on the Kafka topics of the routing file. Records are keyed by customer id (per-customer order within a partition) and delivered at least once: de-duplicate by event_id.",
+            "description": "Change notifications of the reservation platform (customers and bookings), one flat event per change, on the Kafka topics of the routing file. Records are keyed by the entity's id (per-entity order within a partition) and delivered at least once: de-duplicate by event_id.",
         },
         "defaultContentType": "application/json",
         "servers": servers(kafka),
         "channels": channels,
         "operations": operations,
         "components": {
-            "messages": {"flatEvent": message(kafka)},
+            "messages": messages,
         },
     })
 }
@@ -68,8 +78,30 @@ fn servers(kafka: &KafkaSettings) -> Value {
     Value::Object(servers)
 }
 
-/// The channel of `topic`: which routes feed it, with which patterns.
-fn channel(topic: &str, table: &RoutingTable) -> Value {
+/// The component name of `entity`'s message: `customerEvent`.
+fn message_name(entity: &Entity) -> String {
+    format!("{}Event", entity.name)
+}
+
+/// The entities whose events can reach `topic`: those of the routes feeding it,
+/// or all for the unmatched topic.
+fn entities_reaching(topic: &str, table: &RoutingTable) -> Vec<&'static Entity> {
+    let unmatched = table.unmatched_topic() == topic;
+    let feeding = |entity: &Entity| {
+        let routes = table.routes().iter();
+        routes
+            .filter(|route| route.topics().iter().any(|t| t == topic))
+            .any(|route| route.applies_to(entity))
+    };
+    ENTITIES
+        .into_iter()
+        .filter(|entity| unmatched || feeding(entity))
+        .collect()
+}
+
+/// The channel of `topic`: which routes feed it, with which entities and
+/// patterns, and the messages of `entities`.
+fn channel(topic: &str, table: &RoutingTable, entities: &[&Entity]) -> Value {
     let feeding: Vec<&Route> = table
         .routes()
         .iter()
@@ -77,32 +109,56 @@ fn channel(topic: &str, table: &RoutingTable) -> Value {
         .collect();
     let routes: Vec<Value> = feeding
         .iter()
-        .map(|route| json!({"route": route.name(), "change_types": route.patterns()}))
+        .map(|route| json!({"route": route.name(), "entities": route_entities(route), "change_types": route.patterns()}))
         .collect();
     let unmatched = table.unmatched_topic() == topic;
     let mut feeds: Vec<String> = feeding
         .iter()
-        .map(|r| format!("route `{}` ({})", r.name(), r.patterns().join(", ")))
+        .map(|r| {
+            let entities = route_entities(r).join(", ");
+            format!(
+                "route `{}` ({entities}: {})",
+                r.name(),
+                r.patterns().join(", ")
+            )
+        })
         .collect();
     if unmatched {
         feeds.push(
             "every event no route matches (new change types, notifications without changes)".into(),
         );
     }
+    let messages: Map<String, Value> = entities
+        .iter()
+        .map(|e| {
+            let name = message_name(e);
+            let reference = json!({"$ref": format!("#/components/messages/{name}")});
+            (name, reference)
+        })
+        .collect();
     json!({
         "address": topic,
         "title": topic,
         "description": format!("Fed by {}.", feeds.join("; ")),
-        "messages": {"flatEvent": {"$ref": "#/components/messages/flatEvent"}},
+        "messages": messages,
         "bindings": {"kafka": {"topic": topic, "bindingVersion": BINDING_VERSION}},
         "x-webhook-connector-routes": routes,
         "x-webhook-connector-unmatched": unmatched,
     })
 }
 
-/// The flat event as a message: payload, key, headers.
-fn message(kafka: &KafkaSettings) -> Value {
-    let mut payload = schema::flat_event();
+/// The names of the entities `route` applies to.
+fn route_entities(route: &Route) -> Vec<&'static str> {
+    let all = ENTITIES.into_iter();
+    all.filter(|e| route.applies_to(e))
+        .map(|e| e.name)
+        .collect()
+}
+
+/// `entity`'s flat event as a message: payload, key, headers.
+fn message(kafka: &KafkaSettings, entity: &Entity) -> Value {
+    let (name, body) = (entity.name, entity.body_key);
+    let mut payload = schema::flat_event(entity);
     if let Some(object) = payload.as_object_mut() {
         // Embedded as draft-07, which the AsyncAPI tools check; the keywords are
         // the same in both drafts.
@@ -111,9 +167,9 @@ fn message(kafka: &KafkaSettings) -> Value {
     }
     let text = |description: &str| json!({"type": "string", "description": description});
     json!({
-        "name": "flatEvent",
-        "title": "Flat event",
-        "summary": "One change of one customer notification, flat.",
+        "name": message_name(entity),
+        "title": format!("Flat {name} event"),
+        "summary": format!("One change of one {name} notification, flat."),
         "contentType": "application/json",
         "payload": {
             "schemaFormat": "application/schema+json;version=draft-07",
@@ -123,21 +179,22 @@ fn message(kafka: &KafkaSettings) -> Value {
             "type": "object",
             "properties": {
                 "event_id": text("The event's event_id."),
+                "entity": {"const": name, "description": "The event's entity."},
                 "change_type": {"type": ["string", "null"], "description": "The event's change_type; a null value when it is null."},
                 "schema_version": text("The event's schema_version, in decimal."),
                 "content-type": {"const": "application/json"},
                 "ce_specversion": {"const": "1.0", "description": "CloudEvents binary mode: the version of the CloudEvents spec."},
                 "ce_id": text("CloudEvents id: the event_id."),
                 "ce_source": {"const": kafka.cloudevents_source, "description": "CloudEvents source (kafka.cloudevents_source)."},
-                "ce_type": text(&format!("CloudEvents type: {} or, for an event without a change type, {}.", cloudevents_type(Some("<change_type>")), cloudevents_type(None))),
+                "ce_type": text(&format!("CloudEvents type: {} or, for an event without a change type, {}.", cloudevents_type(name, Some("<change_type>")), cloudevents_type(name, None))),
                 "ce_time": text("CloudEvents time: the event's change_date_time."),
-                "ce_subject": text("CloudEvents subject: the customer id in decimal."),
+                "ce_subject": text(&format!("CloudEvents subject: {body}.Id in decimal.")),
             },
-            "required": ["event_id", "schema_version", "content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"],
+            "required": ["event_id", "entity", "schema_version", "content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"],
         },
         "bindings": {
             "kafka": {
-                "key": {"type": "string", "pattern": "^-?[0-9]+$", "description": "The customer id in decimal: one customer's events share a partition, in order."},
+                "key": {"type": "string", "pattern": "^-?[0-9]+$", "description": format!("{body}.Id in decimal: one {name}'s events share a partition, in order.")},
                 "bindingVersion": BINDING_VERSION,
             },
         },
@@ -152,7 +209,7 @@ mod tests {
     fn table() -> RoutingTable {
         routing_file::parse(
             "[unmatched]\ntopic = \"u\"\n\
-             [[routes]]\nname = \"contact\"\nchange_types = [\"CustomerEmailChanged\", \"Customer*Sms*\"]\ntopics = [\"a\", \"b\"]\n\
+             [[routes]]\nname = \"contact\"\nentities = [\"customer\"]\nchange_types = [\"CustomerEmailChanged\", \"Customer*Sms*\"]\ntopics = [\"a\", \"b\"]\n\
              [[routes]]\nname = \"all-sms\"\nchange_types = [\"*Sms*\"]\ntopics = [\"b\", \"u\"]\n",
             "routes.toml",
         )
@@ -168,14 +225,33 @@ mod tests {
         assert_eq!(
             doc["channels"]["b"]["x-webhook-connector-routes"],
             json!([
-                {"route": "contact", "change_types": ["CustomerEmailChanged", "Customer*Sms*"]},
-                {"route": "all-sms", "change_types": ["*Sms*"]},
+                {"route": "contact", "entities": ["customer"], "change_types": ["CustomerEmailChanged", "Customer*Sms*"]},
+                {"route": "all-sms", "entities": ["customer", "booking"], "change_types": ["*Sms*"]},
             ])
         );
         assert_eq!(doc["channels"]["u"]["x-webhook-connector-unmatched"], true);
         assert_eq!(doc["channels"]["a"]["x-webhook-connector-unmatched"], false);
         let described = doc["channels"]["u"]["description"].as_str().unwrap();
-        assert!(described.contains("route `all-sms` (*Sms*)"), "{described}");
+        assert!(
+            described.contains("route `all-sms` (customer, booking: *Sms*)"),
+            "{described}"
+        );
+        // A channel carries the messages of the entities that reach it.
+        let names = |topic: &str| -> Vec<String> {
+            doc["channels"][topic]["messages"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(names("a"), ["customerEvent"]);
+        assert_eq!(names("b"), ["customerEvent", "bookingEvent"]);
+        assert_eq!(names("u"), ["customerEvent", "bookingEvent"]);
+        assert_eq!(
+            doc["operations"]["send-a"]["messages"],
+            json!([{"$ref": "#/channels/a/messages/customerEvent"}])
+        );
         assert!(described.contains("no route matches"), "{described}");
         assert_eq!(doc["operations"]["send-b"]["action"], "send");
         assert_eq!(
@@ -197,15 +273,15 @@ mod tests {
         assert_eq!(doc["servers"]["broker-1"]["host"], "k1:9092");
         assert_eq!(doc["servers"]["broker-2"]["host"], "k2:9093");
         assert_eq!(doc["servers"]["broker-2"]["protocol"], "kafka-secure");
-        let payload = &doc["components"]["messages"]["flatEvent"]["payload"]["schema"];
-        let mut expected = schema::flat_event();
-        expected.as_object_mut().unwrap().remove("$schema");
-        expected.as_object_mut().unwrap().remove("$id");
-        assert_eq!(*payload, expected);
-        assert_eq!(
-            doc["components"]["messages"]["flatEvent"]["headers"]["properties"]["ce_source"]
-                ["const"],
-            kafka.cloudevents_source
-        );
+        for entity in ENTITIES {
+            let message = &doc["components"]["messages"][message_name(entity)];
+            let mut expected = schema::flat_event(entity);
+            expected.as_object_mut().unwrap().remove("$schema");
+            expected.as_object_mut().unwrap().remove("$id");
+            assert_eq!(message["payload"]["schema"], expected);
+            let headers = &message["headers"]["properties"];
+            assert_eq!(headers["ce_source"]["const"], kafka.cloudevents_source);
+            assert_eq!(headers["entity"]["const"], entity.name);
+        }
     }
 }

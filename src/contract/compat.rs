@@ -1,9 +1,11 @@
 //! Compatibility between two versions of an event schema of one
 //! `schema_version`, both ways: consumers holding either version must accept the
-//! events of the other. So within a version the only change allowed is adding an
-//! optional field under a new name that the older version's open set
-//! (`patternProperties`) did not already allow with another schema, and changing
-//! descriptions. Everything else breaks someone and needs a new
+//! events of the other. So within a version the only changes allowed are naming
+//! an optional field the older version's open set (`patternProperties`) already
+//! allowed, with the open set's own schema, and changing descriptions. A field
+//! under a name the older version did not allow breaks consumers validating with
+//! it whenever it refuses other fields (`additionalProperties: false`), as this
+//! project's schemas do. Everything else breaks someone and needs a new
 //! `schema_version`: a field removed or no longer required, a required field
 //! added, a type narrowed (old events refused) or widened (consumers receive
 //! values they do not expect), a format, pattern, constant or bound changed, the
@@ -24,7 +26,8 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
     let (old_top, new_top) = (object(old), object(new));
     // Everything but the field lists must stay as it is.
     for keyword in union_of_keys(&old_top, &new_top) {
-        if ["properties", "$id", "title", "description"].contains(&keyword.as_str()) {
+        let free = ["properties", "$id", "title", "description"];
+        if free.contains(&keyword.as_str()) || keyword == "patternProperties" {
             continue;
         }
         let (before, after) = (
@@ -48,20 +51,30 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
             None => problems.push(format!("{name}: removed")),
         }
     }
-    // A new field must not narrow what the old open set allowed for its name.
-    let patterns = object(
-        &old_top
-            .get("patternProperties")
-            .cloned()
-            .unwrap_or_default(),
-    );
+    // The open set keeps its patterns and their schemas, but for descriptions.
+    let patterns_of = |top: &Map<String, Value>| {
+        object(&top.get("patternProperties").cloned().unwrap_or_default())
+    };
+    let (old_patterns, new_patterns) = (patterns_of(&old_top), patterns_of(&new_top));
+    for pattern in union_of_keys(&old_patterns, &new_patterns) {
+        let name = format!("patternProperties {pattern}");
+        match (old_patterns.get(&pattern), new_patterns.get(&pattern)) {
+            (Some(before), Some(after)) => compare_fields(&name, before, after, &mut problems),
+            (Some(_), None) => problems.push(format!("{name}: removed")),
+            _ => problems.push(format!("{name}: added")),
+        }
+    }
+    // A new field must be one the old open set allowed, with the same schema.
+    let closed = old_top.get("additionalProperties") == Some(&Value::Bool(false));
     for (name, after) in new_fields
         .iter()
         .filter(|(n, _)| !old_fields.contains_key(*n))
     {
-        for (pattern, before) in &patterns {
+        let mut allowed = !closed;
+        for (pattern, before) in &old_patterns {
             match prefix_of(pattern) {
                 Some(prefix) if name.starts_with(prefix) => {
+                    allowed = true;
                     compare_fields(name, before, after, &mut problems)
                 }
                 Some(_) => {}
@@ -69,6 +82,12 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
                     "{name}: cannot tell whether pattern {pattern} allowed it"
                 )),
             }
+        }
+        if !allowed {
+            problems.push(format!(
+                "{name}: added, but the older version refuses fields it does not name \
+                 (additionalProperties: false), so its consumers would refuse new events"
+            ));
         }
     }
     problems
@@ -208,12 +227,12 @@ mod tests {
     }
 
     #[test]
-    fn new_optional_fields_and_descriptions_are_compatible() {
+    fn naming_open_set_fields_and_changing_descriptions_are_compatible() {
         let problems = problems_after(|s| {
-            s["properties"]["new_field"] = json!({"type": "string"});
             s["properties"]["id"]["description"] = json!("other words");
             s["description"] = json!("more");
             s["$id"] = json!("urn:y");
+            s["patternProperties"]["^extra_"]["description"] = json!("other words");
             // Under the open set with the open set's own schema: nothing narrows.
             s["properties"]["extra_wide"] =
                 json!({"type": ["string", "number", "boolean", "null"], "description": "e"});
@@ -225,46 +244,101 @@ mod tests {
     fn every_other_change_is_reported() {
         type Edit = Box<dyn FnOnce(&mut Value)>;
         let cases: Vec<(&str, Edit)> = vec![
-            ("kind: removed", Box::new(|s| {
-                s["properties"].as_object_mut().unwrap().remove("kind");
-            })),
-            (r#"kind: type changed from ["string", "null"] to ["string"] (narrowed: "null" refused)"#,
-             Box::new(|s| s["properties"]["kind"]["type"] = json!(["string"]))),
-            (r#"kind: type changed from ["string", "null"] to ["string", "null", "number"] (widened: "number" unexpected)"#,
-             Box::new(|s| s["properties"]["kind"]["type"] = json!(["string", "null", "number"]))),
-            (r#"id: type changed from ["integer"] to ["number"] (narrowed: "integer" refused; widened: "number" unexpected)"#,
-             Box::new(|s| s["properties"]["id"]["type"] = json!("number"))),
-            ("when: format changed from \"date-time\" to \"date\"",
-             Box::new(|s| s["properties"]["when"]["format"] = json!("date"))),
-            ("when: format changed from \"date-time\" to null", Box::new(|s| {
-                s["properties"]["when"].as_object_mut().unwrap().remove("format");
-            })),
-            ("kind: format changed from null to \"email\"",
-             Box::new(|s| s["properties"]["kind"]["format"] = json!("email"))),
-            ("when: pattern changed from \"Z$\" to \"^2\"",
-             Box::new(|s| s["properties"]["when"]["pattern"] = json!("^2"))),
-            ("version: const changed from 1 to 2",
-             Box::new(|s| s["properties"]["version"]["const"] = json!(2))),
-            ("id: maximum changed from 9223372036854775807 to 9223372036854775806",
-             Box::new(|s| s["properties"]["id"]["maximum"] = json!(9223372036854775806i64))),
-            ("kind: minLength changed from null to 1",
-             Box::new(|s| s["properties"]["kind"]["minLength"] = json!(1))),
-            ("kind: changed from {\"type\":[\"string\",\"null\"]} to false",
-             Box::new(|s| s["properties"]["kind"] = json!(false))),
-            ("\"kind\": required now",
-             Box::new(|s| s["required"] = json!(["id", "when", "kind"]))),
-            ("\"when\": no longer required",
-             Box::new(|s| s["required"] = json!(["id"]))),
-            (r#"extra_count: type changed from ["string", "number", "boolean", "null"] to ["integer"] (narrowed: "string", "number", "boolean", "null" refused; widened: "integer" unexpected)"#,
-             Box::new(|s| s["properties"]["extra_count"] = json!({"type": "integer"}))),
-            ("patternProperties changed from {\"^extra_\":{\"type\":[\"string\",\"number\",\"boolean\",\"null\"]}} to {}",
-             Box::new(|s| s["patternProperties"] = json!({}))),
-            ("additionalProperties changed from false to true",
-             Box::new(|s| s["additionalProperties"] = json!(true))),
-            ("maxProperties changed from null to 10",
-             Box::new(|s| s["maxProperties"] = json!(10))),
-            ("type changed from \"object\" to \"array\"",
-             Box::new(|s| s["type"] = json!("array"))),
+            (
+                "kind: removed",
+                Box::new(|s| {
+                    s["properties"].as_object_mut().unwrap().remove("kind");
+                }),
+            ),
+            (
+                r#"kind: type changed from ["string", "null"] to ["string"] (narrowed: "null" refused)"#,
+                Box::new(|s| s["properties"]["kind"]["type"] = json!(["string"])),
+            ),
+            (
+                r#"kind: type changed from ["string", "null"] to ["string", "null", "number"] (widened: "number" unexpected)"#,
+                Box::new(|s| s["properties"]["kind"]["type"] = json!(["string", "null", "number"])),
+            ),
+            (
+                r#"id: type changed from ["integer"] to ["number"] (narrowed: "integer" refused; widened: "number" unexpected)"#,
+                Box::new(|s| s["properties"]["id"]["type"] = json!("number")),
+            ),
+            (
+                "when: format changed from \"date-time\" to \"date\"",
+                Box::new(|s| s["properties"]["when"]["format"] = json!("date")),
+            ),
+            (
+                "when: format changed from \"date-time\" to null",
+                Box::new(|s| {
+                    s["properties"]["when"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("format");
+                }),
+            ),
+            (
+                "kind: format changed from null to \"email\"",
+                Box::new(|s| s["properties"]["kind"]["format"] = json!("email")),
+            ),
+            (
+                "when: pattern changed from \"Z$\" to \"^2\"",
+                Box::new(|s| s["properties"]["when"]["pattern"] = json!("^2")),
+            ),
+            (
+                "version: const changed from 1 to 2",
+                Box::new(|s| s["properties"]["version"]["const"] = json!(2)),
+            ),
+            (
+                "id: maximum changed from 9223372036854775807 to 9223372036854775806",
+                Box::new(|s| s["properties"]["id"]["maximum"] = json!(9223372036854775806i64)),
+            ),
+            (
+                "kind: minLength changed from null to 1",
+                Box::new(|s| s["properties"]["kind"]["minLength"] = json!(1)),
+            ),
+            (
+                "kind: changed from {\"type\":[\"string\",\"null\"]} to false",
+                Box::new(|s| s["properties"]["kind"] = json!(false)),
+            ),
+            (
+                "\"kind\": required now",
+                Box::new(|s| s["required"] = json!(["id", "when", "kind"])),
+            ),
+            (
+                "\"when\": no longer required",
+                Box::new(|s| s["required"] = json!(["id"])),
+            ),
+            (
+                r#"extra_count: type changed from ["string", "number", "boolean", "null"] to ["integer"] (narrowed: "string", "number", "boolean", "null" refused; widened: "integer" unexpected)"#,
+                Box::new(|s| s["properties"]["extra_count"] = json!({"type": "integer"})),
+            ),
+            (
+                "patternProperties ^extra_: removed",
+                Box::new(|s| s["patternProperties"] = json!({})),
+            ),
+            (
+                "patternProperties ^other_: added",
+                Box::new(|s| s["patternProperties"]["^other_"] = json!({})),
+            ),
+            (
+                r#"patternProperties ^extra_: type changed from ["string", "number", "boolean", "null"] to ["string"] (narrowed: "number", "boolean", "null" refused)"#,
+                Box::new(|s| s["patternProperties"]["^extra_"]["type"] = json!(["string"])),
+            ),
+            (
+                "new_field: added, but the older version refuses fields it does not name (additionalProperties: false), so its consumers would refuse new events",
+                Box::new(|s| s["properties"]["new_field"] = json!({"type": ["string", "null"]})),
+            ),
+            (
+                "additionalProperties changed from false to true",
+                Box::new(|s| s["additionalProperties"] = json!(true)),
+            ),
+            (
+                "maxProperties changed from null to 10",
+                Box::new(|s| s["maxProperties"] = json!(10)),
+            ),
+            (
+                "type changed from \"object\" to \"array\"",
+                Box::new(|s| s["type"] = json!("array")),
+            ),
         ];
         for (expected, edit) in cases {
             let problems = problems_after(edit);

@@ -1,7 +1,7 @@
 //! The contract published to downstream teams, generated from the code and the
 //! routing file that produce the records, so it cannot drift from them:
 //!
-//! - [`schema`]: the JSON Schema of the flat event (`schema/flat-event.v1.json`);
+//! - [`schema`]: the JSON Schema of each entity's flat event (`schema/<entity>-event.v1.json`);
 //! - [`compat`]: whether a new version of that schema breaks its consumers;
 //! - [`asyncapi`]: the AsyncAPI 3.0 document of the topics a routing file feeds;
 //! - [`cloudevents_type`]: the CloudEvents type of the records' `ce_type` header.
@@ -13,17 +13,18 @@ pub mod asyncapi;
 pub mod compat;
 pub mod schema;
 
-/// The CloudEvents `type` of an event of `change_type`:
-/// `webhook-connector.customer.<ChangeType>`, or `webhook-connector.customer`
+/// The CloudEvents `type` of an event of `entity` (its name) and `change_type`:
+/// `webhook-connector.<entity>.<ChangeType>`, or `webhook-connector.<entity>`
 /// for the event of a notification without changes. CloudEvents forbids control
 /// characters in attributes: those, and `%`, are percent-encoded (`a\nb` ->
 /// `a%0Ab`), so the type stays one line and tells every change type apart.
-pub fn cloudevents_type(change_type: Option<&str>) -> String {
+pub fn cloudevents_type(entity: &str, change_type: Option<&str>) -> String {
+    let prefix = format!("{CLOUDEVENTS_TYPE_PREFIX}{entity}");
     let Some(change_type) = change_type else {
-        return CLOUDEVENTS_TYPE.to_string();
+        return prefix;
     };
-    let mut out = String::with_capacity(CLOUDEVENTS_TYPE.len() + 1 + change_type.len());
-    out.push_str(CLOUDEVENTS_TYPE);
+    let mut out = String::with_capacity(prefix.len() + 1 + change_type.len());
+    out.push_str(&prefix);
     out.push('.');
     for c in change_type.chars() {
         if c.is_control() || c == '%' {
@@ -38,7 +39,7 @@ pub fn cloudevents_type(change_type: Option<&str>) -> String {
     out
 }
 
-const CLOUDEVENTS_TYPE: &str = "webhook-connector.customer";
+const CLOUDEVENTS_TYPE_PREFIX: &str = "webhook-connector.";
 
 #[cfg(test)]
 mod tests {
@@ -47,13 +48,27 @@ mod tests {
     #[test]
     fn the_cloudevents_type_names_the_change_type_on_one_line() {
         assert_eq!(
-            cloudevents_type(Some("CustomerSmsChanged")),
+            cloudevents_type("customer", Some("CustomerSmsChanged")),
             "webhook-connector.customer.CustomerSmsChanged"
         );
-        assert_eq!(cloudevents_type(None), "webhook-connector.customer");
-        assert_eq!(cloudevents_type(Some("")), "webhook-connector.customer.");
         assert_eq!(
-            cloudevents_type(Some("a\nb%\u{85}")),
+            cloudevents_type("booking", Some("BookingStatusChanged")),
+            "webhook-connector.booking.BookingStatusChanged"
+        );
+        assert_eq!(
+            cloudevents_type("customer", None),
+            "webhook-connector.customer"
+        );
+        assert_eq!(
+            cloudevents_type("booking", None),
+            "webhook-connector.booking"
+        );
+        assert_eq!(
+            cloudevents_type("customer", Some("")),
+            "webhook-connector.customer."
+        );
+        assert_eq!(
+            cloudevents_type("customer", Some("a\nb%\u{85}")),
             "webhook-connector.customer.a%0Ab%25%C2%85"
         );
     }

@@ -1,21 +1,32 @@
-//! The JSON Schema (draft 2020-12) of the flat event, generated from the
-//! normalizer's own tables: the fixed fields, the typed customer fields
-//! ([`crate::entity`]) and the open set (`customer_*`, `change_*`,
+//! The JSON Schema (draft 2020-12) of each entity's flat event, generated from the
+//! normalizer's own tables: the fixed fields, the entity's named fields
+//! ([`crate::entity`]) and the open set (`<entity>_*`, `change_*`,
 //! `notification_*`), every value a scalar so that "the event is flat" is part of
-//! the schema. `schema/flat-event.v1.json` is this function's output, committed.
+//! the schema. `schema/<schema name>.v1.json` (`flat-event` for customers, whose
+//! schema was published before bookings existed, `booking-event`) is this
+//! function's output, committed.
 
 use serde_json::{json, Map, Value};
 
-use crate::entity::{FieldType, CUSTOMER};
+use crate::entity::{Entity, FieldType};
 use crate::normalize::{fixed_keys, SCHEMA_VERSION};
 
 /// The schema's `$id`.
-pub fn schema_id() -> String {
-    format!("urn:webhook-connector:flat-event:v{SCHEMA_VERSION}")
+pub fn schema_id(entity: &Entity) -> String {
+    format!(
+        "urn:webhook-connector:{}:v{SCHEMA_VERSION}",
+        entity.schema_name
+    )
 }
 
-/// The JSON Schema of the flat event of [`SCHEMA_VERSION`].
-pub fn flat_event() -> Value {
+/// The file the schema is published in, relative to the repository.
+pub fn schema_file(entity: &Entity) -> String {
+    format!("schema/{}.v{SCHEMA_VERSION}.json", entity.schema_name)
+}
+
+/// The JSON Schema of `entity`'s flat event of [`SCHEMA_VERSION`].
+pub fn flat_event(entity: &Entity) -> Value {
+    let (name, body) = (entity.name, entity.body_key);
     let mut properties = Map::new();
     let mut add = |key: &str, schema: Value| {
         properties.insert(key.to_string(), schema);
@@ -23,12 +34,19 @@ pub fn flat_event() -> Value {
     add(
         "event_id",
         json!({"type": "string", "format": "uuid",
-               "description": "UUIDv5 of the customer id, the raw ChangeDateTime, the change's index, type and old and new values: the same change delivered twice has the same id."}),
+               "description": "UUIDv5 of the entity (not for customers, whose ids predate other entities), its id, the raw ChangeDateTime, the change's index, type and old and new values: the same change delivered twice has the same id."}),
     );
     add(
         "schema_version",
         json!({"const": SCHEMA_VERSION, "description": "The version of this layout."}),
     );
+    if !entity.predates_entities {
+        add(
+            "entity",
+            json!({"const": name,
+                   "description": format!("Which webhook the event comes from (POST /webhooks/{name}).")}),
+        );
+    }
     add(
         "change_type",
         json!({"type": ["string", "null"],
@@ -55,16 +73,19 @@ pub fn flat_event() -> Value {
         scalar("The change's NewValue with its JSON type; an object or array as its compact JSON text; null when absent."),
     );
     add(
-        "customer_id",
+        entity.id_key,
         json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX,
-               "description": "Customer.Id: a 64-bit integer; the record key is this id in decimal."}),
+               "description": format!("{body}.Id: a 64-bit integer; the record key is this id in decimal.")}),
     );
-    for field in CUSTOMER.known {
+    for field in entity.known {
+        let field_name = format!("{body}.{}", field.name);
         let description = match field.field_type {
-            FieldType::DateTime => format!("Customer.{} in RFC 3339 UTC, or null.", field.name),
-            _ => format!("Customer.{} as sent, or null.", field.name),
+            FieldType::DateTime => format!("{field_name} in RFC 3339 UTC, or null."),
+            FieldType::Scalar => format!("{field_name} as sent (untyped: any scalar; an array as its JSON text; a date-time in RFC 3339 UTC when it parses as one)."),
+            _ => format!("{field_name} as sent, or null."),
         };
         let schema = match field.field_type {
+            FieldType::Scalar => json!({"type": ["string", "number", "boolean", "null"]}),
             FieldType::Text => json!({"type": ["string", "null"]}),
             FieldType::Integer => {
                 json!({"type": ["integer", "null"], "minimum": i64::MIN, "maximum": i64::MAX})
@@ -80,16 +101,22 @@ pub fn flat_event() -> Value {
         timestamp("When the connector received the notification."),
     );
 
+    let prefix = entity.prefix;
+    let nested = if entity.flatten_objects {
+        format!(" A nested object's members are named by path: {body}.A.B as {prefix}<a>_<b>; arrays and empty objects are their compact JSON text.")
+    } else {
+        " Objects and arrays are their compact JSON text.".to_string()
+    };
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": schema_id(),
-        "title": format!("Flat event, schema version {SCHEMA_VERSION}"),
-        "description": "One change of one customer notification, flat: every value is a string, number, boolean or null. Fields besides the ones listed here come from fields the platform sends that the contract does not type: Customer.X as customer_<x>, unknown top-level fields as notification_<x>, unknown fields of a change as change_<x>.",
+        "$id": schema_id(entity),
+        "title": format!("Flat {name} event, schema version {SCHEMA_VERSION}"),
+        "description": format!("One change of one {name} notification (POST /webhooks/{name}), flat: every value is a string, number, boolean or null. Fields besides the ones listed here come from fields the platform sends that the contract does not name: {body}.X as {prefix}<x>, unknown top-level fields as notification_<x>, unknown fields of a change as change_<x>.{nested}"),
         "type": "object",
-        "required": fixed_keys(&CUSTOMER),
+        "required": fixed_keys(entity),
         "properties": properties,
         "patternProperties": {
-            "^customer_": scalar("A customer field the contract does not type (Customer.X as customer_<snake_case x>)."),
+            format!("^{prefix}"): scalar(&format!("A {name} field the contract does not name ({body}.X as {prefix}<snake_case x>).")),
             "^change_": scalar("An unknown field of the change (as change_<snake_case x>)."),
             "^notification_": scalar("An unknown top-level field of the notification (as notification_<snake_case x>)."),
         },
@@ -115,19 +142,26 @@ fn with_description(mut schema: Value, description: &str) -> Value {
     schema
 }
 
-/// Panics, listing every error, when `event` does not match [`flat_event`] with
-/// formats asserted. Test builds only: there the normalizer checks every event it
-/// makes, so every event a unit or property test produces is checked.
+/// Panics, listing every error, when `event` does not match `entity`'s
+/// [`flat_event`] with formats asserted. Test builds only: there the normalizer
+/// checks every event it makes, so every event a unit or property test produces
+/// is checked.
 #[cfg(test)]
-pub(crate) fn assert_matches(event: &Value) {
-    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
-    let validator = VALIDATOR.get_or_init(|| {
-        jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&flat_event())
-            .expect("the flat event schema compiles")
-    });
+pub(crate) fn assert_matches(entity: &'static Entity, event: &Value) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static VALIDATORS: OnceLock<Mutex<HashMap<&str, &'static jsonschema::Validator>>> =
+        OnceLock::new();
+    let validator = *(VALIDATORS.get_or_init(Default::default).lock().unwrap())
+        .entry(entity.name)
+        .or_insert_with(|| {
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&flat_event(entity))
+                .expect("the flat event schema compiles");
+            Box::leak(Box::new(validator))
+        });
     let errors: Vec<String> = validator
         .iter_errors(event)
         .map(|e| format!("{}: {e}", e.instance_path()))
@@ -138,22 +172,33 @@ pub(crate) fn assert_matches(event: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::{CUSTOMER, ENTITIES};
 
     #[test]
-    fn every_fixed_key_is_required_and_typed() {
-        let schema = flat_event();
-        for key in fixed_keys(&CUSTOMER) {
-            assert!(schema["properties"][key].is_object(), "{key}");
+    fn every_fixed_key_is_typed_and_required() {
+        for entity in ENTITIES {
+            let schema = flat_event(entity);
+            for key in fixed_keys(entity) {
+                assert!(schema["properties"][key].is_object(), "{key}");
+            }
+            let required = schema["required"].as_array().unwrap();
+            assert_eq!(required.len(), fixed_keys(entity).len());
         }
-        assert_eq!(
-            schema["required"].as_array().unwrap().len(),
-            fixed_keys(&CUSTOMER).len()
-        );
+        // Only a family newer than the customer's names itself in its events.
+        let booking = flat_event(&crate::entity::BOOKING);
+        assert_eq!(booking["properties"]["entity"]["const"], json!("booking"));
+        assert!(booking["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("entity")));
+        assert!(flat_event(&CUSTOMER)["properties"]["entity"].is_null());
     }
 
     #[test]
-    fn the_schema_is_a_valid_draft_2020_12_schema() {
-        jsonschema::meta::validate(&flat_event()).expect("valid against its meta-schema");
+    fn the_schemas_are_valid_draft_2020_12_schemas() {
+        for entity in ENTITIES {
+            jsonschema::meta::validate(&flat_event(entity)).expect("valid against its meta-schema");
+        }
     }
 
     #[test]
@@ -168,10 +213,10 @@ mod tests {
                 "notification_extra": 3, "received_at": "2026-11-28T09:00:00Z",
             })
         };
-        assert_matches(&event());
+        assert_matches(&CUSTOMER, &event());
         let schema = jsonschema::options()
             .should_validate_formats(true)
-            .build(&flat_event())
+            .build(&flat_event(&CUSTOMER))
             .unwrap();
         for (key, value) in [
             ("customer_extra", serde_json::json!({"a": 1})),
@@ -180,6 +225,8 @@ mod tests {
             ("other", serde_json::json!(1)),
             ("event_id", serde_json::json!("not-a-uuid")),
             ("schema_version", serde_json::json!(2)),
+            ("entity", serde_json::json!("booking")),
+            ("booking_id", serde_json::json!(1)),
             ("customer_id", serde_json::json!(1.5)),
             ("customer_email", serde_json::json!(5)),
             (

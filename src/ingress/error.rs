@@ -23,7 +23,7 @@ pub(crate) const RETRY_AFTER_OVERLOAD_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("no such endpoint; webhooks go to POST /webhooks/customer")]
+    #[error("no such endpoint; webhooks go to {}", crate::entity::endpoints())]
     NotFound,
     #[error("method not allowed on this path")]
     MethodNotAllowed,
@@ -72,7 +72,8 @@ impl ApiError {
             ApiError::Accept(
                 AcceptError::TooLarge { .. }
                 | AcceptError::TooManyChanges { .. }
-                | AcceptError::TooLargeToDeliver { .. },
+                | AcceptError::TooLargeToDeliver { .. }
+                | AcceptError::NamesTooLong { .. },
             ) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -90,7 +91,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Accept(
-                AcceptError::TooLarge { .. } | AcceptError::TooLargeToDeliver { .. },
+                AcceptError::TooLarge { .. }
+                | AcceptError::TooLargeToDeliver { .. }
+                | AcceptError::NamesTooLong { .. },
             ) => "payload_too_large",
             ApiError::Accept(AcceptError::TooManyChanges { .. }) => "too_many_changes",
             ApiError::Accept(AcceptError::Payload(PayloadError::InvalidJson { .. })) => {

@@ -1,6 +1,7 @@
 //! The HTTP side: warp filters and the handlers behind them.
 //!
-//! `POST /webhooks/customer` runs the whole pipeline for one notification:
+//! `POST /webhooks/<entity>` (one endpoint per [`crate::entity::ENTITIES`] row:
+//! `customer`, `booking`) runs the whole pipeline for one notification:
 //! content type -> body (a receiving slot, bytes from the byte budget) -> a
 //! processing slot -> signature -> the acceptance step ([`crate::pipeline`]) ->
 //! records (their bytes reserved) -> deliver, and answers 200 only once Kafka
@@ -33,7 +34,7 @@ pub use readiness::Readiness;
 
 use crate::config::routing_file::RoutingFile;
 use crate::config::Settings;
-use crate::entity::CUSTOMER;
+use crate::entity::{self, Entity};
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::LiveTable;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
@@ -159,7 +160,10 @@ pub fn filters(
     let with_state = warp::any().map(move || Arc::clone(&state));
     // Path filters come before method filters, so a known path with the wrong
     // method is a 405 and an unknown path a 404.
-    let webhook = warp::path!("webhooks" / "customer")
+    let webhook = warp::path!("webhooks" / String)
+        .and_then(|name: String| async move {
+            entity::by_name(&name).ok_or_else(warp::reject::not_found)
+        })
         .and(warp::post())
         .and(with_state.clone())
         .and(warp::header::headers_cloned())
@@ -197,21 +201,30 @@ pub fn filters(
         .unify()
 }
 
-async fn handle_webhook<S, B>(state: Arc<Ingress>, headers: HeaderMap, body: S) -> Response
+async fn handle_webhook<S, B>(
+    entity: &'static Entity,
+    state: Arc<Ingress>,
+    headers: HeaderMap,
+    body: S,
+) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let span = tracing::info_span!("webhook", customer_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "webhook",
+        entity = entity.name,
+        entity_id = tracing::field::Empty
+    );
     async move {
-        let result = accept_notification(&state, &headers, body).await;
+        let result = accept_notification(entity, &state, &headers, body).await;
         match result {
             Ok(accepted) => {
-                state.metrics.notification("accepted");
+                state.metrics.notification(entity.name, "accepted");
                 warp::reply::json(&accepted).into_response()
             }
             Err(err) => {
-                state.metrics.notification(err.code());
+                state.metrics.notification(entity.name, err.code());
                 log_refusal(&err);
                 err.into_response()
             }
@@ -222,6 +235,7 @@ where
 }
 
 async fn accept_notification<S, B>(
+    entity: &'static Entity,
     state: &Ingress,
     headers: &HeaderMap,
     body: S,
@@ -268,9 +282,9 @@ where
             })
         })?;
     }
-    let accepted = pipeline::accept(&body, &CUSTOMER, &state.limits, &routing, received_at)?;
+    let accepted = pipeline::accept(&body, entity, &state.limits, &routing, received_at)?;
     if let Some(event) = accepted.events.first() {
-        tracing::Span::current().record("customer_id", event.entity_id);
+        tracing::Span::current().record("entity_id", event.entity_id);
     }
     // Reserved before the records are built: a refusal costs no serialization.
     state

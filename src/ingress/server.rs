@@ -22,6 +22,7 @@ use tower_service::Service;
 use tracing::{debug, warn, Instrument};
 use warp::http::HeaderValue;
 
+use crate::entity;
 use crate::telemetry::metrics::Metrics;
 
 /// The request and response header carrying the request id.
@@ -143,10 +144,16 @@ fn request_id<B>(request: &Request<B>) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
 }
 
-/// The endpoint label of a path: a fixed set, so metrics stay bounded.
+/// The endpoint label of a path: a fixed set, so metrics stay bounded; a webhook
+/// endpoint's is its entity (`customer`, `booking`). A trailing `/` is the same
+/// endpoint, as warp serves it.
 fn endpoint_of(path: &str) -> &'static str {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let webhook = path.strip_prefix("/webhooks/").and_then(entity::by_name);
+    if let Some(entity) = webhook {
+        return entity.name;
+    }
     match path {
-        "/webhooks/customer" => "webhook",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
@@ -176,7 +183,14 @@ mod tests {
 
     #[test]
     fn endpoints_are_a_fixed_set() {
-        assert_eq!(endpoint_of("/webhooks/customer"), "webhook");
+        assert_eq!(endpoint_of("/webhooks/customer"), "customer");
+        assert_eq!(endpoint_of("/webhooks/booking"), "booking");
+        assert_eq!(endpoint_of("/webhooks/other"), "other");
+        assert_eq!(endpoint_of("/webhooks/booking/x"), "other");
+        assert_eq!(endpoint_of("/webhooks/booking/"), "booking");
+        assert_eq!(endpoint_of("/healthz/"), "healthz");
+        assert_eq!(endpoint_of("/webhooks//"), "other");
+        assert_eq!(endpoint_of("/metrics"), "metrics");
         assert_eq!(endpoint_of("/anything/else"), "other");
     }
 }

@@ -86,8 +86,9 @@ impl<'de> DeserializeSeed<'de> for Hashed {
     }
 }
 
-struct FieldVisitor {
-    hashed: bool,
+/// Reads one value into a [`Field`]; `hashed`: also write the id's text.
+pub(super) struct FieldVisitor {
+    pub(super) hashed: bool,
 }
 
 impl FieldVisitor {
@@ -153,14 +154,24 @@ impl<'de> Visitor<'de> for FieldVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
         let first = map.next_key::<String>()?;
         if first.as_deref() == Some(NUMBER_TOKEN) {
-            let digits = map.next_value::<String>()?;
-            return digits
-                .parse::<Number>()
-                .map(|n| Field::Scalar(Value::Number(n)))
-                .map_err(de::Error::custom);
+            return number(map);
         }
         self.nested(|texts| texts.write_map(first, map))
     }
+}
+
+/// Whether an object's first key says it is a number kept as text.
+pub(super) fn is_number_token(key: Option<&str>) -> bool {
+    key == Some(NUMBER_TOKEN)
+}
+
+/// The number whose digits follow the number token.
+pub(super) fn number<'de, A: MapAccess<'de>>(mut map: A) -> Result<Field, A::Error> {
+    let digits = map.next_value::<String>()?;
+    digits
+        .parse::<Number>()
+        .map(|n| Field::Scalar(Value::Number(n)))
+        .map_err(de::Error::custom)
 }
 
 /// The texts being written: the exact one, and the id's when asked for.

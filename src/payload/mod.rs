@@ -1,20 +1,26 @@
 //! The webhook body as the platform sends it: a change notification of one
-//! [`Entity`] (a customer), its latest state under the entity's key (`Customer`).
+//! [`Entity`] (a customer, a booking), its latest state under the entity's key
+//! (`Customer`, `Booking`).
 //!
 //! Parsing is strict about the fields the connector needs (`ChangeDateTime`,
-//! `Customer.Id`, `Changes[].ChangeType`) and lenient about everything else:
+//! `Customer.Id` or `Booking.Id`, `Changes[].ChangeType`) and lenient about everything else:
 //! unknown fields are kept in order, never rejected, so that nothing the platform
 //! sends is dropped. A key that appears twice in any object, at any depth, is
 //! refused, because which of the two values is meant cannot be known. Numbers keep
 //! the digits they were sent with (serde_json's `arbitrary_precision`): an integer
 //! beyond 64 bits or a decimal with more digits than an f64 holds is never rounded.
 //! Values are kept as [`Field`]s: nested objects and arrays as their compact text.
+//! For an entity that flattens objects ([`Entity::flatten_objects`]),
+//! [`Notification::flatten_objects`] then replaces each object in its state by its
+//! members, named by path (`Customer.FirstName`), to any depth; arrays and empty
+//! objects stay text.
 //!
 //! Errors carry the path of the offending value (`Changes[1].ChangeType`).
 
 use std::fmt;
 
 mod field;
+mod flatten;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -23,6 +29,8 @@ use crate::entity::Entity;
 
 pub use field::Field;
 use field::{Hashed, Plain};
+use flatten::flatten_objects;
+pub use flatten::NamesTooLong;
 
 /// One webhook body: the entity's latest state and the changes that were made.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +86,21 @@ pub fn parse(body: &[u8], entity: &'static Entity) -> Result<Notification, Paylo
     // Tracking the path costs an allocation per key, so only a body that failed
     // is parsed again with it, to say where the problem is.
     parsed.map_err(|_| explain_failure(body, entity))
+}
+
+impl Notification {
+    /// For an entity that flattens objects ([`Entity::flatten_objects`]), replaces
+    /// every non-empty object of its state by its members, named by path
+    /// (`Customer.FirstName`), to any depth, in the order sent; arrays and empty
+    /// objects stay text. Names repeat their parents' (`A.B.C`, `A.B.D`), so their
+    /// total can grow faster than the body: past `budget` bytes it stops, refused.
+    pub fn flatten_objects(&mut self, budget: usize) -> Result<(), NamesTooLong> {
+        if self.entity.flatten_objects {
+            let fields = std::mem::take(&mut self.latest.fields);
+            self.latest.fields = flatten_objects(fields, budget)?;
+        }
+        Ok(())
+    }
 }
 
 /// The error of a body that does not parse, with the path of the offending value.
@@ -399,6 +422,127 @@ mod tests {
             matches!(&err, PayloadError::InvalidShape { path, .. } if path == "Customer.Id"),
             "{err}"
         );
+    }
+
+    /// A booking body, parsed and flattened.
+    fn flat(body: &[u8]) -> Notification {
+        let mut n = parse(body, &crate::entity::BOOKING).unwrap();
+        n.flatten_objects(usize::MAX).unwrap();
+        n
+    }
+
+    #[test]
+    fn a_booking_s_objects_become_fields_named_by_path_in_order() {
+        let body = br#"{"ChangeDateTime":"x","Booking":{"Id":7,"A":1,
+            "Customer":{"FirstName":"F","Address":{"Street":{"No":"12a"}},"Tags":["x"]},
+            "Empty":{},"List":[{"K":1}],"Last":null},"Changes":[]}"#;
+        let n = flat(body);
+        assert_eq!(n.latest.id, 7);
+        let names: Vec<&str> = n.latest.fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "A",
+                "Customer.FirstName",
+                "Customer.Address.Street.No",
+                "Customer.Tags",
+                "Empty",
+                "List",
+                "Last"
+            ]
+        );
+        let text = |text: &str| Field::Nested {
+            text: text.into(),
+            id_text: None,
+        };
+        assert_eq!(n.latest.fields[2].1, Field::Scalar(json!("12a")));
+        assert_eq!(n.latest.fields[3].1, text(r#"["x"]"#));
+        assert_eq!(n.latest.fields[4].1, text("{}"));
+        assert_eq!(n.latest.fields[5].1, text(r#"[{"K":1}]"#));
+        // Numbers keep their digits through the flattening.
+        let body = br#"{"ChangeDateTime":"x","Booking":{"Id":7,"M":{"Big":18446744073709551617,"D":12.50}},"Changes":[]}"#;
+        let n = flat(body);
+        assert_eq!(
+            n.latest.fields[0].1.clone().into_flat().to_string(),
+            "18446744073709551617"
+        );
+        assert_eq!(
+            n.latest.fields[1].1.clone().into_flat().to_string(),
+            "12.50"
+        );
+    }
+
+    #[test]
+    fn flattened_names_stop_at_the_budget() {
+        use crate::entity::BOOKING;
+        // 40 levels of 100-byte names over 2000 members: the names of the
+        // members alone would take 40 * 101 * 2000 = 8 MB from a 30 kB body.
+        let name = "N".repeat(100);
+        let members: Vec<String> = (0..2000).map(|i| format!("\"m{i}\":1")).collect();
+        let mut state = format!("{{{}}}", members.join(","));
+        for _ in 0..40 {
+            state = format!("{{\"{name}\":{state}}}");
+        }
+        let body =
+            format!(r#"{{"ChangeDateTime":"x","Booking":{{"Id":1,"A":{state}}},"Changes":[]}}"#);
+        let parsed = parse(body.as_bytes(), &BOOKING).unwrap();
+        assert_eq!(parsed.clone().flatten_objects(1 << 20), Err(NamesTooLong));
+        let mut flat = parsed;
+        flat.flatten_objects(10 << 20).unwrap();
+        assert_eq!(flat.latest.fields.len(), 2000);
+        // Exactly at the budget passes, one byte over does not.
+        let fields = || {
+            vec![(
+                "A".to_string(),
+                Field::from(serde_json::json!({"BC": 1, "D": 2})),
+            )]
+        };
+        assert_eq!(flatten_objects(fields(), 7).unwrap().len(), 2);
+        assert_eq!(flatten_objects(fields(), 6).unwrap_err(), NamesTooLong);
+        // A customer's objects stay text, whatever the budget.
+        let body = br#"{"ChangeDateTime":"x","Customer":{"Id":7,"A":{"B":1}},"Changes":[]}"#;
+        let mut n = parse(body, &CUSTOMER).unwrap();
+        n.flatten_objects(0).unwrap();
+        assert_eq!(
+            n.latest.fields[0].1,
+            Field::Nested {
+                text: r#"{"B":1}"#.into(),
+                id_text: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_booking_body_is_refused_like_a_customer_one_naming_booking_paths() {
+        use crate::entity::BOOKING;
+        for (body, path, message) in [
+            (
+                r#"{"ChangeDateTime":"x","Booking":{"Ref":1},"Changes":[]}"#,
+                "Booking.Id",
+                "missing field",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","Customer":{"Id":1},"Changes":[]}"#,
+                "Booking",
+                "missing field",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","Booking":[1],"Changes":[]}"#,
+                "Booking",
+                "invalid type: sequence, expected an object with an integer Id",
+            ),
+            (
+                r#"{"ChangeDateTime":"x","Booking":{"Id":1,"Customer":{"A":1,"A":2}},"Changes":[]}"#,
+                "Booking.Customer",
+                "duplicate field `A`",
+            ),
+        ] {
+            assert_eq!(
+                parse(body.as_bytes(), &BOOKING).unwrap_err(),
+                shape(path, message),
+                "{body}"
+            );
+        }
     }
 
     #[test]

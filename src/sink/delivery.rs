@@ -65,7 +65,7 @@ impl KafkaSink {
 
     /// Produces every record and waits until Kafka acknowledged all of them, or fails
     /// at the first refusal, at the delivery timeout or when shutdown can wait no
-    /// longer. Records are enqueued in order, so one customer's events keep their
+    /// longer. Records are enqueued in order, so one entity's events keep their
     /// order. `held` (the request's share of `server.max_in_flight_bytes`) is kept
     /// until Kafka answered for every enqueued record, even when the caller is gone.
     pub(crate) async fn deliver(

@@ -1,6 +1,6 @@
-//! Routed events -> Kafka records: key = customer id (decimal), value = the flat
-//! event as JSON, headers `event_id`, `change_type` (null value when there is
-//! none), `schema_version`, `content-type` and the CloudEvents binary-mode
+//! Routed events -> Kafka records: key = the entity's id (decimal), value = the
+//! flat event as JSON, headers `event_id`, `entity`, `change_type` (null value
+//! when there is none), `schema_version`, `content-type` and the CloudEvents binary-mode
 //! attributes (`ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
 //! `ce_subject`). Built before anything is produced, so a request's size is
 //! known, and reserved, first.
@@ -24,6 +24,8 @@ pub struct Record<'t> {
     pub topic: &'t str,
     pub key: String,
     pub event_id: Uuid,
+    /// The entity's name (`customer`).
+    pub entity: &'static str,
     pub change_type: Option<String>,
     /// RFC 3339 UTC, the header `ce_time`.
     pub change_date_time: String,
@@ -54,6 +56,7 @@ impl<'t> Records<'t> {
                     topic,
                     key: key.clone(),
                     event_id: event.event_id,
+                    entity: event.entity.name,
                     change_type: event.change_type.clone(),
                     change_date_time: event.change_date_time.clone(),
                     payload: payload.clone(),
@@ -99,30 +102,40 @@ pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize
 }
 
 /// What a record's headers hold but the change type: the names and values of the
-/// event id (twice), the schema version, the content type, the CloudEvents
-/// version, source (at most [`MAX_CLOUDEVENTS_SOURCE_BYTES`]), type prefix, time
-/// and subject, and librdkafka's allocation per header (its header struct and
-/// list slot, about 48 bytes each).
-const HEADER_BYTES: usize = 1024;
-// Names (97 bytes), two ids (72), the other values but the source (at most 97:
-// "1", the content type, "1.0", the type prefix, a 30-byte time, a 20-digit id),
-// the source, and ten headers' allocations.
-const _: () = assert!(HEADER_BYTES >= 97 + 72 + 97 + MAX_CLOUDEVENTS_SOURCE_BYTES + 10 * 48);
+/// event id (twice), the entity (twice: alone and in the type), the schema
+/// version, the content type, the CloudEvents version, source (at most
+/// [`MAX_CLOUDEVENTS_SOURCE_BYTES`]), type prefix, time and subject, and
+/// librdkafka's allocation per header (its header struct and list slot, about 48
+/// bytes each).
+const HEADER_BYTES: usize = 1088;
+/// The longest entity name the headers allow for (checked by a test).
+const MAX_ENTITY_NAME_BYTES: usize = 16;
+// Names (103 bytes), two ids (72), the entity twice, the other values but the
+// source (at most 90: "1", the content type, "1.0", the type prefix, a 30-byte
+// time, a 20-digit id), the source, and eleven headers' allocations.
+const _: () = assert!(
+    HEADER_BYTES
+        >= 103 + 72 + 2 * MAX_ENTITY_NAME_BYTES + 90 + MAX_CLOUDEVENTS_SOURCE_BYTES + 11 * 48
+);
 
 /// The headers of `record`, with `source` as its CloudEvents source.
 pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
     let event_id = record.event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
     let change_type = record.change_type.as_deref();
-    OwnedHeaders::new_with_capacity(10)
+    OwnedHeaders::new_with_capacity(11)
         .insert(header("event_id", Some(&event_id)))
+        .insert(header("entity", Some(record.entity)))
         .insert(header("change_type", change_type))
         .insert(header("schema_version", Some(&schema_version)))
         .insert(header("content-type", Some("application/json")))
         .insert(header("ce_specversion", Some("1.0")))
         .insert(header("ce_id", Some(&event_id)))
         .insert(header("ce_source", Some(source)))
-        .insert(header("ce_type", Some(&cloudevents_type(change_type))))
+        .insert(header(
+            "ce_type",
+            Some(&cloudevents_type(record.entity, change_type)),
+        ))
         .insert(header("ce_time", Some(&record.change_date_time)))
         .insert(header("ce_subject", Some(&record.key)))
 }
@@ -143,6 +156,7 @@ mod tests {
             topic: "t",
             key: "862".into(),
             event_id: Uuid::nil(),
+            entity: "customer",
             change_type: Some("CustomerSmsChanged".into()),
             change_date_time: "2018-11-16T10:46:20Z".into(),
             payload: 0..0,
@@ -160,6 +174,7 @@ mod tests {
         let expected = |change_type: Option<&str>, ce_type: &str| {
             [
                 ("event_id", Some(nil.as_str())),
+                ("entity", Some("customer")),
                 ("change_type", change_type),
                 ("schema_version", Some("1")),
                 ("content-type", Some("application/json")),
@@ -190,10 +205,14 @@ mod tests {
         );
         // Within what a record reserves for its headers: the fixed bytes plus four
         // times the change type (sent as it is, and escaped in `ce_type`).
+        assert!(crate::entity::ENTITIES
+            .iter()
+            .all(|e| e.name.len() <= MAX_ENTITY_NAME_BYTES));
         let worst = "\n\u{85}".repeat(50);
         let record = Record {
             change_type: Some(worst.clone()),
             key: i64::MIN.to_string(),
+            entity: "e".repeat(MAX_ENTITY_NAME_BYTES).leak(),
             ..none
         };
         let bytes: usize = pairs(&headers_of(&record, &"s".repeat(256)))

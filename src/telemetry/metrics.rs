@@ -37,6 +37,13 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    /// The webhook endpoint: its entity (`customer`, `booking`).
+    endpoint: &'static str,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -63,7 +70,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     in_flight: Gauge,
     bytes_held: Gauge,
-    notifications: Family<ResultLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     events: Family<EventLabels, Counter>,
     delivery_seconds: Histogram,
     delivery_failures: Family<ReasonLabels, Counter>,
@@ -117,7 +124,7 @@ impl Metrics {
         add(
             &mut registry,
             "notifications",
-            "Webhook notifications by result: accepted, or the error code they were refused with",
+            "Webhook notifications by endpoint (entity) and result: accepted, or the error code they were refused with",
             &metrics.notifications,
         );
         add(
@@ -194,9 +201,10 @@ impl Metrics {
         InFlight(&self.in_flight)
     }
 
-    pub(crate) fn notification(&self, result: &str) {
+    pub(crate) fn notification(&self, endpoint: &'static str, result: &str) {
         self.notifications
-            .get_or_create(&ResultLabels {
+            .get_or_create(&NotificationLabels {
+                endpoint,
                 result: result.to_string(),
             })
             .inc();
@@ -330,17 +338,19 @@ mod tests {
     #[test]
     fn renders_counters_with_total_and_build_info() {
         let metrics = Metrics::new();
-        metrics.request_answered("webhook", 200);
-        metrics.request_answered("webhook", 200);
-        metrics.notification("accepted");
+        metrics.request_answered("booking", 200);
+        metrics.request_answered("booking", 200);
+        metrics.notification("booking", "accepted");
         let text = metrics.render();
         assert!(
             text.contains(
-                "webhook_connector_http_requests_total{endpoint=\"webhook\",status=\"200\"} 2"
+                "webhook_connector_http_requests_total{endpoint=\"booking\",status=\"200\"} 2"
             ),
             "{text}"
         );
-        assert!(text.contains("webhook_connector_notifications_total{result=\"accepted\"} 1"));
+        assert!(text.contains(
+            "webhook_connector_notifications_total{endpoint=\"booking\",result=\"accepted\"} 1"
+        ));
         assert!(text.contains("webhook_connector_build_info{version=\""));
         assert!(text.ends_with("# EOF\n"));
     }
@@ -391,7 +401,7 @@ mod tests {
         let metrics = Metrics::new();
         for i in 0..5_000 {
             let name = format!("{}{i}", "X".repeat(if i % 2 == 0 { 20_000 } else { 40 }));
-            metrics.events_acknowledged(Some(&name), "customer.unrouted", 1);
+            metrics.events_acknowledged(Some(&name), "webhooks.unrouted", 1);
         }
         assert!(metrics.render().len() < 200 * 1024);
     }

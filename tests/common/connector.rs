@@ -28,8 +28,14 @@ impl Connector {
         self.server.addr()
     }
 
+    /// The customer webhook's URL.
     pub fn endpoint(&self) -> String {
-        format!("{}/webhooks/customer", self.url)
+        self.webhook("customer")
+    }
+
+    /// The URL of the webhook of `entity` (`customer`, `booking`).
+    pub fn webhook(&self, entity: &str) -> String {
+        format!("{}/webhooks/{entity}", self.url)
     }
 
     pub async fn stop(self) {

@@ -1,26 +1,37 @@
-//! The published contract as consumers get it: the committed JSON Schema
-//! (`schema/flat-event.v1.json`), against which every record value read back
-//! from Kafka is checked ([`super::kafka`] does it for every read).
+//! The published contract as consumers get it: the committed JSON Schemas
+//! (`schema/flat-event.v1.json` for customers, `schema/booking-event.v1.json`),
+//! against which every record value read back from Kafka is checked
+//! ([`super::kafka`] does it for every read).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
+use webhook_connector::contract::schema;
+use webhook_connector::entity::{self, Entity};
 
-/// The committed schema file.
-pub const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/flat-event.v1.json");
-
-/// The committed schema.
-pub fn committed_schema() -> Value {
-    let text = std::fs::read_to_string(SCHEMA_FILE).expect("schema/flat-event.v1.json is there");
+/// The committed schema of `entity`'s event.
+pub fn committed_schema(entity: &Entity) -> Value {
+    let file = schema::schema_file(entity);
+    let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
     serde_json::from_str(&text).expect("the committed schema is JSON")
 }
 
 /// Panics, naming the first error, when `event` does not match the committed
-/// schema (formats asserted).
+/// schema of its entity (its `entity` field; customer events have none;
+/// formats asserted).
 pub fn assert_published_event(event: &Value) {
-    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
-    let options = jsonschema::options().should_validate_formats(true);
-    let schema = SCHEMA.get_or_init(|| options.build(&committed_schema()).unwrap());
+    static SCHEMAS: OnceLock<Mutex<HashMap<&str, &'static jsonschema::Validator>>> =
+        OnceLock::new();
+    let name = event["entity"].as_str().unwrap_or("customer");
+    let entity = entity::by_name(name).unwrap_or_else(|| panic!("unknown entity {name:?}"));
+    let schema = *(SCHEMAS.get_or_init(Default::default).lock().unwrap())
+        .entry(entity.name)
+        .or_insert_with(|| {
+            let options = jsonschema::options().should_validate_formats(true);
+            Box::leak(Box::new(options.build(&committed_schema(entity)).unwrap()))
+        });
     if let Err(error) = schema.validate(event) {
         let at = error.instance_path();
         panic!("not a published event: {at}: {error}\n{event}");

@@ -9,6 +9,12 @@ pub fn seed_sample() -> Vec<u8> {
     std::fs::read("tests/fixtures/seed_sample.json").expect("fixture exists")
 }
 
+/// The booking sample notification as bytes: a nested customer, a nested
+/// cancellation reason, arrays of ids and of objects, two changes.
+pub fn booking_sample() -> Vec<u8> {
+    std::fs::read("tests/fixtures/booking_sample.json").expect("fixture exists")
+}
+
 /// A notification of `changes` changes whose customer carries `padding` bytes.
 pub fn padded_body(changes: usize, padding: usize) -> String {
     let changes: Vec<Value> = (0..changes)

@@ -33,6 +33,16 @@ impl Answer {
     }
 }
 
+/// The `event_ids` of an accepted notification's answer.
+pub fn event_ids(answer: &Answer) -> Vec<String> {
+    answer.json["event_ids"]
+        .as_array()
+        .expect("event_ids is an array")
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// POSTs `body` as `application/json` with extra headers.
 pub async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Answer {
     let mut request = reqwest::Client::new()

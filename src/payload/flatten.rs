@@ -1,0 +1,149 @@
+//! An entity's state with every non-empty object replaced by its members, named
+//! by path (`Customer.FirstName`), to any depth, in the order sent; arrays and
+//! empty objects stay their text. The objects arrive as the text the parser wrote
+//! (keys already checked for repeats), which is read once more, member by member:
+//! no tree is built. Names repeat their parents' (`A.B.C`, `A.B.D`), so their
+//! total can grow faster than the body: past a budget the work stops.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::field::{is_number_token, number, FieldVisitor};
+use super::Field;
+
+/// The names of flattened fields would take more than the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamesTooLong;
+
+/// `fields` flattened; `Err` once the names' total passes `budget` bytes.
+pub(super) fn flatten_objects(
+    fields: Vec<(String, Field)>,
+    budget: usize,
+) -> Result<Vec<(String, Field)>, NamesTooLong> {
+    let mut flat = Flat {
+        fields: Vec::with_capacity(fields.len()),
+        name_bytes: 0,
+        budget,
+    };
+    for (name, field) in fields {
+        match field {
+            Field::Nested { text, .. } if text.starts_with('{') => {
+                let mut json = serde_json::Deserializer::from_str(&text);
+                let read = Member {
+                    path: name.clone(),
+                    flat: &mut flat,
+                }
+                .deserialize(&mut json);
+                if read.is_err() {
+                    // Over the budget; otherwise the parser's own text read back,
+                    // which cannot fail.
+                    return Err(NamesTooLong);
+                }
+            }
+            other => flat.add(name, other)?,
+        }
+    }
+    Ok(flat.fields)
+}
+
+/// Flattened fields being collected, and their names' bytes.
+struct Flat {
+    fields: Vec<(String, Field)>,
+    name_bytes: usize,
+    budget: usize,
+}
+
+impl Flat {
+    fn add(&mut self, name: String, field: Field) -> Result<(), NamesTooLong> {
+        self.name_bytes += name.len();
+        if self.name_bytes > self.budget {
+            return Err(NamesTooLong);
+        }
+        self.fields.push((name, field));
+        Ok(())
+    }
+
+    /// [`Flat::add`] for a visitor.
+    fn put<E: de::Error>(&mut self, path: String, field: Result<Field, E>) -> Result<(), E> {
+        let field = field?;
+        self.add(path, field)
+            .map_err(|NamesTooLong| de::Error::custom("names too long"))
+    }
+}
+
+/// The value at `path`: a non-empty object's members go under `path.member`.
+struct Member<'a> {
+    path: String,
+    flat: &'a mut Flat,
+}
+
+impl<'de> DeserializeSeed<'de> for Member<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+const LEAF: FieldVisitor = FieldVisitor { hashed: false };
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_i64(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_u64(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_f64(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_str(v))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_string(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_unit())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.flat.put(self.path, LEAF.visit_none())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.flat.put(self.path, LEAF.visit_seq(seq))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let first = map.next_key::<String>()?;
+        if is_number_token(first.as_deref()) {
+            return self.flat.put(self.path, number(map));
+        }
+        let Some(first) = first else {
+            let empty = Field::Nested {
+                text: "{}".into(),
+                id_text: None,
+            };
+            return self.flat.put(self.path, Ok(empty));
+        };
+        let mut key = Some(first);
+        while let Some(member) = key {
+            let path = format!("{}.{member}", self.path);
+            map.next_value_seed(Member {
+                path,
+                flat: &mut *self.flat,
+            })?;
+            key = map.next_key::<String>()?;
+        }
+        Ok(())
+    }
+}
