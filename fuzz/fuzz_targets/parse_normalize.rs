@@ -18,7 +18,7 @@ use serde_json::Value;
 use webhook_connector::config::routing_file;
 use webhook_connector::entity::{Entity, ENTITIES};
 use webhook_connector::normalize::fixed_keys;
-use webhook_connector::pipeline::{self, AcceptError, Limits};
+use webhook_connector::pipeline::{self, AcceptError, Limits, MAX_NAME_BYTES_PER_BODY_BYTE};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::record::RECORD_OVERHEAD_BYTES;
 
@@ -91,7 +91,7 @@ fn check(entity: &'static Entity, body: &[u8]) {
                 }
                 AcceptError::NamesTooLong { limit } => {
                     assert!(entity.flatten_objects);
-                    assert_eq!(limit, LIMITS.max_request_bytes);
+                    assert_eq!(limit, MAX_NAME_BYTES_PER_BODY_BYTE * LIMITS.max_body_bytes);
                 }
                 AcceptError::Payload(_) | AcceptError::Normalize(_) => {}
             }
