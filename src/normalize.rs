@@ -1037,6 +1037,37 @@ mod tests {
             .prop_map(|m| m.into_iter().collect())
     }
 
+    /// Every leaf of `value` as its JSON text: scalars, arrays and empty objects.
+    fn collect_leaves(value: &Value, leaves: &mut Vec<String>) {
+        match value {
+            Value::Object(members) if !members.is_empty() => {
+                members.values().for_each(|v| collect_leaves(v, leaves))
+            }
+            Value::Object(_) | Value::Array(_) => {
+                leaves.push(Value::String(value.to_string()).to_string())
+            }
+            scalar => leaves.push(scalar.to_string()),
+        }
+    }
+
+    /// [`arb_tree`] with keys of any letters' case, `.`, `_`, digits, or empty;
+    /// never `Id` at the top (that is the booking's id).
+    fn arb_tree_any_keys() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+        let key = || "[a-cA-C._0-9]{0,3}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z ]{0,4}".prop_map(Value::String),
+            proptest::collection::vec(any::<i32>(), 0..2).prop_map(|v| json!(v)),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+            proptest::collection::btree_map(key(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        });
+        proptest::collection::btree_map(key(), value, 0..6)
+            .prop_map(|m| m.into_iter().filter(|(k, _)| k != "Id").collect())
+    }
+
     fn with_id(tree: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
         let mut state = serde_json::Map::new();
         state.insert("Id".into(), json!(1));
@@ -1193,6 +1224,31 @@ mod tests {
                 prop_assert_eq!(event.get(key), Some(value), "{}", key);
             }
             prop_assert_eq!(event.as_object().unwrap().len(), fixed_keys(&BOOKING).len() + expected.len());
+        }
+
+        #[test]
+        fn whatever_the_keys_every_leaf_of_a_nested_booking_gives_one_field(tree in arb_tree_any_keys()) {
+            // Keys that collide once snake-cased (`aB`, `a_b`, `a.b`, nested `a`/`b`),
+            // meet `booking_id` (`Id` nested under nothing is the id itself, so not
+            // generated at the top), or are empty: no leaf is lost or doubled.
+            let body = json!({"ChangeDateTime": "2024-05-03T17:42:10Z",
+                              "Booking": Value::Object(with_id(&tree)), "Changes": []});
+            let event = booking(&body.to_string())[0].to_value();
+            // The leaves, kept apart: their paths may meet.
+            let mut leaves = Vec::new();
+            for value in tree.values() {
+                collect_leaves(value, &mut leaves);
+            }
+            let object = event.as_object().unwrap();
+            let mut fields: Vec<String> = object
+                .iter()
+                .filter(|(k, _)| k.starts_with("booking_") && *k != "booking_id")
+                .map(|(_, v)| v.to_string())
+                .collect();
+            leaves.sort();
+            fields.sort();
+            prop_assert_eq!(object.len(), fixed_keys(&BOOKING).len() + leaves.len());
+            prop_assert_eq!(fields, leaves);
         }
 
         #[test]

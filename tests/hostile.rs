@@ -88,6 +88,65 @@ async fn a_body_of_colliding_keys_is_answered_quickly_and_does_not_stall_the_pro
     connector.stop().await;
 }
 
+/// A booking whose state nests `members` fields `levels` deep under names of
+/// `name_bytes` bytes: its names by path take about `levels * name_bytes *
+/// members` bytes from a body of about `levels * name_bytes + 9 * members`.
+fn deep_named_booking(levels: usize, name_bytes: usize, members: usize) -> String {
+    let mut state = Value::Object((0..members).map(|i| (format!("m{i}"), json!(1))).collect());
+    for level in 0..levels {
+        let name = format!("{level:0name_bytes$}");
+        state = json!({ name: state });
+    }
+    json!({
+        "ChangeDateTime": "2024-05-03T17:42:10Z",
+        "Booking": {"Id": 51234, "State": state},
+        "Changes": [{"ChangeType": "BookingStatusChanged", "OldValue": "A", "NewValue": "B"}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_nested_deep_under_long_names_are_bounded_and_answered_at_once() {
+    let (topic, connector) = connector_on_new_topic("deep-names", |_| {}).await;
+    let booking = connector.webhook("booking");
+    // 60 levels of 200-byte names over 2000 members: 24 MB of names from a 30 kB
+    // body, past the bound of 4 times server.max_body_bytes (1 MiB).
+    let over = deep_named_booking(60, 200, 2000);
+    assert!(over.len() < 40_000, "{}", over.len());
+    let _turn = alone().await;
+    let started = Instant::now();
+    let answers =
+        futures::future::join_all((0..4).map(|_| post(&booking, over.clone(), &[]))).await;
+    for answer in answers {
+        assert_eq!(answer.status, 413, "{:?}", answer.json);
+        assert_eq!(answer.json["error"], "payload_too_large");
+        let message = answer.json["message"].as_str().unwrap();
+        assert!(
+            message.contains("more than 1048576 bytes (4 times server.max_body_bytes)"),
+            "{message}"
+        );
+    }
+    // The work stops at the bound: four such bodies take well under a second each.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Within the bound (3 levels of 20-byte names over 3000 members, 190 kB of
+    // names), every member arrives under its path.
+    let within = deep_named_booking(3, 20, 3000);
+    let answer = post(&booking, within, &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let records = read_exactly(&topic, 1);
+    let event = records[0].value.as_object().unwrap();
+    // The outermost name first: levels 2, 1, 0.
+    let path = format!("booking_state_{:020}_{:020}_{:020}", 2, 1, 0);
+    assert_eq!(event[&format!("{path}_m2999")], json!(1));
+    assert_eq!(event.keys().filter(|k| k.starts_with(&path)).count(), 3000);
+    connector.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_senders_do_not_take_the_slots_of_ready_requests() {
     let (topic, connector) = connector_on_new_topic("trickle", |s| {

@@ -44,7 +44,7 @@ pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
         "info": {
             "title": "webhook-connector",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Change notifications of the reservation platform (customers and bookings), one flat event per change, on the Kafka topics of the routing file. Records are keyed by the entity's id (per-entity order within a partition) and delivered at least once: de-duplicate by event_id.",
+            "description": format!("Change notifications of the reservation platform ({}), one flat event per change, on the Kafka topics of the routing file. Records are keyed by the entity's id (per-entity order within a partition) and delivered at least once: de-duplicate by event_id.", crate::entity::names()),
         },
         "defaultContentType": "application/json",
         "servers": servers(kafka),
