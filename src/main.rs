@@ -134,11 +134,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .check_serving()
                 .context("`run` would refuse these settings")
                 .map_err(config_failure)?;
-            println!("settings: {}", describe_source(&config));
-            println!("routing file: {}", settings.routing.file.display());
-            println!("kafka: {}", settings.kafka.bootstrap_servers);
-            println!();
-            print!("{}", explain::route_table(&table));
+            let source = describe_source(&config);
+            let file = settings.routing.file.display();
+            let kafka_servers = &settings.kafka.bootstrap_servers;
+            let routes = explain::route_table(&table);
+            out(&format!(
+                "settings: {source}\nrouting file: {file}\nkafka: {kafka_servers}\n\n{routes}"
+            ))?;
             if kafka {
                 check_topics(&settings, &table)?;
             }
@@ -189,7 +191,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     TopicOutcome::Created => "created",
                     TopicOutcome::AlreadyExisted => "exists",
                 };
-                println!("{what:<8} {topic}");
+                out(&format!("{what:<8} {topic}\n"))?;
             }
             Ok(())
         }
@@ -204,8 +206,17 @@ fn parse_entity(name: &str) -> Result<&'static Entity, String> {
 /// Prints `value` as indented JSON.
 fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure(1, e.into()))?;
-    println!("{text}");
-    Ok(())
+    out(&format!("{text}\n"))
+}
+
+/// Writes `text` to standard output; a reader that has gone (`| head`) ends the
+/// output quietly instead of a panic.
+fn out(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure(1, e.into())),
+        _ => Ok(()),
+    }
 }
 
 /// `check --kafka`: every routed topic must exist in the cluster.
@@ -217,9 +228,11 @@ fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure
         std::time::Duration::from_secs(10),
     )
     .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
-    println!();
     if missing.is_empty() {
-        println!("kafka: all {} routed topics exist", wanted.len());
+        out(&format!(
+            "\nkafka: all {} routed topics exist\n",
+            wanted.len()
+        ))?;
         return Ok(());
     }
     Err(Failure(
