@@ -25,20 +25,27 @@ pub(super) fn flatten_objects(
         fields: Vec::with_capacity(fields.len()),
         name_bytes: 0,
         budget,
+        over: false,
     };
     for (name, field) in fields {
         match field {
-            Field::Nested { text, .. } if text.starts_with('{') => {
+            // Only objects have members; anything else is kept as it is.
+            Field::Nested { text, id_text } if text.starts_with('{') => {
+                let (fields_before, bytes_before) = (flat.fields.len(), flat.name_bytes);
                 let mut json = serde_json::Deserializer::from_str(&text);
-                let read = Member {
+                let member = Member {
                     path: name.clone(),
                     flat: &mut flat,
-                }
-                .deserialize(&mut json);
-                if read.is_err() {
-                    // Over the budget; otherwise the parser's own text read back,
-                    // which cannot fail.
-                    return Err(NamesTooLong);
+                };
+                if member.deserialize(&mut json).is_err() {
+                    if flat.over {
+                        return Err(NamesTooLong);
+                    }
+                    // The parser's own text does not fail to read back; should it,
+                    // the object is kept whole, as its text.
+                    flat.fields.truncate(fields_before);
+                    flat.name_bytes = bytes_before;
+                    flat.add(name, Field::Nested { text, id_text })?;
                 }
             }
             other => flat.add(name, other)?,
@@ -52,12 +59,15 @@ struct Flat {
     fields: Vec<(String, Field)>,
     name_bytes: usize,
     budget: usize,
+    /// Whether the budget was passed.
+    over: bool,
 }
 
 impl Flat {
     fn add(&mut self, name: String, field: Field) -> Result<(), NamesTooLong> {
         self.name_bytes += name.len();
         if self.name_bytes > self.budget {
+            self.over = true;
             return Err(NamesTooLong);
         }
         self.fields.push((name, field));
@@ -87,6 +97,10 @@ impl<'de> DeserializeSeed<'de> for Member<'_> {
 
 const LEAF: FieldVisitor = FieldVisitor { hashed: false };
 
+// The visits serde_json makes when it reads JSON text (with `arbitrary_precision`,
+// decimals arrive as a map holding their digits); any other one is an error,
+// and the object is then kept whole.
+
 impl<'de> Visitor<'de> for Member<'_> {
     type Value = ();
 
@@ -102,23 +116,11 @@ impl<'de> Visitor<'de> for Member<'_> {
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
         self.flat.put(self.path, LEAF.visit_u64(v))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.flat.put(self.path, LEAF.visit_f64(v))
-    }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         self.flat.put(self.path, LEAF.visit_str(v))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        self.flat.put(self.path, LEAF.visit_string(v))
-    }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.flat.put(self.path, LEAF.visit_unit())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.flat.put(self.path, LEAF.visit_none())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.flat.put(self.path, LEAF.visit_seq(seq))

@@ -513,6 +513,24 @@ mod tests {
     }
 
     #[test]
+    fn an_object_text_that_does_not_read_back_is_kept_whole() {
+        let broken = Field::Nested {
+            text: r#"{"a":1,"b":"#.into(),
+            id_text: None,
+        };
+        let fields = || {
+            vec![
+                ("X".to_string(), broken.clone()),
+                ("Y".to_string(), Field::Scalar(json!(2))),
+            ]
+        };
+        // `X.a` (3 bytes) was read before the text failed: taken back, its bytes
+        // included, so "X" and "Y" fit in 4 bytes.
+        assert_eq!(flatten_objects(fields(), 4).unwrap(), fields());
+        assert_eq!(flatten_objects(fields(), 2), Err(NamesTooLong));
+    }
+
+    #[test]
     fn a_booking_body_is_refused_like_a_customer_one_naming_booking_paths() {
         use crate::entity::BOOKING;
         for (body, path, message) in [
