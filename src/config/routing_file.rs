@@ -147,12 +147,8 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
         for topic in &entry.topics {
             validate_topic(topic).map_err(|m| invalid(&format!("{named}.topics"), m))?;
         }
-        let entities = match &entry.entities {
-            None => None,
-            Some(names) => {
-                Some(entities_named(names).map_err(|m| invalid(&format!("{named}.entities"), m))?)
-            }
-        };
+        let entities = (entry.entities.as_deref().map(entities_named).transpose())
+            .map_err(|m| invalid(&format!("{named}.entities"), m))?;
         let mut route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
             invalid(
                 &format!("{named}.change_types"),

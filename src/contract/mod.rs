@@ -19,12 +19,13 @@ pub mod schema;
 /// characters in attributes: those, and `%`, are percent-encoded (`a\nb` ->
 /// `a%0Ab`), so the type stays one line and tells every change type apart.
 pub fn cloudevents_type(entity: &str, change_type: Option<&str>) -> String {
-    let prefix = format!("{CLOUDEVENTS_TYPE_PREFIX}{entity}");
+    let length = CLOUDEVENTS_TYPE_PREFIX.len() + entity.len() + 1;
+    let mut out = String::with_capacity(length + change_type.map_or(0, str::len));
+    out.push_str(CLOUDEVENTS_TYPE_PREFIX);
+    out.push_str(entity);
     let Some(change_type) = change_type else {
-        return prefix;
+        return out;
     };
-    let mut out = String::with_capacity(prefix.len() + 1 + change_type.len());
-    out.push_str(&prefix);
     out.push('.');
     for c in change_type.chars() {
         if c.is_control() || c == '%' {

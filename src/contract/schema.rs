@@ -147,21 +147,22 @@ fn with_description(mut schema: Value, description: &str) -> Value {
 /// checks every event it makes, so every event a unit or property test produces
 /// is checked.
 #[cfg(test)]
-pub(crate) fn assert_matches(entity: &'static Entity, event: &Value) {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static VALIDATORS: OnceLock<Mutex<HashMap<&str, &'static jsonschema::Validator>>> =
-        OnceLock::new();
-    let validator = *(VALIDATORS.get_or_init(Default::default).lock().unwrap())
-        .entry(entity.name)
-        .or_insert_with(|| {
-            let validator = jsonschema::options()
+pub(crate) fn assert_matches(entity: &Entity, event: &Value) {
+    use crate::entity::ENTITIES;
+    // One validator per entity, in the order of `ENTITIES`.
+    static VALIDATORS: std::sync::OnceLock<Vec<jsonschema::Validator>> = std::sync::OnceLock::new();
+    let validators = VALIDATORS.get_or_init(|| {
+        let compile = |entity: &Entity| {
+            jsonschema::options()
                 .with_draft(jsonschema::Draft::Draft202012)
                 .should_validate_formats(true)
                 .build(&flat_event(entity))
-                .expect("the flat event schema compiles");
-            Box::leak(Box::new(validator))
-        });
+                .expect("the flat event schema compiles")
+        };
+        ENTITIES.iter().map(|entity| compile(entity)).collect()
+    });
+    let at = ENTITIES.iter().position(|e| e.name == entity.name);
+    let validator = &validators[at.expect("an entity of the table")];
     let errors: Vec<String> = validator
         .iter_errors(event)
         .map(|e| format!("{}: {e}", e.instance_path()))

@@ -153,7 +153,7 @@ impl<'de> Visitor<'de> for FieldVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
         let first = map.next_key::<String>()?;
-        if first.as_deref() == Some(NUMBER_TOKEN) {
+        if is_number_token(first.as_deref()) {
             return number(map);
         }
         self.nested(|texts| texts.write_map(first, map))
@@ -342,7 +342,7 @@ impl<'de> Visitor<'de> for Text<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let first = map.next_key::<String>()?;
-        if first.as_deref() == Some(NUMBER_TOKEN) {
+        if is_number_token(first.as_deref()) {
             let digits = map.next_value::<String>()?;
             // Written as serde_json writes the number (`1E5` -> `1e+5`).
             let number = digits.parse::<Number>().map_err(de::Error::custom)?;

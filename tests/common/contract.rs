@@ -3,12 +3,11 @@
 //! against which every record value read back from Kafka is checked
 //! ([`super::kafka`] does it for every read).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use webhook_connector::contract::schema;
-use webhook_connector::entity::{self, Entity};
+use webhook_connector::entity::{Entity, ENTITIES};
 
 /// The committed schema of `entity`'s event.
 pub fn committed_schema(entity: &Entity) -> Value {
@@ -22,16 +21,16 @@ pub fn committed_schema(entity: &Entity) -> Value {
 /// schema of its entity (its `entity` field; customer events have none;
 /// formats asserted).
 pub fn assert_published_event(event: &Value) {
-    static SCHEMAS: OnceLock<Mutex<HashMap<&str, &'static jsonschema::Validator>>> =
-        OnceLock::new();
+    // One validator per entity, in the order of `ENTITIES`.
+    static SCHEMAS: OnceLock<Vec<jsonschema::Validator>> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        let options = jsonschema::options().should_validate_formats(true);
+        let compile = |entity: &Entity| options.build(&committed_schema(entity)).unwrap();
+        ENTITIES.iter().map(|entity| compile(entity)).collect()
+    });
     let name = event["entity"].as_str().unwrap_or("customer");
-    let entity = entity::by_name(name).unwrap_or_else(|| panic!("unknown entity {name:?}"));
-    let schema = *(SCHEMAS.get_or_init(Default::default).lock().unwrap())
-        .entry(entity.name)
-        .or_insert_with(|| {
-            let options = jsonschema::options().should_validate_formats(true);
-            Box::leak(Box::new(options.build(&committed_schema(entity)).unwrap()))
-        });
+    let at = ENTITIES.iter().position(|e| e.name == name);
+    let schema = &schemas[at.unwrap_or_else(|| panic!("unknown entity {name:?}"))];
     if let Err(error) = schema.validate(event) {
         let at = error.instance_path();
         panic!("not a published event: {at}: {error}\n{event}");
