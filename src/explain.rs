@@ -2,18 +2,39 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::entity::{self, Entity, ENTITIES};
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::routing::RoutingTable;
 
-/// One event as `explain` shows it: the Kafka record it becomes.
+/// What `explain` prints: the records a body becomes.
 #[derive(Serialize)]
-pub struct ExplainedEvent<'a> {
-    pub topics: Vec<&'a str>,
+pub struct Explained {
+    pub events: Vec<ExplainedEvent>,
+    /// The state record, when the entity has a state topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<ExplainedState>,
+}
+
+/// One event as `explain` shows it: its key and, per topic, the record's value
+/// that topic receives (shaped by the topic's field rules).
+#[derive(Serialize)]
+pub struct ExplainedEvent {
     pub key: String,
-    /// The record's value.
-    pub event: serde_json::Value,
+    pub event_id: String,
+    pub change_type: Option<String>,
+    /// Topic -> value, in routing order.
+    pub topics: Map<String, Value>,
+}
+
+/// The state record of a body.
+#[derive(Serialize)]
+pub struct ExplainedState {
+    pub topic: String,
+    pub key: String,
+    /// `null`: a tombstone.
+    pub value: Value,
 }
 
 /// Why `explain` prints no events.
@@ -48,38 +69,55 @@ pub fn detect_entity(body: &[u8]) -> Result<&'static Entity, ExplainError> {
 /// The flat events of a webhook body of `entity` (detected from the body when
 /// `None`) and their topics, exactly as `run` would produce them; refused exactly
 /// when the endpoint `POST /webhooks/<entity>` would refuse the body.
-pub fn explain<'a>(
+pub fn explain(
     body: &[u8],
     entity: Option<&'static Entity>,
     limits: &Limits,
-    routing: &'a RoutingTable,
+    routing: &RoutingTable,
     received_at: DateTime<Utc>,
-) -> Result<Vec<ExplainedEvent<'a>>, ExplainError> {
+) -> Result<Explained, ExplainError> {
     let entity = match entity {
         Some(entity) => entity,
         None => detect_entity(body)?,
     };
     let accepted = pipeline::accept(body, entity, limits, routing, received_at)?;
-    Ok(accepted
-        .events
-        .iter()
-        .zip(accepted.topics)
+    let events = (accepted.routed())
         .map(|(event, topics)| ExplainedEvent {
-            topics,
             key: event.key(),
-            event: event.to_value(),
+            event_id: event.event_id.to_string(),
+            change_type: event.change_type.clone(),
+            topics: (topics.iter())
+                .map(|t| (t.to_string(), event.to_value_for(routing.rules_for(t))))
+                .collect(),
         })
-        .collect())
+        .collect();
+    let state = accepted
+        .state
+        .as_ref()
+        .map(|(topic, value)| ExplainedState {
+            topic: topic.to_string(),
+            key: accepted.events[0].key(),
+            value: value.as_ref().map_or(Value::Null, |v| {
+                serde_json::from_slice(v).expect("a state record's JSON parses")
+            }),
+        });
+    Ok(Explained { events, state })
 }
 
-/// The route table `check` prints: one line per route, then the unmatched topic.
+/// The route table `check` prints: one line per route, the unmatched topic, the
+/// state topics and the erasure topic, each with its field rules; then the
+/// warnings of the routing file.
 pub fn route_table(routing: &RoutingTable) -> String {
-    let mut rows: Vec<[String; 4]> = vec![[
+    let mut rows: Vec<[String; 5]> = vec![[
         "ROUTE".into(),
         "ENTITIES".into(),
         "CHANGE TYPES".into(),
         "TOPICS".into(),
+        "FIELDS".into(),
     ]];
+    let fields = |rules: Option<&crate::privacy::FieldRules>| {
+        rules.map_or_else(|| "all".to_string(), |r| r.summary())
+    };
     for route in routing.routes() {
         let entities = match route.entities() {
             None => "all".to_string(),
@@ -90,6 +128,7 @@ pub fn route_table(routing: &RoutingTable) -> String {
             entities,
             route.patterns().join(", "),
             route.topics().join(", "),
+            fields(route.rules()),
         ]);
     }
     rows.push([
@@ -97,21 +136,44 @@ pub fn route_table(routing: &RoutingTable) -> String {
         "all".into(),
         "anything no route matches".into(),
         routing.unmatched_topic().to_string(),
+        "all".into(),
     ]);
+    for state in routing.states() {
+        rows.push([
+            "(state)".into(),
+            state.entity.name.into(),
+            format!("tombstone on {}", state.deletions.patterns().join(", ")),
+            state.topic.clone(),
+            fields(state.rules.as_deref()),
+        ]);
+    }
+    if let Some(topic) = routing.erasure_topic() {
+        rows.push([
+            "(erasure)".into(),
+            "all".into(),
+            "`forget` only".into(),
+            topic.into(),
+            "-".into(),
+        ]);
+    }
     let width = |column: usize| {
         rows.iter()
             .map(|r| r[column].chars().count())
             .max()
             .unwrap_or(0)
     };
-    let (name_width, entities_width, types_width) = (width(0), width(1), width(2));
-    rows.iter()
-        .map(|[name, entities, types, topics]| {
-            format!(
-                "{name:<name_width$}  {entities:<entities_width$}  {types:<types_width$}  {topics}\n"
-            )
+    let widths = [width(0), width(1), width(2), width(3)];
+    let mut table: String = rows
+        .iter()
+        .map(|[name, entities, types, topics, fields]| {
+            let [w0, w1, w2, w3] = widths;
+            format!("{name:<w0$}  {entities:<w1$}  {types:<w2$}  {topics:<w3$}  {fields}\n")
         })
-        .collect()
+        .collect();
+    for warning in routing.warnings() {
+        table.push_str(&format!("warning: {warning}\n"));
+    }
+    table
 }
 
 #[cfg(test)]
@@ -142,20 +204,23 @@ mod tests {
 
     #[test]
     fn explains_the_seed_sample() {
-        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
         let explained = explain(body, None, &LIMITS, &table, Utc::now()).unwrap();
-        let topics: Vec<Vec<&str>> = explained.iter().map(|e| e.topics.clone()).collect();
+        let topics: Vec<Vec<&str>> = (explained.events.iter())
+            .map(|e| e.topics.keys().map(String::as_str).collect())
+            .collect();
         assert_eq!(
             topics,
             [["contact"], ["marketing"], ["marketing"], ["marketing"]]
         );
-        assert!(explained.iter().all(|e| e.key == "862"));
+        assert!(explained.events.iter().all(|e| e.key == "862"));
+        assert!(explained.state.is_none());
     }
 
     #[test]
     fn explain_refuses_what_the_endpoint_refuses() {
-        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
         let err = explain(b"{", Some(&CUSTOMER), &LIMITS, &table, Utc::now())
             .err()
             .unwrap();
@@ -204,16 +269,16 @@ mod tests {
             assert!(err.contains(why), "{err}");
             assert!(err.ends_with("pass --entity (customer, booking)"), "{err}");
         }
-        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
         let explained = explain(booking, None, &LIMITS, &table, Utc::now()).unwrap();
-        assert_eq!(explained.len(), 2);
-        assert!(explained.iter().all(|e| e.key == "51234"));
-        assert_eq!(explained[0].event["entity"], "booking");
+        assert_eq!(explained.events.len(), 2);
+        assert!(explained.events.iter().all(|e| e.key == "51234"));
+        assert_eq!(explained.events[0].topics["unrouted"]["entity"], "booking");
     }
 
     #[test]
     fn route_table_lists_routes_and_the_unmatched_topic() {
-        let table = routing_file::parse(ROUTES, "routes.toml").unwrap();
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
         let text = route_table(&table);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
@@ -222,9 +287,132 @@ mod tests {
             "{text}"
         );
         assert!(lines[1].starts_with("contact      customer  "), "{text}");
-        assert!(lines[1].ends_with("CustomerEmailChanged, CustomerSmsChanged  contact"));
+        assert!(lines[1].ends_with("CustomerEmailChanged, CustomerSmsChanged  contact    all"));
         assert!(lines[2].starts_with("marketing    all  "), "{text}");
         assert!(lines[3].starts_with("(unmatched)  all  "), "{text}");
-        assert!(lines[3].ends_with("unrouted"));
+        assert!(lines[3].ends_with("unrouted   all"), "{text}");
+    }
+
+    const PRIVATE_ROUTES: &str = r#"
+        [unmatched]
+        topic = "unrouted"
+        [[routes]]
+        name = "contact"
+        entities = ["customer"]
+        change_types = ["CustomerEmailChanged", "CustomerSmsChanged"]
+        topics = ["contact"]
+        include = ["new_value", "customer_email"]
+        pseudonymise = ["new_value"]
+        [[routes]]
+        name = "marketing"
+        entities = ["customer"]
+        change_types = ["Customer*Marketing*Changed", "CustomerSmsChanged"]
+        topics = ["marketing"]
+        exclude = ["customer_email", "customer_mobile_number", "notification_*"]
+        [[state]]
+        entity = "customer"
+        topic = "customer.state"
+        exclude = ["customer_email"]
+        [erasure]
+        topic = "erasures"
+    "#;
+
+    fn private_table() -> RoutingTable {
+        let key = std::sync::Arc::new(crate::privacy::Key::new(&"k".repeat(32)).unwrap());
+        routing_file::parse(PRIVATE_ROUTES, "routes.toml", Some(&key)).unwrap()
+    }
+
+    #[test]
+    fn route_table_shows_the_field_rules_state_and_erasure_topics_and_warnings() {
+        let text = route_table(&private_table());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("TOPICS          FIELDS"), "{text}");
+        assert!(
+            lines[1].ends_with(
+                "contact         include new_value,customer_email; pseudonymise new_value"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with(
+                "marketing       exclude customer_email,customer_mobile_number,notification_*"
+            ),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("unrouted        all"), "{text}");
+        assert!(
+            lines[4].starts_with("(state)      customer  tombstone on Customer*Deleted"),
+            "{text}"
+        );
+        assert!(
+            lines[4].ends_with("customer.state  exclude customer_email"),
+            "{text}"
+        );
+        assert!(
+            lines[5].starts_with("(erasure)    all       `forget` only"),
+            "{text}"
+        );
+        assert!(lines[5].ends_with("erasures        -"), "{text}");
+        assert_eq!(
+            lines[6],
+            "warning: routes[1] (\"marketing\"): exclude: \"notification_*\" matches no field the contract names (a typo, or a field of another entity?)"
+        );
+        assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn explain_shows_each_topic_s_payload_and_the_state_record() {
+        let table = private_table();
+        let body = include_bytes!("../tests/fixtures/seed_sample.json");
+        let explained = explain(body, None, &LIMITS, &table, Utc::now()).unwrap();
+        // CustomerSmsChanged reaches both topics, each with its own payload.
+        let sms = &explained.events[0];
+        assert_eq!(sms.change_type.as_deref(), Some("CustomerSmsChanged"));
+        let contact = sms.topics["contact"].as_object().unwrap();
+        let keys: Vec<&str> = contact.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "event_id",
+                "schema_version",
+                "change_type",
+                "change_index",
+                "change_count",
+                "change_date_time",
+                "new_value",
+                "customer_id",
+                "customer_email",
+                "received_at"
+            ]
+        );
+        let token = contact["new_value"].as_str().unwrap();
+        assert!(
+            token.starts_with("hmac-sha256:")
+                && !token.contains('3'.to_string().repeat(2).as_str())
+        );
+        assert_eq!(contact["customer_email"], "aardvark@example.com");
+        let marketing = sms.topics["marketing"].as_object().unwrap();
+        assert_eq!(marketing["new_value"], "3");
+        assert!(!marketing.contains_key("customer_email"));
+        assert!(!marketing.contains_key("customer_mobile_number"));
+        assert_eq!(marketing["customer_first_name"], "Aardvark");
+        assert_eq!(marketing["event_id"], contact["event_id"]);
+        assert_eq!(sms.event_id, contact["event_id"]);
+        // The state record: the latest fields but the excluded, and every event id.
+        let state = explained.state.unwrap();
+        assert_eq!(
+            (state.topic.as_str(), state.key.as_str()),
+            ("customer.state", "862")
+        );
+        assert_eq!(state.value["entity"], "customer");
+        assert_eq!(state.value["customer_id"], 862);
+        assert_eq!(state.value["customer_first_name"], "Aardvark");
+        assert!(state.value.get("customer_email").is_none());
+        let ids: Vec<&str> = explained
+            .events
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect();
+        assert_eq!(state.value["event_ids"], serde_json::json!(ids));
     }
 }

@@ -16,7 +16,7 @@ use webhook_connector::entity::{self, Entity};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink;
 use webhook_connector::sink::admin::{self, TopicOutcome};
-use webhook_connector::{app, contract, explain, telemetry};
+use webhook_connector::{app, contract, explain, forget, reload, telemetry};
 
 /// mimalloc instead of the system allocator: the request path allocates many small
 /// short-lived objects across threads, where glibc malloc spent a fifth of the CPU
@@ -85,7 +85,21 @@ enum Command {
     /// Print the AsyncAPI 3.0 document (JSON) of the topics the routing file feeds:
     /// servers, one channel per topic with its routes, the event, key and headers.
     Asyncapi(ConfigArg),
-    /// Create every routed topic that does not exist yet (the unmatched one included).
+    /// Erase an entity on request: write a tombstone for its id to its state topic
+    /// (when it has one) and an erasure event to the routing file's [erasure]
+    /// topic, so consumers can erase it too.
+    Forget {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The entity (customer, booking).
+        #[arg(long, value_name = "NAME", value_parser = parse_entity)]
+        entity: &'static Entity,
+        /// The entity's id (Customer.Id, Booking.Id).
+        #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+        id: i64,
+    },
+    /// Create every topic the routing file names that does not exist yet: routed,
+    /// unmatched, state (compacted: cleanup.policy=compact) and erasure topics.
     CreateTopics {
         #[command(flatten)]
         config: ConfigArg,
@@ -121,6 +135,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run(arg) => {
             let (settings, routes) = load(&arg)?;
             telemetry::init(&settings.log);
+            reload::log_warnings(&routes.table);
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
             let result = runtime.block_on(serve(settings, routes));
             // Work still running (a readiness probe, an acknowledgement wait) may not
@@ -176,12 +191,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replication_factor,
         } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
-            let topics: Vec<&str> = table.all_topics().into_iter().collect();
+            let topics = named_topics(&table);
+            let compacted: Vec<&str> = table.states().iter().map(|s| s.topic.as_str()).collect();
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
             let outcomes = runtime
                 .block_on(admin::create_topics(
                     &settings.kafka,
                     &topics,
+                    &compacted,
                     partitions,
                     replication_factor,
                 ))
@@ -191,9 +208,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     TopicOutcome::Created => "created",
                     TopicOutcome::AlreadyExisted => "exists",
                 };
-                out(&format!("{what:<8} {topic}\n"))?;
+                let compact = if compacted.contains(&topic.as_str()) {
+                    "  (cleanup.policy=compact)"
+                } else {
+                    ""
+                };
+                out(&format!("{what:<8} {topic}{compact}\n"))?;
             }
             Ok(())
+        }
+        Command::Forget { config, entity, id } => {
+            let (settings, RoutingFile { table, .. }) = load(&config)?;
+            if table.erasure_topic().is_none() {
+                return Err(config_failure(forget::ForgetError::NoErasureTopic));
+            }
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
+            let now = chrono::Utc::now();
+            let done = runtime
+                .block_on(forget::forget(&settings, &table, entity, id, now))
+                .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
+            let name = entity.name;
+            match &done.state_topic {
+                Some(topic) => out(&format!("tombstone  {topic}  key {}\n", done.key))?,
+                None => out(&format!("tombstone  (none: {name} has no state topic)\n"))?,
+            }
+            out(&format!(
+                "erasure    {}  key {}  erasure_id {}\n",
+                done.erasure_topic, done.key, done.erasure_id
+            ))
         }
     }
 }
@@ -219,9 +261,16 @@ fn out(text: &str) -> Result<(), Failure> {
     }
 }
 
-/// `check --kafka`: every routed topic must exist in the cluster.
+/// Every topic the routing file names: routed, unmatched, state and erasure.
+fn named_topics(table: &RoutingTable) -> Vec<&str> {
+    let mut topics = table.all_topics();
+    topics.extend(table.erasure_topic());
+    topics.into_iter().collect()
+}
+
+/// `check --kafka`: every topic the routing file names must exist in the cluster.
 fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure> {
-    let wanted = table.all_topics();
+    let wanted = named_topics(table);
     let missing = admin::missing_routed_topics(
         &settings.kafka,
         wanted.iter().copied(),
@@ -266,7 +315,7 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
     let settings = Settings::load(file.as_deref())
         .with_context(|| format!("invalid settings ({})", describe_source(arg)))
         .map_err(config_failure)?;
-    let routes = routing_file::load(&settings.routing.file)
+    let routes = routing_file::load(&settings.routing.file, settings.privacy_key().as_ref())
         .context("invalid routing file")
         .map_err(config_failure)?;
     // librdkafka validates its properties when a client is created; do it here so

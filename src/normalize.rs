@@ -11,6 +11,7 @@
 //! names meet (say `Email` and `email`), the later one gets a `_2`, `_3`, ... suffix:
 //! no field is ever dropped or overwritten.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use crate::entity::{Entity, FieldType};
 use crate::event_id;
 use crate::payload::{Change, Field, Notification};
+use crate::privacy::FieldRules;
 
 /// The version of the flat event layout, sent in every event and as a header.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -44,6 +46,28 @@ pub fn fixed_keys(entity: &Entity) -> Vec<&'static str> {
     ])
     .collect()
 }
+
+/// Keys every topic receives as they are, whatever its field rules: the fixed
+/// keys but `old_value` and `new_value` (which rules may remove or pseudonymise),
+/// and `entity` (a field of every later entity's events).
+pub fn envelope_keys(entity: &Entity) -> Vec<&'static str> {
+    let mut keys = fixed_keys(entity);
+    keys.retain(|key| !matches!(*key, "old_value" | "new_value"));
+    if entity.predates_entities {
+        keys.push("entity");
+    }
+    keys
+}
+
+/// The keys of a state record that field rules never touch, besides the
+/// entity's id (see [`crate::state`]).
+pub const STATE_ENVELOPE: [&str; 5] = [
+    "schema_version",
+    "entity",
+    "change_date_time",
+    "event_ids",
+    "received_at",
+];
 
 /// One change of one notification, flat and ready to be serialized as JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,18 +99,69 @@ pub struct FlatEvent {
 /// events instead of serializing the entity 100 times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedFields {
+    /// The entity's fields, then the `notification_*` ones.
     pub fields: Vec<(String, Value)>,
+    /// How many of `fields` are the entity's.
+    entity_fields: usize,
     /// `,"key":value` for every field, in order.
     json: Vec<u8>,
 }
 
 impl SharedFields {
-    fn new(fields: Vec<(String, Value)>) -> Self {
+    fn new(fields: Vec<(String, Value)>, entity_fields: usize) -> Self {
         let mut json = Vec::new();
-        for (key, value) in &fields {
-            write_entry(&mut json, key, value);
+        write_entries(&mut json, None, &fields);
+        SharedFields {
+            fields,
+            entity_fields,
+            json,
         }
-        SharedFields { fields, json }
+    }
+
+    /// `,"key":value` for every field, in order.
+    pub(crate) fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// The entity's own fields (`customer_*`), without the notification's.
+    pub fn entity_fields(&self) -> &[(String, Value)] {
+        &self.fields[..self.entity_fields]
+    }
+
+    /// `,"key":value` for every field as a topic with `rules` receives it: written
+    /// once per notification and topic payload.
+    pub fn json_for(&self, rules: Option<&FieldRules>) -> Cow<'_, [u8]> {
+        match rules {
+            None => Cow::Borrowed(&self.json),
+            Some(rules) => {
+                let mut json = Vec::with_capacity(self.json.len());
+                write_entries(&mut json, Some(rules), &self.fields);
+                Cow::Owned(json)
+            }
+        }
+    }
+}
+
+/// Appends `,"key":value` for each of `fields` as `rules` shape them.
+pub(crate) fn write_entries(
+    out: &mut Vec<u8>,
+    rules: Option<&FieldRules>,
+    fields: &[(String, Value)],
+) {
+    for (key, value) in fields {
+        write_shaped(out, rules, key, value);
+    }
+}
+
+/// Appends `,"key":value` as `rules` shape it: as it is, pseudonymised, or nothing.
+fn write_shaped(out: &mut Vec<u8>, rules: Option<&FieldRules>, key: &str, value: &Value) {
+    match rules {
+        None => write_entry(out, key, value),
+        Some(rules) => {
+            if let Some(value) = rules.apply(key, value) {
+                write_entry(out, key, value.as_ref());
+            }
+        }
     }
 }
 
@@ -100,23 +175,47 @@ impl FlatEvent {
     /// (the fixed fields, the entity's and notification fields, the change's own
     /// fields, `received_at`).
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        out.reserve(self.shared.json.len() + 512);
-        self.write_head(out);
-        out.extend_from_slice(&self.shared.json);
-        self.write_tail(out);
+        self.write_shaped(None, &self.shared.json, out);
     }
 
-    /// The length of [`write_json`](Self::write_json)'s output, without copying the
-    /// shared fields (`scratch` is reused between calls).
-    pub(crate) fn json_len(&self, scratch: &mut Vec<u8>) -> usize {
+    /// Appends the event's JSON as a topic with `rules` receives it; `shared_json`
+    /// is [`SharedFields::json_for`] those rules.
+    pub(crate) fn write_shaped(
+        &self,
+        rules: Option<&FieldRules>,
+        shared_json: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        out.reserve(shared_json.len() + 512);
+        self.write_head(rules, out);
+        out.extend_from_slice(shared_json);
+        self.write_tail(rules, out);
+    }
+
+    /// The length of [`write_shaped`](Self::write_shaped)'s output, without
+    /// copying the shared fields (`scratch` is reused between calls).
+    pub(crate) fn json_len(
+        &self,
+        rules: Option<&FieldRules>,
+        shared_json: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> usize {
         scratch.clear();
-        self.write_head(scratch);
-        self.write_tail(scratch);
-        scratch.len() + self.shared.json.len()
+        self.write_head(rules, scratch);
+        self.write_tail(rules, scratch);
+        scratch.len() + shared_json.len()
+    }
+
+    /// The event as a topic with `rules` receives it, as a JSON value (for
+    /// `explain` and tests).
+    pub fn to_value_for(&self, rules: Option<&FieldRules>) -> Value {
+        let mut out = Vec::new();
+        self.write_shaped(rules, &self.shared.json_for(rules), &mut out);
+        serde_json::from_slice(&out).expect("an event's JSON parses")
     }
 
     /// The fields before the shared ones.
-    fn write_head(&self, out: &mut Vec<u8>) {
+    fn write_head(&self, rules: Option<&FieldRules>, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"event_id\":");
         write_value(out, &self.event_id);
         write_entry(out, "schema_version", &SCHEMA_VERSION);
@@ -127,16 +226,14 @@ impl FlatEvent {
         write_entry(out, "change_index", &self.change_index);
         write_entry(out, "change_count", &self.change_count);
         write_entry(out, "change_date_time", &self.change_date_time);
-        write_entry(out, "old_value", &self.old_value);
-        write_entry(out, "new_value", &self.new_value);
+        write_shaped(out, rules, "old_value", &self.old_value);
+        write_shaped(out, rules, "new_value", &self.new_value);
         write_entry(out, self.entity.id_key, &self.entity_id);
     }
 
     /// The fields after the shared ones.
-    fn write_tail(&self, out: &mut Vec<u8>) {
-        for (key, value) in &self.change_fields {
-            write_entry(out, key, value);
-        }
+    fn write_tail(&self, rules: Option<&FieldRules>, out: &mut Vec<u8>) {
+        write_entries(out, rules, &self.change_fields);
         write_entry(out, "received_at", &self.received_at);
         out.push(b'}');
     }
@@ -155,14 +252,14 @@ impl FlatEvent {
 }
 
 /// Appends `,"key":value`.
-fn write_entry(out: &mut Vec<u8>, key: &str, value: &impl Serialize) {
+pub(crate) fn write_entry(out: &mut Vec<u8>, key: &str, value: &impl Serialize) {
     out.push(b',');
     write_value(out, key);
     out.push(b':');
     write_value(out, value);
 }
 
-fn write_value(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
     serde_json::to_writer(out, value).expect("JSON values, strings and numbers always serialize");
 }
 
@@ -231,7 +328,7 @@ pub fn normalize(
             Ok((key, value))
         })
         .collect::<Result<Vec<_>, NormalizeError>>()?;
-    let shared_fields = Arc::new(SharedFields::new(shared));
+    let shared_fields = Arc::new(SharedFields::new(shared, entity_names.len()));
     // The names a change's own fields must not take; built once, when the first
     // change with unknown fields needs it.
     let mut shared_keys: Option<HashSet<&str>> = None;

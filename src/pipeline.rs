@@ -16,7 +16,8 @@ use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, NamesTooLong, PayloadError};
 use crate::routing::RoutingTable;
-use crate::sink::record::{self, Records};
+use crate::sink::record::{self, Records, StateRecord};
+use crate::state;
 
 /// What one request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +58,17 @@ pub enum AcceptError {
 }
 
 /// An accepted notification: its events, the topics of each (borrowed from the
-/// routing table in force) and the bytes their records will hold.
+/// routing table in force), its state record and the bytes its records will hold.
 #[derive(Debug)]
 pub struct Accepted<'t> {
     pub events: Vec<FlatEvent>,
     /// `topics[i]`: the topics of `events[i]`.
     pub topics: Vec<Vec<&'t str>>,
+    /// The entity's state topic and the state record's value (`None`: a
+    /// tombstone), when the entity has a state topic.
+    pub state: Option<(&'t str, Option<Vec<u8>>)>,
+    /// The routing table the topics and their field rules come from.
+    table: &'t RoutingTable,
     /// What the records hold once produced (see [`record::bytes_needed`]).
     pub record_bytes: usize,
     /// The bytes of the record values, each event once.
@@ -83,7 +89,14 @@ impl<'t> Accepted<'t> {
 
     /// The records to produce.
     pub fn records(&self) -> Records<'t> {
-        Records::build(&self.events, &self.topics, self.value_bytes)
+        let state: Option<StateRecord<'t>> = self.state.clone();
+        Records::build(
+            &self.events,
+            &self.topics,
+            self.table,
+            state,
+            self.value_bytes,
+        )
     }
 }
 
@@ -118,7 +131,11 @@ pub fn accept<'t>(
         .iter()
         .map(|event| table.topics_for(entity, event.change_type.as_deref()))
         .collect();
-    let (record_bytes, value_bytes) = record::bytes_needed(&events, &topics);
+    let state = (table.state_for(entity)).map(|s| (s.topic.as_str(), state::value(&events, s)));
+    let state_bytes = state
+        .as_ref()
+        .map(|(_, value)| value.as_ref().map(Vec::len));
+    let (record_bytes, value_bytes) = record::bytes_needed(&events, &topics, table, state_bytes);
     let needed = body.len() + record_bytes;
     if needed > limits.max_request_bytes {
         return Err(AcceptError::TooLargeToDeliver {
@@ -129,6 +146,8 @@ pub fn accept<'t>(
     Ok(Accepted {
         events,
         topics,
+        state,
+        table,
         record_bytes,
         value_bytes,
     })
@@ -149,6 +168,7 @@ mod tests {
         crate::config::routing_file::parse(
             "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = [\"T1\"]\ntopics = [\"a\", \"b\"]\n",
             "routes.toml",
+            None,
         )
         .unwrap()
     }

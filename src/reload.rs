@@ -17,12 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::routing_file::{self, RoutingFile, RoutingFileError};
+use crate::privacy::Key;
 use crate::routing::RoutingTable;
 use crate::telemetry::metrics::Metrics;
 
 /// The routing table in use and the file it comes from.
 pub struct LiveTable {
     file: PathBuf,
+    /// `privacy.key`, for rules that pseudonymise.
+    key: Option<Arc<Key>>,
     current: RwLock<Arc<RoutingTable>>,
     /// The text of the table in use, and a changed text seen at the last check.
     texts: Mutex<Texts>,
@@ -43,6 +46,7 @@ impl LiveTable {
     pub fn new(loaded: RoutingFile, metrics: Arc<Metrics>) -> Self {
         LiveTable {
             file: loaded.path,
+            key: loaded.key,
             current: RwLock::new(Arc::new(loaded.table)),
             texts: Mutex::new(Texts {
                 applied: Some(loaded.text),
@@ -70,11 +74,13 @@ impl LiveTable {
         let mut texts = self.texts.lock().unwrap_or_else(PoisonError::into_inner);
         texts.pending = None;
         texts.applied = text.as_ref().ok().cloned();
-        let table =
-            text.and_then(|text| routing_file::parse(&text, &self.file.display().to_string()));
+        let table = text.and_then(|text| {
+            routing_file::parse(&text, &self.file.display().to_string(), self.key.as_ref())
+        });
         match table {
             Ok(table) => {
                 let routes = table.routes().len();
+                log_warnings(&table);
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
                 self.metrics.routing_reloaded(true);
                 info!(trigger, file = %self.file.display(), routes, "routing table reloaded");
@@ -107,6 +113,13 @@ impl LiveTable {
             }
         }
         let _ = self.apply("file changed", read);
+    }
+}
+
+/// Logs what loading the routing file found worth saying.
+pub fn log_warnings(table: &RoutingTable) {
+    for warning in table.warnings() {
+        warn!(warning = %warning, "routing file");
     }
 }
 
@@ -149,7 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.toml");
         std::fs::write(&file, text).unwrap();
-        let loaded = routing_file::load(&file).unwrap();
+        let loaded = routing_file::load(&file, None).unwrap();
         (dir, file, LiveTable::new(loaded, Arc::new(Metrics::new())))
     }
 

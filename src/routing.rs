@@ -5,13 +5,49 @@
 //! (fan-out, each topic once, in route order), or to the unmatched topic when none
 //! matches. An event with no change type (a notification without changes) matches
 //! no route and goes to the unmatched topic. The table is built by
-//! [`crate::config::routes`], which validates the routing file.
+//! [`crate::config::routing_file`], which validates the routing file.
+//!
+//! A route may carry field rules ([`FieldRules`]): its topics receive the events
+//! shaped by them. Every route feeding a topic has the same rules (checked at
+//! load), so a topic has one payload. An entity may have a state topic
+//! ([`StateTopic`]) and the file may name an erasure topic.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::entity::Entity;
+use crate::privacy::FieldRules;
+
+/// Change-type glob patterns, as written and compiled.
+#[derive(Debug, Clone)]
+pub struct ChangeTypes {
+    patterns: Vec<String>,
+    matcher: GlobSet,
+}
+
+impl ChangeTypes {
+    /// Compiles the patterns (globs: `*`, `?`, `[abc]`, `{a,b}`).
+    pub fn new(patterns: Vec<String>) -> Result<Self, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &patterns {
+            builder.add(Glob::new(pattern)?);
+        }
+        Ok(ChangeTypes {
+            matcher: builder.build()?,
+            patterns,
+        })
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn matches(&self, change_type: &str) -> bool {
+        self.matcher.is_match(change_type)
+    }
+}
 
 /// One `[[routes]]` entry with its patterns compiled.
 #[derive(Debug, Clone)]
@@ -19,9 +55,10 @@ pub struct Route {
     name: String,
     /// The entities it applies to; `None`: all.
     entities: Option<Vec<&'static Entity>>,
-    patterns: Vec<String>,
-    matcher: GlobSet,
+    change_types: ChangeTypes,
     topics: Vec<String>,
+    /// What its topics receive of each event; `None`: the whole event.
+    rules: Option<Arc<FieldRules>>,
 }
 
 impl Route {
@@ -32,10 +69,6 @@ impl Route {
         patterns: Vec<String>,
         topics: Vec<String>,
     ) -> Result<Self, globset::Error> {
-        let mut builder = GlobSetBuilder::new();
-        for pattern in &patterns {
-            builder.add(Glob::new(pattern)?);
-        }
         let mut unique_topics: Vec<String> = Vec::with_capacity(topics.len());
         for topic in topics {
             if !unique_topics.contains(&topic) {
@@ -45,10 +78,23 @@ impl Route {
         Ok(Route {
             name: name.into(),
             entities: None,
-            patterns,
-            matcher: builder.build()?,
+            change_types: ChangeTypes::new(patterns)?,
             topics: unique_topics,
+            rules: None,
         })
+    }
+
+    /// The same route, its topics receiving events shaped by `rules`.
+    pub fn with_rules(self, rules: FieldRules) -> Self {
+        Route {
+            rules: Some(Arc::new(rules)),
+            ..self
+        }
+    }
+
+    /// Its field rules; `None`: its topics receive whole events.
+    pub fn rules(&self) -> Option<&FieldRules> {
+        self.rules.as_deref()
     }
 
     /// The same route, applying only to `entities`.
@@ -76,7 +122,7 @@ impl Route {
     }
 
     pub fn patterns(&self) -> &[String] {
-        &self.patterns
+        self.change_types.patterns()
     }
 
     pub fn topics(&self) -> &[String] {
@@ -84,7 +130,27 @@ impl Route {
     }
 
     fn matches(&self, change_type: &str) -> bool {
-        self.matcher.is_match(change_type)
+        self.change_types.matches(change_type)
+    }
+}
+
+/// An entity's compacted state topic: after a notification's events, one record
+/// keyed by the entity's id with its latest fields, or a tombstone when a change
+/// is a deletion.
+#[derive(Debug, Clone)]
+pub struct StateTopic {
+    pub entity: &'static Entity,
+    pub topic: String,
+    /// The change types that delete the entity (`Customer*Deleted`).
+    pub deletions: ChangeTypes,
+    /// What the state records hold of the entity's fields; `None`: all.
+    pub rules: Option<Arc<FieldRules>>,
+}
+
+impl StateTopic {
+    /// Whether a notification with these change types deletes the entity.
+    pub fn deletes<'c>(&self, mut change_types: impl Iterator<Item = Option<&'c str>>) -> bool {
+        change_types.any(|c| c.is_some_and(|c| self.deletions.matches(c)))
     }
 }
 
@@ -93,14 +159,75 @@ impl Route {
 pub struct RoutingTable {
     routes: Vec<Route>,
     unmatched_topic: String,
+    /// The rules of each topic that has some (from its routes, which agree).
+    topic_rules: HashMap<String, Arc<FieldRules>>,
+    states: Vec<StateTopic>,
+    erasure_topic: Option<String>,
+    /// What loading the file found worth saying but not refusing.
+    warnings: Vec<String>,
 }
 
 impl RoutingTable {
     pub fn new(routes: Vec<Route>, unmatched_topic: impl Into<String>) -> Self {
+        let mut topic_rules = HashMap::new();
+        for route in &routes {
+            for topic in &route.topics {
+                if let Some(rules) = &route.rules {
+                    topic_rules
+                        .entry(topic.clone())
+                        .or_insert_with(|| Arc::clone(rules));
+                }
+            }
+        }
         RoutingTable {
             routes,
             unmatched_topic: unmatched_topic.into(),
+            topic_rules,
+            states: Vec::new(),
+            erasure_topic: None,
+            warnings: Vec::new(),
         }
+    }
+
+    /// The same table with state topics, an erasure topic and load warnings.
+    pub fn with_privacy(
+        self,
+        states: Vec<StateTopic>,
+        erasure_topic: Option<String>,
+        warnings: Vec<String>,
+    ) -> Self {
+        RoutingTable {
+            states,
+            erasure_topic,
+            warnings,
+            ..self
+        }
+    }
+
+    /// The field rules of `topic`; `None`: it receives whole events.
+    pub fn rules_for(&self, topic: &str) -> Option<&FieldRules> {
+        if self.topic_rules.is_empty() {
+            return None;
+        }
+        self.topic_rules.get(topic).map(Arc::as_ref)
+    }
+
+    /// The state topic of `entity`, when it has one.
+    pub fn state_for(&self, entity: &Entity) -> Option<&StateTopic> {
+        self.states.iter().find(|s| s.entity.name == entity.name)
+    }
+
+    pub fn states(&self) -> &[StateTopic] {
+        &self.states
+    }
+
+    /// Where `forget` writes erasure events, when configured.
+    pub fn erasure_topic(&self) -> Option<&str> {
+        self.erasure_topic.as_deref()
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -130,12 +257,13 @@ impl RoutingTable {
         topics
     }
 
-    /// Every topic the table can send to, the unmatched one included.
+    /// Every topic a request can write to: routed, unmatched and state topics.
     pub fn all_topics(&self) -> BTreeSet<&str> {
         self.routes
             .iter()
             .flat_map(|r| r.topics.iter().map(String::as_str))
             .chain([self.unmatched_topic.as_str()])
+            .chain(self.states.iter().map(|s| s.topic.as_str()))
             .collect()
     }
 }

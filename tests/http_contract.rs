@@ -57,11 +57,12 @@ fn ingress(settings: &Settings) -> Ingress {
         "test.unrouted",
         &[("contact", &["CustomerSmsChanged"], &["test.contact"])],
     );
-    let table = routing_file::parse(&text, "routes.toml").expect("the routes are valid");
+    let table = routing_file::parse(&text, "routes.toml", None).expect("the routes are valid");
     let routes = RoutingFile {
         path: "routes.toml".into(),
         text,
         table,
+        key: None,
     };
     Ingress::new(settings, routes).expect("the producer is created")
 }

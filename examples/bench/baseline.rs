@@ -39,7 +39,7 @@ pub async fn run(
             prepared.push(Prepared {
                 topic: record.topic.to_string(),
                 key: record.key.clone(),
-                payload: records.payload(record).to_vec(),
+                payload: records.payload(record).unwrap_or_default().to_vec(),
                 headers: headers_of(record, &kafka.cloudevents_source),
             });
         }

@@ -29,6 +29,8 @@ use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::admin;
 
 const SECRET: &str = "bench-secret";
+/// `privacy.key` of the benchmarked connector and baseline (the example routes pseudonymise).
+const PRIVACY_KEY: &str = "bench-privacy-key-of-at-least-32-bytes";
 
 #[derive(Parser)]
 struct Args {
@@ -178,7 +180,8 @@ async fn fresh_broker(tansu: &Path, settings: &KafkaSettings, routing: &RoutingT
         ..settings.clone()
     };
     let topics: Vec<&str> = routing.all_topics().into_iter().collect();
-    admin::create_topics(&settings, &topics, 3, 1)
+    let compacted: Vec<&str> = routing.states().iter().map(|s| s.topic.as_str()).collect();
+    admin::create_topics(&settings, &topics, &compacted, 3, 1)
         .await
         .expect("topics are created");
     broker
@@ -202,6 +205,7 @@ fn start_connector(binary: &Path, config: &Path, kafka: &str) -> Connector {
         .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka)
         .env("CONNECTOR__WEBHOOK__SECRETS", SECRET)
+        .env("CONNECTOR__PRIVACY__KEY", PRIVACY_KEY)
         .env("CONNECTOR__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -314,7 +318,8 @@ async fn main() {
             .properties,
         ..KafkaSettings::default()
     };
-    let routing = routing_file::load(Path::new("config/routes.toml"))
+    let key = std::sync::Arc::new(webhook_connector::privacy::Key::new(PRIVACY_KEY).unwrap());
+    let routing = routing_file::load(Path::new("config/routes.toml"), Some(&key))
         .expect("routes load")
         .table;
     let corpus = corpus::Corpus::generate(1000, SECRET);

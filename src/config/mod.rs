@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::pipeline::Limits;
+use crate::privacy::Key;
 
 /// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
 pub(crate) const ENV_PREFIX: &str = "CONNECTOR";
@@ -77,7 +78,28 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub kafka: KafkaSettings,
     pub routing: RoutingSettings,
+    pub privacy: PrivacySettings,
     pub log: LogSettings,
+}
+
+/// `[privacy]`: the pseudonymisation key.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// The secret pseudonymised values are keyed with (HMAC-SHA256), at least
+    /// [`crate::privacy::MIN_KEY_BYTES`] bytes. Needed only by field rules that pseudonymise.
+    /// Prefer `CONNECTOR__PRIVACY__KEY` to a file; never logged.
+    pub key: Option<String>,
+}
+
+/// Never prints the key itself.
+impl std::fmt::Debug for PrivacySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.key.as_ref().map(|_| "<set>");
+        f.debug_struct("PrivacySettings")
+            .field("key", &key)
+            .finish()
+    }
 }
 
 /// `[server]`: the HTTP side.
@@ -289,6 +311,13 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// The pseudonymisation key (`privacy.key`), when set; its length was checked
+    /// at load.
+    pub fn privacy_key(&self) -> Option<std::sync::Arc<Key>> {
+        let key = self.privacy.key.as_deref()?;
+        Some(std::sync::Arc::new(Key::new(key).expect("checked at load")))
+    }
+
     /// What one request may carry.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -421,6 +450,9 @@ impl Settings {
         }
         if self.webhook.secrets.iter().any(String::is_empty) {
             return invalid("webhook.secrets", "an empty secret is not allowed");
+        }
+        if let Some(Err(short)) = self.privacy.key.as_deref().map(Key::new) {
+            return invalid("privacy.key", &short.to_string());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(

@@ -2,15 +2,21 @@
 //!
 //! Every error names the file, the route (by position and name) and the key, and
 //! says what to fix: unknown keys, missing or empty lists, unknown entities,
-//! invalid globs, invalid Kafka topic names and duplicate route names are all
-//! refused at load.
+//! invalid globs, invalid Kafka topic names, duplicate route names, field rules
+//! that contradict themselves, name the envelope or pseudonymise without a key,
+//! two payloads for one topic and a topic used for two kinds of records are all
+//! refused at load. A field rule matching no field the contract names is a
+//! warning ([`RoutingTable::warnings`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::entity::{self, Entity};
-use crate::routing::{Route, RoutingTable};
+use crate::entity::{self, Entity, ENTITIES};
+use crate::normalize::{envelope_keys, STATE_ENVELOPE};
+use crate::privacy::{FieldRules, Key};
+use crate::routing::{ChangeTypes, Route, RoutingTable, StateTopic};
 
 /// Why a routing file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,46 @@ struct RoutesFile {
     unmatched: Option<toml::Value>,
     #[serde(default)]
     routes: Vec<toml::Value>,
+    #[serde(default)]
+    state: Vec<toml::Value>,
+    erasure: Option<toml::Value>,
+}
+
+/// `include`, `exclude` and `pseudonymise`: glob lists over flat field names
+/// (keys of a route or a state topic).
+struct RulesEntry {
+    include: Option<Vec<String>>,
+    exclude: Vec<String>,
+    pseudonymise: Vec<String>,
+}
+
+impl RulesEntry {
+    fn is_empty(&self) -> bool {
+        self.include.is_none() && self.exclude.is_empty() && self.pseudonymise.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateEntry {
+    /// The entity whose state the topic holds.
+    entity: String,
+    /// The compacted topic.
+    topic: String,
+    /// Change types (globs) that delete the entity; `<Body>*Deleted` when absent.
+    deletions: Option<Vec<String>>,
+    include: Option<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    pseudonymise: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasureEntry {
+    /// Where `forget` writes erasure events.
+    topic: String,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +98,12 @@ struct RouteEntry {
     change_types: Vec<String>,
     /// Kafka topics the matching events are produced to.
     topics: Vec<String>,
+    /// Field rules: which fields its topics receive, which pseudonymised.
+    include: Option<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    pseudonymise: Vec<String>,
 }
 
 /// A routing file as loaded: where it is, its text (to tell when it changes) and
@@ -61,6 +113,8 @@ pub struct RoutingFile {
     pub path: PathBuf,
     pub text: String,
     pub table: RoutingTable,
+    /// `privacy.key`, for the rules of a reloaded file.
+    pub key: Option<Arc<Key>>,
 }
 
 /// Reads a routing file's text; the one place the file is read.
@@ -71,19 +125,25 @@ pub fn read(path: &Path) -> Result<String, RoutingFileError> {
     })
 }
 
-/// Reads and validates a routing file.
-pub fn load(path: &Path) -> Result<RoutingFile, RoutingFileError> {
+/// Reads and validates a routing file; `key` is `privacy.key`, which rules that
+/// pseudonymise need.
+pub fn load(path: &Path, key: Option<&Arc<Key>>) -> Result<RoutingFile, RoutingFileError> {
     let text = read(path)?;
-    let table = parse(&text, &path.display().to_string())?;
+    let table = parse(&text, &path.display().to_string(), key)?;
     Ok(RoutingFile {
         path: path.to_path_buf(),
         text,
         table,
+        key: key.cloned(),
     })
 }
 
 /// Validates the text of a routing file; `file` names it in errors.
-pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
+pub fn parse(
+    text: &str,
+    file: &str,
+    key: Option<&Arc<Key>>,
+) -> Result<RoutingTable, RoutingFileError> {
     let invalid = |location: &str, message: String| RoutingFileError::Invalid {
         file: file.to_string(),
         location: location.to_string(),
@@ -103,6 +163,7 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
         .map_err(|e: toml::de::Error| invalid("[unmatched]", toml_message(&e, None)))?;
     validate_topic(&unmatched.topic).map_err(|m| invalid("[unmatched].topic", m))?;
 
+    let mut warnings: Vec<String> = Vec::new();
     let mut routes: Vec<Route> = Vec::with_capacity(document.routes.len());
     for (index, value) in document.routes.into_iter().enumerate() {
         let position = format!("routes[{index}]");
@@ -149,6 +210,14 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
         }
         let entities = (entry.entities.as_deref().map(entities_named).transpose())
             .map_err(|m| invalid(&format!("{named}.entities"), m))?;
+        let applies_to = entities.clone().unwrap_or_else(|| ENTITIES.to_vec());
+        let rules = RulesEntry {
+            include: entry.include,
+            exclude: entry.exclude,
+            pseudonymise: entry.pseudonymise,
+        };
+        let rules = field_rules(rules, &route_fields(&applies_to), key)
+            .map_err(|(list, m)| invalid(&format!("{named}.{list}"), m))?;
         let mut route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
             invalid(
                 &format!("{named}.change_types"),
@@ -158,9 +227,194 @@ pub fn parse(text: &str, file: &str) -> Result<RoutingTable, RoutingFileError> {
         if let Some(entities) = entities {
             route = route.for_entities(entities);
         }
+        if let Some((rules, unmatched)) = rules {
+            warn_unmatched(&mut warnings, &named, unmatched);
+            route = route.with_rules(rules);
+        }
+        one_payload_per_topic(&route, &routes, &unmatched.topic)
+            .map_err(|m| invalid(&format!("{named}.topics"), m))?;
         routes.push(route);
     }
-    Ok(RoutingTable::new(routes, unmatched.topic))
+    let table = RoutingTable::new(routes, unmatched.topic);
+
+    let mut states: Vec<StateTopic> = Vec::with_capacity(document.state.len());
+    for (index, value) in document.state.into_iter().enumerate() {
+        let position = format!("state[{index}]");
+        let named = value
+            .get("entity")
+            .and_then(|n| n.as_str())
+            .map(|n| format!("{position} ({n:?})"))
+            .unwrap_or(position);
+        let entry: StateEntry = value
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(&named, toml_message(&e, None)))?;
+        let entity = entity::by_name(&entry.entity).ok_or_else(|| {
+            invalid(
+                &format!("{named}.entity"),
+                format!("unknown entity {:?}: use {}", entry.entity, entity::names()),
+            )
+        })?;
+        if states.iter().any(|s| s.entity == entity) {
+            return Err(invalid(
+                &format!("{named}.entity"),
+                format!(
+                    "{:?} has a state topic already: one per entity",
+                    entity.name
+                ),
+            ));
+        }
+        validate_topic(&entry.topic).map_err(|m| invalid(&format!("{named}.topic"), m))?;
+        let taken = table.all_topics().contains(entry.topic.as_str())
+            || states.iter().any(|s| s.topic == entry.topic);
+        if taken {
+            return Err(invalid(
+                &format!("{named}.topic"),
+                format!(
+                    "{:?} is already used: a state topic is compacted and holds state records only, give it a topic of its own",
+                    entry.topic
+                ),
+            ));
+        }
+        let deletions = entry
+            .deletions
+            .unwrap_or_else(|| vec![format!("{}*Deleted", entity.body_key)]);
+        if deletions.is_empty() || deletions.iter().any(String::is_empty) {
+            return Err(invalid(
+                &format!("{named}.deletions"),
+                "empty: list the change types that delete the entity, or leave the key out for the default".into(),
+            ));
+        }
+        let deletions = ChangeTypes::new(deletions)
+            .map_err(|e| invalid(&format!("{named}.deletions"), format!("invalid glob: {e}")))?;
+        let known: Vec<&str> = entity.known.iter().map(|f| f.key).collect();
+        let envelope = STATE_ENVELOPE.iter().copied().chain([entity.id_key]);
+        let rules = RulesEntry {
+            include: entry.include,
+            exclude: entry.exclude,
+            pseudonymise: entry.pseudonymise,
+        };
+        let rules = field_rules_with(rules, &envelope.collect::<Vec<_>>(), &known, key)
+            .map_err(|(list, m)| invalid(&format!("{named}.{list}"), m))?;
+        let rules = rules.map(|(rules, unmatched)| {
+            warn_unmatched(&mut warnings, &named, unmatched);
+            Arc::new(rules)
+        });
+        states.push(StateTopic {
+            entity,
+            topic: entry.topic,
+            deletions,
+            rules,
+        });
+    }
+
+    let erasure_topic = match document.erasure {
+        None => None,
+        Some(value) => {
+            let entry: ErasureEntry = value
+                .try_into()
+                .map_err(|e: toml::de::Error| invalid("[erasure]", toml_message(&e, None)))?;
+            validate_topic(&entry.topic).map_err(|m| invalid("[erasure].topic", m))?;
+            let taken = table.all_topics().contains(entry.topic.as_str())
+                || states.iter().any(|s| s.topic == entry.topic);
+            if taken {
+                return Err(invalid(
+                    "[erasure].topic",
+                    format!(
+                        "{:?} is already used: erasure events need a topic of their own",
+                        entry.topic
+                    ),
+                ));
+            }
+            Some(entry.topic)
+        }
+    };
+    Ok(table.with_privacy(states, erasure_topic, warnings))
+}
+
+/// A route's rules, compiled, with the patterns that match no field of the
+/// contract; `None` when the route has none. Errors name the list.
+fn field_rules(
+    entry: RulesEntry,
+    fields: &RouteFields,
+    key: Option<&Arc<Key>>,
+) -> Result<Option<(FieldRules, Vec<String>)>, (&'static str, String)> {
+    field_rules_with(entry, &fields.envelope, &fields.known, key)
+}
+
+fn field_rules_with(
+    entry: RulesEntry,
+    envelope: &[&str],
+    known: &[&str],
+    key: Option<&Arc<Key>>,
+) -> Result<Option<(FieldRules, Vec<String>)>, (&'static str, String)> {
+    if entry.is_empty() {
+        return Ok(None);
+    }
+    let rules = FieldRules::new(
+        entry.include,
+        entry.exclude,
+        entry.pseudonymise,
+        envelope,
+        key,
+    )
+    .map_err(|e| (e.list, e.message))?;
+    let unmatched = (rules.unmatched_patterns(known).into_iter())
+        .map(|(list, pattern)| format!("{list}: {pattern:?}"))
+        .collect();
+    Ok(Some((rules, unmatched)))
+}
+
+/// The envelope and the contract's other fields of the events a route takes.
+struct RouteFields {
+    envelope: Vec<&'static str>,
+    known: Vec<&'static str>,
+}
+
+fn route_fields(entities: &[&'static Entity]) -> RouteFields {
+    let mut envelope: Vec<&str> = entities.iter().flat_map(|e| envelope_keys(e)).collect();
+    envelope.sort_unstable();
+    envelope.dedup();
+    let known = ["old_value", "new_value"].into_iter();
+    let known = known.chain(entities.iter().flat_map(|e| e.known.iter().map(|f| f.key)));
+    RouteFields {
+        envelope,
+        known: known.collect(),
+    }
+}
+
+fn warn_unmatched(warnings: &mut Vec<String>, named: &str, unmatched: Vec<String>) {
+    for pattern in unmatched {
+        warnings.push(format!(
+            "{named}: {pattern} matches no field the contract names (a typo, or a field of another entity?)"
+        ));
+    }
+}
+
+/// A topic has one payload: every route naming it has the same rules, and the
+/// unmatched topic, which takes whole events, gets no rules.
+fn one_payload_per_topic(route: &Route, before: &[Route], unmatched: &str) -> Result<(), String> {
+    for topic in route.topics() {
+        if topic == unmatched && route.rules().is_some() {
+            return Err(format!(
+                "{topic:?} is the [unmatched] topic, which receives whole events: a route with field rules needs topics of its own"
+            ));
+        }
+        let other = before.iter().find(|r| {
+            r.topics().contains(topic)
+                && match (r.rules(), route.rules()) {
+                    (None, None) => false,
+                    (Some(a), Some(b)) => !a.same_as(b),
+                    _ => true,
+                }
+        });
+        if let Some(other) = other {
+            return Err(format!(
+                "{topic:?} is also fed by route {:?} with other field rules (include, exclude, pseudonymise): a topic has one payload, so give both routes the same rules or use another topic",
+                other.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The entities of a route's `entities` list: known names, at least one, each once.
@@ -239,13 +493,17 @@ mod tests {
         topics = ["customer.marketing-opt-ins", "customer.audit"]
     "#;
 
+    fn test_key() -> Arc<Key> {
+        Arc::new(Key::new(&"k".repeat(32)).unwrap())
+    }
+
     fn error_of(text: &str) -> String {
-        parse(text, "routes.toml").unwrap_err().to_string()
+        parse(text, "routes.toml", None).unwrap_err().to_string()
     }
 
     #[test]
     fn loads_the_design_example() {
-        let table = parse(EXAMPLE, "routes.toml").unwrap();
+        let table = parse(EXAMPLE, "routes.toml", None).unwrap();
         assert_eq!(table.routes().len(), 2);
         assert_eq!(table.unmatched_topic(), "webhooks.unrouted");
         assert_eq!(
@@ -259,7 +517,7 @@ mod tests {
 
     #[test]
     fn loads_the_shipped_example_file() {
-        let loaded = load(Path::new("config/routes.toml")).unwrap();
+        let loaded = load(Path::new("config/routes.toml"), Some(&test_key())).unwrap();
         assert_eq!(
             loaded.text,
             std::fs::read_to_string("config/routes.toml").unwrap()
@@ -363,7 +621,7 @@ mod tests {
                 &format!("name = \"contact-details\"\nentities = {entities}"),
             )
         };
-        let table = parse(&with("[\"booking\"]"), "routes.toml").unwrap();
+        let table = parse(&with("[\"booking\"]"), "routes.toml", None).unwrap();
         assert_eq!(table.routes()[0].entities(), Some(&[&BOOKING][..]));
         assert_eq!(table.routes()[1].entities(), None);
         assert_eq!(

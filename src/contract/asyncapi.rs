@@ -212,6 +212,7 @@ mod tests {
              [[routes]]\nname = \"contact\"\nentities = [\"customer\"]\nchange_types = [\"CustomerEmailChanged\", \"Customer*Sms*\"]\ntopics = [\"a\", \"b\"]\n\
              [[routes]]\nname = \"all-sms\"\nchange_types = [\"*Sms*\"]\ntopics = [\"b\", \"u\"]\n",
             "routes.toml",
+            None,
         )
         .unwrap()
     }

@@ -72,10 +72,12 @@ fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientCon
         .map_err(|cause| unreachable(settings, cause))
 }
 
-/// Creates each topic that does not exist yet; existing ones are left as they are.
+/// Creates each topic that does not exist yet, those in `compacted` with
+/// `cleanup.policy=compact`; existing ones are left as they are.
 pub async fn create_topics(
     settings: &KafkaSettings,
     topics: &[&str],
+    compacted: &[&str],
     partitions: i32,
     replication_factor: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, AdminError> {
@@ -83,11 +85,16 @@ pub async fn create_topics(
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|name| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 partitions,
                 TopicReplication::Fixed(replication_factor),
-            )
+            );
+            if compacted.contains(name) {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

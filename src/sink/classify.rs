@@ -46,10 +46,9 @@ impl DeliveryError {
 /// Why `record` is not in Kafka: `error`, or `None` when the producer was
 /// destroyed before Kafka answered (retriable).
 pub(super) fn refused(record: &Record<'_>, error: Option<&KafkaError>) -> DeliveryError {
-    let change_type = record.change_type.as_deref().unwrap_or("(no change)");
     DeliveryError::Refused {
         topic: record.topic.to_string(),
-        change_type: change_type.to_string(),
+        change_type: record.what().to_string(),
         reason: error.map_or_else(
             || "the producer shut down before Kafka answered".to_string(),
             KafkaError::to_string,

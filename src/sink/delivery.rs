@@ -136,10 +136,11 @@ impl KafkaSink {
         record: &Record<'_>,
         deadline: Instant,
     ) -> Result<rdkafka::producer::DeliveryFuture, DeliveryError> {
-        let mut future_record = FutureRecord::to(record.topic)
+        let mut future_record = FutureRecord::<str, [u8]>::to(record.topic)
             .key(record.key.as_str())
-            .payload(records.payload(record))
             .headers(headers_of(record, &self.cloudevents_source));
+        // No payload: a tombstone.
+        future_record.payload = records.payload(record);
         loop {
             if self.give_up.is_cancelled() {
                 return Err(DeliveryError::ShuttingDown);

@@ -12,7 +12,11 @@ use uuid::Uuid;
 
 use crate::config::MAX_CLOUDEVENTS_SOURCE_BYTES;
 use crate::contract::cloudevents_type;
+use crate::entity::Entity;
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
+use crate::privacy::FieldRules;
+use crate::routing::RoutingTable;
+use crate::state;
 
 /// What librdkafka keeps per record beyond key, value and headers (its message
 /// struct and queue links), counted so that many small records are bounded too.
@@ -23,52 +27,162 @@ pub const RECORD_OVERHEAD_BYTES: usize = 256;
 pub struct Record<'t> {
     pub topic: &'t str,
     pub key: String,
-    pub event_id: Uuid,
     /// The entity's name (`customer`).
     pub entity: &'static str,
-    pub change_type: Option<String>,
-    /// RFC 3339 UTC, the header `ce_time`.
-    pub change_date_time: String,
-    /// The value's place in [`Records::payloads`].
-    pub payload: Range<usize>,
+    pub kind: Kind,
+    /// The value's place in [`Records::payloads`]; `None`: a tombstone.
+    pub payload: Option<Range<usize>>,
+}
+
+/// What a record holds, for its headers and error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A flat event.
+    Event {
+        event_id: Uuid,
+        change_type: Option<String>,
+        /// RFC 3339 UTC, the header `ce_time`.
+        change_date_time: String,
+    },
+    /// An entity's latest state (or its tombstone) on its state topic.
+    State,
+    /// An erasure event of `forget`.
+    Erasure {
+        erasure_id: Uuid,
+        /// RFC 3339 UTC, the header `ce_time`.
+        requested_at: String,
+    },
+}
+
+impl Record<'_> {
+    /// What the record is, for error messages: the event's change type.
+    pub fn what(&self) -> &str {
+        match &self.kind {
+            Kind::Event { change_type, .. } => change_type.as_deref().unwrap_or("(no change)"),
+            Kind::State if self.payload.is_none() => "(state tombstone)",
+            Kind::State => "(state record)",
+            Kind::Erasure { .. } => "(erasure event)",
+        }
+    }
+
+    /// The change type sent in the headers (events only).
+    pub fn change_type(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Event { change_type, .. } => change_type.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// A request's records; the values share one buffer (librdkafka copies each one
-/// when it is enqueued, and an event going to several topics is serialized once).
+/// when it is enqueued, and an event going to several topics with the same field
+/// rules is serialized once).
 pub struct Records<'t> {
     pub payloads: Vec<u8>,
     pub records: Vec<Record<'t>>,
 }
 
+/// An entity's state record of a request: its topic and value (`None`: a tombstone).
+pub type StateRecord<'t> = (&'t str, Option<Vec<u8>>);
+
 impl<'t> Records<'t> {
     /// One record per event and topic (`topics[i]` the topics of `events[i]`), in
-    /// event order; `capacity`: the bytes of the values, each event once, when known.
-    pub fn build(events: &[FlatEvent], topics: &[Vec<&'t str>], capacity: usize) -> Records<'t> {
+    /// event order, each shaped by its topic's field rules in `table`, then the
+    /// state record; `capacity`: the bytes of the values, when known.
+    pub fn build(
+        events: &[FlatEvent],
+        topics: &[Vec<&'t str>],
+        table: &'t RoutingTable,
+        state: Option<StateRecord<'t>>,
+        capacity: usize,
+    ) -> Records<'t> {
         let mut payloads = Vec::with_capacity(capacity);
-        let mut records = Vec::with_capacity(topics.iter().map(Vec::len).sum());
+        let mut records = Vec::with_capacity(topics.iter().map(Vec::len).sum::<usize>() + 1);
+        let mut shapes = Shapes::default();
         for (event, topics) in events.iter().zip(topics) {
-            let start = payloads.len();
-            event.write_json(&mut payloads);
-            let payload = start..payloads.len();
             let key = event.key();
+            // One serialization per distinct rules among the event's topics.
+            let mut written: Vec<(Option<&FieldRules>, Range<usize>)> = Vec::new();
             for topic in topics {
+                let rules = table.rules_for(topic);
+                let payload = match written.iter().find(|(r, _)| same_rules(*r, rules)) {
+                    Some((_, payload)) => payload.clone(),
+                    None => {
+                        let start = payloads.len();
+                        event.write_shaped(rules, shapes.get(event, rules), &mut payloads);
+                        written.push((rules, start..payloads.len()));
+                        start..payloads.len()
+                    }
+                };
                 records.push(Record {
                     topic,
                     key: key.clone(),
-                    event_id: event.event_id,
                     entity: event.entity.name,
-                    change_type: event.change_type.clone(),
-                    change_date_time: event.change_date_time.clone(),
-                    payload: payload.clone(),
+                    kind: Kind::Event {
+                        event_id: event.event_id,
+                        change_type: event.change_type.clone(),
+                        change_date_time: event.change_date_time.clone(),
+                    },
+                    payload: Some(payload),
                 });
             }
+        }
+        if let (Some((topic, value)), Some(event)) = (state, events.first()) {
+            let payload = value.map(|value| {
+                let start = payloads.len();
+                payloads.extend_from_slice(&value);
+                start..payloads.len()
+            });
+            records.push(Record {
+                topic,
+                key: event.key(),
+                entity: event.entity.name,
+                kind: Kind::State,
+                payload,
+            });
         }
         Records { payloads, records }
     }
 
-    /// The value of `record`.
-    pub fn payload(&self, record: &Record<'_>) -> &[u8] {
-        &self.payloads[record.payload.clone()]
+    /// What `forget` writes for `entity`'s `id`: a tombstone on the state topic,
+    /// when the entity has one, then the erasure event on `erasure_topic`.
+    pub fn erasure(
+        entity: &'static Entity,
+        id: i64,
+        state_topic: Option<&'t str>,
+        erasure_topic: &'t str,
+        erasure_id: Uuid,
+        requested_at: String,
+    ) -> Records<'t> {
+        let key = id.to_string();
+        let mut records = Vec::with_capacity(2);
+        if let Some(topic) = state_topic {
+            records.push(Record {
+                topic,
+                key: key.clone(),
+                entity: entity.name,
+                kind: Kind::State,
+                payload: None,
+            });
+        }
+        let event = state::erasure_event(entity, id, erasure_id, &requested_at, state_topic);
+        let payloads = serde_json::to_vec(&event).expect("JSON values serialize");
+        records.push(Record {
+            topic: erasure_topic,
+            key,
+            entity: entity.name,
+            kind: Kind::Erasure {
+                erasure_id,
+                requested_at,
+            },
+            payload: Some(0..payloads.len()),
+        });
+        Records { payloads, records }
+    }
+
+    /// The value of `record`; `None`: a tombstone.
+    pub fn payload(&self, record: &Record<'_>) -> Option<&[u8]> {
+        record.payload.clone().map(|range| &self.payloads[range])
     }
 
     /// The topics of these records, each once, sorted.
@@ -80,22 +194,82 @@ impl<'t> Records<'t> {
     }
 }
 
-/// The bytes the records of `events` (`topics[i]` the topics of `events[i]`) hold
-/// once enqueued: keys, values, headers and librdkafka's per-record overhead.
-/// Known before any record is built, so a request too large for the byte budget
-/// is refused before the work.
-/// Also returns the bytes of the values themselves, each event once (the buffer
+/// Whether two topics' rules are the same ones (rules are shared per topic).
+fn same_rules(a: Option<&FieldRules>, b: Option<&FieldRules>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
+}
+
+/// The shared fields' JSON per field rules among a request's topics, written
+/// once per request: all of a notification's events share their fields.
+#[derive(Default)]
+struct Shapes<'r> {
+    by_rules: Vec<(&'r FieldRules, Vec<u8>)>,
+}
+
+impl<'r> Shapes<'r> {
+    fn get<'s>(&'s mut self, event: &'s FlatEvent, rules: Option<&'r FieldRules>) -> &'s [u8] {
+        let Some(rules) = rules else {
+            return event.shared.json();
+        };
+        let index = match self
+            .by_rules
+            .iter()
+            .position(|(r, _)| std::ptr::eq(*r, rules))
+        {
+            Some(index) => index,
+            None => {
+                let json = event.shared.json_for(Some(rules)).into_owned();
+                self.by_rules.push((rules, json));
+                self.by_rules.len() - 1
+            }
+        };
+        &self.by_rules[index].1
+    }
+}
+
+/// The bytes the records of `events` (`topics[i]` the topics of `events[i]`,
+/// shaped by their rules in `table`) and the state record (`state`: its value's
+/// length, when there is one) hold once enqueued: keys, values, headers and
+/// librdkafka's per-record overhead. Known before any record is built, so a
+/// request too large for the byte budget is refused before the work.
+/// Also returns the bytes of the values themselves, each once (the buffer
 /// [`Records::build`] writes them to).
-pub(crate) fn bytes_needed(events: &[FlatEvent], topics: &[Vec<&str>]) -> (usize, usize) {
+pub(crate) fn bytes_needed(
+    events: &[FlatEvent],
+    topics: &[Vec<&str>],
+    table: &RoutingTable,
+    state: Option<Option<usize>>,
+) -> (usize, usize) {
     let mut scratch = Vec::new();
+    let mut shapes = Shapes::default();
     let (mut held, mut values) = (0, 0);
     for (event, topics) in events.iter().zip(topics) {
-        let value = event.json_len(&mut scratch);
+        let mut sized: Vec<(Option<&FieldRules>, usize)> = Vec::new();
         // The change type is sent twice: in `change_type`, and in `ce_type`, where
         // an escaped character takes at most three times its bytes.
         let change_type = 4 * event.change_type.as_deref().map_or(0, str::len);
-        let one = value + event.key().len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES;
-        held += one * topics.len();
+        let fixed = event.key().len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES;
+        for topic in topics {
+            let rules = table.rules_for(topic);
+            let value = match sized.iter().find(|(r, _)| same_rules(*r, rules)) {
+                Some((_, len)) => *len,
+                None => {
+                    let len = event.json_len(rules, shapes.get(event, rules), &mut scratch);
+                    sized.push((rules, len));
+                    values += len;
+                    len
+                }
+            };
+            held += value + fixed;
+        }
+    }
+    if let (Some(value), Some(event)) = (state, events.first()) {
+        let value = value.unwrap_or(0);
+        held += value + event.key().len() + HEADER_BYTES + RECORD_OVERHEAD_BYTES;
         values += value;
     }
     (held, values)
@@ -118,27 +292,69 @@ const _: () = assert!(
         >= 103 + 72 + 2 * MAX_ENTITY_NAME_BYTES + 90 + MAX_CLOUDEVENTS_SOURCE_BYTES + 11 * 48
 );
 
-/// The headers of `record`, with `source` as its CloudEvents source.
+/// The headers of `record`, with `source` as its CloudEvents source. An event
+/// has all eleven; a state record `entity`, `schema_version` and, when it has a
+/// value, `content-type`; an erasure event the CloudEvents attributes too.
 pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
-    let event_id = record.event_id.to_string();
     let schema_version = SCHEMA_VERSION.to_string();
-    let change_type = record.change_type.as_deref();
-    OwnedHeaders::new_with_capacity(11)
-        .insert(header("event_id", Some(&event_id)))
-        .insert(header("entity", Some(record.entity)))
-        .insert(header("change_type", change_type))
-        .insert(header("schema_version", Some(&schema_version)))
-        .insert(header("content-type", Some("application/json")))
-        .insert(header("ce_specversion", Some("1.0")))
-        .insert(header("ce_id", Some(&event_id)))
-        .insert(header("ce_source", Some(source)))
-        .insert(header(
-            "ce_type",
-            Some(&cloudevents_type(record.entity, change_type)),
-        ))
-        .insert(header("ce_time", Some(&record.change_date_time)))
-        .insert(header("ce_subject", Some(&record.key)))
+    match &record.kind {
+        Kind::Event {
+            event_id,
+            change_type,
+            change_date_time,
+        } => {
+            let event_id = event_id.to_string();
+            let change_type = change_type.as_deref();
+            OwnedHeaders::new_with_capacity(11)
+                .insert(header("event_id", Some(&event_id)))
+                .insert(header("entity", Some(record.entity)))
+                .insert(header("change_type", change_type))
+                .insert(header("schema_version", Some(&schema_version)))
+                .insert(header("content-type", Some("application/json")))
+                .insert(header("ce_specversion", Some("1.0")))
+                .insert(header("ce_id", Some(&event_id)))
+                .insert(header("ce_source", Some(source)))
+                .insert(header(
+                    "ce_type",
+                    Some(&cloudevents_type(record.entity, change_type)),
+                ))
+                .insert(header("ce_time", Some(change_date_time)))
+                .insert(header("ce_subject", Some(&record.key)))
+        }
+        Kind::State => {
+            let headers = OwnedHeaders::new_with_capacity(3)
+                .insert(header("entity", Some(record.entity)))
+                .insert(header("schema_version", Some(&schema_version)));
+            match record.payload {
+                Some(_) => headers.insert(header("content-type", Some("application/json"))),
+                None => headers,
+            }
+        }
+        Kind::Erasure {
+            erasure_id,
+            requested_at,
+        } => {
+            let erasure_id = erasure_id.to_string();
+            OwnedHeaders::new_with_capacity(9)
+                .insert(header("entity", Some(record.entity)))
+                .insert(header("schema_version", Some(&schema_version)))
+                .insert(header("content-type", Some("application/json")))
+                .insert(header("ce_specversion", Some("1.0")))
+                .insert(header("ce_id", Some(&erasure_id)))
+                .insert(header("ce_source", Some(source)))
+                .insert(header(
+                    "ce_type",
+                    Some(&cloudevents_type(record.entity, Some(ERASED))),
+                ))
+                .insert(header("ce_time", Some(requested_at)))
+                .insert(header("ce_subject", Some(&record.key)))
+        }
+    }
 }
+
+/// The last part of an erasure event's CloudEvents type:
+/// `webhook-connector.customer.Erased`.
+pub const ERASED: &str = "Erased";
 
 fn header<'a>(key: &'a str, value: Option<&'a str>) -> Header<'a, &'a str> {
     Header { key, value }
@@ -152,14 +368,17 @@ mod tests {
     #[test]
     fn headers_carry_the_event_and_its_cloudevents_attributes() {
         use rdkafka::message::Headers;
+        let event = |change_type: Option<&str>| Kind::Event {
+            event_id: Uuid::nil(),
+            change_type: change_type.map(String::from),
+            change_date_time: "2018-11-16T10:46:20Z".into(),
+        };
         let record = Record {
             topic: "t",
             key: "862".into(),
-            event_id: Uuid::nil(),
             entity: "customer",
-            change_type: Some("CustomerSmsChanged".into()),
-            change_date_time: "2018-11-16T10:46:20Z".into(),
-            payload: 0..0,
+            kind: event(Some("CustomerSmsChanged")),
+            payload: Some(0..0),
         };
         let pairs = |headers: &OwnedHeaders| -> Vec<(String, Option<String>)> {
             headers
@@ -196,7 +415,7 @@ mod tests {
             )
         );
         let none = Record {
-            change_type: None,
+            kind: event(None),
             ..record
         };
         assert_eq!(
@@ -210,7 +429,7 @@ mod tests {
             .all(|e| e.name.len() <= MAX_ENTITY_NAME_BYTES));
         let worst = "\n\u{85}".repeat(50);
         let record = Record {
-            change_type: Some(worst.clone()),
+            kind: event(Some(&worst)),
             key: i64::MIN.to_string(),
             entity: "e".repeat(MAX_ENTITY_NAME_BYTES).leak(),
             ..none
@@ -220,6 +439,75 @@ mod tests {
             .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
             .sum();
         assert!(bytes <= HEADER_BYTES + 4 * worst.len(), "{bytes}");
+
+        // A state record says which entity; a tombstone has no content type.
+        let state = Record {
+            kind: Kind::State,
+            entity: "customer",
+            ..record
+        };
+        let state_headers = [
+            ("entity", Some("customer")),
+            ("schema_version", Some("1")),
+            ("content-type", Some("application/json")),
+        ]
+        .map(|(k, v)| (k.to_string(), v.map(String::from)));
+        assert_eq!(pairs(&headers_of(&state, "urn:x")), state_headers);
+        assert_eq!(state.what(), "(state record)");
+        let tombstone = Record {
+            payload: None,
+            ..state
+        };
+        assert_eq!(pairs(&headers_of(&tombstone, "urn:x")), state_headers[..2]);
+        assert_eq!(tombstone.what(), "(state tombstone)");
+        assert_eq!(tombstone.change_type(), None);
+    }
+
+    #[test]
+    fn forget_writes_a_tombstone_then_an_erasure_event_without_personal_data() {
+        use rdkafka::message::Headers;
+        let id = Uuid::from_u128(7);
+        let at = "2026-11-29T10:00:00Z".to_string();
+        let records = Records::erasure(
+            &crate::entity::CUSTOMER,
+            862,
+            Some("s"),
+            "e",
+            id,
+            at.clone(),
+        );
+        assert_eq!(records.records.len(), 2);
+        let (tombstone, erasure) = (&records.records[0], &records.records[1]);
+        assert_eq!((tombstone.topic, tombstone.key.as_str()), ("s", "862"));
+        assert_eq!(records.payload(tombstone), None);
+        assert_eq!((erasure.topic, erasure.key.as_str()), ("e", "862"));
+        let value: serde_json::Value =
+            serde_json::from_slice(records.payload(erasure).unwrap()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"erasure_id": id, "schema_version": 1, "entity": "customer",
+                               "customer_id": 862, "requested_at": at, "state_topic": "s"})
+        );
+        assert_eq!(erasure.what(), "(erasure event)");
+        let headers = headers_of(erasure, "urn:x");
+        let ce_type = headers
+            .iter()
+            .find(|h| h.key == "ce_type")
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(ce_type, b"webhook-connector.customer.Erased");
+        let ce_time = headers
+            .iter()
+            .find(|h| h.key == "ce_time")
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(ce_time, at.as_bytes());
+        // Without a state topic, only the erasure event.
+        let records = Records::erasure(&crate::entity::BOOKING, 5, None, "e", id, at);
+        assert_eq!(records.records.len(), 1);
+        assert_eq!(records.records[0].entity, "booking");
     }
 
     #[test]
@@ -227,6 +515,7 @@ mod tests {
         let table = crate::config::routing_file::parse(
             "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = [\"CustomerSmsChanged\"]\ntopics = [\"a\", \"b\"]\n",
             "routes.toml",
+            None,
         )
         .unwrap();
         let limits = Limits {
@@ -243,15 +532,18 @@ mod tests {
             chrono::Utc::now(),
         )
         .unwrap();
-        let records = Records::build(&accepted.events, &accepted.topics, 0);
+        let records = Records::build(&accepted.events, &accepted.topics, &table, None, 0);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
         assert_eq!(records.records[0].payload, records.records[1].payload);
         assert_eq!(records.distinct_topics(), ["a", "b", "u"]);
         for (record, event) in records.records.iter().skip(1).zip(&accepted.events) {
-            assert_eq!(records.payload(record), event.to_json());
-            assert_eq!(record.event_id, event.event_id);
-            assert_eq!(record.change_type, event.change_type);
+            assert_eq!(records.payload(record).unwrap(), event.to_json());
+            let Kind::Event { event_id, .. } = &record.kind else {
+                panic!("an event")
+            };
+            assert_eq!(*event_id, event.event_id);
+            assert_eq!(record.change_type(), event.change_type.as_deref());
             assert_eq!(record.key, "862");
         }
         // What was reserved is what the records hold.
@@ -259,10 +551,10 @@ mod tests {
             .records
             .iter()
             .map(|r| {
-                r.payload.len()
+                r.payload.as_ref().unwrap().len()
                     + r.key.len()
                     + HEADER_BYTES
-                    + 4 * r.change_type.as_deref().map_or(0, str::len)
+                    + 4 * r.change_type().map_or(0, str::len)
                     + RECORD_OVERHEAD_BYTES
             })
             .sum();

@@ -47,7 +47,7 @@ pub async fn create_topics(topics: &[&str]) {
 
 /// [`create_topics`] on the broker at `bootstrap`.
 pub async fn create_topics_on(bootstrap: &str, topics: &[&str]) {
-    let outcomes = admin::create_topics(&kafka_settings(bootstrap), topics, 1, 1)
+    let outcomes = admin::create_topics(&kafka_settings(bootstrap), topics, &[], 1, 1)
         .await
         .unwrap_or_else(|e| panic!("cannot create topics on the test broker: {e}"));
     assert_eq!(outcomes.len(), topics.len());

@@ -60,7 +60,8 @@ pub fn test_settings() -> Settings {
 pub async fn start_connector(mut settings: Settings, routes_toml: &str) -> Connector {
     let (dir, routes_file) = routes_file(routes_toml);
     settings.routing.file = routes_file.clone();
-    let routes = routing_file::load(&routes_file).expect("the routing file is valid");
+    let routes = routing_file::load(&routes_file, settings.privacy_key().as_ref())
+        .expect("the routing file is valid");
     let server = app::start(&settings, routes)
         .await
         .expect("connector starts");

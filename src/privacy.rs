@@ -1,0 +1,502 @@
+//! Field rules and pseudonymisation (the README's "Privacy" section). Pure: no I/O.
+//!
+//! A route's (or a state topic's) rules decide, for each flat field but the
+//! envelope, whether its topics get it as it is, not at all, or pseudonymised:
+//! `include` (globs; when given, only matching fields are kept), then `exclude`
+//! (globs; matching fields are removed), then `pseudonymise` (globs; matching
+//! fields that are kept have their value replaced by a [`TOKEN_PREFIX`] token).
+//! The envelope (ids, `change_*`, times) is never touched: the writer only asks
+//! about the other fields.
+
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// What a pseudonymised value starts with; 64 lowercase hex digits follow.
+pub const TOKEN_PREFIX: &str = "hmac-sha256:";
+/// The shortest `privacy.key`: 32 bytes, the HMAC-SHA256 block of security.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// The pseudonymisation key (`privacy.key`). Never printed.
+#[derive(Clone)]
+pub struct Key(Hmac<Sha256>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(<hidden>)")
+    }
+}
+
+/// Why a key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be at least {MIN_KEY_BYTES} bytes (e.g. 64 hex digits from `openssl rand -hex 32`), got {len}")]
+pub struct KeyTooShort {
+    pub len: usize,
+}
+
+impl Key {
+    pub fn new(secret: &str) -> Result<Key, KeyTooShort> {
+        if secret.len() < MIN_KEY_BYTES {
+            return Err(KeyTooShort { len: secret.len() });
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        Ok(Key(mac))
+    }
+
+    /// The token of `value`: HMAC-SHA256 of its canonical text (a string's
+    /// characters, any other scalar's JSON text), as `hmac-sha256:<hex>`. `null`
+    /// stays `null`: there is nothing to hide, and a token for it would be the same
+    /// for everyone.
+    pub fn token(&self, value: &Value) -> Value {
+        let text = match value {
+            Value::Null => return Value::Null,
+            Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        };
+        let mut mac = self.0.clone();
+        mac.update(text.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        Value::String(format!("{TOKEN_PREFIX}{}", hex::encode(digest)))
+    }
+}
+
+/// What a topic gets of one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Treatment {
+    Keep,
+    Remove,
+    Pseudonymise,
+}
+
+/// A list of glob patterns over flat field names, as written and compiled.
+#[derive(Debug, Clone)]
+struct Patterns {
+    written: Vec<String>,
+    set: GlobSet,
+}
+
+impl Patterns {
+    fn new(written: Vec<String>) -> Result<Patterns, String> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &written {
+            if pattern.is_empty() {
+                return Err("an empty pattern matches no field".into());
+            }
+            let glob = Glob::new(pattern).map_err(|e| format!("invalid glob: {e}"))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| format!("invalid glob: {e}"))?;
+        Ok(Patterns { written, set })
+    }
+
+    fn matches(&self, field: &str) -> bool {
+        self.set.is_match(field)
+    }
+}
+
+/// Whether `pattern` is a plain field name (no glob syntax).
+fn is_literal(pattern: &str) -> bool {
+    !pattern.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+/// Which of a rule's lists is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// `include`, `exclude` or `pseudonymise`.
+    pub list: &'static str,
+    pub message: String,
+}
+
+/// The rules of one route or state topic. Built only through [`FieldRules::new`],
+/// which refuses contradictions.
+#[derive(Debug, Clone)]
+pub struct FieldRules {
+    include: Option<Patterns>,
+    exclude: Patterns,
+    pseudonymise: Patterns,
+    /// Set exactly when `pseudonymise` lists something.
+    key: Option<Arc<Key>>,
+}
+
+impl FieldRules {
+    /// Compiles the lists. Refused: invalid globs, a pattern naming an `envelope`
+    /// field, the same pattern both kept and removed, a field named to be kept
+    /// (included or pseudonymised) that another list removes, and pseudonymising
+    /// without a key.
+    pub fn new(
+        include: Option<Vec<String>>,
+        exclude: Vec<String>,
+        pseudonymise: Vec<String>,
+        envelope: &[&str],
+        key: Option<&Arc<Key>>,
+    ) -> Result<FieldRules, RuleError> {
+        let error = |list: &'static str| move |message: String| RuleError { list, message };
+        let lists = [
+            ("include", include.as_deref().unwrap_or_default()),
+            ("exclude", &exclude[..]),
+            ("pseudonymise", &pseudonymise[..]),
+        ];
+        for (list, patterns) in lists {
+            if let Some(named) = patterns.iter().find(|p| envelope.contains(&p.as_str())) {
+                return Err(error(list)(format!(
+                    "{named:?} is part of the envelope, which every topic receives as it is: leave it out"
+                )));
+            }
+            for (n, pattern) in patterns.iter().enumerate() {
+                if patterns[..n].contains(pattern) {
+                    return Err(error(list)(format!("{pattern:?} is listed twice")));
+                }
+            }
+        }
+        let rules = FieldRules {
+            include: include
+                .map(Patterns::new)
+                .transpose()
+                .map_err(error("include"))?,
+            exclude: Patterns::new(exclude).map_err(error("exclude"))?,
+            pseudonymise: Patterns::new(pseudonymise).map_err(error("pseudonymise"))?,
+            key: None,
+        };
+        // A field written out by name to be kept must not be removed by another list.
+        let named_kept = (rules
+            .include
+            .iter()
+            .flat_map(|p| &p.written)
+            .map(|p| ("include", p)))
+        .chain(
+            rules
+                .pseudonymise
+                .written
+                .iter()
+                .map(|p| ("pseudonymise", p)),
+        );
+        for (list, pattern) in named_kept.filter(|(_, p)| is_literal(p)) {
+            if rules.exclude.matches(pattern) {
+                return Err(error(list)(format!(
+                    "{pattern:?} is also removed by exclude: the rule contradicts itself"
+                )));
+            }
+            if list == "pseudonymise" && rules.include.as_ref().is_some_and(|i| !i.matches(pattern))
+            {
+                return Err(error(list)(format!(
+                    "{pattern:?} is not kept by include: the rule contradicts itself"
+                )));
+            }
+        }
+        if rules.pseudonymise.written.is_empty() {
+            return Ok(rules);
+        }
+        let key = key.ok_or_else(|| {
+            error("pseudonymise")(
+                "needs privacy.key (CONNECTOR__PRIVACY__KEY): the secret the tokens are made with"
+                    .into(),
+            )
+        })?;
+        Ok(FieldRules {
+            key: Some(Arc::clone(key)),
+            ..rules
+        })
+    }
+
+    /// Whether the rules change nothing (every field kept as it is).
+    pub fn is_empty(&self) -> bool {
+        self.include.is_none()
+            && self.exclude.written.is_empty()
+            && self.pseudonymise.written.is_empty()
+    }
+
+    /// What happens to `field` (never asked for envelope fields).
+    pub fn treatment(&self, field: &str) -> Treatment {
+        let kept =
+            self.include.as_ref().is_none_or(|p| p.matches(field)) && !self.exclude.matches(field);
+        if !kept {
+            Treatment::Remove
+        } else if self.pseudonymise.matches(field) {
+            Treatment::Pseudonymise
+        } else {
+            Treatment::Keep
+        }
+    }
+
+    /// `value` as a topic with these rules gets field `field`; `None`: removed.
+    pub fn apply<'v>(&self, field: &str, value: &'v Value) -> Option<std::borrow::Cow<'v, Value>> {
+        match self.treatment(field) {
+            Treatment::Keep => Some(std::borrow::Cow::Borrowed(value)),
+            Treatment::Remove => None,
+            Treatment::Pseudonymise => {
+                let key = self
+                    .key
+                    .as_ref()
+                    .expect("rules that pseudonymise have a key");
+                Some(std::borrow::Cow::Owned(key.token(value)))
+            }
+        }
+    }
+
+    /// The patterns, for warnings and the route table: `(list, patterns)`.
+    pub fn lists(&self) -> [(&'static str, Option<&[String]>); 3] {
+        [
+            ("include", self.include.as_ref().map(|p| &p.written[..])),
+            ("exclude", Some(&self.exclude.written[..])),
+            ("pseudonymise", Some(&self.pseudonymise.written[..])),
+        ]
+    }
+
+    /// Whether both rule sets treat every field alike (the same lists, in any order).
+    pub fn same_as(&self, other: &FieldRules) -> bool {
+        let sorted = |rules: &FieldRules| {
+            rules.lists().map(|(_, patterns)| {
+                patterns.map(|p| {
+                    let mut p = p.to_vec();
+                    p.sort();
+                    p
+                })
+            })
+        };
+        sorted(self) == sorted(other)
+    }
+
+    /// The patterns that match none of `known` (the contract's fields): a typo,
+    /// or a field of another entity.
+    pub fn unmatched_patterns(&self, known: &[&str]) -> Vec<(&'static str, &str)> {
+        let mut unmatched = Vec::new();
+        for (list, patterns) in self.lists() {
+            for pattern in patterns.unwrap_or_default() {
+                let glob = Glob::new(pattern)
+                    .expect("compiled before")
+                    .compile_matcher();
+                if !known.iter().any(|field| glob.is_match(field)) {
+                    unmatched.push((list, pattern.as_str()));
+                }
+            }
+        }
+        unmatched
+    }
+
+    /// One line for the route table: `include a,b; exclude c; pseudonymise d`, or `-`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .lists()
+            .into_iter()
+            .filter_map(|(list, patterns)| match patterns {
+                Some([]) => None,
+                Some(p) => Some(format!("{list} {}", p.join(","))),
+                None => None,
+            })
+            .chain(
+                (self.include.as_ref().is_some_and(|p| p.written.is_empty()))
+                    .then(|| "include (envelope only)".to_string()),
+            )
+            .collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const ENVELOPE: [&str; 3] = ["event_id", "customer_id", "change_type"];
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn key(secret: &str) -> Arc<Key> {
+        Arc::new(Key::new(secret).unwrap())
+    }
+
+    fn rules(
+        include: Option<&[&str]>,
+        exclude: &[&str],
+        pseudonymise: &[&str],
+    ) -> Result<FieldRules, RuleError> {
+        FieldRules::new(
+            include.map(strings),
+            strings(exclude),
+            strings(pseudonymise),
+            &ENVELOPE,
+            Some(&key(&"k".repeat(32))),
+        )
+    }
+
+    #[test]
+    fn tokens_are_keyed_stable_and_prefixed() {
+        let (a, b) = (key(&"a".repeat(32)), key(&"b".repeat(32)));
+        let email = json!("aardvark@example.com");
+        let token = a.token(&email);
+        let text = token.as_str().unwrap();
+        assert!(text.starts_with(TOKEN_PREFIX));
+        assert_eq!(text.len(), TOKEN_PREFIX.len() + 64);
+        assert!(text[TOKEN_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(a.token(&email), token);
+        assert_ne!(b.token(&email), token);
+        assert_ne!(a.token(&json!("aardvark@example.org")), token);
+        // Known answer: HMAC-SHA256("a" x 32, "aardvark@example.com"), from Python's hmac.
+        assert_eq!(
+            text,
+            "hmac-sha256:4559ee6dfaf27e413dd06873fb6c8e25e8e2e6f0cfbb4029e8d91c9747e2e8ce"
+        );
+        assert_eq!(a.token(&Value::Null), Value::Null);
+        // Other scalars by their JSON text.
+        assert_eq!(a.token(&json!(true)), a.token(&json!("true")));
+        assert_eq!(a.token(&json!(862)), a.token(&json!("862")));
+        assert_eq!(format!("{:?}", a), "Key(<hidden>)");
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert_eq!(
+            Key::new(&"x".repeat(31)).unwrap_err(),
+            KeyTooShort { len: 31 }
+        );
+        assert!(Key::new(&"x".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn include_then_exclude_then_pseudonymise() {
+        let r = rules(
+            Some(&["customer_*", "new_value"]),
+            &["customer_email"],
+            &["customer_mobile*", "new_value"],
+        )
+        .unwrap();
+        assert_eq!(r.treatment("customer_surname"), Treatment::Keep);
+        assert_eq!(r.treatment("customer_email"), Treatment::Remove);
+        assert_eq!(r.treatment("old_value"), Treatment::Remove);
+        assert_eq!(r.treatment("notification_x"), Treatment::Remove);
+        assert_eq!(
+            r.treatment("customer_mobile_number"),
+            Treatment::Pseudonymise
+        );
+        assert_eq!(r.treatment("new_value"), Treatment::Pseudonymise);
+        let none = rules(None, &[], &[]).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(none.treatment("anything"), Treatment::Keep);
+        let only = rules(None, &["customer_email"], &[]).unwrap();
+        assert!(!only.is_empty());
+        assert_eq!(only.treatment("customer_title"), Treatment::Keep);
+        assert_eq!(only.treatment("customer_email"), Treatment::Remove);
+        let envelope_only = rules(Some(&[]), &[], &[]).unwrap();
+        assert_eq!(envelope_only.treatment("old_value"), Treatment::Remove);
+        assert!(!envelope_only.is_empty());
+        assert_eq!(envelope_only.summary(), "include (envelope only)");
+    }
+
+    #[test]
+    fn apply_keeps_removes_or_tokenizes() {
+        let r = rules(None, &["a"], &["b"]).unwrap();
+        let value = json!("secret");
+        assert_eq!(r.apply("a", &value), None);
+        assert_eq!(r.apply("c", &value).unwrap().as_ref(), &value);
+        let token = r.apply("b", &value).unwrap().into_owned();
+        assert_eq!(token, key(&"k".repeat(32)).token(&value));
+    }
+
+    #[test]
+    fn contradictions_envelope_fields_and_missing_keys_are_refused() {
+        let refused = |r: Result<FieldRules, RuleError>| r.unwrap_err();
+        let e = refused(rules(None, &["customer_id"], &[]));
+        assert_eq!(e.list, "exclude");
+        assert!(
+            e.message
+                .contains("\"customer_id\" is part of the envelope"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            refused(rules(Some(&["event_id"]), &[], &[])).list,
+            "include"
+        );
+        assert_eq!(
+            refused(rules(None, &[], &["change_type"])).list,
+            "pseudonymise"
+        );
+        let e = refused(rules(None, &["customer_*"], &["customer_email"]));
+        assert_eq!(e.list, "pseudonymise");
+        assert!(
+            e.message.contains("also removed by exclude"),
+            "{}",
+            e.message
+        );
+        let e = refused(rules(Some(&["customer_email"]), &["customer_email"], &[]));
+        assert_eq!(e.list, "include");
+        let e = refused(rules(Some(&["customer_*"]), &[], &["new_value"]));
+        assert!(e.message.contains("not kept by include"), "{}", e.message);
+        assert!(refused(rules(None, &["a", "a"], &[]))
+            .message
+            .contains("listed twice"));
+        assert!(refused(rules(None, &["a["], &[]))
+            .message
+            .contains("invalid glob"));
+        assert!(refused(rules(None, &[""], &[]))
+            .message
+            .contains("empty pattern"));
+        let e =
+            FieldRules::new(None, vec![], strings(&["new_value"]), &ENVELOPE, None).unwrap_err();
+        assert_eq!(e.list, "pseudonymise");
+        assert!(e.message.contains("needs privacy.key"), "{}", e.message);
+        // Globs that merely overlap are not contradictions: the narrower list wins.
+        assert!(rules(
+            Some(&["customer_*"]),
+            &["customer_email"],
+            &["customer_mobile_number"]
+        )
+        .is_ok());
+        assert!(rules(None, &["customer_e*"], &["customer_*"]).is_ok());
+        assert!(rules(None, &["*_id"], &[]).is_ok());
+    }
+
+    #[test]
+    fn same_as_ignores_order_and_reports_unmatched_patterns() {
+        let a = rules(None, &["x", "y"], &["z"]).unwrap();
+        let b = rules(None, &["y", "x"], &["z"]).unwrap();
+        assert!(a.same_as(&b));
+        assert!(!a.same_as(&rules(None, &["x"], &["z"]).unwrap()));
+        assert!(!rules(Some(&[]), &[], &[])
+            .unwrap()
+            .same_as(&rules(None, &[], &[]).unwrap()));
+        assert_eq!(a.unmatched_patterns(&["x", "z"]), [("exclude", "y")]);
+        assert_eq!(a.summary(), "exclude x,y; pseudonymise z");
+        assert_eq!(rules(None, &[], &[]).unwrap().summary(), "-");
+    }
+
+    proptest! {
+        #[test]
+        fn every_field_is_kept_removed_or_pseudonymised(
+            include in proptest::option::of(proptest::collection::vec("[a-c]{1,2}\\*?", 0..3)),
+            exclude in proptest::collection::vec("[a-c]{1,2}\\*?", 0..3),
+            pseudonymise in proptest::collection::vec("[a-c]{1,2}\\*?", 0..3),
+            field in "[a-c]{1,3}",
+            value in "[a-z@.]{0,12}",
+        ) {
+            let dedup = |mut v: Vec<String>| { v.sort(); v.dedup(); v };
+            let Ok(r) = FieldRules::new(include.map(dedup), dedup(exclude), dedup(pseudonymise), &[], Some(&key(&"k".repeat(32)))) else {
+                return Ok(());
+            };
+            let value = Value::String(value);
+            match r.apply(&field, &value) {
+                None => prop_assert_eq!(r.treatment(&field), Treatment::Remove),
+                Some(out) if out.as_ref() == &value => prop_assert_eq!(r.treatment(&field), Treatment::Keep),
+                Some(out) => {
+                    prop_assert_eq!(r.treatment(&field), Treatment::Pseudonymise);
+                    let text = out.as_str().unwrap();
+                    prop_assert!(text.starts_with(TOKEN_PREFIX));
+                    prop_assert!(value.as_str().unwrap().is_empty() || !text.contains(value.as_str().unwrap()) || value.as_str().unwrap().len() < 3);
+                }
+            }
+        }
+    }
+}
