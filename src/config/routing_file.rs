@@ -216,7 +216,8 @@ pub fn parse(
             exclude: entry.exclude,
             pseudonymise: entry.pseudonymise,
         };
-        let rules = field_rules(rules, &route_fields(&applies_to), key)
+        let (envelope, known) = route_fields(&applies_to);
+        let rules = field_rules(rules, &envelope, &known, key)
             .map_err(|(list, m)| invalid(&format!("{named}.{list}"), m))?;
         let mut route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
             invalid(
@@ -293,7 +294,7 @@ pub fn parse(
             exclude: entry.exclude,
             pseudonymise: entry.pseudonymise,
         };
-        let rules = field_rules_with(rules, &envelope.collect::<Vec<_>>(), &known, key)
+        let rules = field_rules(rules, &envelope.collect::<Vec<_>>(), &known, key)
             .map_err(|(list, m)| invalid(&format!("{named}.{list}"), m))?;
         let rules = rules.map(|(rules, unmatched)| {
             warn_unmatched(&mut warnings, &named, unmatched);
@@ -331,22 +332,17 @@ pub fn parse(
     Ok(table.with_privacy(states, erasure_topic, warnings))
 }
 
-/// A route's rules, compiled, with the patterns that match no field of the
-/// contract; `None` when the route has none. Errors name the list.
-fn field_rules(
-    entry: RulesEntry,
-    fields: &RouteFields,
-    key: Option<&Arc<Key>>,
-) -> Result<Option<(FieldRules, Vec<String>)>, (&'static str, String)> {
-    field_rules_with(entry, &fields.envelope, &fields.known, key)
-}
+/// Compiled rules and their patterns that match no field the contract names.
+type CheckedRules = (FieldRules, Vec<String>);
 
-fn field_rules_with(
+/// A route's or state topic's rules, compiled, with the patterns that match none
+/// of `known`; `None` when it has none. Errors name the list.
+fn field_rules(
     entry: RulesEntry,
     envelope: &[&str],
     known: &[&str],
     key: Option<&Arc<Key>>,
-) -> Result<Option<(FieldRules, Vec<String>)>, (&'static str, String)> {
+) -> Result<Option<CheckedRules>, (&'static str, String)> {
     if entry.is_empty() {
         return Ok(None);
     }
@@ -364,22 +360,14 @@ fn field_rules_with(
     Ok(Some((rules, unmatched)))
 }
 
-/// The envelope and the contract's other fields of the events a route takes.
-struct RouteFields {
-    envelope: Vec<&'static str>,
-    known: Vec<&'static str>,
-}
-
-fn route_fields(entities: &[&'static Entity]) -> RouteFields {
+/// The envelope and the contract's other fields of the events of `entities`.
+fn route_fields(entities: &[&'static Entity]) -> (Vec<&'static str>, Vec<&'static str>) {
     let mut envelope: Vec<&str> = entities.iter().flat_map(|e| envelope_keys(e)).collect();
     envelope.sort_unstable();
     envelope.dedup();
     let known = ["old_value", "new_value"].into_iter();
     let known = known.chain(entities.iter().flat_map(|e| e.known.iter().map(|f| f.key)));
-    RouteFields {
-        envelope,
-        known: known.collect(),
-    }
+    (envelope, known.collect())
 }
 
 fn warn_unmatched(warnings: &mut Vec<String>, named: &str, unmatched: Vec<String>) {
