@@ -2,15 +2,19 @@
 //! settings and the routing table in use: the Kafka servers, one channel per
 //! topic (the unmatched topic included) with the routes and change-type patterns
 //! that feed it, and on each channel the message of every entity whose events can
-//! reach it: that entity's flat event ([`super::schema`], as a draft-07 payload),
-//! its record key, its headers and the Kafka bindings.
+//! reach it: that entity's flat event ([`super::schema`], as a draft-07 payload,
+//! shaped by the topic's field rules when it has some), its record key, its
+//! headers and the Kafka bindings. State topics (compacted) carry their entity's
+//! state record, the erasure topic the erasure events of `forget`.
 
 use serde_json::{json, Map, Value};
 
 use super::{cloudevents_type, schema};
 use crate::config::KafkaSettings;
 use crate::entity::{Entity, ENTITIES};
-use crate::routing::{Route, RoutingTable};
+use crate::privacy::FieldRules;
+use crate::routing::{Route, RoutingTable, StateTopic};
+use crate::sink::record::ERASED;
 
 /// The version of the Kafka bindings used.
 const BINDING_VERSION: &str = "0.5.0";
@@ -19,11 +23,10 @@ const BINDING_VERSION: &str = "0.5.0";
 pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
     let mut channels = Map::new();
     let mut operations = Map::new();
-    for topic in table.all_topics() {
-        let entities = entities_reaching(topic, table);
-        channels.insert(topic.to_string(), channel(topic, table, &entities));
-        let messages: Vec<Value> = (entities.iter())
-            .map(|e| json!({"$ref": format!("#/channels/{topic}/messages/{}", message_name(e))}))
+    let mut add = |topic: &str, channel: Value| {
+        let names = channel["messages"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>());
+        let messages: Vec<Value> = (names.unwrap_or_default().iter())
+            .map(|name| json!({"$ref": format!("#/channels/{topic}/messages/{name}")}))
             .collect();
         operations.insert(
             format!("send-{topic}"),
@@ -34,10 +37,24 @@ pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
                 "messages": messages,
             }),
         );
+        channels.insert(topic.to_string(), channel);
+    };
+    let states: Vec<&str> = table.states().iter().map(|s| s.topic.as_str()).collect();
+    for topic in table.all_topics() {
+        if !states.contains(&topic) {
+            let entities = entities_reaching(topic, table);
+            add(topic, channel(kafka, topic, table, &entities));
+        }
+    }
+    for state in table.states() {
+        add(&state.topic, state_channel(state));
+    }
+    if let Some(topic) = table.erasure_topic() {
+        add(topic, erasure_channel(kafka, topic));
     }
     let messages: Map<String, Value> = ENTITIES
         .iter()
-        .map(|entity| (message_name(entity), message(kafka, entity)))
+        .map(|entity| (message_name(entity), event_message(kafka, entity, None)))
         .collect();
     json!({
         "asyncapi": "3.0.0",
@@ -100,8 +117,8 @@ fn entities_reaching(topic: &str, table: &RoutingTable) -> Vec<&'static Entity> 
 }
 
 /// The channel of `topic`: which routes feed it, with which entities and
-/// patterns, and the messages of `entities`.
-fn channel(topic: &str, table: &RoutingTable, entities: &[&Entity]) -> Value {
+/// patterns, and the messages of `entities` (shaped by the topic's field rules).
+fn channel(kafka: &KafkaSettings, topic: &str, table: &RoutingTable, entities: &[&Entity]) -> Value {
     let feeding: Vec<&Route> = table
         .routes()
         .iter()
@@ -128,18 +145,25 @@ fn channel(topic: &str, table: &RoutingTable, entities: &[&Entity]) -> Value {
             "every event no route matches (new change types, notifications without changes)".into(),
         );
     }
+    let rules = table.rules_for(topic);
     let messages: Map<String, Value> = entities
         .iter()
         .map(|e| {
             let name = message_name(e);
-            let reference = json!({"$ref": format!("#/components/messages/{name}")});
-            (name, reference)
+            let message = match rules {
+                None => json!({"$ref": format!("#/components/messages/{name}")}),
+                Some(rules) => event_message(kafka, e, Some(rules)),
+            };
+            (name, message)
         })
         .collect();
+    let shaped = rules.map_or(String::new(), |r| {
+        format!(" Its events are shaped by field rules: {}.", r.summary())
+    });
     json!({
         "address": topic,
         "title": topic,
-        "description": format!("Fed by {}.", feeds.join("; ")),
+        "description": format!("Fed by {}.{shaped}", feeds.join("; ")),
         "messages": messages,
         "bindings": {"kafka": {"topic": topic, "bindingVersion": BINDING_VERSION}},
         "x-webhook-connector-routes": routes,
@@ -155,26 +179,112 @@ fn route_entities(route: &Route) -> Vec<&'static str> {
         .collect()
 }
 
-/// `entity`'s flat event as a message: payload, key, headers.
-fn message(kafka: &KafkaSettings, entity: &Entity) -> Value {
+/// The channel of an entity's compacted state topic.
+fn state_channel(state: &StateTopic) -> Value {
+    let (entity, topic) = (state.entity, state.topic.as_str());
+    let name = format!("{}State", entity.name);
+    let body = entity.body_key;
+    let message = json!({
+        "name": name,
+        "title": format!("{} state", entity.name),
+        "summary": format!("The latest state of one {}; no value (a tombstone) once deleted or erased.", entity.name),
+        "contentType": "application/json",
+        "payload": draft_07(schema::state_record(entity, state.rules.as_deref())),
+        "headers": {
+            "type": "object",
+            "properties": {
+                "entity": {"const": entity.name},
+                "schema_version": {"type": "string", "description": "The schema_version, in decimal."},
+                "content-type": {"const": "application/json", "description": "Absent on a tombstone."},
+            },
+            "required": ["entity", "schema_version"],
+        },
+        "bindings": {"kafka": {"key": id_key(entity), "bindingVersion": BINDING_VERSION}},
+    });
+    json!({
+        "address": topic,
+        "title": topic,
+        "description": format!(
+            "The latest state of each {}, keyed by {body}.Id: one record after every notification, a tombstone when a change matches {}. Compacted (cleanup.policy=compact): a consumer reading from the start gets every {}'s latest record.",
+            entity.name, state.deletions.patterns().join(", "), entity.name
+        ),
+        "messages": {name: message},
+        "bindings": {"kafka": {"topic": topic, "topicConfiguration": {"cleanup.policy": ["compact"]}, "bindingVersion": BINDING_VERSION}},
+    })
+}
+
+/// The channel of the erasure topic: one message per entity.
+fn erasure_channel(kafka: &KafkaSettings, topic: &str) -> Value {
+    let text = |description: &str| json!({"type": "string", "description": description});
+    let messages: Map<String, Value> = ENTITIES
+        .iter()
+        .map(|entity| {
+            let name = format!("{}Erasure", entity.name);
+            let message = json!({
+                "name": name,
+                "title": format!("{} erasure", entity.name),
+                "summary": format!("Erase one {} (webhook-connector forget): no personal data.", entity.name),
+                "contentType": "application/json",
+                "payload": draft_07(schema::erasure_event(entity)),
+                "headers": {
+                    "type": "object",
+                    "properties": {
+                        "entity": {"const": entity.name},
+                        "schema_version": text("The schema_version, in decimal."),
+                        "content-type": {"const": "application/json"},
+                        "ce_specversion": {"const": "1.0"},
+                        "ce_id": text("CloudEvents id: the erasure_id."),
+                        "ce_source": {"const": kafka.cloudevents_source},
+                        "ce_type": {"const": cloudevents_type(entity.name, Some(ERASED))},
+                        "ce_time": text("CloudEvents time: requested_at."),
+                        "ce_subject": text(&format!("CloudEvents subject: {}.Id in decimal.", entity.body_key)),
+                    },
+                    "required": ["entity", "schema_version", "content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"],
+                },
+                "bindings": {"kafka": {"key": id_key(entity), "bindingVersion": BINDING_VERSION}},
+            });
+            (name, message)
+        })
+        .collect();
+    json!({
+        "address": topic,
+        "title": topic,
+        "description": "Erasure requests (webhook-connector forget): a consumer holding an entity's data erases it when one arrives.",
+        "messages": messages,
+        "bindings": {"kafka": {"topic": topic, "bindingVersion": BINDING_VERSION}},
+    })
+}
+
+/// The record key of `entity`'s records.
+fn id_key(entity: &Entity) -> Value {
     let (name, body) = (entity.name, entity.body_key);
-    let mut payload = schema::flat_event(entity);
-    if let Some(object) = payload.as_object_mut() {
-        // Embedded as draft-07, which the AsyncAPI tools check; the keywords are
-        // the same in both drafts.
+    json!({"type": "string", "pattern": "^-?[0-9]+$", "description": format!("{body}.Id in decimal: one {name}'s records share a partition, in order.")})
+}
+
+/// `schema` as a draft-07 payload: the AsyncAPI tools check draft-07, and the
+/// keywords used are the same in both drafts.
+fn draft_07(mut schema: Value) -> Value {
+    if let Some(object) = schema.as_object_mut() {
         object.remove("$schema");
         object.remove("$id");
     }
+    json!({"schemaFormat": "application/schema+json;version=draft-07", "schema": schema})
+}
+
+/// `entity`'s flat event as a message (shaped by `rules`): payload, key, headers.
+fn event_message(kafka: &KafkaSettings, entity: &Entity, rules: Option<&FieldRules>) -> Value {
+    let (name, body) = (entity.name, entity.body_key);
     let text = |description: &str| json!({"type": "string", "description": description});
+    let summary = match rules {
+        None => format!("One change of one {name} notification, flat."),
+        Some(rules) => format!("One change of one {name} notification, flat, shaped by field rules: {}.", rules.summary()),
+    };
     json!({
         "name": message_name(entity),
         "title": format!("Flat {name} event"),
-        "summary": format!("One change of one {name} notification, flat."),
+        "summary": summary,
         "contentType": "application/json",
-        "payload": {
-            "schemaFormat": "application/schema+json;version=draft-07",
-            "schema": payload,
-        },
+        "payload": draft_07(schema::shaped_event(entity, rules)),
         "headers": {
             "type": "object",
             "properties": {
@@ -192,12 +302,7 @@ fn message(kafka: &KafkaSettings, entity: &Entity) -> Value {
             },
             "required": ["event_id", "entity", "schema_version", "content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"],
         },
-        "bindings": {
-            "kafka": {
-                "key": {"type": "string", "pattern": "^-?[0-9]+$", "description": format!("{body}.Id in decimal: one {name}'s events share a partition, in order.")},
-                "bindingVersion": BINDING_VERSION,
-            },
-        },
+        "bindings": {"kafka": {"key": id_key(entity), "bindingVersion": BINDING_VERSION}},
     })
 }
 

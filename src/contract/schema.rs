@@ -9,7 +9,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::entity::{Entity, FieldType};
-use crate::normalize::{fixed_keys, SCHEMA_VERSION};
+use crate::normalize::{envelope_keys, fixed_keys, STATE_ENVELOPE, SCHEMA_VERSION};
+use crate::privacy::{FieldRules, Treatment, TOKEN_PREFIX};
 
 /// The schema's `$id`.
 pub fn schema_id(entity: &Entity) -> String {
@@ -122,6 +123,128 @@ pub fn flat_event(entity: &Entity) -> Value {
         },
         "additionalProperties": false,
     })
+}
+
+/// `entity`'s flat event as a topic with field `rules` receives it: removed
+/// fields are left out (and no longer required), pseudonymised ones are tokens
+/// (or null). The envelope is untouched.
+pub fn shaped_event(entity: &Entity, rules: Option<&FieldRules>) -> Value {
+    let schema = flat_event(entity);
+    match rules {
+        None => schema,
+        Some(rules) => shaped(schema, rules, &envelope_keys(entity)),
+    }
+}
+
+/// The JSON Schema of `entity`'s state record as its state topic's `rules`
+/// shape it: the envelope ([`STATE_ENVELOPE`] and the id), then the entity's
+/// fields as in its flat event.
+pub fn state_record(entity: &Entity, rules: Option<&FieldRules>) -> Value {
+    let event = flat_event(entity);
+    let (name, prefix) = (entity.name, entity.prefix);
+    let mut properties = Map::new();
+    properties.insert("schema_version".into(), event["properties"]["schema_version"].clone());
+    properties.insert(
+        "entity".into(),
+        json!({"const": name, "description": "The entity whose state this is."}),
+    );
+    properties.insert(entity.id_key.into(), event["properties"][entity.id_key].clone());
+    properties.insert(
+        "change_date_time".into(),
+        timestamp("The ChangeDateTime of the notification this state comes from: a consumer keeps the state with the latest one (a retried older notification can arrive after a newer one)."),
+    );
+    properties.insert(
+        "event_ids".into(),
+        json!({"type": "array", "minItems": 1, "items": {"type": "string", "format": "uuid"},
+               "description": "The event_id of each event of that notification, in order."}),
+    );
+    properties.insert("received_at".into(), event["properties"]["received_at"].clone());
+    for field in entity.known {
+        properties.insert(field.key.into(), event["properties"][field.key].clone());
+    }
+    let mut required: Vec<&str> = STATE_ENVELOPE.to_vec();
+    required.push(entity.id_key);
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": format!("{name} state, schema version {SCHEMA_VERSION}"),
+        "description": format!("The latest state of one {name}, keyed by its id on a compacted topic; a record without a value (a tombstone) when the {name} was deleted or erased. Its fields are those of the {name}'s flat events ({prefix}*), without the notification's and the change's."),
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "patternProperties": {
+            format!("^{prefix}"): event["patternProperties"][format!("^{prefix}")].clone(),
+        },
+        "additionalProperties": false,
+    });
+    let envelope: Vec<&str> = STATE_ENVELOPE.iter().copied().chain([entity.id_key]).collect();
+    match rules {
+        None => schema,
+        Some(rules) => shaped(schema, rules, &envelope),
+    }
+}
+
+/// The JSON Schema of the erasure event `forget` writes for `entity`.
+pub fn erasure_event(entity: &Entity) -> Value {
+    let name = entity.name;
+    let id = flat_event(entity)["properties"][entity.id_key].clone();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": format!("{name} erasure, schema version {SCHEMA_VERSION}"),
+        "description": format!("A request to erase one {name} (`webhook-connector forget`): every consumer holding its data erases it. Carries no personal data."),
+        "type": "object",
+        "required": ["erasure_id", "schema_version", "entity", entity.id_key, "requested_at", "state_topic"],
+        "properties": {
+            "erasure_id": {"type": "string", "format": "uuid", "description": "A random id of this erasure request."},
+            "schema_version": {"const": SCHEMA_VERSION},
+            "entity": {"const": name},
+            entity.id_key: id,
+            "requested_at": timestamp("When the erasure was requested."),
+            "state_topic": {"type": ["string", "null"], "description": "The state topic that received a tombstone for the id, or null when the entity has none."},
+        },
+        "additionalProperties": false,
+    })
+}
+
+/// A pseudonymised value: a token, or null.
+pub(crate) const TOKEN_PATTERN: &str = "^hmac-sha256:[0-9a-f]{64}$";
+
+/// `schema` with its non-`envelope` properties as `rules` shape them.
+fn shaped(mut schema: Value, rules: &FieldRules, envelope: &[&str]) -> Value {
+    debug_assert_eq!(TOKEN_PATTERN, format!("^{TOKEN_PREFIX}[0-9a-f]{{64}}$"));
+    let properties = schema["properties"].as_object_mut().expect("a schema with properties");
+    let mut removed = Vec::new();
+    for (key, property) in properties.iter_mut() {
+        if envelope.contains(&key.as_str()) {
+            continue;
+        }
+        match rules.treatment(key) {
+            Treatment::Keep => {}
+            Treatment::Remove => removed.push(key.clone()),
+            Treatment::Pseudonymise => {
+                let was = property["description"].as_str().unwrap_or_default();
+                *property = json!({
+                    "type": ["string", "null"],
+                    "pattern": TOKEN_PATTERN,
+                    "description": format!("Pseudonymised: HMAC-SHA256 of the value, keyed with privacy.key (null stays null). {was}"),
+                });
+            }
+        }
+    }
+    for key in &removed {
+        properties.remove(key);
+    }
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.retain(|key| !removed.iter().any(|r| key == r));
+    }
+    if let Some(object) = schema.as_object_mut() {
+        // No longer the published document that `$id` names.
+        object.remove("$id");
+    }
+    let rules_text = rules.summary();
+    if let Some(description) = schema["description"].as_str() {
+        schema["description"] = json!(format!("{description} Shaped by field rules: {rules_text}."));
+    }
+    schema
 }
 
 /// RFC 3339 in UTC with `Z`, 0 to 9 fraction digits.
