@@ -11,7 +11,8 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS")
         .env_remove("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED")
-        .env_remove("CONNECTOR__WEBHOOK__SECRETS");
+        .env_remove("CONNECTOR__WEBHOOK__SECRETS")
+        .env_remove("CONNECTOR__PRIVACY__KEY");
     for (name, value) in env {
         command.env(name, value);
     }
