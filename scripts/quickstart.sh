@@ -41,8 +41,21 @@ export CONNECTOR__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$kafka_port"
 export CONNECTOR__SERVER__LISTEN="127.0.0.1:$http_port"
 # Local quick start: no secret shared with a platform; production sets CONNECTOR__WEBHOOK__SECRETS instead.
 export CONNECTOR__WEBHOOK__ALLOW_UNSIGNED=true
+# The example routes pseudonymise contact details, which needs privacy.key. A local
+# key is made once and kept in the cache, so tokens stay the same across runs;
+# production sets its own secret (CONNECTOR__PRIVACY__KEY).
+if [ -z "${CONNECTOR__PRIVACY__KEY:-}" ]; then
+  key_file="$CACHE_DIR/quickstart-privacy.key"
+  if [ ! -s "$key_file" ]; then
+    mkdir -p "$CACHE_DIR"
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$key_file")
+  fi
+  CONNECTOR__PRIVACY__KEY="$(cat "$key_file")"
+  export CONNECTOR__PRIVACY__KEY
+  log "Pseudonymising with the local key in $key_file"
+fi
 "$bin" check --config config/default.toml
-log "Creating the routed topics"
+log "Creating the topics (the state topic compacted)"
 "$bin" create-topics --config config/default.toml --partitions 1
 
 cat <<MSG
@@ -59,6 +72,10 @@ cat <<MSG
     $TANSU_BIN cat consume customer.contact-details --broker tcp://127.0.0.1:$kafka_port
     $TANSU_BIN cat consume booking.status --broker tcp://127.0.0.1:$kafka_port
     $TANSU_BIN cat consume booking.tables --broker tcp://127.0.0.1:$kafka_port
+    $TANSU_BIN cat consume customer.state --broker tcp://127.0.0.1:$kafka_port
+
+  Erase customer 862 (a tombstone on customer.state, an event on privacy.erasures):
+    CONNECTOR__PRIVACY__KEY=\$(cat $CACHE_DIR/quickstart-privacy.key) CONNECTOR__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port target/debug/webhook-connector forget --entity customer --id 862
 
   Ctrl-C stops the connector and the broker.
 

@@ -1264,6 +1264,89 @@ mod tests {
             })
     }
 
+    /// Patterns field rules may use: known and unknown names, globs over groups,
+    /// old and new values.
+    const RULE_PATTERNS: [&str; 12] = [
+        "customer_email",
+        "customer_first_name",
+        "customer_*",
+        "customer_*name*",
+        "*_value",
+        "old_value",
+        "new_value",
+        "change_*",
+        "notification_*",
+        "customer_receive_*",
+        "*",
+        "customer_title",
+    ];
+
+    fn arb_rules() -> impl Strategy<Value = crate::privacy::FieldRules> {
+        let list = || proptest::sample::subsequence(RULE_PATTERNS.to_vec(), 0..4);
+        (proptest::option::of(list()), list(), list()).prop_filter_map(
+            "rules that contradict themselves are refused at load",
+            |(include, exclude, pseudonymise)| {
+                let strings = |l: Vec<&str>| l.into_iter().map(String::from).collect();
+                crate::privacy::FieldRules::new(
+                    include.map(strings),
+                    strings(exclude),
+                    strings(pseudonymise),
+                    &envelope_keys(&CUSTOMER),
+                    Some(&rules_key()),
+                )
+                .ok()
+            },
+        )
+    }
+
+    fn rules_key() -> Arc<crate::privacy::Key> {
+        Arc::new(crate::privacy::Key::new(&"p".repeat(32)).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn every_field_a_topic_receives_is_kept_removed_or_pseudonymised_and_the_envelope_is_intact(
+            n in arb_open_notification(),
+            rules in arb_rules(),
+        ) {
+            use crate::privacy::Treatment;
+            let schema = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&crate::contract::schema::shaped_event(&CUSTOMER, Some(&rules)))
+                .unwrap();
+            let key = rules_key();
+            for event in normalize(n, received()).unwrap() {
+                let whole = event.to_value();
+                let shaped = event.to_value_for(Some(&rules));
+                let (whole, shaped) = (whole.as_object().unwrap(), shaped.as_object().unwrap());
+                for envelope in envelope_keys(&CUSTOMER).into_iter().filter(|k| *k != "entity") {
+                    prop_assert_eq!(&shaped[envelope], &whole[envelope], "{}", envelope);
+                }
+                for (field, value) in whole {
+                    if envelope_keys(&CUSTOMER).contains(&field.as_str()) {
+                        continue;
+                    }
+                    match rules.treatment(field) {
+                        Treatment::Keep => prop_assert_eq!(shaped.get(field), Some(value)),
+                        Treatment::Remove => prop_assert!(!shaped.contains_key(field)),
+                        Treatment::Pseudonymise => {
+                            let token = &shaped[field];
+                            prop_assert_eq!(token, &key.token(value));
+                            if let (Some(raw), Some(token)) = (value.as_str(), token.as_str()) {
+                                prop_assert!(raw.len() < 4 || !token.contains(raw), "{} in {}", raw, token);
+                            }
+                        }
+                    }
+                }
+                // Nothing else, in the same order.
+                let order: Vec<&String> = whole.keys().filter(|k| shaped.contains_key(*k)).collect();
+                prop_assert_eq!(order, shaped.keys().collect::<Vec<_>>());
+                let shaped = Value::Object(shaped.clone());
+                prop_assert!(schema.is_valid(&shaped), "{}", shaped);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn every_event_of_any_notification_matches_the_published_schema(n in arb_open_notification()) {

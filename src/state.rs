@@ -59,3 +59,136 @@ pub fn erasure_event(
         "state_topic": state_topic,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::routing_file;
+    use crate::entity::{BOOKING, CUSTOMER};
+    use crate::pipeline::{accept, Limits};
+
+    const LIMITS: Limits = Limits {
+        max_body_bytes: 1 << 20,
+        max_changes: 100,
+        max_request_bytes: 1 << 26,
+    };
+
+    const ROUTES: &str = "[unmatched]\ntopic = \"u\"\n\
+        [[state]]\nentity = \"customer\"\ntopic = \"customer.state\"\n\
+        exclude = [\"customer_email\", \"customer_mobile_number\"]\n\
+        [[state]]\nentity = \"booking\"\ntopic = \"booking.state\"\n\
+        deletions = [\"BookingPurged\", \"*Cancelled\"]\n";
+
+    fn events(body: &[u8], entity: &'static Entity) -> Vec<FlatEvent> {
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
+        accept(body, entity, &LIMITS, &table, chrono::Utc::now())
+            .unwrap()
+            .events
+    }
+
+    fn validate(entity: &Entity, state: &StateTopic, value: &Value) {
+        let schema = crate::contract::schema::state_record(entity, state.rules.as_deref());
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}\n{value}");
+    }
+
+    #[test]
+    fn the_state_holds_the_entity_s_latest_fields_as_the_rules_shape_them() {
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
+        let state = table.state_for(&CUSTOMER).unwrap();
+        let body = br#"{"ChangeDateTime":"2018-11-16T10:46:20Z","Customer":{"Id":862,"FirstName":"A","Email":"a@example.com","Extra":{"x":1}},"Changes":[{"ChangeType":"CustomerEmailChanged","OldValue":"b@example.com","NewValue":"a@example.com","Note":"n"},{"ChangeType":"CustomerSmsChanged"}],"Source":"web"}"#;
+        let events = events(body, &CUSTOMER);
+        let value: Value = serde_json::from_slice(&super::value(&events, state).unwrap()).unwrap();
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        assert_eq!(
+            value,
+            json!({
+                "schema_version": 1, "entity": "customer", "customer_id": 862,
+                "change_date_time": "2018-11-16T10:46:20Z", "event_ids": ids,
+                "received_at": events[0].received_at,
+                "customer_first_name": "A", "customer_extra": "{\"x\":1}",
+            })
+        );
+        // Keys in this order, the envelope first.
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys[..6],
+            [
+                "schema_version",
+                "entity",
+                "customer_id",
+                "change_date_time",
+                "event_ids",
+                "received_at"
+            ]
+        );
+        validate(&CUSTOMER, state, &value);
+        // A notification without changes still has a state.
+        let none = br#"{"ChangeDateTime":"2018-11-16T10:46:20Z","Customer":{"Id":1},"Changes":[]}"#;
+        let events = super::tests::events(none, &CUSTOMER);
+        assert!(super::value(&events, state).is_some());
+    }
+
+    #[test]
+    fn a_deletion_anywhere_in_the_notification_is_a_tombstone() {
+        let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
+        let customer = table.state_for(&CUSTOMER).unwrap();
+        for (changes, tombstone) in [
+            (r#"[{"ChangeType":"CustomerDeleted"}]"#, true),
+            (
+                r#"[{"ChangeType":"CustomerSmsChanged"},{"ChangeType":"CustomerAccountDeleted"}]"#,
+                true,
+            ),
+            (r#"[{"ChangeType":"CustomerDeletedNot"}]"#, false),
+            (r#"[{"ChangeType":"customerdeleted"}]"#, false),
+            ("[]", false),
+        ] {
+            let body = format!(
+                r#"{{"ChangeDateTime":"2018-11-16T10:46:20Z","Customer":{{"Id":862}},"Changes":{changes}}}"#
+            );
+            let events = events(body.as_bytes(), &CUSTOMER);
+            assert_eq!(value(&events, customer).is_none(), tombstone, "{changes}");
+        }
+        // The booking's own deletion patterns, instead of the default.
+        let booking = table.state_for(&BOOKING).unwrap();
+        let sample = include_bytes!("../tests/fixtures/booking_sample.json");
+        let events = events(sample, &BOOKING);
+        let value: Value =
+            serde_json::from_slice(&super::value(&events, booking).unwrap()).unwrap();
+        assert_eq!(value["booking_id"], 51234);
+        assert_eq!(value["entity"], "booking");
+        validate(&BOOKING, booking, &value);
+        let body =
+            String::from_utf8_lossy(sample).replace("BookingStatusChanged", "BookingCancelled");
+        assert!(super::value(&super::tests::events(body.as_bytes(), &BOOKING), booking).is_none());
+    }
+
+    #[test]
+    fn an_erasure_event_carries_no_personal_data() {
+        let id = Uuid::from_u128(1);
+        let event = erasure_event(&BOOKING, 7, id, "2026-11-29T10:00:00Z", None);
+        assert_eq!(
+            event,
+            json!({"erasure_id": id, "schema_version": 1, "entity": "booking", "booking_id": 7,
+                   "requested_at": "2026-11-29T10:00:00Z", "state_topic": null})
+        );
+        let schema = crate::contract::schema::erasure_event(&BOOKING);
+        assert!(jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap()
+            .is_valid(&event));
+    }
+}

@@ -9,15 +9,28 @@ use common::{assert_published_event, run_binary};
 
 use serde_json::Value;
 
-/// Runs the binary with unsigned requests allowed (as the quick start does).
+/// The `privacy.key` the example routing file needs (it pseudonymises).
+const PRIVACY_KEY: (&str, &str) = (
+    "CONNECTOR__PRIVACY__KEY",
+    "cli-test-key-of-at-least-32-bytes",
+);
+
+/// Runs the binary with unsigned requests allowed (as the quick start does) and
+/// a privacy key.
 fn connector(args: &[&str]) -> Output {
-    run_binary(args, &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")])
+    run_binary(
+        args,
+        &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true"), PRIVACY_KEY],
+    )
 }
 
 #[test]
 fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
     for command in ["run", "check"] {
-        let output = run_binary(&[command, "--config", "config/default.toml"], &[]);
+        let output = run_binary(
+            &[command, "--config", "config/default.toml"],
+            &[PRIVACY_KEY],
+        );
         assert_eq!(output.status.code(), Some(64), "{command}");
         let stderr = text(&output.stderr);
         assert!(stderr.contains("webhook.secrets: is empty"), "{stderr}");
@@ -29,9 +42,70 @@ fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
     }
     let signed = run_binary(
         &["check", "--config", "config/default.toml"],
-        &[("CONNECTOR__WEBHOOK__SECRETS", "s3cret")],
+        &[("CONNECTOR__WEBHOOK__SECRETS", "s3cret"), PRIVACY_KEY],
     );
     assert!(signed.status.success(), "{}", text(&signed.stderr));
+}
+
+#[test]
+fn the_example_routes_need_a_privacy_key_of_32_bytes() {
+    let unsigned = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
+    let output = run_binary(&["check", "--config", "config/default.toml"], &[unsigned]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "config/routes.toml: routes[0] (\"contact-details\").pseudonymise: needs privacy.key (CONNECTOR__PRIVACY__KEY)"
+        ),
+        "{stderr}"
+    );
+    let short = ("CONNECTOR__PRIVACY__KEY", "too-short");
+    let output = run_binary(
+        &["check", "--config", "config/default.toml"],
+        &[unsigned, short],
+    );
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("privacy.key: must be at least 32 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short"),
+        "the key is never printed: {stderr}"
+    );
+}
+
+#[test]
+fn forget_without_an_erasure_topic_exits_64_before_reaching_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, "[unmatched]\ntopic = \"u\"\n").unwrap();
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[routing]\nfile = {:?}\n[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n",
+            routes.display().to_string()
+        ),
+    )
+    .unwrap();
+    let output = connector(&[
+        "forget",
+        "--config",
+        settings.to_str().unwrap(),
+        "--entity",
+        "customer",
+        "--id",
+        "862",
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the routing file has no [erasure] topic"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -52,18 +126,22 @@ fn check_prints_the_route_table_of_the_example_config() {
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
+    let minimal = "customer_title,customer_first_name,customer_surname,customer_email,customer_mobile_number,customer_company";
     for line in [
-        "ROUTE ENTITIES CHANGE TYPES TOPICS",
-        "contact-details customer CustomerEmailChanged, CustomerSmsChanged customer.contact-details",
-        "marketing-opt-ins customer Customer*Marketing*Changed customer.marketing-opt-ins",
-        "lifecycle customer Customer*Created, Customer*Deleted customer.lifecycle",
-        "booking-status booking Booking*Status* booking.status",
-        "booking-cancellations booking Booking*Cancel* booking.cancellations",
-        "booking-tables booking Booking*Table*, Booking*Area* booking.tables",
-        "(unmatched) all anything no route matches webhooks.unrouted",
+        "ROUTE ENTITIES CHANGE TYPES TOPICS FIELDS",
+        "contact-details customer CustomerEmailChanged, CustomerSmsChanged customer.contact-details include old_value,new_value,customer_email,customer_mobile_number,customer_related_provider_id; pseudonymise old_value,new_value,customer_email,customer_mobile_number",
+        &format!("marketing-opt-ins customer Customer*Marketing*Changed customer.marketing-opt-ins exclude {minimal}"),
+        "lifecycle customer Customer*Created, Customer*Deleted customer.lifecycle all",
+        "booking-status booking Booking*Status* booking.status all",
+        "booking-cancellations booking Booking*Cancel* booking.cancellations all",
+        "booking-tables booking Booking*Table*, Booking*Area* booking.tables all",
+        "(unmatched) all anything no route matches webhooks.unrouted all",
+        &format!("(state) customer tombstone on Customer*Deleted customer.state exclude {minimal}"),
+        "(erasure) all `forget` only privacy.erasures -",
     ] {
         assert!(lines.iter().any(|l| l == line), "{line} missing from:\n{stdout}");
     }
+    assert!(!stdout.contains("warning"), "{stdout}");
 }
 
 #[test]
@@ -117,23 +195,39 @@ fn explain_prints_the_events_and_their_topics() {
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let explained: Value = serde_json::from_slice(&output.stdout).expect("explain prints JSON");
-    let events = explained.as_array().unwrap();
+    let events = explained["events"].as_array().unwrap();
     assert_eq!(events.len(), 4);
-    assert_eq!(
-        events[0]["topics"],
-        serde_json::json!(["customer.contact-details"])
-    );
+    let topics = |event: &Value| -> Vec<String> {
+        event["topics"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(topics(&events[0]), ["customer.contact-details"]);
     assert_eq!(events[0]["key"], "862");
-    assert_eq!(events[0]["event"]["change_type"], "CustomerSmsChanged");
-    for event in events {
-        assert_published_event(&event["event"]);
-    }
+    assert_eq!(events[0]["change_type"], "CustomerSmsChanged");
+    // The contact topic gets the minimum, its values pseudonymised.
+    let contact = &events[0]["topics"]["customer.contact-details"];
+    assert_eq!(contact["event_id"], events[0]["event_id"]);
+    assert!(contact["new_value"]
+        .as_str()
+        .unwrap()
+        .starts_with("hmac-sha256:"));
+    assert!(contact.get("customer_first_name").is_none());
     for event in &events[1..] {
-        assert_eq!(
-            event["topics"],
-            serde_json::json!(["customer.marketing-opt-ins"])
-        );
+        assert_eq!(topics(event), ["customer.marketing-opt-ins"]);
+        let marketing = &event["topics"]["customer.marketing-opt-ins"];
+        assert!(marketing.get("customer_email").is_none());
+        assert_eq!(marketing["customer_receive_group_sms_marketing"], true);
     }
+    // The state record after the events, without contact details.
+    let state = &explained["state"];
+    assert_eq!(state["topic"], "customer.state");
+    assert_eq!(state["key"], "862");
+    assert_eq!(state["value"]["customer_id"], 862);
+    assert!(state["value"].get("customer_email").is_none());
 }
 
 #[test]
@@ -145,22 +239,29 @@ fn explain_detects_a_booking_or_takes_the_entity_it_is_told() {
     let output = explain(&["tests/fixtures/booking_sample.json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let explained: Value = serde_json::from_slice(&output.stdout).expect("explain prints JSON");
-    let events = explained.as_array().unwrap();
+    let events = explained["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
-    assert_eq!(events[0]["topics"], serde_json::json!(["booking.status"]));
-    assert_eq!(events[1]["topics"], serde_json::json!(["booking.tables"]));
-    for event in events {
-        assert_eq!(event["key"], "51234");
-        assert_eq!(event["event"]["entity"], "booking");
-        assert_published_event(&event["event"]);
+    let (status, tables) = (&events[0]["topics"], &events[1]["topics"]);
+    for event in [&status["booking.status"], &tables["booking.tables"]] {
+        assert_eq!(event["entity"], "booking");
+        assert_published_event(event);
     }
+    assert_eq!(status.as_object().unwrap().len(), 1);
+    assert_eq!(tables.as_object().unwrap().len(), 1);
+    assert!(events.iter().all(|e| e["key"] == "51234"));
+    assert!(
+        explained.get("state").is_none(),
+        "bookings have no state topic"
+    );
     // Told the entity, the same events (but for the receive time).
     let told = explain(&["--entity", "booking", "tests/fixtures/booking_sample.json"]);
     let mut told: Value = serde_json::from_slice(&told.stdout).expect("explain prints JSON");
     let mut detected = explained.clone();
-    for events in [&mut told, &mut detected] {
-        for event in events.as_array_mut().unwrap() {
-            event["event"]["received_at"] = Value::Null;
+    for explained in [&mut told, &mut detected] {
+        for event in explained["events"].as_array_mut().unwrap() {
+            for (_, value) in event["topics"].as_object_mut().unwrap() {
+                value["received_at"] = Value::Null;
+            }
         }
     }
     assert_eq!(told, detected);
@@ -260,6 +361,7 @@ fn explain_refuses_what_the_endpoint_refuses_with_exit_65() {
         &[
             ("CONNECTOR__SERVER__MAX_BODY_BYTES", "4000"),
             ("CONNECTOR__SERVER__MAX_IN_FLIGHT_BYTES", "16000"),
+            PRIVACY_KEY,
         ],
     );
     {

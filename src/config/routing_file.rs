@@ -465,6 +465,7 @@ fn toml_message(err: &toml::de::Error, text: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::privacy::Treatment;
 
     const EXAMPLE: &str = r#"
         [unmatched]
@@ -644,5 +645,192 @@ mod tests {
     fn reports_syntax_errors_with_the_file() {
         let err = error_of("[[routes]\nname=");
         assert!(err.starts_with("routes.toml: file:"), "{err}");
+    }
+
+    /// EXAMPLE with `extra` added to the contact route, then `tail` appended.
+    fn with_rules(extra: &str, tail: &str) -> String {
+        let route = "topics = [\"customer.contact-details\"]";
+        format!(
+            "{}\n{tail}",
+            EXAMPLE.replace(route, &format!("{route}\n{extra}"))
+        )
+    }
+
+    fn rules_error(extra: &str, tail: &str) -> String {
+        parse(&with_rules(extra, tail), "routes.toml", Some(&test_key()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn field_rules_load_and_shape_their_topics_only() {
+        let text = with_rules(
+            "include = [\"new_value\", \"customer_email\"]\npseudonymise = [\"new_value\"]",
+            "",
+        );
+        let table = parse(&text, "routes.toml", Some(&test_key())).unwrap();
+        let rules = table.rules_for("customer.contact-details").unwrap();
+        assert_eq!(rules.treatment("customer_surname"), Treatment::Remove);
+        assert_eq!(rules.treatment("new_value"), Treatment::Pseudonymise);
+        assert!(table.rules_for("customer.audit").is_none());
+        assert!(table.warnings().is_empty(), "{:?}", table.warnings());
+        // No rules at all: no rules object, whole events.
+        let table = parse(EXAMPLE, "routes.toml", None).unwrap();
+        assert!(table.routes().iter().all(|r| r.rules().is_none()));
+    }
+
+    #[test]
+    fn field_rule_errors_name_file_route_and_key() {
+        let at = "routes.toml: routes[0] (\"contact-details\")";
+        for (extra, key, why) in [
+            (
+                "exclude = [\"customer_id\"]",
+                "exclude",
+                "\"customer_id\" is part of the envelope",
+            ),
+            (
+                "include = [\"event_id\"]",
+                "include",
+                "\"event_id\" is part of the envelope",
+            ),
+            (
+                "pseudonymise = [\"received_at\"]",
+                "pseudonymise",
+                "part of the envelope",
+            ),
+            (
+                "exclude = [\"customer_*\"]\npseudonymise = [\"customer_email\"]",
+                "pseudonymise",
+                "also removed by exclude",
+            ),
+            (
+                "include = [\"customer_email\"]\nexclude = [\"customer_email\"]",
+                "include",
+                "also removed by exclude",
+            ),
+            (
+                "include = [\"customer_email\"]\npseudonymise = [\"new_value\"]",
+                "pseudonymise",
+                "not kept by include",
+            ),
+            ("exclude = [\"customer_[\"]", "exclude", "invalid glob"),
+            ("exclude = [\"a\", \"a\"]", "exclude", "listed twice"),
+            ("exclude = [\"\"]", "exclude", "empty pattern"),
+            ("include = \"customer_email\"", "", "invalid type"),
+        ] {
+            let err = rules_error(extra, "");
+            let expected = if key.is_empty() {
+                format!("{at}: ")
+            } else {
+                format!("{at}.{key}: ")
+            };
+            assert!(err.starts_with(&expected), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        // Pseudonymising needs the key.
+        let text = with_rules("pseudonymise = [\"new_value\"]", "");
+        let err = parse(&text, "routes.toml", None).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{at}.pseudonymise: needs privacy.key (CONNECTOR__PRIVACY__KEY)"
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_topic_has_one_payload() {
+        let at = "routes.toml: routes[1] (\"marketing-opt-ins\").topics";
+        // Another route feeding the same topic with other rules (or none).
+        let shared = EXAMPLE.replace("\"customer.audit\"", "\"customer.contact-details\"");
+        let text = shared.replace(
+            "topics = [\"customer.contact-details\"]\n",
+            "topics = [\"customer.contact-details\"]\nexclude = [\"customer_email\"]\n",
+        );
+        let err = parse(&text, "routes.toml", None).unwrap_err().to_string();
+        assert!(err.starts_with(at), "{err}");
+        assert!(
+            err.contains("also fed by route \"contact-details\" with other field rules"),
+            "{err}"
+        );
+        // The same rules in another order are the same payload.
+        let both = text.replace(
+            "topics = [\"customer.contact-details\", \"customer.marketing-opt-ins\"]",
+            "topics = [\"customer.contact-details\", \"customer.marketing-opt-ins\"]\nexclude = [\"customer_email\"]",
+        );
+        let both = both.replace("[\"customer.marketing-opt-ins\", \"customer.contact-details\"]", "[\"customer.marketing-opt-ins\", \"customer.contact-details\"]\nexclude = [\"customer_email\"]");
+        assert!(parse(&both, "routes.toml", None).is_ok(), "{both}");
+        // The unmatched topic takes whole events.
+        let text = EXAMPLE.replace(
+            "topics = [\"customer.contact-details\"]",
+            "topics = [\"webhooks.unrouted\"]\nexclude = [\"customer_email\"]",
+        );
+        let err = parse(&text, "routes.toml", None).unwrap_err().to_string();
+        assert!(err.contains("routes[0] (\"contact-details\").topics: \"webhooks.unrouted\" is the [unmatched] topic"), "{err}");
+    }
+
+    #[test]
+    fn rules_matching_no_field_of_the_contract_are_warnings() {
+        let text = with_rules(
+            "entities = [\"customer\"]\nexclude = [\"customer_emial\", \"booking_*\"]",
+            "",
+        );
+        let table = parse(&text, "routes.toml", None).unwrap();
+        assert_eq!(
+            table.warnings(),
+            [
+                "routes[0] (\"contact-details\"): exclude: \"customer_emial\" matches no field the contract names (a typo, or a field of another entity?)",
+                "routes[0] (\"contact-details\"): exclude: \"booking_*\" matches no field the contract names (a typo, or a field of another entity?)",
+            ]
+        );
+        // booking_* is known on a route that takes bookings (all, by default).
+        let text = with_rules("exclude = [\"booking_*\"]", "");
+        assert!(parse(&text, "routes.toml", None)
+            .unwrap()
+            .warnings()
+            .is_empty());
+    }
+
+    #[test]
+    fn state_and_erasure_topics_load_and_are_checked() {
+        let tail = "[[state]]\nentity = \"customer\"\ntopic = \"customer.state\"\nexclude = [\"customer_email\"]\n[erasure]\ntopic = \"privacy.erasures\"\n";
+        let table = parse(&with_rules("", tail), "routes.toml", None).unwrap();
+        let state = table.state_for(&crate::entity::CUSTOMER).unwrap();
+        assert_eq!(state.topic, "customer.state");
+        assert_eq!(state.deletions.patterns(), ["Customer*Deleted"]);
+        assert!(state.rules.is_some());
+        assert!(table.state_for(&crate::entity::BOOKING).is_none());
+        assert_eq!(table.erasure_topic(), Some("privacy.erasures"));
+        assert!(table.all_topics().contains("customer.state"));
+        assert!(!table.all_topics().contains("privacy.erasures"));
+        let booking = "[[state]]\nentity = \"booking\"\ntopic = \"booking.state\"\n";
+        let table = parse(&with_rules("", booking), "routes.toml", None).unwrap();
+        let state = table.state_for(&crate::entity::BOOKING).unwrap();
+        assert_eq!(state.deletions.patterns(), ["Booking*Deleted"]);
+
+        for (tail, at, why) in [
+            ("[[state]]\nentity = \"table\"\ntopic = \"s\"\n", "state[0] (\"table\").entity", "unknown entity \"table\""),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\n[[state]]\nentity = \"customer\"\ntopic = \"t\"\n", "state[1] (\"customer\").entity", "has a state topic already"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"customer.audit\"\n", "state[0] (\"customer\").topic", "already used"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"a b\"\n", "state[0] (\"customer\").topic", "invalid topic"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\ndeletions = []\n", "state[0] (\"customer\").deletions", "empty"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\ndeletions = [\"[\"]\n", "state[0] (\"customer\").deletions", "invalid glob"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\nexclude = [\"customer_id\"]\n", "state[0] (\"customer\").exclude", "part of the envelope"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\nexclude = [\"event_ids\"]\n", "state[0] (\"customer\").exclude", "part of the envelope"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\npseudonymise = [\"customer_email\"]\n", "state[0] (\"customer\").pseudonymise", "needs privacy.key"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\nretention = 1\n", "state[0] (\"customer\")", "unknown field `retention`"),
+            ("[erasure]\ntopic = \"webhooks.unrouted\"\n", "[erasure].topic", "already used"),
+            ("[[state]]\nentity = \"customer\"\ntopic = \"s\"\n[erasure]\ntopic = \"s\"\n", "[erasure].topic", "already used"),
+            ("[erasure]\ntopics = \"e\"\n", "[erasure]", "unknown field `topics`"),
+        ] {
+            let err = parse(&with_rules("", tail), "routes.toml", None).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("routes.toml: {at}: ")), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        // A state rule naming a field the entity does not have is a warning.
+        let tail = "[[state]]\nentity = \"customer\"\ntopic = \"s\"\nexclude = [\"new_value\"]\n";
+        let table = parse(&with_rules("", tail), "routes.toml", None).unwrap();
+        assert_eq!(table.warnings().len(), 1, "{:?}", table.warnings());
+        assert!(table.warnings()[0].starts_with("state[0] (\"customer\"): exclude: \"new_value\""));
     }
 }

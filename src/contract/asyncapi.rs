@@ -24,7 +24,9 @@ pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut add = |topic: &str, channel: Value| {
-        let names = channel["messages"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>());
+        let names = channel["messages"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>());
         let messages: Vec<Value> = (names.unwrap_or_default().iter())
             .map(|name| json!({"$ref": format!("#/channels/{topic}/messages/{name}")}))
             .collect();
@@ -118,7 +120,12 @@ fn entities_reaching(topic: &str, table: &RoutingTable) -> Vec<&'static Entity> 
 
 /// The channel of `topic`: which routes feed it, with which entities and
 /// patterns, and the messages of `entities` (shaped by the topic's field rules).
-fn channel(kafka: &KafkaSettings, topic: &str, table: &RoutingTable, entities: &[&Entity]) -> Value {
+fn channel(
+    kafka: &KafkaSettings,
+    topic: &str,
+    table: &RoutingTable,
+    entities: &[&Entity],
+) -> Value {
     let feeding: Vec<&Route> = table
         .routes()
         .iter()
@@ -277,7 +284,10 @@ fn event_message(kafka: &KafkaSettings, entity: &Entity, rules: Option<&FieldRul
     let text = |description: &str| json!({"type": "string", "description": description});
     let summary = match rules {
         None => format!("One change of one {name} notification, flat."),
-        Some(rules) => format!("One change of one {name} notification, flat, shaped by field rules: {}.", rules.summary()),
+        Some(rules) => format!(
+            "One change of one {name} notification, flat, shaped by field rules: {}.",
+            rules.summary()
+        ),
     };
     json!({
         "name": message_name(entity),
@@ -389,5 +399,75 @@ mod tests {
             assert_eq!(headers["ce_source"]["const"], kafka.cloudevents_source);
             assert_eq!(headers["entity"]["const"], entity.name);
         }
+    }
+
+    #[test]
+    fn ruled_topics_state_and_erasure_topics_get_their_own_messages() {
+        let key = std::sync::Arc::new(crate::privacy::Key::new(&"k".repeat(32)).unwrap());
+        let table = routing_file::parse(
+            "[unmatched]\ntopic = \"u\"\n\
+             [[routes]]\nname = \"contact\"\nentities = [\"customer\"]\nchange_types = [\"CustomerEmailChanged\"]\ntopics = [\"a\"]\n\
+             include = [\"new_value\", \"customer_email\"]\npseudonymise = [\"new_value\", \"customer_email\"]\n\
+             [[state]]\nentity = \"customer\"\ntopic = \"s\"\nexclude = [\"customer_email\"]\n\
+             [erasure]\ntopic = \"e\"\n",
+            "routes.toml",
+            Some(&key),
+        )
+        .unwrap();
+        let doc = document(&KafkaSettings::default(), &table);
+        let channels = doc["channels"].as_object().unwrap();
+        assert_eq!(channels.keys().collect::<Vec<_>>(), ["a", "u", "s", "e"]);
+        // The ruled topic's message is inline, its payload shaped.
+        let message = &doc["channels"]["a"]["messages"]["customerEvent"];
+        let schema = &message["payload"]["schema"];
+        assert_eq!(
+            schema["properties"]["new_value"]["pattern"],
+            "^hmac-sha256:[0-9a-f]{64}$"
+        );
+        assert_eq!(
+            schema["properties"]["customer_email"]["pattern"],
+            "^hmac-sha256:[0-9a-f]{64}$"
+        );
+        assert!(schema["properties"]["old_value"].is_null());
+        assert!(schema["properties"]["customer_surname"].is_null());
+        assert!(!schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("old_value")));
+        assert!(schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("customer_id")));
+        assert!(doc["channels"]["a"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("shaped by field rules"));
+        assert_eq!(
+            doc["channels"]["u"]["messages"]["customerEvent"]["$ref"],
+            "#/components/messages/customerEvent"
+        );
+        // The state topic: compacted, the state record without the excluded field.
+        let state = &doc["channels"]["s"];
+        assert_eq!(
+            state["bindings"]["kafka"]["topicConfiguration"]["cleanup.policy"],
+            json!(["compact"])
+        );
+        let schema = &state["messages"]["customerState"]["payload"]["schema"];
+        assert!(schema["properties"]["customer_email"].is_null());
+        assert_eq!(schema["properties"]["entity"]["const"], "customer");
+        assert_eq!(
+            doc["operations"]["send-s"]["messages"],
+            json!([{"$ref": "#/channels/s/messages/customerState"}])
+        );
+        // The erasure topic: one message per entity.
+        let erasure = doc["channels"]["e"]["messages"].as_object().unwrap();
+        assert_eq!(
+            erasure.keys().collect::<Vec<_>>(),
+            ["customerErasure", "bookingErasure"]
+        );
+        assert_eq!(
+            erasure["bookingErasure"]["headers"]["properties"]["ce_type"]["const"],
+            "webhook-connector.booking.Erased"
+        );
     }
 }

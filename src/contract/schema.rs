@@ -9,7 +9,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::entity::{Entity, FieldType};
-use crate::normalize::{envelope_keys, fixed_keys, STATE_ENVELOPE, SCHEMA_VERSION};
+use crate::normalize::{envelope_keys, fixed_keys, SCHEMA_VERSION, STATE_ENVELOPE};
 use crate::privacy::{FieldRules, Treatment, TOKEN_PREFIX};
 
 /// The schema's `$id`.
@@ -143,12 +143,18 @@ pub fn state_record(entity: &Entity, rules: Option<&FieldRules>) -> Value {
     let event = flat_event(entity);
     let (name, prefix) = (entity.name, entity.prefix);
     let mut properties = Map::new();
-    properties.insert("schema_version".into(), event["properties"]["schema_version"].clone());
+    properties.insert(
+        "schema_version".into(),
+        event["properties"]["schema_version"].clone(),
+    );
     properties.insert(
         "entity".into(),
         json!({"const": name, "description": "The entity whose state this is."}),
     );
-    properties.insert(entity.id_key.into(), event["properties"][entity.id_key].clone());
+    properties.insert(
+        entity.id_key.into(),
+        event["properties"][entity.id_key].clone(),
+    );
     properties.insert(
         "change_date_time".into(),
         timestamp("The ChangeDateTime of the notification this state comes from: a consumer keeps the state with the latest one (a retried older notification can arrive after a newer one)."),
@@ -158,7 +164,10 @@ pub fn state_record(entity: &Entity, rules: Option<&FieldRules>) -> Value {
         json!({"type": "array", "minItems": 1, "items": {"type": "string", "format": "uuid"},
                "description": "The event_id of each event of that notification, in order."}),
     );
-    properties.insert("received_at".into(), event["properties"]["received_at"].clone());
+    properties.insert(
+        "received_at".into(),
+        event["properties"]["received_at"].clone(),
+    );
     for field in entity.known {
         properties.insert(field.key.into(), event["properties"][field.key].clone());
     }
@@ -176,7 +185,11 @@ pub fn state_record(entity: &Entity, rules: Option<&FieldRules>) -> Value {
         },
         "additionalProperties": false,
     });
-    let envelope: Vec<&str> = STATE_ENVELOPE.iter().copied().chain([entity.id_key]).collect();
+    let envelope: Vec<&str> = STATE_ENVELOPE
+        .iter()
+        .copied()
+        .chain([entity.id_key])
+        .collect();
     match rules {
         None => schema,
         Some(rules) => shaped(schema, rules, &envelope),
@@ -211,7 +224,9 @@ pub(crate) const TOKEN_PATTERN: &str = "^hmac-sha256:[0-9a-f]{64}$";
 /// `schema` with its non-`envelope` properties as `rules` shape them.
 fn shaped(mut schema: Value, rules: &FieldRules, envelope: &[&str]) -> Value {
     debug_assert_eq!(TOKEN_PATTERN, format!("^{TOKEN_PREFIX}[0-9a-f]{{64}}$"));
-    let properties = schema["properties"].as_object_mut().expect("a schema with properties");
+    let properties = schema["properties"]
+        .as_object_mut()
+        .expect("a schema with properties");
     let mut removed = Vec::new();
     for (key, property) in properties.iter_mut() {
         if envelope.contains(&key.as_str()) {
@@ -242,7 +257,9 @@ fn shaped(mut schema: Value, rules: &FieldRules, envelope: &[&str]) -> Value {
     }
     let rules_text = rules.summary();
     if let Some(description) = schema["description"].as_str() {
-        schema["description"] = json!(format!("{description} Shaped by field rules: {rules_text}."));
+        schema["description"] = json!(format!(
+            "{description} Shaped by field rules: {rules_text}."
+        ));
     }
     schema
 }

@@ -560,4 +560,87 @@ mod tests {
             .sum();
         assert_eq!(accepted.record_bytes, held);
     }
+
+    #[test]
+    fn each_topic_gets_its_rules_payload_once_per_rules_and_the_state_record_comes_last() {
+        let key = std::sync::Arc::new(crate::privacy::Key::new(&"k".repeat(32)).unwrap());
+        let table = crate::config::routing_file::parse(
+            "[unmatched]\ntopic = \"u\"\n\
+             [[routes]]\nname = \"whole\"\nchange_types = [\"CustomerSmsChanged\"]\ntopics = [\"a\"]\n\
+             [[routes]]\nname = \"minimal\"\nchange_types = [\"CustomerSmsChanged\"]\ntopics = [\"b\", \"c\"]\n\
+             include = [\"new_value\"]\npseudonymise = [\"new_value\"]\n\
+             [[state]]\nentity = \"customer\"\ntopic = \"s\"\n",
+            "routes.toml",
+            Some(&key),
+        )
+        .unwrap();
+        let limits = Limits {
+            max_body_bytes: 1 << 20,
+            max_changes: 100,
+            max_request_bytes: 1 << 20,
+        };
+        let body = include_bytes!("../../tests/fixtures/seed_sample.json");
+        let accepted = accept(
+            body,
+            &crate::entity::CUSTOMER,
+            &limits,
+            &table,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let records = accepted.records();
+        let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
+        assert_eq!(topics, ["a", "b", "c", "u", "u", "u", "s"]);
+        let (a, b, c) = (
+            &records.records[0],
+            &records.records[1],
+            &records.records[2],
+        );
+        assert_ne!(a.payload, b.payload);
+        assert_eq!(b.payload, c.payload, "one serialization per rules");
+        let event = &accepted.events[0];
+        assert_eq!(records.payload(a).unwrap(), event.to_json());
+        let minimal: serde_json::Value =
+            serde_json::from_slice(records.payload(b).unwrap()).unwrap();
+        assert_eq!(minimal, event.to_value_for(table.rules_for("b")));
+        assert_eq!(minimal["new_value"], key.token(&serde_json::json!("3")));
+        assert!(minimal.get("customer_email").is_none());
+        let state = records.records.last().unwrap();
+        assert_eq!(
+            (state.kind.clone(), state.key.as_str()),
+            (Kind::State, "862")
+        );
+        assert_eq!(
+            records.payload(state).unwrap(),
+            accepted.state.as_ref().unwrap().1.as_deref().unwrap()
+        );
+        // What was reserved is what the records hold, the state record included.
+        let held: usize = records
+            .records
+            .iter()
+            .map(|r| {
+                r.payload.as_ref().map_or(0, |p| p.len())
+                    + r.key.len()
+                    + HEADER_BYTES
+                    + 4 * r.change_type().map_or(0, str::len)
+                    + RECORD_OVERHEAD_BYTES
+            })
+            .sum();
+        assert_eq!(accepted.record_bytes, held);
+        // A deletion: the state record is a tombstone, still counted.
+        let deleted =
+            String::from_utf8_lossy(body).replace("CustomerSmsChanged", "CustomerDeleted");
+        let accepted = accept(
+            deleted.as_bytes(),
+            &crate::entity::CUSTOMER,
+            &limits,
+            &table,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let records = accepted.records();
+        let state = records.records.last().unwrap();
+        assert_eq!((state.topic, records.payload(state)), ("s", None));
+        assert_eq!(state.what(), "(state tombstone)");
+    }
 }
