@@ -24,7 +24,7 @@ pub enum ForgetError {
     NoErasureTopic,
     #[error(transparent)]
     Producer(#[from] ProducerError),
-    #[error("not every record was acknowledged, run `forget` again: {0}")]
+    #[error("not every record was acknowledged, run `forget` again")]
     Delivery(#[from] DeliveryError),
 }
 

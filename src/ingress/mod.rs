@@ -298,6 +298,7 @@ where
             .map(|(event, topics)| (event.change_type.as_deref(), topics)),
     );
     let event_ids = accepted.event_ids();
+    let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
     // Only the records (counted) are kept while Kafka answers.
     drop((accepted, body));
     let started = std::time::Instant::now();
@@ -307,6 +308,9 @@ where
     }
     state.metrics.delivery_took(started.elapsed().as_secs_f64());
     state.metrics.events_delivered(counts);
+    if let Some((topic, tombstone)) = state_record {
+        state.metrics.state_delivered(topic, tombstone);
+    }
     debug!(events = event_ids.len(), "notification delivered");
     Ok(Accepted {
         events: event_ids.len(),

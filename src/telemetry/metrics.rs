@@ -55,6 +55,13 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    topic: String,
+    /// `state` or `tombstone`.
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -72,6 +79,7 @@ pub struct Metrics {
     bytes_held: Gauge,
     notifications: Family<NotificationLabels, Counter>,
     events: Family<EventLabels, Counter>,
+    state_records: Family<StateLabels, Counter>,
     delivery_seconds: Histogram,
     delivery_failures: Family<ReasonLabels, Counter>,
     signature_failures: Family<ReasonLabels, Counter>,
@@ -100,6 +108,7 @@ impl Metrics {
             bytes_held: Gauge::default(),
             notifications: Family::default(),
             events: Family::default(),
+            state_records: Family::default(),
             delivery_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             delivery_failures: Family::default(),
             signature_failures: Family::default(),
@@ -132,6 +141,12 @@ impl Metrics {
             "events",
             "Events acknowledged by Kafka, by change type and topic",
             &metrics.events,
+        );
+        add(
+            &mut registry,
+            "state_records",
+            "State records acknowledged by Kafka, by state topic and kind (state or tombstone)",
+            &metrics.state_records,
         );
         add(
             &mut registry,
@@ -232,6 +247,15 @@ impl Metrics {
                 topic: topic.to_string(),
             })
             .inc_by(count);
+    }
+
+    /// Counts a delivered request's state record on `topic` (`None`: a tombstone).
+    pub(crate) fn state_delivered(&self, topic: &str, tombstone: bool) {
+        let kind = if tombstone { "tombstone" } else { "state" };
+        let topic = topic.to_string();
+        self.state_records
+            .get_or_create(&StateLabels { topic, kind })
+            .inc();
     }
 
     pub(crate) fn delivery_took(&self, seconds: f64) {
@@ -353,6 +377,19 @@ mod tests {
         ));
         assert!(text.contains("webhook_connector_build_info{version=\""));
         assert!(text.ends_with("# EOF\n"));
+        metrics.state_delivered("customer.state", false);
+        metrics.state_delivered("customer.state", true);
+        metrics.state_delivered("customer.state", true);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "webhook_connector_state_records_total{topic=\"customer.state\",kind=\"state\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "webhook_connector_state_records_total{topic=\"customer.state\",kind=\"tombstone\"} 2"
+        ), "{text}");
     }
 
     #[test]
