@@ -17,9 +17,14 @@ use serde_json::Value;
 use webhook_connector::contract::{compat, schema};
 use webhook_connector::entity::{Entity, CUSTOMER, ENTITIES};
 
-/// Runs the binary; its standard output, after asserting it exited 0.
+/// Runs the binary (with the privacy key the example routes need); its standard
+/// output, after asserting it exited 0.
 fn connector(args: &[&str]) -> String {
-    let output = run_binary(args, &[]);
+    let key = (
+        "CONNECTOR__PRIVACY__KEY",
+        "contract-test-key-of-32-bytes-or-more",
+    );
+    let output = run_binary(args, &[key]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{args:?}: {stderr}");
     String::from_utf8(output.stdout).unwrap()
@@ -161,7 +166,9 @@ fn the_asyncapi_document_of_the_example_routing_file_passes_the_official_parser(
             "customer.contact-details",
             "customer.lifecycle",
             "customer.marketing-opt-ins",
-            "webhooks.unrouted"
+            "webhooks.unrouted",
+            "customer.state",
+            "privacy.erasures"
         ]
     );
     assert_eq!(document["servers"]["broker-1"]["host"], "127.0.0.1:9092");
@@ -190,6 +197,83 @@ fn the_asyncapi_document_of_the_example_routing_file_passes_the_official_parser(
         messages("webhooks.unrouted"),
         ["customerEvent", "bookingEvent"]
     );
+    assert_eq!(messages("customer.state"), ["customerState"]);
+    assert_eq!(
+        messages("privacy.erasures"),
+        ["customerErasure", "bookingErasure"]
+    );
+}
+
+/// The payload schema of `message` on `topic` in `document` (resolving a
+/// reference to the components).
+fn payload_schema<'d>(document: &'d Value, topic: &str, message: &str) -> &'d Value {
+    let message = &document["channels"][topic]["messages"][message];
+    let message = match message["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &document["components"]["messages"][name]
+        }
+        None => message,
+    };
+    &message["payload"]["schema"]
+}
+
+#[test]
+fn what_explain_says_each_topic_receives_matches_that_topic_s_channel_in_the_asyncapi_document() {
+    let document: Value =
+        serde_json::from_str(&connector(&["asyncapi", "--config", "config/default.toml"])).unwrap();
+    let validator = |schema: &Value| {
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .should_validate_formats(true)
+            .build(schema)
+            .expect("a channel's payload schema compiles")
+    };
+    let mut checked = std::collections::BTreeSet::new();
+    for body in [
+        "tests/fixtures/seed_sample.json",
+        "tests/fixtures/booking_sample.json",
+    ] {
+        let explained: Value = serde_json::from_str(&connector(&[
+            "explain",
+            "--config",
+            "config/default.toml",
+            body,
+        ]))
+        .unwrap();
+        for event in explained["events"].as_array().unwrap() {
+            for (topic, value) in event["topics"].as_object().unwrap() {
+                let entity = value["entity"].as_str().unwrap_or("customer");
+                let schema = payload_schema(&document, topic, &format!("{entity}Event"));
+                if let Err(error) = validator(schema).validate(value) {
+                    panic!("{topic}: {} {error}\n{value}", error.instance_path());
+                }
+                checked.insert(topic.clone());
+            }
+        }
+        if let Some(state) = explained.get("state") {
+            let topic = state["topic"].as_str().unwrap();
+            let schema = payload_schema(&document, topic, "customerState");
+            validator(schema).validate(&state["value"]).unwrap();
+            checked.insert(topic.to_string());
+        }
+    }
+    // The ruled topics, a whole-event topic and the state topic were all checked.
+    for topic in [
+        "customer.contact-details",
+        "customer.marketing-opt-ins",
+        "booking.status",
+        "customer.state",
+    ] {
+        assert!(checked.contains(topic), "{topic} not checked: {checked:?}");
+    }
+    // A pseudonymised field is a token in the contract, not the raw value.
+    let contact = payload_schema(&document, "customer.contact-details", "customerEvent");
+    assert_eq!(
+        contact["properties"]["customer_email"]["pattern"],
+        "^hmac-sha256:[0-9a-f]{64}$"
+    );
+    assert!(contact["properties"]["customer_first_name"].is_null());
 }
 
 #[test]
