@@ -1,9 +1,13 @@
 //! Brokers: the shared test broker `scripts/test.sh` started, topics on it, and
 //! brokers of a test's own to pause, kill and restart.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
 use webhook_connector::config::KafkaSettings;
 use webhook_connector::sink::admin;
 
@@ -51,6 +55,29 @@ pub async fn create_topics_on(bootstrap: &str, topics: &[&str]) {
         .await
         .unwrap_or_else(|e| panic!("cannot create topics on the test broker: {e}"));
     assert_eq!(outcomes.len(), topics.len());
+}
+
+/// The configuration of `topic` on the test broker as the admin API describes it
+/// (DescribeConfigs): entry name -> value.
+pub async fn topic_config(topic: &str) -> BTreeMap<String, Option<String>> {
+    let client: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .create()
+        .expect("admin client is created");
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let mut results = client
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .unwrap_or_else(|e| panic!("topic {topic}: DescribeConfigs failed: {e}"));
+    assert_eq!(results.len(), 1, "topic {topic}: {results:?}");
+    let resource = results
+        .remove(0)
+        .unwrap_or_else(|code| panic!("topic {topic}: DescribeConfigs answered {code}"));
+    resource
+        .entries
+        .into_iter()
+        .map(|entry| (entry.name, entry.value))
+        .collect()
 }
 
 /// The Tansu binary `scripts/test.sh` installed, for tests that need a broker of

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use webhook_connector::config::{routing_file, Settings};
+use webhook_connector::routing::RoutingTable;
 
 /// The seed sample notification as bytes.
 pub fn seed_sample() -> Vec<u8> {
@@ -55,6 +57,28 @@ pub fn routes_file(routes_toml: &str) -> (tempfile::TempDir, PathBuf) {
     let file = dir.path().join("routes.toml");
     std::fs::write(&file, routes_toml).unwrap();
     (dir, file)
+}
+
+/// The routing table of `routes_toml` as a connector with `settings` (its
+/// `privacy.key`) loads it: which topics have field rules, which are state and
+/// erasure topics (for [`super::kafka::Check::for_topic`]).
+pub fn routing_table(routes_toml: &str, settings: &Settings) -> RoutingTable {
+    routing_file::parse(routes_toml, "routes.toml", settings.privacy_key().as_ref())
+        .expect("the routing file is valid")
+}
+
+/// A settings file for the binary, in a new temporary directory (which lives as
+/// long as the returned handle): `routes_toml` as its routing file and the broker
+/// at `bootstrap`. Returns the directory and the settings file's path.
+pub fn settings_file(bootstrap: &str, routes_toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, routes) = routes_file(routes_toml);
+    let settings = dir.path().join("settings.toml");
+    let text = format!(
+        "[routing]\nfile = {:?}\n\n[kafka]\nbootstrap_servers = {bootstrap:?}\n",
+        routes.display().to_string()
+    );
+    std::fs::write(&settings, text).unwrap();
+    (dir, settings)
 }
 
 /// Bodies the acceptance step refuses with 400: `(body, error code, part of the

@@ -1,5 +1,7 @@
 //! Reading topics back over the Kafka protocol, as a consumer outside any group.
-//! Every record value read is checked against the published schema.
+//! Every record value read is checked against the published schema, or, on a
+//! topic of the privacy feature (field rules, state, erasure), against the schema
+//! of what that topic holds ([`Check`]).
 //! One polling loop ([`read`]) serves every read; they differ in when they stop.
 
 use std::collections::BTreeMap;
@@ -10,6 +12,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
+use webhook_connector::contract::schema;
+use webhook_connector::entity::{Entity, ENTITIES};
+use webhook_connector::routing::RoutingTable;
 
 use super::broker::{kafka, unique_topic};
 use super::contract::assert_published_event;
@@ -19,14 +24,112 @@ use super::contract::assert_published_event;
 pub struct Record {
     pub topic: String,
     pub key: Option<String>,
+    /// The value as JSON; `Value::Null` for a tombstone.
     pub value: Value,
+    /// Whether the record has no value (a tombstone), as opposed to a JSON `null`.
+    pub tombstone: bool,
     /// Header name -> value; `None` for a header with a null value.
     pub headers: BTreeMap<String, Option<String>>,
 }
 
+/// What every record value read from a topic must be.
+pub struct Check {
+    /// What the topic holds, for messages.
+    what: &'static str,
+    /// The schema of each entity's values, by entity name; empty: the committed
+    /// schemas of the full event ([`assert_published_event`]).
+    schemas: Vec<(&'static str, jsonschema::Validator)>,
+    /// Whether a record may have no value (a state topic's tombstones).
+    tombstones: bool,
+}
+
+impl Check {
+    /// Full events, as published: the committed schema of their entity, never a
+    /// tombstone. What every read without a `Check` does.
+    pub fn published() -> Check {
+        Check {
+            what: "published event",
+            schemas: Vec::new(),
+            tombstones: false,
+        }
+    }
+
+    /// What `topic` holds by `table`: state records or tombstones on a state
+    /// topic, erasure events on the erasure topic, events shaped by the field rules
+    /// of a topic that has some, and full published events on any other.
+    pub fn for_topic(table: &RoutingTable, topic: &str) -> Check {
+        if let Some(state) = table.states().iter().find(|s| s.topic == topic) {
+            let rules = state.rules.as_deref();
+            return Check::compiled("state record", true, &[state.entity], |entity| {
+                schema::state_record(entity, rules)
+            });
+        }
+        if table.erasure_topic() == Some(topic) {
+            return Check::compiled("erasure event", false, &ENTITIES, schema::erasure_event);
+        }
+        match table.rules_for(topic) {
+            Some(rules) => Check::compiled("shaped event", false, &ENTITIES, |entity| {
+                schema::shaped_event(entity, Some(rules))
+            }),
+            None => Check::published(),
+        }
+    }
+
+    /// Values of `entities` matching `schema_of` their entity (formats asserted).
+    fn compiled(
+        what: &'static str,
+        tombstones: bool,
+        entities: &[&'static Entity],
+        schema_of: impl Fn(&Entity) -> Value,
+    ) -> Check {
+        let options = jsonschema::options().should_validate_formats(true);
+        let schemas = entities
+            .iter()
+            .map(|entity| {
+                let schema = schema_of(entity);
+                let validator = options
+                    .build(&schema)
+                    .unwrap_or_else(|e| panic!("the {what} schema compiles: {e}\n{schema}"));
+                (entity.name, validator)
+            })
+            .collect();
+        Check {
+            what,
+            schemas,
+            tombstones,
+        }
+    }
+
+    /// Panics unless `value` (`None`: a tombstone) of a record of `topic` is one
+    /// of what the topic holds.
+    fn assert_value(&self, topic: &str, value: Option<&Value>) {
+        let Some(value) = value else {
+            assert!(
+                self.tombstones,
+                "topic {topic}: a tombstone where every record is a {}",
+                self.what
+            );
+            return;
+        };
+        if self.schemas.is_empty() {
+            return assert_published_event(value);
+        }
+        // Customer events have no `entity` field; state records and erasure events do.
+        let name = value["entity"].as_str().unwrap_or("customer");
+        let (_, schema) =
+            (self.schemas.iter().find(|(entity, _)| *entity == name)).unwrap_or_else(|| {
+                panic!("topic {topic}: a {} of entity {name:?}: {value}", self.what)
+            });
+        if let Err(error) = schema.validate(value) {
+            let at = error.instance_path();
+            panic!("topic {topic}: not a {}: {at}: {error}\n{value}", self.what);
+        }
+    }
+}
+
 /// At least `count` records of `topic`, from its beginning.
 pub fn read_topic(topic: &str, count: usize) -> Vec<Record> {
-    let records = read(&kafka(), topic, Until::Count(count));
+    let records = read(&kafka(), topic, Until::Count(count), &Check::published());
     assert!(
         records.len() >= count,
         "topic {topic}: {} of {count} records after 15 s",
@@ -40,12 +143,52 @@ pub fn read_exactly(topic: &str, count: usize) -> Vec<Record> {
     read_exactly_on(&kafka(), topic, count)
 }
 
+/// [`read_exactly`] with every value checked by `check` instead of against the
+/// published event's schema: for ruled, state and erasure topics.
+pub fn read_exactly_with(topic: &str, count: usize, check: &Check) -> Vec<Record> {
+    read_exactly_on_with(&kafka(), topic, count, check)
+}
+
 /// [`read_exactly`] on the broker at `bootstrap`. It writes a marker record after
 /// everything under test was answered, then reads up to the marker: "exactly N"
 /// (and "exactly 0") is then a checked fact, not a read that merely found nothing.
 pub fn read_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
+    read_exactly_on_with(bootstrap, topic, count, &Check::published())
+}
+
+/// [`read_exactly_with`] of several topics at once, each `(topic, count, check)`
+/// on a thread of its own (a read takes about a second, mostly waiting); their
+/// records, in the order of `reads`.
+pub fn read_exactly_each(reads: &[(&str, usize, &Check)]) -> Vec<Vec<Record>> {
+    let bootstrap = kafka();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = reads
+            .iter()
+            .map(|&(topic, count, check)| {
+                let bootstrap = &bootstrap;
+                scope.spawn(move || read_exactly_on_with(bootstrap, topic, count, check))
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| {
+                reader
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// [`read_exactly_on`] with every value checked by `check`.
+pub fn read_exactly_on_with(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    check: &Check,
+) -> Vec<Record> {
     let marker = write_marker(bootstrap, topic);
-    let records = read(bootstrap, topic, Until::Marker(&marker));
+    let records = read(bootstrap, topic, Until::Marker(&marker), check);
     assert_eq!(
         records.len(),
         count,
@@ -56,7 +199,7 @@ pub fn read_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<Record
 
 /// Every record of `topic`: reads until none arrived for `quiet` (at most 60 s).
 pub fn read_all_on(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<Record> {
-    read(bootstrap, topic, Until::Quiet(quiet))
+    read(bootstrap, topic, Until::Quiet(quiet), &Check::published())
 }
 
 /// The key of the marker records [`read_exactly_on`] writes; reads skip them.
@@ -74,8 +217,8 @@ enum Until<'a> {
 }
 
 /// Reads partition 0 of `topic` from the beginning, skipping marker records,
-/// until `until` says to stop.
-fn read(bootstrap: &str, topic: &str, until: Until) -> Vec<Record> {
+/// until `until` says to stop; `check` checks each value.
+fn read(bootstrap: &str, topic: &str, until: Until, check: &Check) -> Vec<Record> {
     let consumer = consumer_of(bootstrap, topic);
     let give_up = Instant::now()
         + match until {
@@ -109,7 +252,7 @@ fn read(bootstrap: &str, topic: &str, until: Until) -> Vec<Record> {
         };
         last_seen = Instant::now();
         if message.key() != Some(SENTINEL_KEY.as_bytes()) {
-            records.push(to_record(&message));
+            records.push(to_record(&message, check));
             continue;
         }
         match until {
@@ -161,7 +304,7 @@ fn consumer_of(bootstrap: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
-fn to_record(message: &impl Message) -> Record {
+fn to_record(message: &impl Message, check: &Check) -> Record {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let headers = message
         .headers()
@@ -171,13 +314,21 @@ fn to_record(message: &impl Message) -> Record {
                 .collect()
         })
         .unwrap_or_default();
-    let value = serde_json::from_slice(message.payload().unwrap_or_default())
-        .expect("record value is JSON");
-    assert_published_event(&value);
+    let value: Option<Value> = message.payload().map(|payload| {
+        serde_json::from_slice(payload).unwrap_or_else(|e| {
+            panic!(
+                "topic {}: record value is not JSON ({e}): {:?}",
+                message.topic(),
+                text(payload)
+            )
+        })
+    });
+    check.assert_value(message.topic(), value.as_ref());
     Record {
         topic: message.topic().to_string(),
         key: message.key().map(text),
-        value,
+        tombstone: value.is_none(),
+        value: value.unwrap_or(Value::Null),
         headers,
     }
 }
