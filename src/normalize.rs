@@ -1304,6 +1304,8 @@ mod tests {
     }
 
     proptest! {
+        // Each case compiles its rules' schema: fewer cases than the default 256.
+        #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn every_field_a_topic_receives_is_kept_removed_or_pseudonymised_and_the_envelope_is_intact(
             n in arb_open_notification(),

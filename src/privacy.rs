@@ -103,6 +103,76 @@ fn is_literal(pattern: &str) -> bool {
     !pattern.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
+/// The ECMA 262 regular expression (as JSON Schema's `pattern` uses) matching
+/// exactly the names `glob` matches, without anchors: `*` any characters, `?`
+/// one, `[abc]`/`[!abc]` a class, `{a,b}` alternatives, `\x` a literal `x`.
+pub fn glob_regex(glob: &str) -> String {
+    let mut regex = String::with_capacity(glob.len() * 2);
+    let mut chars = glob.chars();
+    let mut in_class = false;
+    let mut alternatives = 0;
+    while let Some(c) = chars.next() {
+        if in_class {
+            match c {
+                ']' => {
+                    in_class = false;
+                    regex.push(']');
+                }
+                '\\' | '[' | '^' => {
+                    regex.push('\\');
+                    regex.push(c);
+                }
+                _ => regex.push(c),
+            }
+            continue;
+        }
+        match c {
+            '*' => regex.push_str(".*"),
+            '?' => regex.push('.'),
+            '[' => {
+                in_class = true;
+                regex.push('[');
+                let rest = chars.as_str();
+                if let Some(negated) = rest.strip_prefix(['!', '^']) {
+                    regex.push('^');
+                    chars = negated.chars();
+                }
+                // A `]` right after the opening is a member, not the end.
+                if let Some(after) = chars.as_str().strip_prefix(']') {
+                    regex.push_str("\\]");
+                    chars = after.chars();
+                }
+            }
+            '{' => {
+                alternatives += 1;
+                regex.push_str("(?:");
+            }
+            ',' if alternatives > 0 => regex.push('|'),
+            '}' if alternatives > 0 => {
+                alternatives -= 1;
+                regex.push(')');
+            }
+            '\\' => regex.push_str(&regex_escape(
+                &chars.next().map(String::from).unwrap_or_default(),
+            )),
+            _ => regex.push_str(&regex_escape(&c.to_string())),
+        }
+    }
+    regex
+}
+
+/// `text` with every character a regular expression gives a meaning escaped.
+pub fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}/-".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Which of a rule's lists is wrong, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
@@ -354,6 +424,55 @@ mod tests {
         assert_eq!(a.token(&json!(true)), a.token(&json!("true")));
         assert_eq!(a.token(&json!(862)), a.token(&json!("862")));
         assert_eq!(format!("{:?}", a), "Key(<hidden>)");
+    }
+
+    #[test]
+    fn glob_regexes_match_what_the_globs_match() {
+        let names = [
+            "customer_email",
+            "customer_e",
+            "customer_",
+            "customer_first_name",
+            "old_value",
+            "new_value",
+            "change_x",
+            "a.b",
+            "a-b",
+            "ab",
+            "a]",
+            "a!",
+            "x{y",
+            "customer_email_2",
+        ];
+        for glob in [
+            "customer_*",
+            "customer_e?ail",
+            "*_value",
+            "{old,new}_value",
+            "customer_[ef]*",
+            "customer_[!e]*",
+            "a.b",
+            "a-b",
+            "a[]!]",
+            "*",
+            "customer_email",
+            "customer_*_2",
+            "a\\!",
+            "{change,customer}_*",
+        ] {
+            let matcher = Glob::new(glob).unwrap().compile_matcher();
+            let regex = regex::Regex::new(&format!("^{}$", glob_regex(glob))).unwrap();
+            for name in names {
+                assert_eq!(
+                    regex.is_match(name),
+                    matcher.is_match(name),
+                    "{glob} {} {name}",
+                    glob_regex(glob)
+                );
+            }
+        }
+        assert_eq!(glob_regex("customer_*"), "customer_.*");
+        assert_eq!(glob_regex("{old,new}_value"), "(?:old|new)_value");
     }
 
     #[test]

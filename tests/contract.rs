@@ -273,7 +273,7 @@ fn what_explain_says_each_topic_receives_matches_that_topic_s_channel_in_the_asy
         contact["properties"]["customer_email"]["pattern"],
         "^hmac-sha256:[0-9a-f]{64}$"
     );
-    assert!(contact["properties"]["customer_first_name"].is_null());
+    assert_eq!(contact["properties"]["customer_first_name"], false);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::entity::{Entity, FieldType};
 use crate::normalize::{envelope_keys, fixed_keys, SCHEMA_VERSION, STATE_ENVELOPE};
-use crate::privacy::{FieldRules, Treatment, TOKEN_PREFIX};
+use crate::privacy::{glob_regex, regex_escape, FieldRules, Treatment};
 
 /// The schema's `$id`.
 pub fn schema_id(entity: &Entity) -> String {
@@ -221,9 +221,21 @@ pub fn erasure_event(entity: &Entity) -> Value {
 /// A pseudonymised value: a token, or null.
 pub(crate) const TOKEN_PATTERN: &str = "^hmac-sha256:[0-9a-f]{64}$";
 
-/// `schema` with its non-`envelope` properties as `rules` shape them.
+/// `schema` as `rules` shape what it describes; `envelope` is untouched. The
+/// result refuses what the rules remove and raw values where they pseudonymise,
+/// for the fields the contract names and for the open set alike:
+/// - a named field removed is `false`, pseudonymised a token, kept unchanged;
+/// - with `include`, the open set is only what `include` matches; each
+///   `exclude` pattern is `false` and each `pseudonymise` pattern a token, as
+///   patterns that never match the envelope (globs become ECMA 262 regexes).
 fn shaped(mut schema: Value, rules: &FieldRules, envelope: &[&str]) -> Value {
-    debug_assert_eq!(TOKEN_PATTERN, format!("^{TOKEN_PREFIX}[0-9a-f]{{64}}$"));
+    let token = |was: &str| {
+        json!({
+            "type": ["string", "null"],
+            "pattern": TOKEN_PATTERN,
+            "description": format!("Pseudonymised: HMAC-SHA256 of the value, keyed with privacy.key (null stays null). {was}"),
+        })
+    };
     let properties = schema["properties"]
         .as_object_mut()
         .expect("a schema with properties");
@@ -234,22 +246,46 @@ fn shaped(mut schema: Value, rules: &FieldRules, envelope: &[&str]) -> Value {
         }
         match rules.treatment(key) {
             Treatment::Keep => {}
-            Treatment::Remove => removed.push(key.clone()),
+            Treatment::Remove => {
+                removed.push(key.clone());
+                *property = Value::Bool(false);
+            }
             Treatment::Pseudonymise => {
-                let was = property["description"].as_str().unwrap_or_default();
-                *property = json!({
-                    "type": ["string", "null"],
-                    "pattern": TOKEN_PATTERN,
-                    "description": format!("Pseudonymised: HMAC-SHA256 of the value, keyed with privacy.key (null stays null). {was}"),
-                });
+                *property = token(property["description"].as_str().unwrap_or_default());
             }
         }
     }
-    for key in &removed {
-        properties.remove(key);
-    }
     if let Some(required) = schema["required"].as_array_mut() {
         required.retain(|key| !removed.iter().any(|r| key == r));
+    }
+    // Patterns over names that are never the envelope's.
+    let escaped: Vec<String> = envelope.iter().map(|key| regex_escape(key)).collect();
+    let guard = format!("^(?!(?:{})$)", escaped.join("|"));
+    let pattern = |glob: &str| format!("{guard}{}$", glob_regex(glob));
+    let open = schema["patternProperties"]
+        .as_object_mut()
+        .expect("a schema with an open set");
+    let [(_, include), (_, exclude), (_, pseudonymise)] = rules.lists();
+    if let Some(include) = include {
+        let kept = scalar("A field the contract does not name, kept by the topic's include list.");
+        *open = include
+            .iter()
+            .map(|glob| (pattern(glob), kept.clone()))
+            .collect();
+    }
+    let mut add = |glob: &str, schema: Value| {
+        let key = pattern(glob);
+        let combined = match open.remove(&key) {
+            Some(before) => json!({"allOf": [before, schema]}),
+            None => schema,
+        };
+        open.insert(key, combined);
+    };
+    for glob in exclude.unwrap_or_default() {
+        add(glob, Value::Bool(false));
+    }
+    for glob in pseudonymise.unwrap_or_default() {
+        add(glob, token("A field the contract does not name."));
     }
     if let Some(object) = schema.as_object_mut() {
         // No longer the published document that `$id` names.
@@ -383,5 +419,105 @@ mod tests {
         let mut missing = event();
         missing.as_object_mut().unwrap().remove("received_at");
         assert!(!schema.is_valid(&missing));
+    }
+
+    #[test]
+    fn shaped_schemas_refuse_what_the_rules_remove_and_raw_values_they_pseudonymise() {
+        use crate::privacy::{FieldRules, Key, TOKEN_PREFIX};
+        assert_eq!(TOKEN_PATTERN, format!("^{TOKEN_PREFIX}[0-9a-f]{{64}}$"));
+        let key = std::sync::Arc::new(Key::new(&"k".repeat(32)).unwrap());
+        let rules = |include: Option<&[&str]>, exclude: &[&str], pseudonymise: &[&str]| {
+            let strings = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            FieldRules::new(
+                include.map(strings),
+                strings(exclude),
+                strings(pseudonymise),
+                &envelope_keys(&CUSTOMER),
+                Some(&key),
+            )
+            .unwrap()
+        };
+        let event = || {
+            serde_json::json!({
+                "event_id": "0159f331-0d29-5e8c-a971-7a6c41ba47c1", "schema_version": 1,
+                "change_type": "CustomerEmailChanged", "change_index": 0, "change_count": 1,
+                "change_date_time": "2018-11-16T10:46:20Z",
+                "old_value": null, "new_value": null, "customer_id": 862,
+                "received_at": "2026-11-28T09:00:00Z",
+            })
+        };
+        let with = |fields: &[(&str, Value)]| {
+            let mut event = event();
+            for (key, value) in fields {
+                event[*key] = value.clone();
+            }
+            event
+        };
+        let valid = |rules: &FieldRules, event: &Value| {
+            let schema = shaped_event(&CUSTOMER, Some(rules));
+            jsonschema::meta::validate(&schema).expect("a valid schema");
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .unwrap()
+                .is_valid(event)
+        };
+        let token = json!(format!("{TOKEN_PREFIX}{}", "0".repeat(64)));
+        let raw = json!("a@example.com");
+
+        let excluded = rules(None, &["customer_email", "notification_*"], &[]);
+        assert!(valid(&excluded, &with(&[("customer_surname", json!("A"))])));
+        assert!(!valid(&excluded, &with(&[("customer_email", raw.clone())])));
+        assert!(!valid(
+            &excluded,
+            &with(&[("notification_source", json!("web"))])
+        ));
+        assert!(valid(&excluded, &with(&[("change_note", json!("x"))])));
+
+        let included = rules(
+            Some(&["*_value", "customer_receive_*", "change_n*"]),
+            &[],
+            &[],
+        );
+        assert!(valid(
+            &included,
+            &with(&[("customer_receive_group_sms_marketing", json!(true))])
+        ));
+        assert!(valid(
+            &included,
+            &with(&[("customer_receive_new_thing", json!(1))])
+        ));
+        assert!(valid(&included, &with(&[("change_note", json!("x"))])));
+        assert!(!valid(&included, &with(&[("customer_email", raw.clone())])));
+        assert!(!valid(
+            &included,
+            &with(&[("notification_source", json!("web"))])
+        ));
+        // Envelope only: old_value is no longer required, nor allowed.
+        let envelope = rules(Some(&[]), &[], &[]);
+        let mut without = event();
+        without.as_object_mut().unwrap().remove("old_value");
+        without.as_object_mut().unwrap().remove("new_value");
+        assert!(valid(&envelope, &without));
+        assert!(!valid(&envelope, &event()));
+
+        let tokens = rules(None, &[], &["customer_*", "new_value"]);
+        assert!(valid(
+            &tokens,
+            &with(&[
+                ("customer_nickname", token.clone()),
+                ("customer_email", token.clone()),
+                ("new_value", token.clone())
+            ])
+        ));
+        assert!(valid(&tokens, &with(&[("customer_email", Value::Null)])));
+        assert!(!valid(
+            &tokens,
+            &with(&[("customer_nickname", raw.clone())])
+        ));
+        assert!(!valid(&tokens, &with(&[("customer_email", raw.clone())])));
+        assert!(!valid(&tokens, &with(&[("new_value", raw.clone())])));
+        // The envelope stays as it is, though `customer_*` matches `customer_id`.
+        assert!(valid(&tokens, &event()));
     }
 }
