@@ -203,19 +203,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     replication_factor,
                 ))
                 .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
-            for (topic, outcome) in outcomes {
-                let what = match outcome {
-                    TopicOutcome::Created => "created",
-                    TopicOutcome::AlreadyExisted => "exists",
-                };
-                let compact = if compacted.contains(&topic.as_str()) {
-                    "  (cleanup.policy=compact)"
-                } else {
-                    ""
+            for (topic, outcome) in &outcomes {
+                let (what, compact) = match outcome {
+                    TopicOutcome::Created if compacted.contains(&topic.as_str()) => {
+                        ("created", "  (cleanup.policy=compact)")
+                    }
+                    TopicOutcome::Created => ("created", ""),
+                    TopicOutcome::AlreadyExisted => ("exists", ""),
                 };
                 out(&format!("{what:<8} {topic}{compact}\n"))?;
             }
-            Ok(())
+            // A state topic that existed already is left as it is: check it.
+            let existing: Vec<&str> = (outcomes.iter())
+                .filter(|(t, o)| {
+                    *o == TopicOutcome::AlreadyExisted && compacted.contains(&t.as_str())
+                })
+                .map(|(t, _)| t.as_str())
+                .collect();
+            runtime.block_on(check_compacted(&settings, &existing))
         }
         Command::Forget { config, entity, id } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
@@ -261,6 +266,24 @@ fn out(text: &str) -> Result<(), Failure> {
     }
 }
 
+/// Fails when a state topic among `topics` is not compacted: tombstones would
+/// then not remove a deleted entity's earlier states.
+async fn check_compacted(settings: &Settings, topics: &[&str]) -> Result<(), Failure> {
+    let not_compacted = admin::not_compacted(&settings.kafka, topics)
+        .await
+        .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
+    if not_compacted.is_empty() {
+        return Ok(());
+    }
+    Err(Failure(
+        EXIT_UNAVAILABLE,
+        anyhow::anyhow!(
+            "state topics without cleanup.policy=compact: {} (a tombstone would not remove the earlier states; set it, e.g. kafka-configs.sh --alter --entity-type topics --entity-name TOPIC --add-config cleanup.policy=compact)",
+            not_compacted.join(", ")
+        ),
+    ))
+}
+
 /// Every topic the routing file names: routed, unmatched, state and erasure.
 fn named_topics(table: &RoutingTable) -> Vec<&str> {
     let mut topics = table.all_topics();
@@ -278,8 +301,16 @@ fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure
     )
     .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
     if missing.is_empty() {
+        let states: Vec<&str> = table.states().iter().map(|s| s.topic.as_str()).collect();
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
+        runtime.block_on(check_compacted(settings, &states))?;
+        let compacted = if states.is_empty() {
+            ""
+        } else {
+            ", the state topics compacted"
+        };
         out(&format!(
-            "\nkafka: all {} routed topics exist\n",
+            "\nkafka: all {} routed topics exist{compacted}\n",
             wanted.len()
         ))?;
         return Ok(());

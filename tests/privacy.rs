@@ -655,7 +655,7 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
         let mut lines: Vec<String> = [&routed, &state, &erasures, &unrouted]
             .into_iter()
             .map(|topic| {
-                let compact = if *topic == state {
+                let compact = if *topic == state && what == "created" {
                     "  (cleanup.policy=compact)"
                 } else {
                     ""
@@ -693,5 +693,53 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
     assert_eq!(
         policy(&topic_config(&state).await).as_deref(),
         Some("compact")
+    );
+    let checked = run_binary(
+        &["check", "--kafka", "--config", settings.to_str().unwrap()],
+        &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")],
+    );
+    assert!(
+        succeeded(&checked)
+            .contains("kafka: all 4 routed topics exist, the state topics compacted"),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+}
+
+#[tokio::test]
+async fn a_state_topic_that_exists_without_compaction_fails_create_topics_and_check() {
+    let (state, erasures, unrouted) = (
+        unique_topic("plain-state"),
+        unique_topic("erasures"),
+        unique_topic("unrouted"),
+    );
+    let _turn = shared().await;
+    // Created by someone else, with the default policy (delete).
+    create_topics(&[&state]).await;
+    let routes = format!(
+        "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n\n[erasure]\ntopic = {erasures:?}\n",
+        unmatched(&unrouted),
+    );
+    let (_dir, settings) = settings_file(&kafka(), &routes);
+    let config = settings.to_str().unwrap();
+    let created = run_binary(&["create-topics", "--config", config], &[]);
+    assert_eq!(created.status.code(), Some(69), "{created:?}");
+    let stdout = String::from_utf8_lossy(&created.stdout);
+    assert!(stdout.contains(&format!("exists   {state}\n")), "{stdout}");
+    assert!(!stdout.contains("cleanup.policy=compact"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "state topics without cleanup.policy=compact: {state}"
+        )),
+        "{stderr}"
+    );
+    let unsigned = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
+    let checked = run_binary(&["check", "--kafka", "--config", config], &[unsigned]);
+    assert_eq!(checked.status.code(), Some(69), "{checked:?}");
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains("state topics without cleanup.policy=compact"),
+        "{stderr}"
     );
 }

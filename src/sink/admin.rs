@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
@@ -18,6 +18,8 @@ pub enum AdminError {
     Unreachable { servers: String, cause: KafkaError },
     #[error("cannot create topic {topic}: {reason}")]
     CreateFailed { topic: String, reason: String },
+    #[error("cannot describe the configuration of topic {topic}: {reason}")]
+    DescribeFailed { topic: String, reason: String },
 }
 
 /// What `create_topics` did with one topic.
@@ -70,6 +72,43 @@ fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientCon
     super::client_config(settings)
         .create()
         .map_err(|cause| unreachable(settings, cause))
+}
+
+/// The topics among `topics` (which exist) whose `cleanup.policy` lacks
+/// `compact`, as the cluster describes them.
+pub async fn not_compacted<'a>(
+    settings: &KafkaSettings,
+    topics: &[&'a str],
+) -> Result<Vec<&'a str>, AdminError> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = admin_client(settings)?;
+    let resources: Vec<ResourceSpecifier> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = client
+        .describe_configs(&resources, &options)
+        .await
+        .map_err(|cause| unreachable(settings, cause))?;
+    let mut not_compacted = Vec::new();
+    for (topic, result) in topics.iter().zip(results) {
+        let resource = result.map_err(|code| AdminError::DescribeFailed {
+            topic: topic.to_string(),
+            reason: code.to_string(),
+        })?;
+        let compacted = resource.entries.iter().any(|entry| {
+            entry.name == "cleanup.policy"
+                && entry
+                    .value
+                    .as_deref()
+                    .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
+        });
+        if !compacted {
+            not_compacted.push(*topic);
+        }
+    }
+    Ok(not_compacted)
 }
 
 /// Creates each topic that does not exist yet, those in `compacted` with
