@@ -575,6 +575,9 @@ mod tests {
         )
         .is_ok());
         assert!(rules(None, &["customer_e*"], &["customer_*"]).is_ok());
+        // Only names written out are checked against the other lists, not globs.
+        assert!(rules(None, &["customer_*"], &["customer_e*"]).is_ok());
+        assert!(rules(Some(&["customer_*"]), &["customer_*_x"], &[]).is_ok());
         assert!(rules(None, &["*_id"], &[]).is_ok());
     }
 
