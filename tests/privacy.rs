@@ -113,18 +113,19 @@ fn succeeded(output: &std::process::Output) -> String {
     String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
 }
 
-#[tokio::test]
-async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_envelope() {
-    let (included, whole, unrouted) = (
-        unique_topic("included"),
+/// Posts the seed sample (with unknown fields) to a connector whose route `label`
+/// has `rules` and whose other route sends the same events whole; the 4 events as
+/// the shaped topic and the whole topic received them, and the ids answered.
+async fn shaped_beside_whole(label: &str, rules: &str) -> (Vec<Record>, Vec<Record>, Vec<String>) {
+    let (shaped, whole, unrouted) = (
+        unique_topic(label),
         unique_topic("whole"),
         unique_topic("unrouted"),
     );
-    create_topics(&[&included, &whole, &unrouted]).await;
-    let rules = r#"include = ["new_value", "customer_email", "customer_receive_*"]"#;
+    create_topics(&[&shaped, &whole, &unrouted]).await;
     let routes = [
         unmatched(&unrouted),
-        route("included", &["Customer*"], &included, rules),
+        route(label, &["Customer*"], &shaped, rules),
         route("whole", &["Customer*"], &whole, ""),
     ]
     .concat();
@@ -137,14 +138,21 @@ async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_enve
     assert_eq!(answer.status, 200, "{:?}", answer.json);
     let ids = event_ids(&answer);
     assert_eq!(ids.len(), 4);
-
     let [shaped, full, _] = read_exactly_each(&[
-        (&included, 4, &Check::for_topic(&table, &included)),
+        (&shaped, 4, &Check::for_topic(&table, &shaped)),
         (&whole, 4, &Check::published()),
         (&unrouted, 0, &Check::published()),
     ])
     .try_into()
     .unwrap();
+    connector.stop().await;
+    (shaped, full, ids)
+}
+
+#[tokio::test]
+async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_envelope() {
+    let rules = r#"include = ["new_value", "customer_email", "customer_receive_*"]"#;
+    let (shaped, full, ids) = shaped_beside_whole("included", rules).await;
     let included_fields = [
         "new_value",
         "customer_email",
@@ -186,40 +194,12 @@ async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_enve
         assert_eq!(shaped.key, full.key, "event {i}");
         assert_eq!(shaped.headers, full.headers, "event {i}");
     }
-    connector.stop().await;
 }
 
 #[tokio::test]
 async fn an_exclude_list_removes_what_it_names_and_nothing_else() {
-    let (excluded, whole, unrouted) = (
-        unique_topic("excluded"),
-        unique_topic("whole"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&excluded, &whole, &unrouted]).await;
     let rules = r#"exclude = ["old_value", "customer_email", "customer_*_opt_in_text"]"#;
-    let routes = [
-        unmatched(&unrouted),
-        route("excluded", &["Customer*"], &excluded, rules),
-        route("whole", &["Customer*"], &whole, ""),
-    ]
-    .concat();
-    let settings = test_settings();
-    let table = routing_table(&routes, &settings);
-    let connector = start_connector(settings, &routes).await;
-    let _turn = shared().await;
-
-    let answer = post(&connector.endpoint(), seed_with_unknown_fields(), &[]).await;
-    assert_eq!(answer.status, 200, "{:?}", answer.json);
-    let ids = event_ids(&answer);
-
-    let [shaped, full, _] = read_exactly_each(&[
-        (&excluded, 4, &Check::for_topic(&table, &excluded)),
-        (&whole, 4, &Check::published()),
-        (&unrouted, 0, &Check::published()),
-    ])
-    .try_into()
-    .unwrap();
+    let (shaped, full, ids) = shaped_beside_whole("excluded", rules).await;
     let removed = [
         "old_value",
         "customer_email",
@@ -251,7 +231,6 @@ async fn an_exclude_list_removes_what_it_names_and_nothing_else() {
             shaped[0].value
         );
     }
-    connector.stop().await;
 }
 
 #[tokio::test]

@@ -363,7 +363,26 @@ fn header<'a>(key: &'a str, value: Option<&'a str>) -> Header<'a, &'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{accept, Limits};
+    use crate::pipeline::{accept, Accepted, Limits};
+
+    const SEED: &[u8] = include_bytes!("../../tests/fixtures/seed_sample.json");
+
+    /// `body` as the customer endpoint accepts it with `table`.
+    fn accept_seed<'t>(body: &[u8], table: &'t RoutingTable) -> Accepted<'t> {
+        let limits = Limits {
+            max_body_bytes: 1 << 20,
+            max_changes: 100,
+            max_request_bytes: 1 << 20,
+        };
+        accept(
+            body,
+            &crate::entity::CUSTOMER,
+            &limits,
+            table,
+            chrono::Utc::now(),
+        )
+        .unwrap()
+    }
 
     #[test]
     fn headers_carry_the_event_and_its_cloudevents_attributes() {
@@ -518,20 +537,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let limits = Limits {
-            max_body_bytes: 1 << 20,
-            max_changes: 100,
-            max_request_bytes: 1 << 20,
-        };
-        let body = include_bytes!("../../tests/fixtures/seed_sample.json");
-        let accepted = accept(
-            body,
-            &crate::entity::CUSTOMER,
-            &limits,
-            &table,
-            chrono::Utc::now(),
-        )
-        .unwrap();
+        let accepted = accept_seed(SEED, &table);
         let records = Records::build(&accepted.events, &accepted.topics, &table, None, 0);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
@@ -574,20 +580,7 @@ mod tests {
             Some(&key),
         )
         .unwrap();
-        let limits = Limits {
-            max_body_bytes: 1 << 20,
-            max_changes: 100,
-            max_request_bytes: 1 << 20,
-        };
-        let body = include_bytes!("../../tests/fixtures/seed_sample.json");
-        let accepted = accept(
-            body,
-            &crate::entity::CUSTOMER,
-            &limits,
-            &table,
-            chrono::Utc::now(),
-        )
-        .unwrap();
+        let accepted = accept_seed(SEED, &table);
         let records = accepted.records();
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "c", "u", "u", "u", "s"]);
@@ -629,15 +622,8 @@ mod tests {
         assert_eq!(accepted.record_bytes, held);
         // A deletion: the state record is a tombstone, still counted.
         let deleted =
-            String::from_utf8_lossy(body).replace("CustomerSmsChanged", "CustomerDeleted");
-        let accepted = accept(
-            deleted.as_bytes(),
-            &crate::entity::CUSTOMER,
-            &limits,
-            &table,
-            chrono::Utc::now(),
-        )
-        .unwrap();
+            String::from_utf8_lossy(SEED).replace("CustomerSmsChanged", "CustomerDeleted");
+        let accepted = accept_seed(deleted.as_bytes(), &table);
         let records = accepted.records();
         let state = records.records.last().unwrap();
         assert_eq!((state.topic, records.payload(state)), ("s", None));
