@@ -297,6 +297,7 @@ const _: () = assert!(
 /// value, `content-type`; an erasure event the CloudEvents attributes too.
 pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
     let schema_version = SCHEMA_VERSION.to_string();
+    let entity = Some(record.entity);
     match &record.kind {
         Kind::Event {
             event_id,
@@ -305,25 +306,25 @@ pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
         } => {
             let event_id = event_id.to_string();
             let change_type = change_type.as_deref();
-            OwnedHeaders::new_with_capacity(11)
+            let headers = OwnedHeaders::new_with_capacity(11)
                 .insert(header("event_id", Some(&event_id)))
-                .insert(header("entity", Some(record.entity)))
+                .insert(header("entity", entity))
                 .insert(header("change_type", change_type))
                 .insert(header("schema_version", Some(&schema_version)))
-                .insert(header("content-type", Some("application/json")))
-                .insert(header("ce_specversion", Some("1.0")))
-                .insert(header("ce_id", Some(&event_id)))
-                .insert(header("ce_source", Some(source)))
-                .insert(header(
-                    "ce_type",
-                    Some(&cloudevents_type(record.entity, change_type)),
-                ))
-                .insert(header("ce_time", Some(change_date_time)))
-                .insert(header("ce_subject", Some(&record.key)))
+                .insert(header("content-type", Some("application/json")));
+            let ce_type = cloudevents_type(record.entity, change_type);
+            cloudevent(
+                headers,
+                &event_id,
+                source,
+                &ce_type,
+                change_date_time,
+                &record.key,
+            )
         }
         Kind::State => {
             let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(header("entity", Some(record.entity)))
+                .insert(header("entity", entity))
                 .insert(header("schema_version", Some(&schema_version)));
             match record.payload {
                 Some(_) => headers.insert(header("content-type", Some("application/json"))),
@@ -334,22 +335,33 @@ pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
             erasure_id,
             requested_at,
         } => {
-            let erasure_id = erasure_id.to_string();
-            OwnedHeaders::new_with_capacity(9)
-                .insert(header("entity", Some(record.entity)))
+            let headers = OwnedHeaders::new_with_capacity(9)
+                .insert(header("entity", entity))
                 .insert(header("schema_version", Some(&schema_version)))
-                .insert(header("content-type", Some("application/json")))
-                .insert(header("ce_specversion", Some("1.0")))
-                .insert(header("ce_id", Some(&erasure_id)))
-                .insert(header("ce_source", Some(source)))
-                .insert(header(
-                    "ce_type",
-                    Some(&cloudevents_type(record.entity, Some(ERASED))),
-                ))
-                .insert(header("ce_time", Some(requested_at)))
-                .insert(header("ce_subject", Some(&record.key)))
+                .insert(header("content-type", Some("application/json")));
+            let ce_type = cloudevents_type(record.entity, Some(ERASED));
+            let id = erasure_id.to_string();
+            cloudevent(headers, &id, source, &ce_type, requested_at, &record.key)
         }
     }
+}
+
+/// `headers` with the CloudEvents binary-mode attributes appended.
+fn cloudevent(
+    headers: OwnedHeaders,
+    id: &str,
+    source: &str,
+    ce_type: &str,
+    time: &str,
+    subject: &str,
+) -> OwnedHeaders {
+    headers
+        .insert(header("ce_specversion", Some("1.0")))
+        .insert(header("ce_id", Some(id)))
+        .insert(header("ce_source", Some(source)))
+        .insert(header("ce_type", Some(ce_type)))
+        .insert(header("ce_time", Some(time)))
+        .insert(header("ce_subject", Some(subject)))
 }
 
 /// The last part of an erasure event's CloudEvents type:
