@@ -6,7 +6,9 @@
 //! (globs; matching fields are removed), then `pseudonymise` (globs; matching
 //! fields that are kept have their value replaced by a [`TOKEN_PREFIX`] token).
 //! The envelope (ids, `change_*`, times) is never touched: the writer only asks
-//! about the other fields.
+//! about the other fields. A name ending in `_<digits>` is matched with and
+//! without that suffix, so a field renamed `customer_email_2` because two sent
+//! names met (`Email`, `email`) gets the rules of `customer_email`.
 
 use std::sync::Arc;
 
@@ -86,16 +88,32 @@ impl Patterns {
             if pattern.is_empty() {
                 return Err("an empty pattern matches no field".into());
             }
-            let glob = Glob::new(pattern).map_err(|e| format!("invalid glob: {e}"))?;
-            builder.add(glob);
+            builder.add(glob(pattern).map_err(|e| format!("invalid glob: {e}"))?);
         }
         let set = builder.build().map_err(|e| format!("invalid glob: {e}"))?;
         Ok(Patterns { written, set })
     }
 
+    /// Whether the pattern matches `field` or, for a name with a `_<digits>`
+    /// suffix, the name without it.
     fn matches(&self, field: &str) -> bool {
-        self.set.is_match(field)
+        self.set.is_match(field) || unsuffixed(field).is_some_and(|base| self.set.is_match(base))
     }
+}
+
+/// `glob` compiled as field rules read it: `{a,}` matches `a` and the empty string.
+fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
+        .empty_alternates(true)
+        .build()
+}
+
+/// `name` without a trailing `_<digits>` (the suffix the normalizer gives a name
+/// taken already), when it has one.
+pub fn unsuffixed(name: &str) -> Option<&str> {
+    let (base, digits) = name.rsplit_once('_')?;
+    let numbered = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    (numbered && !base.is_empty()).then_some(base)
 }
 
 /// Whether `pattern` is a plain field name (no glob syntax).
@@ -165,7 +183,8 @@ pub fn glob_regex(glob: &str) -> String {
 pub fn regex_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
-        if "\\^$.|?*+()[]{}/-".contains(c) {
+        // Only what ECMA 262's unicode mode allows escaped (no `\-`).
+        if "\\^$.|?*+()[]{}/".contains(c) {
             escaped.push('\\');
         }
         escaped.push(c);
@@ -194,9 +213,10 @@ pub struct FieldRules {
 
 impl FieldRules {
     /// Compiles the lists. Refused: invalid globs, a pattern naming an `envelope`
-    /// field, the same pattern both kept and removed, a field named to be kept
-    /// (included or pseudonymised) that another list removes, and pseudonymising
-    /// without a key.
+    /// field, a pattern listed twice in a list, a field written out by name to be
+    /// kept (included or pseudonymised) that `exclude` removes or `include` does
+    /// not keep, and pseudonymising without a key. Globs are not checked against
+    /// each other: `include = ["a*"]` with `exclude = ["a*"]` keeps nothing.
     pub fn new(
         include: Option<Vec<String>>,
         exclude: Vec<String>,
@@ -336,9 +356,7 @@ impl FieldRules {
         let mut unmatched = Vec::new();
         for (list, patterns) in self.lists() {
             for pattern in patterns.unwrap_or_default() {
-                let glob = Glob::new(pattern)
-                    .expect("compiled before")
-                    .compile_matcher();
+                let glob = glob(pattern).expect("compiled before").compile_matcher();
                 if !known.iter().any(|field| glob.is_match(field)) {
                     unmatched.push((list, pattern.as_str()));
                 }
@@ -473,6 +491,38 @@ mod tests {
         }
         assert_eq!(glob_regex("customer_*"), "customer_.*");
         assert_eq!(glob_regex("{old,new}_value"), "(?:old|new)_value");
+    }
+
+    #[test]
+    fn a_renamed_field_gets_the_rules_of_its_name() {
+        assert_eq!(unsuffixed("customer_email_2"), Some("customer_email"));
+        assert_eq!(unsuffixed("customer_email_12"), Some("customer_email"));
+        for name in [
+            "customer_email",
+            "customer_email_",
+            "customer_email_x2",
+            "_2",
+            "x2",
+        ] {
+            assert_eq!(unsuffixed(name), None, "{name}");
+        }
+        let r = rules(
+            Some(&["customer_*", "new_value"]),
+            &["customer_email"],
+            &["customer_mobile*"],
+        )
+        .unwrap();
+        assert_eq!(r.treatment("customer_email_2"), Treatment::Remove);
+        assert_eq!(
+            r.treatment("customer_mobile_number_3"),
+            Treatment::Pseudonymise
+        );
+        assert_eq!(r.treatment("new_value_2"), Treatment::Keep);
+        assert_eq!(r.treatment("change_x_2"), Treatment::Remove);
+        // `{,_*}` matches the name itself too.
+        let r = rules(None, &["customer_email{,_*}"], &[]).unwrap();
+        assert_eq!(r.treatment("customer_email"), Treatment::Remove);
+        assert_eq!(r.treatment("customer_email_work"), Treatment::Remove);
     }
 
     #[test]

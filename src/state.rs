@@ -191,4 +191,47 @@ mod tests {
             .unwrap()
             .is_valid(&event));
     }
+
+    #[test]
+    fn a_field_renamed_because_two_names_met_gets_the_rules_of_its_name() {
+        let key = std::sync::Arc::new(crate::privacy::Key::new(&"k".repeat(32)).unwrap());
+        let routes = "[unmatched]\ntopic = \"u\"\n\
+            [[routes]]\nname = \"m\"\nchange_types = [\"*\"]\ntopics = [\"m\"]\n\
+            exclude = [\"customer_email\", \"customer_first_name\", \"booking_customer_email\"]\n\
+            pseudonymise = [\"customer_mobile_number\"]\n\
+            [[state]]\nentity = \"customer\"\ntopic = \"s\"\nexclude = [\"customer_email\"]\n";
+        let table = routing_file::parse(routes, "routes.toml", Some(&key)).unwrap();
+        let body = br#"{"ChangeDateTime":"2018-11-16T10:46:20Z","Customer":{"Id":862,"Email":"a@example.com","email":"b@example.com","FirstName":"Ann","first_name":"Anna","MobileNumber":"1","mobile_number":"2"},"Changes":[{"ChangeType":"CustomerSmsChanged"}]}"#;
+        let accepted = accept(body, &CUSTOMER, &LIMITS, &table, chrono::Utc::now()).unwrap();
+        let whole = accepted.events[0].to_value();
+        assert_eq!(whole["customer_email_2"], "b@example.com");
+        let shaped = accepted.events[0].to_value_for(table.rules_for("m"));
+        for removed in [
+            "customer_email",
+            "customer_email_2",
+            "customer_first_name",
+            "customer_first_name_2",
+        ] {
+            assert!(shaped.get(removed).is_none(), "{removed}: {shaped}");
+        }
+        assert_eq!(shaped["customer_mobile_number_2"], key.token(&json!("2")));
+        let schema = crate::contract::schema::shaped_event(&CUSTOMER, table.rules_for("m"));
+        let validator = jsonschema::options().build(&schema).unwrap();
+        assert!(validator.is_valid(&shaped), "{shaped}");
+        let mut leaked = shaped.clone();
+        leaked["customer_email_2"] = json!("b@example.com");
+        assert!(
+            !validator.is_valid(&leaked),
+            "the shaped schema refuses the leak"
+        );
+        let state: Value =
+            serde_json::from_slice(accepted.state.as_ref().unwrap().1.as_ref().unwrap()).unwrap();
+        assert!(state.get("customer_email_2").is_none(), "{state}");
+        // A booking's top-level CustomerEmail takes booking_customer_email; the
+        // guest's Customer.Email, renamed, is removed as well.
+        let booking = br#"{"ChangeDateTime":"2018-11-16T10:46:20Z","Booking":{"Id":5,"CustomerEmail":"x@example.com","Customer":{"Email":"g@example.com"}},"Changes":[]}"#;
+        let accepted = accept(booking, &BOOKING, &LIMITS, &table, chrono::Utc::now()).unwrap();
+        let shaped = accepted.events[0].to_value_for(table.rules_for("m"));
+        assert!(!shaped.to_string().contains("example.com"), "{shaped}");
+    }
 }

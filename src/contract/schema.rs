@@ -261,7 +261,8 @@ fn shaped(mut schema: Value, rules: &FieldRules, envelope: &[&str]) -> Value {
     // Patterns over names that are never the envelope's.
     let escaped: Vec<String> = envelope.iter().map(|key| regex_escape(key)).collect();
     let guard = format!("^(?!(?:{})$)", escaped.join("|"));
-    let pattern = |glob: &str| format!("{guard}{}$", glob_regex(glob));
+    // A name with a `_<digits>` suffix gets the rules of the name without it.
+    let pattern = |glob: &str| format!("{guard}{}(?:_[0-9]+)?$", glob_regex(glob));
     let open = schema["patternProperties"]
         .as_object_mut()
         .expect("a schema with an open set");
