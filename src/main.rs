@@ -203,13 +203,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     replication_factor,
                 ))
                 .map_err(|e| Failure(EXIT_UNAVAILABLE, e.into()))?;
+            let lag = admin::STATE_MAX_COMPACTION_LAG_MS;
             for (topic, outcome) in &outcomes {
                 let (what, compact) = match outcome {
-                    TopicOutcome::Created if compacted.contains(&topic.as_str()) => {
-                        ("created", "  (cleanup.policy=compact)")
-                    }
-                    TopicOutcome::Created => ("created", ""),
-                    TopicOutcome::AlreadyExisted => ("exists", ""),
+                    TopicOutcome::Created if compacted.contains(&topic.as_str()) => (
+                        "created",
+                        format!("  (cleanup.policy=compact, max.compaction.lag.ms={lag})"),
+                    ),
+                    TopicOutcome::Created => ("created", String::new()),
+                    TopicOutcome::AlreadyExisted => ("exists", String::new()),
                 };
                 out(&format!("{what:<8} {topic}{compact}\n"))?;
             }

@@ -635,7 +635,7 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
             .into_iter()
             .map(|topic| {
                 let compact = if *topic == state && what == "created" {
-                    "  (cleanup.policy=compact)"
+                    "  (cleanup.policy=compact, max.compaction.lag.ms=86400000)"
                 } else {
                     ""
                 };
@@ -655,6 +655,12 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
     assert_eq!(
         policy(&state_config).as_deref(),
         Some("compact"),
+        "{state_config:?}"
+    );
+    // Compacted within a day, however quiet the topic.
+    assert_eq!(
+        state_config.get("max.compaction.lag.ms").cloned().flatten().as_deref(),
+        Some("86400000"),
         "{state_config:?}"
     );
     for topic in [&routed, &erasures, &unrouted] {

@@ -111,8 +111,14 @@ pub async fn not_compacted<'a>(
     Ok(not_compacted)
 }
 
+/// How long a state record may wait before Kafka compacts it away, at most: a
+/// day (Kafka's default is unbounded, so a quiet topic could keep a deleted
+/// entity's earlier states readable for ever).
+pub const STATE_MAX_COMPACTION_LAG_MS: &str = "86400000";
+
 /// Creates each topic that does not exist yet, those in `compacted` with
-/// `cleanup.policy=compact`; existing ones are left as they are.
+/// `cleanup.policy=compact` and `max.compaction.lag.ms` of
+/// [`STATE_MAX_COMPACTION_LAG_MS`]; existing ones are left as they are.
 pub async fn create_topics(
     settings: &KafkaSettings,
     topics: &[&str],
@@ -130,7 +136,9 @@ pub async fn create_topics(
                 TopicReplication::Fixed(replication_factor),
             );
             if compacted.contains(name) {
-                topic.set("cleanup.policy", "compact")
+                topic
+                    .set("cleanup.policy", "compact")
+                    .set("max.compaction.lag.ms", STATE_MAX_COMPACTION_LAG_MS)
             } else {
                 topic
             }
