@@ -318,7 +318,8 @@ mod tests {
     "#;
 
     fn private_table() -> RoutingTable {
-        let key = std::sync::Arc::new(crate::privacy::Key::new(&"k".repeat(32)).unwrap());
+        let key = crate::privacy::Key::new(&"k".repeat(32)).unwrap();
+        let key = std::sync::Arc::new(key.keying_event_ids(true));
         routing_file::parse(PRIVATE_ROUTES, "routes.toml", Some(&key)).unwrap()
     }
 
@@ -398,6 +399,8 @@ mod tests {
         assert_eq!(marketing["customer_first_name"], "Aardvark");
         assert_eq!(marketing["event_id"], contact["event_id"]);
         assert_eq!(sms.event_id, contact["event_id"]);
+        // Keyed: not the plain id the sample's change has (pinned in tests/pipeline.rs).
+        assert_ne!(sms.event_id, "0159f331-0d29-5e8c-a971-7a6c41ba47c1");
         // The state record: the latest fields but the excluded, and every event id.
         let state = explained.state.unwrap();
         assert_eq!(

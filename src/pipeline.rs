@@ -126,7 +126,12 @@ pub fn accept<'t>(
     notification
         .flatten_objects(limit)
         .map_err(|NamesTooLong| AcceptError::NamesTooLong { limit })?;
-    let events = normalize(notification, received_at)?;
+    let mut events = normalize(notification, received_at)?;
+    if let Some(key) = table.event_id_key() {
+        for event in &mut events {
+            event.event_id = key.event_id(event.event_id);
+        }
+    }
     let topics: Vec<Vec<&str>> = events
         .iter()
         .map(|event| table.topics_for(entity, event.change_type.as_deref()))

@@ -16,21 +16,29 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+use uuid::Uuid;
 
 /// What a pseudonymised value starts with; 64 lowercase hex digits follow.
 pub const TOKEN_PREFIX: &str = "hmac-sha256:";
 /// The shortest `privacy.key`: 32 bytes, the HMAC-SHA256 block of security.
 pub const MIN_KEY_BYTES: usize = 32;
 
-/// The pseudonymisation key (`privacy.key`). Never printed.
+/// The pseudonymisation key (`privacy.key`), and whether event ids are keyed
+/// with it too (`privacy.keyed_event_ids`). Never printed.
 #[derive(Clone)]
-pub struct Key(Hmac<Sha256>);
+pub struct Key {
+    mac: Hmac<Sha256>,
+    keyed_event_ids: bool,
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Key(<hidden>)")
     }
 }
+
+/// Namespace of keyed event ids (UUIDv5 of the HMAC of the plain id).
+const KEYED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3d0b_91c4_5e27_4f86_b1a9_6c2e_8f47_d503);
 
 /// Why a key is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +54,33 @@ impl Key {
         }
         let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
             .expect("HMAC accepts keys of any length");
-        Ok(Key(mac))
+        Ok(Key {
+            mac,
+            keyed_event_ids: false,
+        })
+    }
+
+    /// The same key, keying event ids too when `keyed` is true.
+    pub fn keying_event_ids(self, keyed: bool) -> Key {
+        Key {
+            keyed_event_ids: keyed,
+            ..self
+        }
+    }
+
+    /// Whether event ids are keyed with this key.
+    pub fn keys_event_ids(&self) -> bool {
+        self.keyed_event_ids
+    }
+
+    /// The keyed form of the plain event id `id`: a UUIDv5 of its HMAC. As
+    /// deterministic as the plain id (same change, same id, in every topic), but
+    /// nobody without the key can test a guess of the values it was made from.
+    pub fn event_id(&self, id: Uuid) -> Uuid {
+        let mut mac = self.mac.clone();
+        mac.update(b"event_id\n");
+        mac.update(id.as_bytes());
+        Uuid::new_v5(&KEYED_ID_NAMESPACE, &mac.finalize().into_bytes())
     }
 
     /// The token of `value`: HMAC-SHA256 of its canonical text (a string's
@@ -59,7 +93,7 @@ impl Key {
             Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
             other => std::borrow::Cow::Owned(other.to_string()),
         };
-        let mut mac = self.0.clone();
+        let mut mac = self.mac.clone();
         mac.update(text.as_bytes());
         let digest = mac.finalize().into_bytes();
         Value::String(format!("{TOKEN_PREFIX}{}", hex::encode(digest)))
@@ -523,6 +557,21 @@ mod tests {
         let r = rules(None, &["customer_email{,_*}"], &[]).unwrap();
         assert_eq!(r.treatment("customer_email"), Treatment::Remove);
         assert_eq!(r.treatment("customer_email_work"), Treatment::Remove);
+    }
+
+    #[test]
+    fn keyed_event_ids_are_stable_keyed_and_not_the_plain_ones() {
+        let plain = Uuid::from_u128(0x0159f331_0d29_5e8c_a971_7a6c41ba47c1);
+        let a = Key::new(&"a".repeat(32)).unwrap();
+        assert!(!a.keys_event_ids());
+        let a = a.keying_event_ids(true);
+        assert!(a.keys_event_ids());
+        let keyed = a.event_id(plain);
+        assert_eq!(keyed, a.event_id(plain));
+        assert_ne!(keyed, plain);
+        assert_eq!(keyed.get_version_num(), 5);
+        assert_ne!(keyed, key(&"b".repeat(32)).event_id(plain));
+        assert_ne!(keyed, a.event_id(Uuid::from_u128(1)));
     }
 
     #[test]

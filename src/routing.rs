@@ -18,7 +18,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::entity::Entity;
-use crate::privacy::FieldRules;
+use crate::privacy::{FieldRules, Key};
 
 /// Change-type glob patterns, as written and compiled.
 #[derive(Debug, Clone)]
@@ -165,6 +165,8 @@ pub struct RoutingTable {
     erasure_topic: Option<String>,
     /// What loading the file found worth saying but not refusing.
     warnings: Vec<String>,
+    /// Set when event ids are keyed (`privacy.keyed_event_ids`).
+    event_id_key: Option<Arc<Key>>,
 }
 
 impl RoutingTable {
@@ -186,7 +188,21 @@ impl RoutingTable {
             states: Vec::new(),
             erasure_topic: None,
             warnings: Vec::new(),
+            event_id_key: None,
         }
+    }
+
+    /// The same table, keying event ids with `key` when it says so.
+    pub fn with_event_id_key(self, key: Option<&Arc<Key>>) -> Self {
+        RoutingTable {
+            event_id_key: key.filter(|k| k.keys_event_ids()).cloned(),
+            ..self
+        }
+    }
+
+    /// The key event ids are keyed with, when they are.
+    pub fn event_id_key(&self) -> Option<&Key> {
+        self.event_id_key.as_deref()
     }
 
     /// The same table with state topics, an erasure topic and load warnings.

@@ -50,7 +50,20 @@ fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
 #[test]
 fn the_example_routes_need_a_privacy_key_of_32_bytes() {
     let unsigned = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
+    // The example settings key event ids with it.
     let output = run_binary(&["check", "--config", "config/default.toml"], &[unsigned]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("privacy.keyed_event_ids: needs privacy.key (CONNECTOR__PRIVACY__KEY)"),
+        "{stderr}"
+    );
+    // And its routes pseudonymise.
+    let plain_ids = ("CONNECTOR__PRIVACY__KEYED_EVENT_IDS", "false");
+    let output = run_binary(
+        &["check", "--config", "config/default.toml"],
+        &[unsigned, plain_ids],
+    );
     assert_eq!(output.status.code(), Some(64));
     let stderr = text(&output.stderr);
     assert!(

@@ -659,7 +659,11 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
     );
     // Compacted within a day, however quiet the topic.
     assert_eq!(
-        state_config.get("max.compaction.lag.ms").cloned().flatten().as_deref(),
+        state_config
+            .get("max.compaction.lag.ms")
+            .cloned()
+            .flatten()
+            .as_deref(),
         Some("86400000"),
         "{state_config:?}"
     );
@@ -727,4 +731,85 @@ async fn a_state_topic_that_exists_without_compaction_fails_create_topics_and_ch
         stderr.contains("state topics without cleanup.policy=compact"),
         "{stderr}"
     );
+}
+
+/// The plain event ids of the seed sample's four changes (pinned in tests/pipeline.rs).
+const SEED_PLAIN_IDS: [&str; 4] = [
+    "0159f331-0d29-5e8c-a971-7a6c41ba47c1",
+    "46350860-9d47-5c46-ba5e-eb038a832df9",
+    "459a21f6-556b-56c8-8b63-fb1cd410975c",
+    "0e1b4f5b-d08e-500d-97ea-260a47b9eb66",
+];
+
+/// A keyed event id as the README describes it: the UUIDv5, in the keyed-id
+/// namespace, of HMAC-SHA256(key, "event_id\n" + the plain id's 16 bytes).
+fn keyed_id(key: &str, plain: &str) -> String {
+    let namespace = Uuid::parse_str("3d0b91c4-5e27-4f86-b1a9-6c2e8f47d503").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(b"event_id\n");
+    mac.update(Uuid::parse_str(plain).unwrap().as_bytes());
+    Uuid::new_v5(&namespace, &mac.finalize().into_bytes()).to_string()
+}
+
+#[tokio::test]
+async fn keyed_event_ids_are_keyed_hashes_of_the_plain_ones_the_same_on_every_topic() {
+    let (hidden, whole, state, unrouted) = (
+        unique_topic("hidden"),
+        unique_topic("whole"),
+        unique_topic("state"),
+        unique_topic("unrouted"),
+    );
+    create_topics(&[&hidden, &whole, &state, &unrouted]).await;
+    let routes = format!(
+        "{}{}{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n",
+        unmatched(&unrouted),
+        route(
+            "hidden",
+            &["Customer*"],
+            &hidden,
+            r#"exclude = ["old_value", "new_value"]"#
+        ),
+        route("whole", &["Customer*"], &whole, ""),
+    );
+    let mut settings = keyed_settings(KEY);
+    settings.privacy.keyed_event_ids = true;
+    let table = routing_table(&routes, &settings);
+    assert!(table.warnings().is_empty(), "{:?}", table.warnings());
+    let connector = start_connector(settings, &routes).await;
+    let _turn = shared().await;
+
+    let answer = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let expected: Vec<String> = SEED_PLAIN_IDS.iter().map(|id| keyed_id(KEY, id)).collect();
+    assert_eq!(event_ids(&answer), expected);
+    // Retried, the same ids.
+    let again = post(&connector.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(event_ids(&again), expected);
+
+    let [hidden, whole, states] = read_exactly_each(&[
+        (&hidden, 8, &Check::for_topic(&table, &hidden)),
+        (&whole, 8, &Check::published()),
+        (&state, 2, &Check::for_topic(&table, &state)),
+    ])
+    .try_into()
+    .unwrap();
+    for (i, (hidden, whole)) in hidden.iter().zip(&whole).enumerate() {
+        let id = &expected[i % 4];
+        assert_eq!(hidden.value["event_id"], json!(id), "event {i}");
+        assert_eq!(whole.value["event_id"], json!(id), "event {i}");
+        for record in [hidden, whole] {
+            assert_eq!(record.headers["event_id"].as_deref(), Some(id.as_str()));
+            assert_eq!(record.headers["ce_id"].as_deref(), Some(id.as_str()));
+        }
+        assert!(hidden.value.get("new_value").is_none());
+    }
+    for record in &states {
+        assert_eq!(record.value["event_ids"], json!(expected));
+    }
+    // No plain id anywhere.
+    for record in hidden.iter().chain(&whole).chain(&states) {
+        let text = format!("{record:?}");
+        assert!(SEED_PLAIN_IDS.iter().all(|id| !text.contains(id)), "{text}");
+    }
+    connector.stop().await;
 }

@@ -90,6 +90,11 @@ pub struct PrivacySettings {
     /// [`crate::privacy::MIN_KEY_BYTES`] bytes. Needed only by field rules that pseudonymise.
     /// Prefer `CONNECTOR__PRIVACY__KEY` to a file; never logged.
     pub key: Option<String>,
+    /// Key event ids with `key` too: a plain event id is a hash of the change's
+    /// values, so whoever sees it can test guesses of values a topic's rules
+    /// remove or pseudonymise. Changes every id (consumers deduplicating across
+    /// the switch see the same changes under new ids). Needs `key`.
+    pub keyed_event_ids: bool,
 }
 
 /// Never prints the key itself.
@@ -315,7 +320,10 @@ impl Settings {
     /// at load.
     pub fn privacy_key(&self) -> Option<std::sync::Arc<Key>> {
         let key = self.privacy.key.as_deref()?;
-        Some(std::sync::Arc::new(Key::new(key).expect("checked at load")))
+        let key = Key::new(key).expect("checked at load");
+        Some(std::sync::Arc::new(
+            key.keying_event_ids(self.privacy.keyed_event_ids),
+        ))
     }
 
     /// What one request may carry.
@@ -454,6 +462,12 @@ impl Settings {
         if let Some(Err(short)) = self.privacy.key.as_deref().map(Key::new) {
             return invalid("privacy.key", &short.to_string());
         }
+        if self.privacy.keyed_event_ids && self.privacy.key.is_none() {
+            return invalid(
+                "privacy.keyed_event_ids",
+                "needs privacy.key (CONNECTOR__PRIVACY__KEY): the secret event ids are keyed with",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(
                 "log.level",
@@ -467,6 +481,12 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The privacy key the shipped file needs (it keys event ids).
+    const KEY: (&str, &str) = (
+        "CONNECTOR__PRIVACY__KEY",
+        "settings-test-key-of-32-bytes-at-least",
+    );
 
     fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
         vars.iter()
@@ -482,9 +502,34 @@ mod tests {
     }
 
     #[test]
+    fn privacy_key_and_keyed_event_ids_are_checked() {
+        let settings = load_text("[privacy]\nkeyed_event_ids = true\n", &[KEY]).unwrap();
+        assert!(settings.privacy_key().unwrap().keys_event_ids());
+        assert!(
+            !format!("{settings:?}").contains(KEY.1),
+            "the key is never printed"
+        );
+        let err = load_text("[privacy]\nkeyed_event_ids = true\n", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("privacy.keyed_event_ids: needs privacy.key"),
+            "{err}"
+        );
+        let err = load_text("[privacy]\nkey = \"short\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("privacy.key: must be at least 32 bytes"),
+            "{err}"
+        );
+        let plain = load_text("", &[KEY]).unwrap();
+        assert!(!plain.privacy_key().unwrap().keys_event_ids());
+        assert!(load_text("", &[]).unwrap().privacy_key().is_none());
+    }
+
+    #[test]
     fn the_shipped_default_file_loads() {
         let settings =
-            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[])).unwrap();
+            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[KEY])).unwrap();
         assert_eq!(settings.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(settings.kafka.delivery_timeout_ms, 10_000);
         assert_eq!(settings.routing.file, PathBuf::from("config/routes.toml"));
@@ -648,7 +693,7 @@ mod tests {
         assert!(signed.check_serving().is_ok());
         // The shipped example never opens the endpoint by itself.
         let shipped =
-            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[])).unwrap();
+            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[KEY])).unwrap();
         assert!(shipped.check_serving().is_err());
     }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::entity::{self, Entity, ENTITIES};
 use crate::normalize::{envelope_keys, STATE_ENVELOPE};
-use crate::privacy::{FieldRules, Key};
+use crate::privacy::{FieldRules, Key, Treatment};
 use crate::routing::{ChangeTypes, Route, RoutingTable, StateTopic};
 
 /// Why a routing file cannot be used.
@@ -230,6 +230,14 @@ pub fn parse(
         }
         if let Some((rules, unmatched)) = rules {
             warn_unmatched(&mut warnings, &named, unmatched);
+            let hides_values = ["old_value", "new_value"]
+                .iter()
+                .any(|field| rules.treatment(field) != Treatment::Keep);
+            if hides_values && !key.is_some_and(|k| k.keys_event_ids()) {
+                warnings.push(format!(
+                    "{named}: its topics do not receive old_value and new_value as sent, but event_id is a hash of them: whoever sees it can test guesses of them; set privacy.keyed_event_ids = true"
+                ));
+            }
             route = route.with_rules(rules);
         }
         one_payload_per_topic(&route, &routes, &unmatched.topic)
@@ -329,7 +337,9 @@ pub fn parse(
             Some(entry.topic)
         }
     };
-    Ok(table.with_privacy(states, erasure_topic, warnings))
+    Ok(table
+        .with_privacy(states, erasure_topic, warnings)
+        .with_event_id_key(key))
 }
 
 /// Compiled rules and their patterns that match no field the contract names.
@@ -465,7 +475,6 @@ fn toml_message(err: &toml::de::Error, text: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::privacy::Treatment;
 
     const EXAMPLE: &str = r#"
         [unmatched]
@@ -673,7 +682,14 @@ mod tests {
         assert_eq!(rules.treatment("customer_surname"), Treatment::Remove);
         assert_eq!(rules.treatment("new_value"), Treatment::Pseudonymise);
         assert!(table.rules_for("customer.audit").is_none());
+        // The values are hidden but the plain event id is a hash of them.
+        assert_eq!(table.warnings().len(), 1, "{:?}", table.warnings());
+        assert!(table.warnings()[0].contains("event_id is a hash of them"));
+        assert!(table.event_id_key().is_none());
+        let keyed = Arc::new(Key::new(&"k".repeat(32)).unwrap().keying_event_ids(true));
+        let table = parse(&text, "routes.toml", Some(&keyed)).unwrap();
         assert!(table.warnings().is_empty(), "{:?}", table.warnings());
+        assert!(table.event_id_key().is_some());
         // No rules at all: no rules object, whole events.
         let table = parse(EXAMPLE, "routes.toml", None).unwrap();
         assert!(table.routes().iter().all(|r| r.rules().is_none()));
