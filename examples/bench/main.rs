@@ -205,7 +205,6 @@ fn start_connector(binary: &Path, config: &Path, kafka: &str) -> Connector {
         .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka)
         .env("CONNECTOR__WEBHOOK__SECRETS", SECRET)
-        .env("CONNECTOR__PRIVACY__KEY", PRIVACY_KEY)
         .env("CONNECTOR__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -307,21 +306,33 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}; broker, wrk and connector on the same machine")
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The example settings need a privacy key: the benchmark's own view of them and
+    // the connector it starts (which inherits the environment) use this one. Set
+    // before any thread exists.
+    if std::env::var_os("CONNECTOR__PRIVACY__KEY").is_none() {
+        std::env::set_var("CONNECTOR__PRIVACY__KEY", PRIVACY_KEY);
+    }
+    tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(run());
+}
+
+async fn run() {
     let args = Args::parse();
-    // The baseline uses the connector's producer settings and routes.
+    // The baseline uses the connector's producer settings, routes and ids.
+    let loaded = webhook_connector::config::Settings::load(Some(&args.config))
+        .expect("the settings file loads");
     let settings = KafkaSettings {
-        properties: webhook_connector::config::Settings::load(Some(&args.config))
-            .expect("the settings file loads")
-            .kafka
-            .properties,
+        properties: loaded.kafka.properties.clone(),
         ..KafkaSettings::default()
     };
-    let key = std::sync::Arc::new(webhook_connector::privacy::Key::new(PRIVACY_KEY).unwrap());
-    let routing = routing_file::load(Path::new("config/routes.toml"), Some(&key))
-        .expect("routes load")
-        .table;
+    let routing = routing_file::load(
+        Path::new("config/routes.toml"),
+        loaded.privacy_key().as_ref(),
+    )
+    .expect("routes load")
+    .table;
     let corpus = corpus::Corpus::generate(1000, SECRET);
     let work = tempfile::tempdir().unwrap();
     let script = work.path().join("corpus.lua");
