@@ -166,12 +166,7 @@ pub fn parse(
     let mut warnings: Vec<String> = Vec::new();
     let mut routes: Vec<Route> = Vec::with_capacity(document.routes.len());
     for (index, value) in document.routes.into_iter().enumerate() {
-        let position = format!("routes[{index}]");
-        let named = value
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map(|n| format!("{position} ({n:?})"))
-            .unwrap_or(position);
+        let named = named(&value, format!("routes[{index}]"), "name");
         let entry: RouteEntry = value
             .try_into()
             .map_err(|e: toml::de::Error| invalid(&named, toml_message(&e, None)))?;
@@ -248,98 +243,122 @@ pub fn parse(
 
     let mut states: Vec<StateTopic> = Vec::with_capacity(document.state.len());
     for (index, value) in document.state.into_iter().enumerate() {
-        let position = format!("state[{index}]");
-        let named = value
-            .get("entity")
-            .and_then(|n| n.as_str())
-            .map(|n| format!("{position} ({n:?})"))
-            .unwrap_or(position);
-        let entry: StateEntry = value
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(&named, toml_message(&e, None)))?;
-        let entity = entity::by_name(&entry.entity).ok_or_else(|| {
-            invalid(
-                &format!("{named}.entity"),
-                format!("unknown entity {:?}: use {}", entry.entity, entity::names()),
-            )
-        })?;
-        if states.iter().any(|s| s.entity == entity) {
-            return Err(invalid(
-                &format!("{named}.entity"),
-                format!(
-                    "{:?} has a state topic already: one per entity",
-                    entity.name
-                ),
-            ));
-        }
-        validate_topic(&entry.topic).map_err(|m| invalid(&format!("{named}.topic"), m))?;
-        let taken = table.all_topics().contains(entry.topic.as_str())
-            || states.iter().any(|s| s.topic == entry.topic);
-        if taken {
-            return Err(invalid(
-                &format!("{named}.topic"),
-                format!(
-                    "{:?} is already used: a state topic is compacted and holds state records only, give it a topic of its own",
-                    entry.topic
-                ),
-            ));
-        }
-        let deletions = entry
-            .deletions
-            .unwrap_or_else(|| vec![format!("{}*Deleted", entity.body_key)]);
-        if deletions.is_empty() || deletions.iter().any(String::is_empty) {
-            return Err(invalid(
-                &format!("{named}.deletions"),
-                "empty: list the change types that delete the entity, or leave the key out for the default".into(),
-            ));
-        }
-        let deletions = ChangeTypes::new(deletions)
-            .map_err(|e| invalid(&format!("{named}.deletions"), format!("invalid glob: {e}")))?;
-        let known: Vec<&str> = entity.known.iter().map(|f| f.key).collect();
-        let envelope = STATE_ENVELOPE.iter().copied().chain([entity.id_key]);
-        let rules = RulesEntry {
-            include: entry.include,
-            exclude: entry.exclude,
-            pseudonymise: entry.pseudonymise,
-        };
-        let rules = field_rules(rules, &envelope.collect::<Vec<_>>(), &known, key)
-            .map_err(|(list, m)| invalid(&format!("{named}.{list}"), m))?;
-        let rules = rules.map(|(rules, unmatched)| {
-            warn_unmatched(&mut warnings, &named, unmatched);
-            Arc::new(rules)
-        });
-        states.push(StateTopic {
-            entity,
-            topic: entry.topic,
-            deletions,
-            rules,
-        });
+        let named = named(&value, format!("state[{index}]"), "entity");
+        let state = state_topic(value, &named, &table, &states, key, &mut warnings)
+            .map_err(|(at, message)| invalid(&format!("{named}{at}"), message))?;
+        states.push(state);
     }
-
-    let erasure_topic = match document.erasure {
-        None => None,
-        Some(value) => {
-            let entry: ErasureEntry = value
-                .try_into()
-                .map_err(|e: toml::de::Error| invalid("[erasure]", toml_message(&e, None)))?;
-            validate_topic(&entry.topic).map_err(|m| invalid("[erasure].topic", m))?;
-            let taken = table.all_topics().contains(entry.topic.as_str())
-                || states.iter().any(|s| s.topic == entry.topic);
-            if taken {
-                return Err(invalid(
-                    "[erasure].topic",
-                    format!(
-                        "{:?} is already used: erasure events need a topic of their own",
-                        entry.topic
-                    ),
-                ));
-            }
-            Some(entry.topic)
-        }
-    };
+    let erasure_topic = (document.erasure)
+        .map(|value| erasure_topic(value, &table, &states))
+        .transpose()
+        .map_err(|(at, message)| invalid(&format!("[erasure]{at}"), message))?;
     Ok(table
         .with_privacy(states, erasure_topic, warnings)
         .with_event_id_key(key))
+}
+
+/// `position` with the entry's `key` (its name or entity) when it has one:
+/// `routes[2] ("contact")`.
+fn named(value: &toml::Value, position: String, key: &str) -> String {
+    let name = value.get(key).and_then(|n| n.as_str());
+    name.map_or(position.clone(), |n| format!("{position} ({n:?})"))
+}
+
+/// Where in an entry something is wrong (`.topic`, empty for the entry) and why.
+type EntryError = (String, String);
+
+/// A `[[state]]` entry (`named` in messages and warnings), checked against the
+/// routes' `table` and the `earlier` state topics.
+fn state_topic(
+    value: toml::Value,
+    named: &str,
+    table: &RoutingTable,
+    earlier: &[StateTopic],
+    key: Option<&Arc<Key>>,
+    warnings: &mut Vec<String>,
+) -> Result<StateTopic, EntryError> {
+    let at = |key: &str, message: String| (format!(".{key}"), message);
+    let entry: StateEntry = value
+        .try_into()
+        .map_err(|e: toml::de::Error| (String::new(), toml_message(&e, None)))?;
+    let entity = entity::by_name(&entry.entity).ok_or_else(|| {
+        let message = format!("unknown entity {:?}: use {}", entry.entity, entity::names());
+        at("entity", message)
+    })?;
+    if earlier.iter().any(|s| s.entity == entity) {
+        let message = format!(
+            "{:?} has a state topic already: one per entity",
+            entity.name
+        );
+        return Err(at("entity", message));
+    }
+    validate_topic(&entry.topic).map_err(|m| at("topic", m))?;
+    if table.all_topics().contains(entry.topic.as_str())
+        || earlier.iter().any(|s| s.topic == entry.topic)
+    {
+        return Err(at(
+            "topic",
+            format!(
+                "{:?} is already used: a state topic is compacted and holds state records only, give it a topic of its own",
+                entry.topic
+            ),
+        ));
+    }
+    let deletions = entry
+        .deletions
+        .unwrap_or_else(|| vec![format!("{}*Deleted", entity.body_key)]);
+    if deletions.is_empty() || deletions.iter().any(String::is_empty) {
+        return Err(at(
+            "deletions",
+            "empty: list the change types that delete the entity, or leave the key out for the default".into(),
+        ));
+    }
+    let deletions =
+        ChangeTypes::new(deletions).map_err(|e| at("deletions", format!("invalid glob: {e}")))?;
+    let known: Vec<&str> = entity.known.iter().map(|f| f.key).collect();
+    let envelope: Vec<&str> = STATE_ENVELOPE
+        .iter()
+        .copied()
+        .chain([entity.id_key])
+        .collect();
+    let rules = RulesEntry {
+        include: entry.include,
+        exclude: entry.exclude,
+        pseudonymise: entry.pseudonymise,
+    };
+    let rules = field_rules(rules, &envelope, &known, key).map_err(|(list, m)| at(list, m))?;
+    let rules = rules.map(|(rules, unmatched)| {
+        warn_unmatched(warnings, named, unmatched);
+        Arc::new(rules)
+    });
+    Ok(StateTopic {
+        entity,
+        topic: entry.topic,
+        deletions,
+        rules,
+    })
+}
+
+/// The `[erasure]` table's topic, which no other table may use.
+fn erasure_topic(
+    value: toml::Value,
+    table: &RoutingTable,
+    states: &[StateTopic],
+) -> Result<String, EntryError> {
+    let entry: ErasureEntry = value
+        .try_into()
+        .map_err(|e: toml::de::Error| (String::new(), toml_message(&e, None)))?;
+    validate_topic(&entry.topic).map_err(|m| (".topic".to_string(), m))?;
+    if table.all_topics().contains(entry.topic.as_str())
+        || states.iter().any(|s| s.topic == entry.topic)
+    {
+        let message = format!(
+            "{:?} is already used: erasure events need a topic of their own",
+            entry.topic
+        );
+        return Err((".topic".into(), message));
+    }
+    Ok(entry.topic)
 }
 
 /// Compiled rules and their patterns that match no field the contract names.
