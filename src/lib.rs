@@ -12,7 +12,10 @@
 //!   pure data.
 //! - [`normalize`]: notification -> flat events; pure.
 //! - [`event_id`]: the deterministic id of each change; pure.
-//! - [`routing`]: entity and change type -> topics; pure.
+//! - [`routing`]: entity and change type -> topics, each topic's field rules, state and
+//!   erasure topics; pure.
+//! - [`privacy`]: field rules (include, exclude, pseudonymise) and the HMAC key; pure.
+//! - [`state`]: state records and erasure events; pure.
 //! - [`pipeline`]: the acceptance step (limits, parse, normalize, route); pure, shared by
 //!   the endpoint and `explain`, so both refuse the same bodies.
 //! - [`reload`]: the routing table in use, reloaded on SIGHUP or a file change.
@@ -23,6 +26,7 @@
 //! - [`contract`]: the JSON Schema of the event and the AsyncAPI document of the topics;
 //!   pure.
 //! - [`explain`]: the `explain` command's rendering, shared with nothing that does I/O.
+//! - [`forget`]: the `forget` command: a tombstone and an erasure event, delivered.
 //! - [`telemetry`]: logging and Prometheus metrics.
 
 pub mod app;
