@@ -322,7 +322,10 @@ fn check_with_kafka_verifies_that_every_routed_topic_exists() {
             .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka())
             .env("CONNECTOR__ROUTING__FILE", &routes)
             .env("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")
-            .env("CONNECTOR__PRIVACY__KEY", "operations-test-key-0123456789abcdef")
+            .env(
+                "CONNECTOR__PRIVACY__KEY",
+                "operations-test-key-0123456789abcdef",
+            )
             .output()
             .unwrap()
     };

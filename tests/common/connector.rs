@@ -188,7 +188,10 @@ pub async fn spawn_connector_logging(
         .env("CONNECTOR__ROUTING__FILE", &routes_file)
         .env("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")
         // The example settings key event ids, which needs a privacy key.
-        .env("CONNECTOR__PRIVACY__KEY", "spawned-connector-test-key-0123456789")
+        .env(
+            "CONNECTOR__PRIVACY__KEY",
+            "spawned-connector-test-key-0123456789",
+        )
         .env("CONNECTOR__LOG__LEVEL", "warn");
     for (name, value) in env {
         command.env(name, value);
