@@ -65,6 +65,7 @@ impl RunningServer {
 /// reloading the routing file when it changes.
 pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningServer, StartError> {
     settings.check_serving()?;
+    settings.check_archive_topics(&routes.table)?;
     if settings.webhook.secrets.is_empty() {
         warn!("webhook.allow_unsigned is set and there are no secrets: anyone who can reach the endpoint can post events");
     }

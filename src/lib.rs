@@ -42,6 +42,7 @@ pub mod payload;
 pub mod pipeline;
 pub mod privacy;
 pub mod reload;
+pub mod replay;
 pub mod routing;
 pub mod sink;
 pub mod state;

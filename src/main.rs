@@ -16,7 +16,7 @@ use webhook_connector::entity::{self, Entity};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink;
 use webhook_connector::sink::admin::{self, TopicOutcome};
-use webhook_connector::{app, contract, explain, forget, reload, telemetry};
+use webhook_connector::{app, contract, explain, forget, reload, replay, telemetry};
 
 /// mimalloc instead of the system allocator: the request path allocates many small
 /// short-lived objects across threads, where glibc malloc spent a fifth of the CPU
@@ -97,6 +97,32 @@ enum Command {
         /// The entity's id (Customer.Id, Booking.Id).
         #[arg(long, value_name = "ID", allow_negative_numbers = true)]
         id: i64,
+    },
+    /// Run raw notifications from the raw archive or the dead-letter topic through
+    /// the current acceptance step and routing again, producing the records (with
+    /// the same event ids) a live request would have produced. Exit 0: every
+    /// notification read was replayed (or skipped by --since/--until); 65: some
+    /// were refused again (they stay where they are); 69: Kafka did not
+    /// acknowledge everything (run it again: the ids are the same).
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The topic to read: archive.raw_topic or archive.dead_letter_topic.
+        #[arg(long, value_name = "TOPIC")]
+        from: String,
+        /// Only notifications received at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only notifications received before this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write only to this topic (repeat for several): to fill a new route's
+        /// topic without writing the others again.
+        #[arg(long = "only-topic", value_name = "TOPIC")]
+        only_topics: Vec<String>,
+        /// Print what would be written, one line per record, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Create every topic the routing file names that does not exist yet: routed,
     /// unmatched, state (compacted: cleanup.policy=compact) and erasure topics.
@@ -191,7 +217,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replication_factor,
         } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
-            let topics = named_topics(&table);
+            let mut topics = named_topics(&table);
+            topics.extend(settings.archive.topics());
             let compacted: Vec<&str> = table.states().iter().map(|s| s.topic.as_str()).collect();
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
             let outcomes = runtime
@@ -224,6 +251,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .collect();
             runtime.block_on(check_compacted(&settings, &existing))
         }
+        Command::Replay {
+            config,
+            from,
+            since,
+            until,
+            only_topics,
+            dry_run,
+        } => {
+            let (settings, RoutingFile { table, .. }) = load(&config)?;
+            let options = replay::Options {
+                from,
+                since,
+                until,
+                only_topics,
+                dry_run,
+            };
+            replay_command(&settings, &table, &options)
+        }
         Command::Forget { config, entity, id } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
             if table.erasure_topic().is_none() {
@@ -245,6 +290,63 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ))
         }
     }
+}
+
+/// `replay`: runs it with a progress bar on a terminal, prints the summary and
+/// maps the outcome to the exit code.
+fn replay_command(
+    settings: &Settings,
+    table: &RoutingTable,
+    options: &replay::Options,
+) -> Result<(), Failure> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} notifications read")
+            .expect("a valid template"),
+    );
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
+    let mut lines = Vec::new();
+    let progress = |read: u64, expected: u64| {
+        bar.set_length(expected.max(read));
+        bar.set_position(read);
+    };
+    let summary = runtime
+        .block_on(replay::replay(settings, table, options, progress, |line| {
+            lines.push(line)
+        }))
+        .map_err(|e| match e {
+            replay::ReplayError::UnknownTopic(_) => config_failure(e),
+            _ => Failure(EXIT_UNAVAILABLE, e.into()),
+        })?;
+    bar.finish_and_clear();
+    for line in &lines {
+        out(&format!("would write  {line}\n"))?;
+    }
+    out(&summary.render(options.dry_run))?;
+    if summary.failed > 0 {
+        return Err(Failure(
+            EXIT_UNAVAILABLE,
+            anyhow::anyhow!(
+                "{} notifications were not all acknowledged by Kafka; run replay again (the ids are the same)",
+                summary.failed
+            ),
+        ));
+    }
+    let refused: usize = summary.refused.values().sum();
+    if refused > 0 {
+        return Err(Failure(
+            EXIT_DATA,
+            anyhow::anyhow!("{refused} notifications were refused again; they stay where they are"),
+        ));
+    }
+    Ok(())
+}
+
+/// `--since TIME`: RFC 3339.
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2026-11-29T10:00:00Z"))
 }
 
 /// `--entity NAME`.
@@ -293,9 +395,11 @@ fn named_topics(table: &RoutingTable) -> Vec<&str> {
     topics.into_iter().collect()
 }
 
-/// `check --kafka`: every topic the routing file names must exist in the cluster.
+/// `check --kafka`: every topic the routing file and `[archive]` name must exist
+/// in the cluster.
 fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure> {
-    let wanted = named_topics(table);
+    let mut wanted = named_topics(table);
+    wanted.extend(settings.archive.topics());
     let missing = admin::missing_routed_topics(
         &settings.kafka,
         wanted.iter().copied(),
@@ -350,6 +454,10 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
         .map_err(config_failure)?;
     let routes = routing_file::load(&settings.routing.file, settings.privacy_key().as_ref())
         .context("invalid routing file")
+        .map_err(config_failure)?;
+    settings
+        .check_archive_topics(&routes.table)
+        .context("invalid settings")
         .map_err(config_failure)?;
     // librdkafka validates its properties when a client is created; do it here so
     // `check` refuses what `run` would (e.g. an alias of acks set to 1).

@@ -100,6 +100,17 @@ impl<'t> Accepted<'t> {
     }
 }
 
+/// Whether a request's `Content-Type` (`None`: none) is one the endpoints take:
+/// `application/json`, with any parameters, or none at all.
+pub fn content_type_accepted(value: Option<&[u8]>) -> bool {
+    let Some(value) = value else {
+        return true;
+    };
+    let text = String::from_utf8_lossy(value);
+    let media_type = text.split(';').next().unwrap_or("").trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
 /// Checks the limits, parses, normalizes and routes one body.
 pub fn accept<'t>(
     body: &[u8],

@@ -370,10 +370,15 @@ async fn the_booking_endpoint_refuses_what_the_customer_endpoint_refuses_the_sam
             "method_not_allowed",
             Box::new(|| request("PUT", ENDPOINT)),
         ),
+        // Signed: the signature is checked before the content type (a refused
+        // body is kept on the dead-letter topic only when its sender is known).
         (
             415,
             "unsupported_media_type",
-            Box::new(|| with_header(post_json(seed_sample()), "content-type", "text/plain")),
+            Box::new(|| {
+                let request = with_header(post_json(seed_sample()), "content-type", "text/plain");
+                with_header(request, SIGNATURE_HEADER, &sign("secret", &seed_sample()))
+            }),
         ),
         (413, "payload_too_large", Box::new(|| post_json(&big))),
         (

@@ -79,7 +79,38 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub routing: RoutingSettings,
     pub privacy: PrivacySettings,
+    pub archive: ArchiveSettings,
     pub log: LogSettings,
+}
+
+/// `[archive]`: what the platform sent, kept raw in Kafka (the README's "Replay").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSettings {
+    /// Where a notification refused for its content (after the signature check)
+    /// is written, byte for byte with why, before it is answered; when it cannot
+    /// be written the answer is 503. Empty: off.
+    pub dead_letter_topic: String,
+    /// Where every accepted notification is written, byte for byte, in the same
+    /// delivery as its events. Empty: off.
+    pub raw_topic: String,
+}
+
+impl ArchiveSettings {
+    /// The dead-letter topic, when on.
+    pub fn dead_letter(&self) -> Option<&str> {
+        Some(self.dead_letter_topic.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// The raw archive topic, when on.
+    pub fn raw(&self) -> Option<&str> {
+        Some(self.raw_topic.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// Both topics that are on.
+    pub fn topics(&self) -> Vec<&str> {
+        self.dead_letter().into_iter().chain(self.raw()).collect()
+    }
 }
 
 /// `[privacy]`: the pseudonymisation key.
@@ -335,6 +366,30 @@ impl Settings {
         }
     }
 
+    /// Refuses `[archive]` topics that the routing `table` uses too: each topic
+    /// holds one kind of record.
+    pub fn check_archive_topics(
+        &self,
+        table: &crate::routing::RoutingTable,
+    ) -> Result<(), SettingsError> {
+        let mut named = table.all_topics();
+        named.extend(table.erasure_topic());
+        for (key, topic) in [
+            ("archive.dead_letter_topic", self.archive.dead_letter()),
+            ("archive.raw_topic", self.archive.raw()),
+        ] {
+            if let Some(topic) = topic.filter(|t| named.contains(t)) {
+                return Err(SettingsError::Invalid {
+                    key: key.into(),
+                    message: format!(
+                        "{topic:?} is a topic of the routing file too: raw notifications need a topic of their own"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses to serve an open endpoint by accident: without secrets, serving
     /// needs `webhook.allow_unsigned = true`. `run` and `check` call this.
     pub fn check_serving(&self) -> Result<(), SettingsError> {
@@ -466,6 +521,21 @@ impl Settings {
             return invalid(
                 "privacy.keyed_event_ids",
                 "needs privacy.key (CONNECTOR__PRIVACY__KEY): the secret event ids are keyed with",
+            );
+        }
+        for (key, topic) in [
+            ("archive.dead_letter_topic", self.archive.dead_letter()),
+            ("archive.raw_topic", self.archive.raw()),
+        ] {
+            if let Some(Err(message)) = topic.map(routing_file::validate_topic) {
+                return invalid(key, &message);
+            }
+        }
+        if self.archive.dead_letter().is_some() && self.archive.dead_letter() == self.archive.raw()
+        {
+            return invalid(
+                "archive.raw_topic",
+                "is the dead-letter topic too: give each its own topic",
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

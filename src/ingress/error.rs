@@ -42,6 +42,14 @@ pub enum ApiError {
     Overloaded(Overload),
     #[error("{0}; not every event was acknowledged, retry later")]
     Delivery(#[from] DeliveryError),
+    /// A refused notification could not be written to the dead-letter topic:
+    /// rather than lose it, the sender is asked to send it again.
+    #[error("the notification is refused ({refusal}: {message}) but could not be kept on the dead-letter topic ({cause}); retry later")]
+    DeadLetter {
+        refusal: &'static str,
+        message: String,
+        cause: String,
+    },
     #[error("bad request: {0}")]
     BadRequest(String),
 }
@@ -80,7 +88,9 @@ impl ApiError {
             ApiError::BodyRead(_) | ApiError::Accept(_) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Overloaded(_) | ApiError::Delivery(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded(_) | ApiError::Delivery(_) | ApiError::DeadLetter { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -109,13 +119,14 @@ impl ApiError {
             ApiError::Delivery(e) if e.is_retriable() => "kafka_unavailable",
             ApiError::Delivery(_) => "kafka_refused",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::DeadLetter { .. } => "dead_letter_unavailable",
         }
     }
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOAD_SECS),
-            ApiError::Delivery(_) => Some(RETRY_AFTER_KAFKA_SECS),
+            ApiError::Delivery(_) | ApiError::DeadLetter { .. } => Some(RETRY_AFTER_KAFKA_SECS),
             _ => None,
         }
     }

@@ -33,10 +33,11 @@ pub use error::{ApiError, Overload};
 pub use readiness::Readiness;
 
 use crate::config::routing_file::RoutingFile;
-use crate::config::Settings;
+use crate::config::{ArchiveSettings, Settings};
 use crate::entity::{self, Entity};
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::LiveTable;
+use crate::sink::record::{self, RawMeta, Records};
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 use crate::telemetry::escape;
 use crate::telemetry::metrics::EventCounts;
@@ -58,6 +59,8 @@ pub struct Ingress {
     pub in_flight: Semaphore,
     pub bytes: ByteBudget,
     pub readiness: Readiness,
+    /// `[archive]`: the dead-letter and raw archive topics.
+    pub archive: ArchiveSettings,
 }
 
 impl Ingress {
@@ -86,6 +89,7 @@ impl Ingress {
                 processing: BytePool::new(settings.server.processing_bytes()),
             },
             readiness: Readiness::default(),
+            archive: settings.archive.clone(),
         })
     }
 }
@@ -177,7 +181,8 @@ pub fn filters(
         .and(with_state.clone())
         .then(|state: Arc<Ingress>| async move {
             let routing = state.live.current();
-            let report = state.readiness.check(&state.sink, &routing).await;
+            let archive = state.archive.topics();
+            let report = state.readiness.check(&state.sink, &routing, &archive).await;
             report.into_response()
         });
     let metrics =
@@ -225,6 +230,12 @@ where
             }
             Err(err) => {
                 state.metrics.notification(entity.name, err.code());
+                // Larger than server.max_body_bytes: not read, so not kept.
+                if state.archive.dead_letter().is_some()
+                    && matches!(err, ApiError::Accept(AcceptError::TooLarge { .. }))
+                {
+                    state.metrics.dead_lettered(entity.name, err.code(), false);
+                }
                 log_refusal(&err);
                 err.into_response()
             }
@@ -247,7 +258,6 @@ where
     let received_at = chrono::Utc::now();
     // The routes in force when the request started, whatever reloads happen meanwhile.
     let routing = state.live.current();
-    check_content_type(headers)?;
     let body = {
         let _receiving = state
             .receiving
@@ -282,16 +292,38 @@ where
             })
         })?;
     }
-    let accepted = pipeline::accept(&body, entity, &state.limits, &routing, received_at)?;
+    let request = Request {
+        entity,
+        headers,
+        body: &body,
+        received_at: format_timestamp(received_at),
+    };
+    // Past the signature, a refusal for the content is kept before it is answered.
+    let accepted = check_content_type(headers).and_then(|()| {
+        pipeline::accept(&body, entity, &state.limits, &routing, received_at)
+            .map_err(ApiError::from)
+    });
+    let accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(refusal) => return Err(dead_letter(state, &request, refusal, held).await),
+    };
     if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("entity_id", event.entity_id);
     }
     // Reserved before the records are built: a refusal costs no serialization.
+    let key = accepted.events[0].key();
+    let raw = state.archive.raw().map(|topic| (topic, request.meta(None)));
+    let raw_bytes = raw
+        .as_ref()
+        .map_or(0, |(_, meta)| record::raw_bytes(body.len(), &key, meta));
     state
         .bytes
         .processing
-        .take(&mut held, accepted.record_bytes)?;
-    let records = accepted.records();
+        .take(&mut held, accepted.record_bytes + raw_bytes)?;
+    let mut records = accepted.records();
+    if let Some((topic, meta)) = raw {
+        records.push_raw(topic, key, &body, meta);
+    }
     let counts = EventCounts::of(
         accepted
             .routed()
@@ -318,6 +350,75 @@ where
     })
 }
 
+/// What a raw record says about the request it keeps.
+struct Request<'r> {
+    entity: &'static Entity,
+    headers: &'r HeaderMap,
+    body: &'r [u8],
+    /// RFC 3339 UTC.
+    received_at: String,
+}
+
+impl Request<'_> {
+    fn request_id(&self) -> String {
+        let id = self.headers.get(server::REQUEST_ID_HEADER);
+        id.and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The record headers' metadata, with why the request is refused, if it is.
+    fn meta(&self, refusal: Option<&ApiError>) -> RawMeta {
+        let content_type = self.headers.get(header::CONTENT_TYPE);
+        RawMeta {
+            entity: self.entity.name,
+            request_id: self.request_id(),
+            received_at: self.received_at.clone(),
+            content_type: content_type.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            refusal: refusal.map(|e| (e.status().as_u16(), e.code(), e.message())),
+        }
+    }
+}
+
+/// Keeps a notification refused for its content on the dead-letter topic (when
+/// there is one) and returns the answer: the refusal once Kafka acknowledged the
+/// record, 503 when it could not be written, so the platform sends it again.
+async fn dead_letter(
+    state: &Ingress,
+    request: &Request<'_>,
+    refusal: ApiError,
+    mut held: OwnedSemaphorePermit,
+) -> ApiError {
+    let Some(topic) = state.archive.dead_letter() else {
+        return refusal;
+    };
+    let meta = request.meta(Some(&refusal));
+    let key = meta.request_id.clone();
+    let unwritten = |cause: String| ApiError::DeadLetter {
+        refusal: refusal.code(),
+        message: refusal.message(),
+        cause,
+    };
+    let bytes = record::raw_bytes(request.body.len(), &key, &meta);
+    if let Err(overloaded) = state.bytes.processing.take(&mut held, bytes) {
+        return unwritten(overloaded.to_string());
+    }
+    let records = Records::raw(topic, key, request.body, meta);
+    if let Err(err) = state.sink.deliver(records, held).await {
+        state.metrics.delivery_failed(&failure_reason(&err));
+        return unwritten(err.to_string());
+    }
+    state
+        .metrics
+        .dead_lettered(request.entity.name, refusal.code(), true);
+    refusal
+}
+
+/// RFC 3339 UTC with `Z`, as events write it.
+fn format_timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// The `reason` label of a delivery failure: a fixed set plus librdkafka's error names.
 fn failure_reason(err: &DeliveryError) -> String {
     match err {
@@ -332,15 +433,12 @@ fn failure_reason(err: &DeliveryError) -> String {
 
 /// `application/json` with any parameters, or no `Content-Type` at all.
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let text = String::from_utf8_lossy(value.as_bytes());
-    let media_type = text.split(';').next().unwrap_or("").trim();
-    if media_type.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(text.into_owned()))
+    let value = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    match value {
+        Some(value) if !pipeline::content_type_accepted(Some(value)) => Err(
+            ApiError::UnsupportedMediaType(String::from_utf8_lossy(value).into_owned()),
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -46,21 +46,30 @@ impl Report {
 }
 
 impl Readiness {
-    pub async fn check(&self, sink: &Arc<KafkaSink>, routing: &RoutingTable) -> Report {
+    /// Whether every topic a request may write to exists: `routing`'s and the
+    /// `archive` ones.
+    pub async fn check(
+        &self,
+        sink: &Arc<KafkaSink>,
+        routing: &RoutingTable,
+        archive: &[&str],
+    ) -> Report {
         let mut last = self.last.lock().await;
         if let Some((at, report)) = last.as_ref() {
             if at.elapsed() < CACHE_FOR {
                 return report.clone();
             }
         }
-        let report = probe(Arc::clone(sink), routing).await;
+        let report = probe(Arc::clone(sink), routing, archive).await;
         *last = Some((Instant::now(), report.clone()));
         report
     }
 }
 
-async fn probe(sink: Arc<KafkaSink>, routing: &RoutingTable) -> Report {
-    let topics: Vec<String> = routing.all_topics().into_iter().map(String::from).collect();
+async fn probe(sink: Arc<KafkaSink>, routing: &RoutingTable, archive: &[&str]) -> Report {
+    let mut topics = routing.all_topics();
+    topics.extend(archive);
+    let topics: Vec<String> = topics.into_iter().map(String::from).collect();
     let result = tokio::task::spawn_blocking(move || {
         admin::missing_topics(
             sink.producer().client(),

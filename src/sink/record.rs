@@ -52,6 +52,24 @@ pub enum Kind {
         /// RFC 3339 UTC, the header `ce_time`.
         requested_at: String,
     },
+    /// A notification as it arrived: on the raw archive, or, with why it was
+    /// refused, on the dead-letter topic.
+    Raw(RawMeta),
+}
+
+/// What a raw record says about its request, in its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMeta {
+    /// The endpoint's entity (`customer` for `POST /webhooks/customer`).
+    pub entity: &'static str,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+    /// RFC 3339 UTC.
+    pub received_at: String,
+    /// The request's `Content-Type`, when it had one.
+    pub content_type: Option<String>,
+    /// Why it was refused: the status, the `error` code and the message.
+    pub refusal: Option<(u16, &'static str, String)>,
 }
 
 impl Record<'_> {
@@ -62,6 +80,8 @@ impl Record<'_> {
             Kind::State if self.payload.is_none() => "(state tombstone)",
             Kind::State => "(state record)",
             Kind::Erasure { .. } => "(erasure event)",
+            Kind::Raw(RawMeta { refusal: None, .. }) => "(raw notification)",
+            Kind::Raw(_) => "(dead letter)",
         }
     }
 
@@ -180,6 +200,29 @@ impl<'t> Records<'t> {
         Records { payloads, records }
     }
 
+    /// One raw record: `body` with `meta`, keyed by `key`, to `topic`.
+    pub fn raw(topic: &'t str, key: String, body: &[u8], meta: RawMeta) -> Records<'t> {
+        let mut records = Records {
+            payloads: Vec::with_capacity(body.len()),
+            records: Vec::with_capacity(1),
+        };
+        records.push_raw(topic, key, body, meta);
+        records
+    }
+
+    /// Appends a raw record: `body` with `meta`, keyed by `key`, to `topic`.
+    pub fn push_raw(&mut self, topic: &'t str, key: String, body: &[u8], meta: RawMeta) {
+        let start = self.payloads.len();
+        self.payloads.extend_from_slice(body);
+        self.records.push(Record {
+            topic,
+            key,
+            entity: meta.entity,
+            kind: Kind::Raw(meta),
+            payload: Some(start..self.payloads.len()),
+        });
+    }
+
     /// The value of `record`; `None`: a tombstone.
     pub fn payload(&self, record: &Record<'_>) -> Option<&[u8]> {
         record.payload.clone().map(|range| &self.payloads[range])
@@ -275,6 +318,22 @@ pub(crate) fn bytes_needed(
     (held, values)
 }
 
+/// The bytes a raw record of a `body`-byte body, keyed by `key`, with `meta`,
+/// holds once enqueued: the body, key, header names and values, librdkafka's
+/// allocation per header and per record.
+pub fn raw_bytes(body: usize, key: &str, meta: &RawMeta) -> usize {
+    let values = meta.entity.len()
+        + meta.request_id.len()
+        + meta.received_at.len()
+        + meta.content_type.as_ref().map_or(0, String::len)
+        + meta
+            .refusal
+            .as_ref()
+            .map_or(0, |(_, code, message)| 3 + code.len() + message.len());
+    // Seven header names (at most 20 bytes each) and allocations (48 each).
+    body + key.len() + values + 7 * (20 + 48) + RECORD_OVERHEAD_BYTES
+}
+
 /// What a record's headers hold but the change type: the names and values of the
 /// event id (twice), the entity (twice: alone and in the type), the schema
 /// version, the content type, the CloudEvents version, source (at most
@@ -294,7 +353,10 @@ const _: () = assert!(
 
 /// The headers of `record`, with `source` as its CloudEvents source. An event
 /// has all eleven; a state record `entity`, `schema_version` and, when it has a
-/// value, `content-type`; an erasure event the CloudEvents attributes too.
+/// value, `content-type`; an erasure event the CloudEvents attributes too; a
+/// raw record its request's `entity`, `request_id`, `received_at` and
+/// `request_content_type` (null when it had none), and when it was refused,
+/// `error_status`, `error_code` and `error_message`.
 pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
     let schema_version = SCHEMA_VERSION.to_string();
     let entity = Some(record.entity);
@@ -329,6 +391,24 @@ pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
             match record.payload {
                 Some(_) => headers.insert(header("content-type", Some("application/json"))),
                 None => headers,
+            }
+        }
+        Kind::Raw(meta) => {
+            let status = meta
+                .refusal
+                .as_ref()
+                .map(|(status, _, _)| status.to_string());
+            let headers = OwnedHeaders::new_with_capacity(7)
+                .insert(header("entity", entity))
+                .insert(header("request_id", Some(&meta.request_id)))
+                .insert(header("received_at", Some(&meta.received_at)))
+                .insert(header("request_content_type", meta.content_type.as_deref()));
+            match &meta.refusal {
+                None => headers,
+                Some((_, code, message)) => headers
+                    .insert(header("error_status", status.as_deref()))
+                    .insert(header("error_code", Some(code)))
+                    .insert(header("error_message", Some(message))),
             }
         }
         Kind::Erasure {

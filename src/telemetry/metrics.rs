@@ -55,6 +55,15 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    endpoint: &'static str,
+    /// The refusal's `error` code.
+    reason: &'static str,
+    /// `true`, or `false` for a body over `server.max_body_bytes` (counted only).
+    stored: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     topic: String,
     /// `state` or `tombstone`.
@@ -80,6 +89,7 @@ pub struct Metrics {
     notifications: Family<NotificationLabels, Counter>,
     events: Family<EventLabels, Counter>,
     state_records: Family<StateLabels, Counter>,
+    dead_letters: Family<DeadLetterLabels, Counter>,
     delivery_seconds: Histogram,
     delivery_failures: Family<ReasonLabels, Counter>,
     signature_failures: Family<ReasonLabels, Counter>,
@@ -109,6 +119,7 @@ impl Metrics {
             notifications: Family::default(),
             events: Family::default(),
             state_records: Family::default(),
+            dead_letters: Family::default(),
             delivery_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             delivery_failures: Family::default(),
             signature_failures: Family::default(),
@@ -147,6 +158,12 @@ impl Metrics {
             "state_records",
             "State records acknowledged by Kafka, by state topic and kind (state or tombstone)",
             &metrics.state_records,
+        );
+        add(
+            &mut registry,
+            "dead_letters",
+            "Notifications refused for their content and kept on the dead-letter topic (stored=true), or too large to keep (stored=false), by endpoint and reason",
+            &metrics.dead_letters,
         );
         add(
             &mut registry,
@@ -256,6 +273,18 @@ impl Metrics {
         self.state_records
             .get_or_create(&StateLabels { topic, kind })
             .inc();
+    }
+
+    /// Counts a refused notification kept on the dead-letter topic (`stored`) or
+    /// too large to keep.
+    pub(crate) fn dead_lettered(&self, endpoint: &'static str, reason: &'static str, stored: bool) {
+        let stored = if stored { "true" } else { "false" };
+        let labels = DeadLetterLabels {
+            endpoint,
+            reason,
+            stored,
+        };
+        self.dead_letters.get_or_create(&labels).inc();
     }
 
     pub(crate) fn delivery_took(&self, seconds: f64) {

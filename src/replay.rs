@@ -1,0 +1,364 @@
+//! The `replay` command (the README's "Replay"): raw notifications, read from the
+//! raw archive or the dead-letter topic, through the current acceptance step and
+//! routing again, produced with the ids a live request would get.
+//!
+//! [`plan`] is pure: one raw record in, the records to write (or why it is
+//! refused again) out. [`replay`] reads the topic from its beginning to its end,
+//! plans each record and delivers what the plan says (unless it is a dry run),
+//! then says what it did in a [`Summary`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::entity;
+use crate::pipeline::{self, Limits};
+use crate::routing::RoutingTable;
+use crate::sink::record::{Kind, Record, Records};
+use crate::sink::{DeliveryError, KafkaSink, ProducerError};
+
+/// Notifications delivered at once.
+const CONCURRENCY: usize = 32;
+/// How long the topic must stay silent, once its end is reached, before the
+/// read stops (a broker may report its end early).
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// What to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The raw archive or dead-letter topic to read.
+    pub from: String,
+    /// Only notifications received at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Only notifications received before this.
+    pub until: Option<DateTime<Utc>>,
+    /// Write only to these topics (all when empty).
+    pub only_topics: Vec<String>,
+    /// Print what would be written instead of writing it.
+    pub dry_run: bool,
+}
+
+/// Why a replay could not run (or not to the end).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("--only-topic {0:?} is not a topic of the routing file")]
+    UnknownTopic(String),
+    #[error("cannot read {topic}: {cause}")]
+    Read { topic: String, cause: String },
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+}
+
+/// A raw record as read: its value and the headers the connector wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub body: Vec<u8>,
+    /// Header name -> value (`None`: a header without value).
+    pub headers: BTreeMap<String, Option<String>>,
+}
+
+impl RawRecord {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(Option::as_deref)
+    }
+}
+
+/// What replaying one raw record comes to.
+pub enum Plan<'t> {
+    /// Outside `--since`/`--until`.
+    Skipped,
+    /// Refused again: the `error` code it is refused with.
+    Refused(&'static str),
+    /// The records to write (only those for `--only-topic`, when given).
+    Write(Records<'t>),
+}
+
+/// Plans the replay of `raw` with the current `table` and `limits`: the records a
+/// live request would have produced, received when it was, restricted to `only`
+/// (all topics when empty). Pure.
+pub fn plan<'t>(
+    raw: &RawRecord,
+    table: &'t RoutingTable,
+    limits: &Limits,
+    options: &Options,
+) -> Plan<'t> {
+    let Some(entity) = raw.header("entity").and_then(entity::by_name) else {
+        return Plan::Refused("unknown_entity");
+    };
+    let received_at = raw
+        .header("received_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let Some(received_at) = received_at else {
+        return Plan::Refused("no_received_at");
+    };
+    let outside = options.since.is_some_and(|since| received_at < since)
+        || options.until.is_some_and(|until| received_at >= until);
+    if outside {
+        return Plan::Skipped;
+    }
+    let content_type = raw.header("request_content_type").map(str::as_bytes);
+    if !pipeline::content_type_accepted(content_type) {
+        return Plan::Refused("unsupported_media_type");
+    }
+    match pipeline::accept(&raw.body, entity, limits, table, received_at) {
+        Err(refusal) => Plan::Refused(refusal_code(&refusal)),
+        Ok(accepted) => {
+            let mut records = accepted.records();
+            if !options.only_topics.is_empty() {
+                records
+                    .records
+                    .retain(|r| options.only_topics.iter().any(|t| t == r.topic));
+            }
+            Plan::Write(records)
+        }
+    }
+}
+
+/// The `error` code the endpoint answers `refusal` with.
+fn refusal_code(refusal: &pipeline::AcceptError) -> &'static str {
+    crate::ingress::ApiError::Accept(refusal.clone()).code()
+}
+
+/// What a replay did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub read: usize,
+    pub replayed: usize,
+    /// Outside `--since`/`--until`.
+    pub skipped: usize,
+    /// Refused again, by `error` code.
+    pub refused: BTreeMap<&'static str, usize>,
+    /// Records written (or, in a dry run, that would be), by topic.
+    pub records: BTreeMap<String, usize>,
+    /// Notifications whose records Kafka did not acknowledge, with the first reason.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+}
+
+impl Summary {
+    /// The summary for people.
+    pub fn render(&self, dry_run: bool) -> String {
+        let written = if dry_run { "would write" } else { "written" };
+        let mut text = format!(
+            "read       {}\nreplayed   {}\nskipped    {} (outside --since/--until)\n",
+            self.read, self.replayed, self.skipped
+        );
+        let refused: usize = self.refused.values().sum();
+        let reasons: Vec<String> = (self.refused.iter())
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        text.push_str(&format!("refused    {refused}"));
+        if !reasons.is_empty() {
+            text.push_str(&format!(" ({})", reasons.join(", ")));
+        }
+        text.push('\n');
+        if self.failed > 0 {
+            let why = self.first_failure.as_deref().unwrap_or_default();
+            text.push_str(&format!("failed     {} (first: {why})\n", self.failed));
+        }
+        text.push_str(&format!("{written}:\n"));
+        for (topic, count) in &self.records {
+            text.push_str(&format!("  {topic}  {count}\n"));
+        }
+        text
+    }
+}
+
+/// Replays `options.from` with the current `settings` and routing `table`, a
+/// batch of records at a time (memory stays bounded however long the topic);
+/// `progress` is told how many records were read of about how many,
+/// `dry_run_line` receives what a dry run would write, one line per record.
+pub async fn replay(
+    settings: &Settings,
+    table: &RoutingTable,
+    options: &Options,
+    progress: impl Fn(u64, u64),
+    mut dry_run_line: impl FnMut(String),
+) -> Result<Summary, ReplayError> {
+    let mut named = table.all_topics();
+    named.extend(table.erasure_topic());
+    if let Some(unknown) = (options.only_topics.iter()).find(|t| !named.contains(t.as_str())) {
+        return Err(ReplayError::UnknownTopic(unknown.clone()));
+    }
+    let mut reader = Reader::open(settings, &options.from)?;
+    let limits = settings.limits();
+    let sink = Arc::new(KafkaSink::new(
+        &settings.kafka,
+        settings.server.max_in_flight_bytes,
+        Counter::default(),
+    )?);
+    let mut summary = Summary::default();
+    while let Some(batch) = reader.next_batch(BATCH)? {
+        summary.read += batch.len();
+        progress(summary.read as u64, reader.expected());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for record in &batch {
+            match plan(record, table, &limits, options) {
+                Plan::Skipped => summary.skipped += 1,
+                Plan::Refused(code) => *summary.refused.entry(code).or_default() += 1,
+                Plan::Write(records) => {
+                    summary.replayed += 1;
+                    for record in &records.records {
+                        *summary.records.entry(record.topic.to_string()).or_default() += 1;
+                        if options.dry_run {
+                            dry_run_line(describe(record));
+                        }
+                    }
+                    if !options.dry_run && !records.records.is_empty() {
+                        deliveries.push(records);
+                    }
+                }
+            }
+        }
+        let failures = deliver_all(&sink, deliveries).await;
+        summary.failed += failures.len();
+        if let Some(first) = failures.into_iter().next() {
+            summary.first_failure.get_or_insert(first.to_string());
+        }
+    }
+    Ok(summary)
+}
+
+/// Records read, planned and delivered at once.
+const BATCH: usize = 256;
+
+/// One line of a dry run: where a record would go.
+fn describe(record: &Record<'_>) -> String {
+    let what = match &record.kind {
+        Kind::Event { event_id, .. } => format!("event_id {event_id}"),
+        _ => record.what().to_string(),
+    };
+    format!("{}  key {}  {what}", record.topic, record.key)
+}
+
+/// Delivers every notification's records, [`CONCURRENCY`] at a time; the
+/// failures.
+async fn deliver_all(sink: &Arc<KafkaSink>, deliveries: Vec<Records<'_>>) -> Vec<DeliveryError> {
+    // Each delivery holds a permit of a pool that is never short: the byte budget
+    // is the live endpoint's; a replay is bounded by its batch instead.
+    let pool = Arc::new(Semaphore::new(CONCURRENCY));
+    let results: Vec<Result<(), DeliveryError>> = futures::stream::iter(deliveries)
+        .map(|records| {
+            let pool = Arc::clone(&pool);
+            async move {
+                let held = pool.acquire_owned().await.expect("never closed");
+                sink.deliver(records, held).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().filter_map(Result::err).collect()
+}
+
+/// Reads a topic from its beginning to its end: the high watermarks at the
+/// start, and then [`QUIET`] without a record (a broker may report its end early).
+struct Reader {
+    consumer: BaseConsumer,
+    topic: String,
+    ends: BTreeMap<i32, i64>,
+    next: BTreeMap<i32, i64>,
+    last_seen: Instant,
+}
+
+impl Reader {
+    fn open(settings: &Settings, topic: &str) -> Result<Reader, ReplayError> {
+        let failed = |cause: String| ReplayError::Read {
+            topic: topic.to_string(),
+            cause,
+        };
+        let mut config = crate::sink::client_config(&settings.kafka);
+        let group = format!("webhook-connector-replay-{}", uuid::Uuid::new_v4());
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = config.create().map_err(|e| failed(e.to_string()))?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout);
+        let metadata = metadata.map_err(|e| failed(e.to_string()))?;
+        let partitions: Vec<i32> = (metadata.topics().iter())
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(failed("the topic does not exist".into()));
+        }
+        let mut ends = BTreeMap::new();
+        let mut assignment = TopicPartitionList::new();
+        for &partition in &partitions {
+            let watermarks = consumer.fetch_watermarks(topic, partition, timeout);
+            let (_, high) = watermarks.map_err(|e| failed(e.to_string()))?;
+            ends.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Reader {
+            consumer,
+            topic: topic.to_string(),
+            next: partitions.iter().map(|&p| (p, 0)).collect(),
+            ends,
+            last_seen: Instant::now(),
+        })
+    }
+
+    /// About how many records the topic holds (its high watermarks at the start).
+    fn expected(&self) -> u64 {
+        self.ends.values().map(|&high| high.max(0) as u64).sum()
+    }
+
+    /// Up to `most` records; `None` once the end is reached. Blocking.
+    fn next_batch(&mut self, most: usize) -> Result<Option<Vec<RawRecord>>, ReplayError> {
+        let mut batch = Vec::new();
+        while batch.len() < most {
+            let reached = (self.next.iter()).all(|(p, offset)| *offset >= self.ends[p]);
+            // At the end and quiet, or nothing at all for long: the end.
+            let quiet = self.last_seen.elapsed();
+            if (reached && quiet >= QUIET) || quiet >= Duration::from_secs(30) {
+                break;
+            }
+            let message = match self.consumer.poll(Duration::from_millis(100)) {
+                None if !batch.is_empty() => break,
+                None => continue,
+                Some(Err(e)) => {
+                    return Err(ReplayError::Read {
+                        topic: self.topic.clone(),
+                        cause: e.to_string(),
+                    })
+                }
+                Some(Ok(message)) => message,
+            };
+            self.last_seen = Instant::now();
+            self.next.insert(message.partition(), message.offset() + 1);
+            let headers = (message.headers())
+                .map(|headers| {
+                    (headers.iter())
+                        .map(|h| {
+                            let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                            (h.key.to_string(), value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            batch.push(RawRecord {
+                body: message.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
