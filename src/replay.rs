@@ -362,3 +362,183 @@ impl Reader {
         Ok((!batch.is_empty()).then_some(batch))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::routing_file;
+
+    const ROUTES: &str = "[unmatched]\ntopic = \"u\"\n\
+        [[routes]]\nname = \"sms\"\nchange_types = [\"CustomerSmsChanged\"]\ntopics = [\"sms\", \"all\"]\n\
+        [[routes]]\nname = \"all\"\nchange_types = [\"*\"]\ntopics = [\"all\"]\n";
+
+    fn table() -> RoutingTable {
+        routing_file::parse(ROUTES, "routes.toml", None).unwrap()
+    }
+
+    fn raw(body: &[u8], headers: &[(&str, &str)]) -> RawRecord {
+        RawRecord {
+            body: body.to_vec(),
+            headers: (headers.iter())
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .collect(),
+        }
+    }
+
+    const SEED: &[u8] = include_bytes!("../tests/fixtures/seed_sample.json");
+    const AT: &str = "2026-11-29T10:00:00.5Z";
+
+    fn seed() -> RawRecord {
+        raw(
+            SEED,
+            &[
+                ("entity", "customer"),
+                ("received_at", AT),
+                ("request_content_type", "application/json"),
+            ],
+        )
+    }
+
+    fn write(plan: Plan<'_>) -> Records<'_> {
+        match plan {
+            Plan::Write(records) => records,
+            Plan::Skipped => panic!("skipped"),
+            Plan::Refused(code) => panic!("refused: {code}"),
+        }
+    }
+
+    #[test]
+    fn a_replayed_notification_gives_what_the_live_request_gave() {
+        let table = table();
+        let limits = Settings::default().limits();
+        let at = DateTime::parse_from_rfc3339(AT)
+            .unwrap()
+            .with_timezone(&Utc);
+        let live = pipeline::accept(SEED, &entity::CUSTOMER, &limits, &table, at).unwrap();
+        let live = live.records();
+        let replayed = write(plan(&seed(), &table, &limits, &Options::default()));
+        assert_eq!(
+            replayed.payloads, live.payloads,
+            "same values, received_at included"
+        );
+        let topics = |r: &Records<'_>| -> Vec<(String, Kind)> {
+            (r.records.iter())
+                .map(|r| (r.topic.to_string(), r.kind.clone()))
+                .collect()
+        };
+        assert_eq!(topics(&replayed), topics(&live));
+        // Only the topics asked for.
+        let only = Options {
+            only_topics: vec!["sms".into()],
+            ..Options::default()
+        };
+        let replayed = write(plan(&seed(), &table, &limits, &only));
+        assert_eq!(replayed.records.len(), 1);
+        assert_eq!(replayed.records[0].topic, "sms");
+        assert_eq!(replayed.records[0].kind, live.records[0].kind);
+    }
+
+    #[test]
+    fn records_outside_the_window_are_skipped_and_bad_ones_refused_again() {
+        let (table, limits) = (table(), Settings::default().limits());
+        let time = |t: &str| Some(DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc));
+        let window = |since: &str, until: &str| Options {
+            since: time(since),
+            until: time(until),
+            ..Options::default()
+        };
+        let plan_in = |options: &Options| match plan(&seed(), &table, &limits, options) {
+            Plan::Skipped => "skipped",
+            Plan::Refused(code) => code,
+            Plan::Write(_) => "write",
+        };
+        assert_eq!(
+            plan_in(&window("2026-11-29T10:00:00.5Z", "2026-11-29T10:00:01Z")),
+            "write"
+        );
+        assert_eq!(
+            plan_in(&window("2026-11-29T10:00:00.6Z", "2026-11-30T00:00:00Z")),
+            "skipped"
+        );
+        assert_eq!(
+            plan_in(&window("2026-11-28T00:00:00Z", "2026-11-29T10:00:00.5Z")),
+            "skipped"
+        );
+        let refused = |record: RawRecord| match plan(&record, &table, &limits, &Options::default())
+        {
+            Plan::Refused(code) => code,
+            _ => "not refused",
+        };
+        assert_eq!(refused(raw(SEED, &[("received_at", AT)])), "unknown_entity");
+        assert_eq!(
+            refused(raw(SEED, &[("entity", "table"), ("received_at", AT)])),
+            "unknown_entity"
+        );
+        assert_eq!(
+            refused(raw(SEED, &[("entity", "customer")])),
+            "no_received_at"
+        );
+        assert_eq!(
+            refused(raw(
+                SEED,
+                &[("entity", "customer"), ("received_at", "yesterday")]
+            )),
+            "no_received_at"
+        );
+        let plain = [
+            ("entity", "customer"),
+            ("received_at", AT),
+            ("request_content_type", "text/plain"),
+        ];
+        assert_eq!(refused(raw(SEED, &plain)), "unsupported_media_type");
+        assert_eq!(
+            refused(raw(b"{", &[("entity", "customer"), ("received_at", AT)])),
+            "invalid_json"
+        );
+        assert_eq!(
+            refused(raw(SEED, &[("entity", "booking"), ("received_at", AT)])),
+            "invalid_payload"
+        );
+        // No content type at all is accepted, as live.
+        assert!(matches!(
+            plan(
+                &raw(SEED, &[("entity", "customer"), ("received_at", AT)]),
+                &table,
+                &limits,
+                &Options::default()
+            ),
+            Plan::Write(_)
+        ));
+    }
+
+    #[test]
+    fn the_summary_says_what_was_done() {
+        let summary = Summary {
+            read: 5,
+            replayed: 2,
+            skipped: 1,
+            refused: [("invalid_json", 1), ("too_many_changes", 1)]
+                .into_iter()
+                .collect(),
+            records: [("sms".to_string(), 2), ("all".to_string(), 8)]
+                .into_iter()
+                .collect(),
+            failed: 0,
+            first_failure: None,
+        };
+        assert_eq!(
+            summary.render(false),
+            "read       5\nreplayed   2\nskipped    1 (outside --since/--until)\n\
+             refused    2 (invalid_json 1, too_many_changes 1)\nwritten:\n  all  8\n  sms  2\n"
+        );
+        assert!(summary.render(true).contains("would write:\n"));
+        let failed = Summary {
+            failed: 1,
+            first_failure: Some("timed out".into()),
+            ..Summary::default()
+        };
+        assert!(failed
+            .render(false)
+            .contains("failed     1 (first: timed out)\n"));
+    }
+}

@@ -572,6 +572,40 @@ mod tests {
     }
 
     #[test]
+    fn archive_topics_are_checked() {
+        let settings = load_text("[archive]\ndead_letter_topic = \"dead\"\n", &[]).unwrap();
+        assert_eq!(settings.archive.dead_letter(), Some("dead"));
+        assert_eq!(settings.archive.raw(), None);
+        assert_eq!(settings.archive.topics(), ["dead"]);
+        assert!(Settings::default().archive.topics().is_empty());
+        let err = load_text("[archive]\nraw_topic = \"a b\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("archive.raw_topic: invalid topic"),
+            "{err}"
+        );
+        let same = "[archive]\nraw_topic = \"t\"\ndead_letter_topic = \"t\"\n";
+        let err = load_text(same, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("is the dead-letter topic too"),
+            "{err}"
+        );
+        // Not a topic of the routing file.
+        let table =
+            routing_file::parse("[unmatched]\ntopic = \"dead\"\n", "routes.toml", None).unwrap();
+        let err = settings.check_archive_topics(&table).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "archive.dead_letter_topic: \"dead\" is a topic of the routing file too"
+            ),
+            "{err}"
+        );
+        let table =
+            routing_file::parse("[unmatched]\ntopic = \"u\"\n", "routes.toml", None).unwrap();
+        assert!(settings.check_archive_topics(&table).is_ok());
+    }
+
+    #[test]
     fn privacy_key_and_keyed_event_ids_are_checked() {
         let settings = load_text("[privacy]\nkeyed_event_ids = true\n", &[KEY]).unwrap();
         assert!(settings.privacy_key().unwrap().keys_event_ids());

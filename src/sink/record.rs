@@ -721,4 +721,85 @@ mod tests {
         assert_eq!((state.topic, records.payload(state)), ("s", None));
         assert_eq!(state.what(), "(state tombstone)");
     }
+
+    #[test]
+    fn raw_records_keep_the_body_and_say_where_it_came_from_and_why_it_was_refused() {
+        use rdkafka::message::Headers;
+        let pairs = |headers: &OwnedHeaders| -> Vec<(String, Option<String>)> {
+            (headers.iter())
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                    )
+                })
+                .collect()
+        };
+        let meta = RawMeta {
+            entity: "booking",
+            request_id: "req-1".into(),
+            received_at: "2026-11-29T10:00:00Z".into(),
+            content_type: None,
+            refusal: Some((
+                413,
+                "too_many_changes",
+                "the notification has 101 changes".into(),
+            )),
+        };
+        let body = b"{\"Changes\": [\xff not even UTF-8";
+        let records = Records::raw("dead", "req-1".into(), body, meta.clone());
+        let record = &records.records[0];
+        assert_eq!(
+            (record.topic, record.key.as_str(), record.entity),
+            ("dead", "req-1", "booking")
+        );
+        assert_eq!(records.payload(record), Some(&body[..]));
+        assert_eq!(record.what(), "(dead letter)");
+        let owned = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(String::from)))
+                .collect()
+        };
+        assert_eq!(
+            pairs(&headers_of(record, "urn:x")),
+            owned(&[
+                ("entity", Some("booking")),
+                ("request_id", Some("req-1")),
+                ("received_at", Some("2026-11-29T10:00:00Z")),
+                ("request_content_type", None),
+                ("error_status", Some("413")),
+                ("error_code", Some("too_many_changes")),
+                ("error_message", Some("the notification has 101 changes")),
+            ])
+        );
+        // What a raw record reserves covers what it holds.
+        let held: usize = pairs(&headers_of(record, "urn:x"))
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len) + 48)
+            .sum::<usize>()
+            + body.len()
+            + record.key.len()
+            + RECORD_OVERHEAD_BYTES;
+        assert!(raw_bytes(body.len(), "req-1", &meta) >= held);
+        // An archived notification: no refusal headers, appended after the events.
+        let archived = RawMeta {
+            refusal: None,
+            content_type: Some("application/json".into()),
+            ..meta
+        };
+        let mut records = Records::raw("a", "1".into(), b"{}", archived.clone());
+        records.push_raw("b", "2".into(), b"[]", archived);
+        assert_eq!(records.payload(&records.records[1]), Some(&b"[]"[..]));
+        assert_eq!(records.records[1].what(), "(raw notification)");
+        let headers = pairs(&headers_of(&records.records[0], "urn:x"));
+        assert_eq!(headers.len(), 4);
+        assert_eq!(
+            headers[3],
+            (
+                "request_content_type".into(),
+                Some("application/json".into())
+            )
+        );
+    }
 }

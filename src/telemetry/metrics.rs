@@ -406,6 +406,16 @@ mod tests {
         ));
         assert!(text.contains("webhook_connector_build_info{version=\""));
         assert!(text.ends_with("# EOF\n"));
+        metrics.dead_lettered("booking", "invalid_json", true);
+        metrics.dead_lettered("booking", "payload_too_large", false);
+        let text = metrics.render();
+        assert!(text.contains(
+            "webhook_connector_dead_letters_total{endpoint=\"booking\",reason=\"invalid_json\",stored=\"true\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains("reason=\"payload_too_large\",stored=\"false\"} 1"),
+            "{text}"
+        );
         metrics.state_delivered("customer.state", false);
         metrics.state_delivered("customer.state", true);
         metrics.state_delivered("customer.state", true);
