@@ -209,7 +209,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schema { entity } => print_json(&contract::schema::flat_event(entity)),
         Command::Asyncapi(config) => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
-            print_json(&contract::asyncapi::document(&settings.kafka, &table))
+            let document = contract::asyncapi::document_with_archive(
+                &settings.kafka,
+                &settings.archive,
+                &table,
+            );
+            print_json(&document)
         }
         Command::CreateTopics {
             config,

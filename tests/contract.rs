@@ -168,7 +168,8 @@ fn the_asyncapi_document_of_the_example_routing_file_passes_the_official_parser(
             "customer.marketing-opt-ins",
             "webhooks.unrouted",
             "customer.state",
-            "privacy.erasures"
+            "privacy.erasures",
+            "webhooks.dead-letter"
         ]
     );
     assert_eq!(document["servers"]["broker-1"]["host"], "127.0.0.1:9092");

@@ -10,7 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{cloudevents_type, schema};
-use crate::config::KafkaSettings;
+use crate::config::{ArchiveSettings, KafkaSettings};
 use crate::entity::{Entity, ENTITIES};
 use crate::privacy::FieldRules;
 use crate::routing::{Route, RoutingTable, StateTopic};
@@ -21,6 +21,15 @@ const BINDING_VERSION: &str = "0.5.0";
 
 /// The AsyncAPI document for a connector with `kafka` settings and routing `table`.
 pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
+    document_with_archive(kafka, &ArchiveSettings::default(), table)
+}
+
+/// [`document`] with the `[archive]` topics (dead-letter, raw archive) as channels.
+pub fn document_with_archive(
+    kafka: &KafkaSettings,
+    archive: &ArchiveSettings,
+    table: &RoutingTable,
+) -> Value {
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut add = |topic: &str, channel: Value| {
@@ -53,6 +62,12 @@ pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
     }
     if let Some(topic) = table.erasure_topic() {
         add(topic, erasure_channel(kafka, topic));
+    }
+    if let Some(topic) = archive.dead_letter() {
+        add(topic, raw_channel(topic, true));
+    }
+    if let Some(topic) = archive.raw() {
+        add(topic, raw_channel(topic, false));
     }
     let messages: Map<String, Value> = ENTITIES
         .iter()
@@ -258,6 +273,55 @@ fn erasure_channel(kafka: &KafkaSettings, topic: &str) -> Value {
         "title": topic,
         "description": "Erasure requests (webhook-connector forget): a consumer holding an entity's data erases it when one arrives.",
         "messages": messages,
+        "bindings": {"kafka": {"topic": topic, "bindingVersion": BINDING_VERSION}},
+    })
+}
+
+/// The channel of the dead-letter topic (`refused`) or the raw archive: the
+/// notifications as they arrived, for `webhook-connector replay`.
+fn raw_channel(topic: &str, refused: bool) -> Value {
+    let text = |description: &str| json!({"type": "string", "description": description});
+    let mut headers = json!({
+        "entity": {"enum": ENTITIES.map(|e| e.name), "description": "The endpoint it was posted to (POST /webhooks/<entity>)."},
+        "request_id": text("The request's X-Request-Id."),
+        "received_at": text("When the connector received it (RFC 3339 UTC)."),
+        "request_content_type": {"type": ["string", "null"], "description": "The request's Content-Type; null when it had none."},
+    });
+    let mut required = vec![
+        "entity",
+        "request_id",
+        "received_at",
+        "request_content_type",
+    ];
+    if refused {
+        headers["error_status"] = text("The HTTP status it was answered with, in decimal.");
+        headers["error_code"] = text("The answer's error code (invalid_json, invalid_payload, too_many_changes, payload_too_large, unsupported_media_type).");
+        headers["error_message"] = text("The answer's message.");
+        required.extend(["error_status", "error_code", "error_message"]);
+    }
+    let (name, summary, description, key) = if refused {
+        ("deadLetter", "A notification refused for its content, byte for byte.",
+         "Notifications refused for their content after the signature check (archive.dead_letter_topic), written before they were answered: `webhook-connector replay --from` re-drives them after a fix.",
+         "The request's X-Request-Id.")
+    } else {
+        ("rawNotification", "An accepted notification, byte for byte.",
+         "Every accepted notification (archive.raw_topic), written in the same delivery as its events: `webhook-connector replay --from` re-derives topics from it.",
+         "The entity's id in decimal.")
+    };
+    let message = json!({
+        "name": name,
+        "title": name,
+        "summary": summary,
+        "contentType": "application/octet-stream",
+        "payload": {"schemaFormat": "application/schema+json;version=draft-07", "schema": {"description": "The request body as it arrived (usually JSON, possibly not)."}},
+        "headers": {"type": "object", "properties": headers, "required": required},
+        "bindings": {"kafka": {"key": {"type": "string", "description": key}, "bindingVersion": BINDING_VERSION}},
+    });
+    json!({
+        "address": topic,
+        "title": topic,
+        "description": description,
+        "messages": {name: message},
         "bindings": {"kafka": {"topic": topic, "bindingVersion": BINDING_VERSION}},
     })
 }
@@ -469,5 +533,28 @@ mod tests {
             erasure["bookingErasure"]["headers"]["properties"]["ce_type"]["const"],
             "webhook-connector.booking.Erased"
         );
+    }
+
+    #[test]
+    fn the_archive_topics_are_channels_of_raw_notifications() {
+        let archive = ArchiveSettings {
+            dead_letter_topic: "dead".into(),
+            raw_topic: "raw".into(),
+        };
+        let doc = document_with_archive(&KafkaSettings::default(), &archive, &table());
+        let dead = &doc["channels"]["dead"]["messages"]["deadLetter"];
+        assert_eq!(dead["contentType"], "application/octet-stream");
+        let required = dead["headers"]["required"].as_array().unwrap();
+        assert!(required.contains(&json!("error_code")));
+        let raw = &doc["channels"]["raw"]["messages"]["rawNotification"];
+        assert!(!raw["headers"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("error_code")));
+        assert_eq!(
+            doc["operations"]["send-raw"]["messages"],
+            json!([{"$ref": "#/channels/raw/messages/rawNotification"}])
+        );
+        assert!(document(&KafkaSettings::default(), &table())["channels"]["dead"].is_null());
     }
 }
