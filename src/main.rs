@@ -310,23 +310,23 @@ fn replay_command(
             .expect("a valid template"),
     );
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
-    let mut lines = Vec::new();
     let progress = |read: u64, expected: u64| {
         bar.set_length(expected.max(read));
         bar.set_position(read);
     };
+    // Printed as they come (a dry run of a long topic holds nothing), above the bar.
+    let print = |line: String| {
+        bar.suspend(|| {
+            let _ = out(&format!("would write  {line}\n"));
+        })
+    };
     let summary = runtime
-        .block_on(replay::replay(settings, table, options, progress, |line| {
-            lines.push(line)
-        }))
+        .block_on(replay::replay(settings, table, options, progress, print))
         .map_err(|e| match e {
             replay::ReplayError::UnknownTopic(_) => config_failure(e),
             _ => Failure(EXIT_UNAVAILABLE, e.into()),
         })?;
     bar.finish_and_clear();
-    for line in &lines {
-        out(&format!("would write  {line}\n"))?;
-    }
     out(&summary.render(options.dry_run))?;
     if summary.failed > 0 {
         return Err(Failure(
