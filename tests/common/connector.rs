@@ -192,6 +192,9 @@ pub async fn spawn_connector_logging(
             "CONNECTOR__PRIVACY__KEY",
             "spawned-connector-test-key-0123456789",
         )
+        // The example's dead-letter topic is not on the test broker: off unless a
+        // test sets it.
+        .env("CONNECTOR__ARCHIVE__DEAD_LETTER_TOPIC", "")
         .env("CONNECTOR__LOG__LEVEL", "warn");
     for (name, value) in env {
         command.env(name, value);
