@@ -149,8 +149,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts an empty in-memory broker and creates the routed topics (3 partitions).
-async fn fresh_broker(tansu: &Path, settings: &KafkaSettings, routing: &RoutingTable) -> Broker {
+/// Starts an empty in-memory broker and creates the topics the connector writes to
+/// (3 partitions): routed, state and `archive` ones.
+async fn fresh_broker(
+    tansu: &Path,
+    settings: &KafkaSettings,
+    routing: &RoutingTable,
+    archive: &[&str],
+) -> Broker {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(tansu)
@@ -179,7 +185,8 @@ async fn fresh_broker(tansu: &Path, settings: &KafkaSettings, routing: &RoutingT
         bootstrap_servers: broker.bootstrap.clone(),
         ..settings.clone()
     };
-    let topics: Vec<&str> = routing.all_topics().into_iter().collect();
+    let mut topics: Vec<&str> = routing.all_topics().into_iter().collect();
+    topics.extend(archive);
     let compacted: Vec<&str> = routing.states().iter().map(|s| s.topic.as_str()).collect();
     admin::create_topics(&settings, &topics, &compacted, 3, 1)
         .await
@@ -351,8 +358,9 @@ async fn run() {
     // Each measurement: a fresh broker, the connector on it, a short warm-up.
     let stack = |concurrency_note: String| {
         let (settings, routing, args, script) = (&settings, &routing, &args, &script);
+        let archive = loaded.archive.topics();
         async move {
-            let broker = fresh_broker(&args.tansu, settings, routing).await;
+            let broker = fresh_broker(&args.tansu, settings, routing, &archive).await;
             let connector = start_connector(&args.connector, &args.config, &broker.bootstrap);
             eprintln!("{concurrency_note}: warming up");
             wrk(script, connector.port, 16, 2, 0);
@@ -479,7 +487,7 @@ async fn run() {
         .unwrap_or(10_000)
         .max(10_000);
     eprintln!("baseline: producing {baseline_events} events");
-    let broker = fresh_broker(&args.tansu, &settings, &routing).await;
+    let broker = fresh_broker(&args.tansu, &settings, &routing, &[]).await;
     let baseline_settings = KafkaSettings {
         bootstrap_servers: broker.bootstrap.clone(),
         ..settings.clone()
