@@ -124,8 +124,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Create every topic the routing file names that does not exist yet: routed,
-    /// unmatched, state (compacted: cleanup.policy=compact) and erasure topics.
+    /// Create every topic the routing file and [archive] name that does not exist
+    /// yet: routed, unmatched, state (compacted: cleanup.policy=compact), erasure,
+    /// dead-letter and raw archive topics.
     CreateTopics {
         #[command(flatten)]
         config: ConfigArg,
@@ -179,8 +180,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let file = settings.routing.file.display();
             let kafka_servers = &settings.kafka.bootstrap_servers;
             let routes = explain::route_table(&table);
+            let archive = |topic: Option<&str>| topic.unwrap_or("off").to_string();
+            let dead_letter = archive(settings.archive.dead_letter());
+            let raw = archive(settings.archive.raw());
             out(&format!(
-                "settings: {source}\nrouting file: {file}\nkafka: {kafka_servers}\n\n{routes}"
+                "settings: {source}\nrouting file: {file}\nkafka: {kafka_servers}\n\
+                 dead-letter topic: {dead_letter}\nraw archive topic: {raw}\n\n{routes}"
             ))?;
             if kafka {
                 check_topics(&settings, &table)?;
@@ -265,12 +270,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
         } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
+            // A notification accepted now is archived as a live one would be.
+            let raw_topic = (settings.archive.raw())
+                .filter(|raw| *raw != from)
+                .map(String::from);
             let options = replay::Options {
                 from,
                 since,
                 until,
                 only_topics,
                 dry_run,
+                raw_topic,
             };
             replay_command(&settings, &table, &options)
         }
@@ -332,7 +342,7 @@ fn replay_command(
         return Err(Failure(
             EXIT_UNAVAILABLE,
             anyhow::anyhow!(
-                "{} notifications were not all acknowledged by Kafka; run replay again (the ids are the same)",
+                "notifications not all acknowledged by Kafka: {}; run replay again (the ids are the same)",
                 summary.failed
             ),
         ));
@@ -341,7 +351,7 @@ fn replay_command(
     if refused > 0 {
         return Err(Failure(
             EXIT_DATA,
-            anyhow::anyhow!("{refused} notifications were refused again; they stay where they are"),
+            anyhow::anyhow!("notifications refused again: {refused}; they stay where they are"),
         ));
     }
     Ok(())
@@ -421,7 +431,7 @@ fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure
             ", the state topics compacted"
         };
         out(&format!(
-            "\nkafka: all {} routed topics exist{compacted}\n",
+            "\nkafka: all {} topics exist{compacted}\n",
             wanted.len()
         ))?;
         return Ok(());

@@ -7,7 +7,7 @@
 //! plans each record and delivers what the plan says (unless it is a dry run),
 //! then says what it did in a [`Summary`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use crate::config::Settings;
 use crate::entity;
 use crate::pipeline::{self, Limits};
 use crate::routing::RoutingTable;
-use crate::sink::record::{Kind, Record, Records};
+use crate::sink::record::{Kind, RawMeta, Record, Records};
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 
 /// Notifications delivered at once.
@@ -45,6 +45,10 @@ pub struct Options {
     pub only_topics: Vec<String>,
     /// Print what would be written instead of writing it.
     pub dry_run: bool,
+    /// The raw archive topic, when on and not the one read: a notification
+    /// accepted now is archived too, as a live request would be (unless
+    /// `only_topics` leaves it out).
+    pub raw_topic: Option<String>,
 }
 
 /// Why a replay could not run (or not to the end).
@@ -70,6 +74,12 @@ impl RawRecord {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(Option::as_deref)
     }
+
+    /// When the connector received it (its `received_at` header).
+    fn received_at(&self) -> Option<DateTime<Utc>> {
+        let at = DateTime::parse_from_rfc3339(self.header("received_at")?).ok()?;
+        Some(at.with_timezone(&Utc))
+    }
 }
 
 /// What replaying one raw record comes to.
@@ -89,16 +99,12 @@ pub fn plan<'t>(
     raw: &RawRecord,
     table: &'t RoutingTable,
     limits: &Limits,
-    options: &Options,
+    options: &'t Options,
 ) -> Plan<'t> {
     let Some(entity) = raw.header("entity").and_then(entity::by_name) else {
         return Plan::Refused("unknown_entity");
     };
-    let received_at = raw
-        .header("received_at")
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let Some(received_at) = received_at else {
+    let Some(received_at) = raw.received_at() else {
         return Plan::Refused("no_received_at");
     };
     let outside = options.since.is_some_and(|since| received_at < since)
@@ -114,6 +120,16 @@ pub fn plan<'t>(
         Err(refusal) => Plan::Refused(refusal_code(&refusal)),
         Ok(accepted) => {
             let mut records = accepted.records();
+            if let Some(topic) = options.raw_topic.as_deref() {
+                let meta = RawMeta {
+                    entity: entity.name,
+                    request_id: raw.header("request_id").unwrap_or_default().to_string(),
+                    received_at: raw.header("received_at").unwrap_or_default().to_string(),
+                    content_type: raw.header("request_content_type").map(String::from),
+                    refusal: None,
+                };
+                records.push_raw(topic, accepted.events[0].key(), &raw.body, meta);
+            }
             if !options.only_topics.is_empty() {
                 records
                     .records
@@ -133,12 +149,13 @@ fn refusal_code(refusal: &pipeline::AcceptError) -> &'static str {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub read: usize,
+    /// Accepted and, unless a dry run, acknowledged by Kafka.
     pub replayed: usize,
     /// Outside `--since`/`--until`.
     pub skipped: usize,
     /// Refused again, by `error` code.
     pub refused: BTreeMap<&'static str, usize>,
-    /// Records written (or, in a dry run, that would be), by topic.
+    /// Records acknowledged by Kafka (or, in a dry run, that would be written), by topic.
     pub records: BTreeMap<String, usize>,
     /// Notifications whose records Kafka did not acknowledge, with the first reason.
     pub failed: usize,
@@ -146,6 +163,10 @@ pub struct Summary {
 }
 
 impl Summary {
+    fn count(&mut self, topic: &str) {
+        *self.records.entry(topic.to_string()).or_default() += 1;
+    }
+
     /// The summary for people.
     pub fn render(&self, dry_run: bool) -> String {
         let written = if dry_run { "would write" } else { "written" };
@@ -190,7 +211,7 @@ pub async fn replay(
     if let Some(unknown) = (options.only_topics.iter()).find(|t| !named.contains(t.as_str())) {
         return Err(ReplayError::UnknownTopic(unknown.clone()));
     }
-    let mut reader = Reader::open(settings, &options.from)?;
+    let mut reader = Reader::open(settings, &options.from, Utc::now())?;
     let limits = settings.limits();
     let sink = Arc::new(KafkaSink::new(
         &settings.kafka,
@@ -206,24 +227,27 @@ pub async fn replay(
             match plan(record, table, &limits, options) {
                 Plan::Skipped => summary.skipped += 1,
                 Plan::Refused(code) => *summary.refused.entry(code).or_default() += 1,
-                Plan::Write(records) => {
+                Plan::Write(records) if options.dry_run => {
                     summary.replayed += 1;
                     for record in &records.records {
-                        *summary.records.entry(record.topic.to_string()).or_default() += 1;
-                        if options.dry_run {
-                            dry_run_line(describe(record));
-                        }
-                    }
-                    if !options.dry_run && !records.records.is_empty() {
-                        deliveries.push(records);
+                        summary.count(record.topic);
+                        dry_run_line(describe(record));
                     }
                 }
+                Plan::Write(records) => deliveries.push(records),
             }
         }
-        let failures = deliver_all(&sink, deliveries).await;
-        summary.failed += failures.len();
-        if let Some(first) = failures.into_iter().next() {
-            summary.first_failure.get_or_insert(first.to_string());
+        for (topics, result) in deliver_all(&sink, deliveries).await {
+            match result {
+                Ok(()) => {
+                    summary.replayed += 1;
+                    topics.iter().for_each(|topic| summary.count(topic));
+                }
+                Err(error) => {
+                    summary.failed += 1;
+                    summary.first_failure.get_or_insert(error.to_string());
+                }
+            }
         }
     }
     Ok(summary)
@@ -241,38 +265,54 @@ fn describe(record: &Record<'_>) -> String {
     format!("{}  key {}  {what}", record.topic, record.key)
 }
 
-/// Delivers every notification's records, [`CONCURRENCY`] at a time; the
-/// failures.
-async fn deliver_all(sink: &Arc<KafkaSink>, deliveries: Vec<Records<'_>>) -> Vec<DeliveryError> {
+/// Delivers every notification's records, [`CONCURRENCY`] at a time; for each,
+/// the topics of its records and whether Kafka acknowledged them all.
+async fn deliver_all(
+    sink: &Arc<KafkaSink>,
+    deliveries: Vec<Records<'_>>,
+) -> Vec<(Vec<String>, Result<(), DeliveryError>)> {
     // Each delivery holds a permit of a pool that is never short: the byte budget
     // is the live endpoint's; a replay is bounded by its batch instead.
     let pool = Arc::new(Semaphore::new(CONCURRENCY));
-    let results: Vec<Result<(), DeliveryError>> = futures::stream::iter(deliveries)
+    futures::stream::iter(deliveries)
         .map(|records| {
             let pool = Arc::clone(&pool);
+            let topics = records
+                .records
+                .iter()
+                .map(|r| r.topic.to_string())
+                .collect();
             async move {
                 let held = pool.acquire_owned().await.expect("never closed");
-                sink.deliver(records, held).await
+                (topics, sink.deliver(records, held).await)
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
-        .await;
-    results.into_iter().filter_map(Result::err).collect()
+        .await
 }
 
 /// Reads a topic from its beginning to its end: the high watermarks at the
-/// start, and then [`QUIET`] without a record (a broker may report its end early).
+/// start, and then [`QUIET`] without a record (a broker may report its end
+/// early). A partition ends early at its first record received after the replay
+/// started: what a running connector writes meanwhile is not read.
 struct Reader {
     consumer: BaseConsumer,
     topic: String,
+    started: DateTime<Utc>,
     ends: BTreeMap<i32, i64>,
     next: BTreeMap<i32, i64>,
+    /// Partitions past the start (their later records are not read).
+    done: BTreeSet<i32>,
     last_seen: Instant,
 }
 
 impl Reader {
-    fn open(settings: &Settings, topic: &str) -> Result<Reader, ReplayError> {
+    fn open(
+        settings: &Settings,
+        topic: &str,
+        started: DateTime<Utc>,
+    ) -> Result<Reader, ReplayError> {
         let failed = |cause: String| ReplayError::Read {
             topic: topic.to_string(),
             cause,
@@ -310,6 +350,8 @@ impl Reader {
         Ok(Reader {
             consumer,
             topic: topic.to_string(),
+            started,
+            done: BTreeSet::new(),
             next: partitions.iter().map(|&p| (p, 0)).collect(),
             ends,
             last_seen: Instant::now(),
@@ -325,7 +367,11 @@ impl Reader {
     fn next_batch(&mut self, most: usize) -> Result<Option<Vec<RawRecord>>, ReplayError> {
         let mut batch = Vec::new();
         while batch.len() < most {
-            let reached = (self.next.iter()).all(|(p, offset)| *offset >= self.ends[p]);
+            let reached = (self.next.iter())
+                .all(|(p, offset)| *offset >= self.ends[p] || self.done.contains(p));
+            if self.done.len() == self.next.len() {
+                break;
+            }
             // At the end and quiet, or nothing at all for long: the end.
             let quiet = self.last_seen.elapsed();
             if (reached && quiet >= QUIET) || quiet >= Duration::from_secs(30) {
@@ -342,6 +388,9 @@ impl Reader {
                 }
                 Some(Ok(message)) => message,
             };
+            if self.done.contains(&message.partition()) {
+                continue;
+            }
             self.last_seen = Instant::now();
             self.next.insert(message.partition(), message.offset() + 1);
             let headers = (message.headers())
@@ -354,10 +403,15 @@ impl Reader {
                         .collect()
                 })
                 .unwrap_or_default();
-            batch.push(RawRecord {
+            let record = RawRecord {
                 body: message.payload().unwrap_or_default().to_vec(),
                 headers,
-            });
+            };
+            if record.received_at().is_some_and(|at| at >= self.started) {
+                self.done.insert(message.partition());
+                continue;
+            }
+            batch.push(record);
         }
         Ok((!batch.is_empty()).then_some(batch))
     }
@@ -416,7 +470,8 @@ mod tests {
             .with_timezone(&Utc);
         let live = pipeline::accept(SEED, &entity::CUSTOMER, &limits, &table, at).unwrap();
         let live = live.records();
-        let replayed = write(plan(&seed(), &table, &limits, &Options::default()));
+        let all = Options::default();
+        let replayed = write(plan(&seed(), &table, &limits, &all));
         assert_eq!(
             replayed.payloads, live.payloads,
             "same values, received_at included"
@@ -509,6 +564,37 @@ mod tests {
             ),
             Plan::Write(_)
         ));
+    }
+
+    #[test]
+    fn a_notification_accepted_now_is_archived_as_a_live_one_would_be() {
+        let (table, limits) = (table(), Settings::default().limits());
+        let archiving = Options {
+            raw_topic: Some("raw".into()),
+            ..Options::default()
+        };
+        let mut dead = seed();
+        dead.headers
+            .insert("request_id".into(), Some("req-7".into()));
+        dead.headers
+            .insert("error_code".into(), Some("too_many_changes".into()));
+        let records = write(plan(&dead, &table, &limits, &archiving));
+        let last = records.records.last().unwrap();
+        assert_eq!((last.topic, last.key.as_str()), ("raw", "862"));
+        assert_eq!(records.payload(last), Some(SEED));
+        let Kind::Raw(meta) = &last.kind else {
+            panic!("a raw record")
+        };
+        assert_eq!(meta.request_id, "req-7");
+        assert_eq!(meta.received_at, AT);
+        assert_eq!(meta.refusal, None);
+        // --only-topic without the archive leaves it out.
+        let only = Options {
+            only_topics: vec!["sms".into()],
+            ..archiving
+        };
+        let records = write(plan(&dead, &table, &limits, &only));
+        assert!(records.records.iter().all(|r| r.topic == "sms"));
     }
 
     #[test]

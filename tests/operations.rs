@@ -337,7 +337,7 @@ fn check_with_kafka_verifies_that_every_routed_topic_exists() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("all 1 routed topics exist"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("all 1 topics exist"));
 
     let failed = check(routes_toml(&present, &[("r", &["X"], &[&missing])]));
     assert_eq!(failed.status.code(), Some(69));

@@ -688,8 +688,7 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
         &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true")],
     );
     assert!(
-        succeeded(&checked)
-            .contains("kafka: all 4 routed topics exist, the state topics compacted"),
+        succeeded(&checked).contains("kafka: all 4 topics exist, the state topics compacted"),
         "{}",
         String::from_utf8_lossy(&checked.stdout)
     );

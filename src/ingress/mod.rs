@@ -316,6 +316,14 @@ where
     let raw_bytes = raw
         .as_ref()
         .map_or(0, |(_, meta)| record::raw_bytes(body.len(), &key, meta));
+    // The archive's copy of the body counts too: a notification that can never
+    // fit is refused (and kept) rather than answered 503 at every retry.
+    let needed = body.len() + accepted.record_bytes + raw_bytes;
+    if needed > state.limits.max_request_bytes {
+        let limit = state.limits.max_request_bytes;
+        let refusal = ApiError::Accept(AcceptError::TooLargeToDeliver { needed, limit });
+        return Err(dead_letter(state, &request, refusal, held).await);
+    }
     state
         .bytes
         .processing
@@ -503,6 +511,9 @@ fn log_refusal(err: &ApiError) {
     match err {
         ApiError::Delivery(delivery) if !delivery.is_retriable() => {
             error!(status = status.as_u16(), error = err.code(), %reason, "notification refused by Kafka")
+        }
+        ApiError::DeadLetter { .. } => {
+            error!(status = status.as_u16(), error = err.code(), %reason, "a refused notification could not be kept")
         }
         ApiError::Overloaded(_) => {
             debug!(status = status.as_u16(), error = err.code(), %reason, "request refused")
