@@ -71,10 +71,20 @@ pub fn routing_table(routes_toml: &str, settings: &Settings) -> RoutingTable {
 /// long as the returned handle): `routes_toml` as its routing file and the broker
 /// at `bootstrap`. Returns the directory and the settings file's path.
 pub fn settings_file(bootstrap: &str, routes_toml: &str) -> (tempfile::TempDir, PathBuf) {
+    settings_file_with(bootstrap, routes_toml, "")
+}
+
+/// [`settings_file`] with `more_toml` (other tables, e.g. `[archive]` and
+/// `[webhook]`) appended to the settings.
+pub fn settings_file_with(
+    bootstrap: &str,
+    routes_toml: &str,
+    more_toml: &str,
+) -> (tempfile::TempDir, PathBuf) {
     let (dir, routes) = routes_file(routes_toml);
     let settings = dir.path().join("settings.toml");
     let text = format!(
-        "[routing]\nfile = {:?}\n\n[kafka]\nbootstrap_servers = {bootstrap:?}\n",
+        "[routing]\nfile = {:?}\n\n[kafka]\nbootstrap_servers = {bootstrap:?}\n\n{more_toml}",
         routes.display().to_string()
     );
     std::fs::write(&settings, text).unwrap();

@@ -55,6 +55,24 @@ pub async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &
     answer(request.send().await.expect("the connector answers")).await
 }
 
+/// POSTs `body` with `content_type` as its `Content-Type` (`None`: no
+/// `Content-Type` header at all) and extra headers.
+pub async fn post_with_content_type(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = reqwest::Client::new().post(url).body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    answer(request.send().await.expect("the connector answers")).await
+}
+
 /// Reads `response` whole into an [`Answer`].
 pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();

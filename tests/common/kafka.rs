@@ -202,6 +202,65 @@ pub fn read_all_on(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<Record>
     read(bootstrap, topic, Until::Quiet(quiet), &Check::published())
 }
 
+/// A record read back as it was written, for the raw archive and dead-letter
+/// topics: their values are request bodies, byte for byte (JSON or not), so
+/// nothing is parsed or checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub topic: String,
+    pub key: Option<String>,
+    /// The value's bytes; `None`: a record without value.
+    pub value: Option<Vec<u8>>,
+    /// Header name -> value; `None` for a header with a null value.
+    pub headers: BTreeMap<String, Option<String>>,
+}
+
+/// Exactly `count` records of `topic` as written, unchecked ([`RawRecord`]).
+///
+/// Unlike [`read_exactly`] it writes no marker, so the topic stays fit to
+/// replay (a marker would be one more record for `replay` to read): it reads up
+/// to the topic's end as the broker reports it now (its high watermark), after
+/// everything under test was answered; the connector answers only once Kafka
+/// acknowledged, so "exactly N" is still a checked fact.
+pub fn read_raw_exactly(topic: &str, count: usize) -> Vec<RawRecord> {
+    read_raw_exactly_on(&kafka(), topic, count)
+}
+
+/// [`read_raw_exactly`] on the broker at `bootstrap`.
+pub fn read_raw_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<RawRecord> {
+    let consumer = consumer_of(bootstrap, topic);
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("topic {topic}: no watermarks: {e}"));
+    let give_up = Instant::now() + Duration::from_secs(15);
+    let mut records = Vec::new();
+    let mut next = low;
+    while next < high {
+        assert!(
+            Instant::now() < give_up,
+            "topic {topic}: offsets {low}..{high}, only up to {next} read after 15 s: {records:#?}"
+        );
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
+            Some(Ok(message)) => message,
+        };
+        next = message.offset() + 1;
+        records.push(RawRecord {
+            topic: message.topic().to_string(),
+            key: (message.key()).map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: headers_of(&message),
+        });
+    }
+    assert_eq!(
+        records.len(),
+        count,
+        "topic {topic}: expected exactly {count} records: {records:#?}"
+    );
+    records
+}
+
 /// The key of the marker records [`read_exactly_on`] writes; reads skip them.
 const SENTINEL_KEY: &str = "test-sentinel";
 
@@ -304,16 +363,22 @@ fn consumer_of(bootstrap: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
-fn to_record(message: &impl Message, check: &Check) -> Record {
+/// The headers of `message`: name -> value (`None`: a null value).
+fn headers_of(message: &impl Message) -> BTreeMap<String, Option<String>> {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let headers = message
+    message
         .headers()
         .map(|h| {
             h.iter()
                 .map(|h| (h.key.to_string(), h.value.map(text)))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn to_record(message: &impl Message, check: &Check) -> Record {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let headers = headers_of(message);
     let value: Option<Value> = message.payload().map(|payload| {
         serde_json::from_slice(payload).unwrap_or_else(|e| {
             panic!(
