@@ -265,31 +265,56 @@ fn describe(record: &Record<'_>) -> String {
     format!("{}  key {}  {what}", record.topic, record.key)
 }
 
-/// Delivers every notification's records, [`CONCURRENCY`] at a time; for each,
-/// the topics of its records and whether Kafka acknowledged them all.
+/// Delivers every notification's records: one entity's notifications one after
+/// the other, in the order read (so its events and state keep their order),
+/// [`CONCURRENCY`] entities at a time; for each notification, the topics of its
+/// records and whether Kafka acknowledged them all.
 async fn deliver_all(
     sink: &Arc<KafkaSink>,
     deliveries: Vec<Records<'_>>,
 ) -> Vec<(Vec<String>, Result<(), DeliveryError>)> {
+    // Each notification's records share its entity's id as their key.
+    let mut by_entity: Vec<Vec<Records<'_>>> = Vec::new();
+    let mut chain_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for records in deliveries {
+        let key = records
+            .records
+            .first()
+            .map(|r| r.key.clone())
+            .unwrap_or_default();
+        let chain = *chain_of.entry(key).or_insert_with(|| {
+            by_entity.push(Vec::new());
+            by_entity.len() - 1
+        });
+        by_entity[chain].push(records);
+    }
     // Each delivery holds a permit of a pool that is never short: the byte budget
     // is the live endpoint's; a replay is bounded by its batch instead.
     let pool = Arc::new(Semaphore::new(CONCURRENCY));
-    futures::stream::iter(deliveries)
-        .map(|records| {
+    let chains: Vec<Vec<_>> = futures::stream::iter(by_entity)
+        .map(|chain| {
             let pool = Arc::clone(&pool);
-            let topics = records
-                .records
-                .iter()
-                .map(|r| r.topic.to_string())
-                .collect();
             async move {
-                let held = pool.acquire_owned().await.expect("never closed");
-                (topics, sink.deliver(records, held).await)
+                let mut results = Vec::with_capacity(chain.len());
+                for records in chain {
+                    let topics = records
+                        .records
+                        .iter()
+                        .map(|r| r.topic.to_string())
+                        .collect();
+                    let held = Arc::clone(&pool)
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
+                    results.push((topics, sink.deliver(records, held).await));
+                }
+                results
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
-        .await
+        .await;
+    chains.into_iter().flatten().collect()
 }
 
 /// Reads a topic from its beginning to its end: the high watermarks at the
