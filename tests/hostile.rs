@@ -88,23 +88,6 @@ async fn a_body_of_colliding_keys_is_answered_quickly_and_does_not_stall_the_pro
     connector.stop().await;
 }
 
-/// A booking whose state nests `members` fields `levels` deep under names of
-/// `name_bytes` bytes: its names by path take about `levels * name_bytes *
-/// members` bytes from a body of about `levels * name_bytes + 9 * members`.
-fn deep_named_booking(levels: usize, name_bytes: usize, members: usize) -> String {
-    let mut state = Value::Object((0..members).map(|i| (format!("m{i}"), json!(1))).collect());
-    for level in 0..levels {
-        let name = format!("{level:0name_bytes$}");
-        state = json!({ name: state });
-    }
-    json!({
-        "ChangeDateTime": "2024-05-03T17:42:10Z",
-        "Booking": {"Id": 51234, "State": state},
-        "Changes": [{"ChangeType": "BookingStatusChanged", "OldValue": "A", "NewValue": "B"}],
-    })
-    .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_nested_deep_under_long_names_are_bounded_and_answered_at_once() {
     let (topic, connector) = connector_on_new_topic("deep-names", |_| {}).await;

@@ -179,23 +179,6 @@ async fn post_both_samples(connector: &Connector) -> (Answer, Answer) {
     (customer, booking)
 }
 
-/// A booking whose state nests `members` fields `levels` deep under names of
-/// `name_bytes` bytes: its names by path take about `levels * name_bytes *
-/// members` bytes.
-fn deep_named_booking(levels: usize, name_bytes: usize, members: usize) -> String {
-    let mut state = Value::Object((0..members).map(|i| (format!("m{i}"), json!(1))).collect());
-    for level in 0..levels {
-        let name = format!("{level:0name_bytes$}");
-        state = json!({ name: state });
-    }
-    json!({
-        "ChangeDateTime": "2024-05-03T17:42:10Z",
-        "Booking": {"Id": 51234, "State": state},
-        "Changes": [{"ChangeType": "BookingStatusChanged", "OldValue": "A", "NewValue": "B"}],
-    })
-    .to_string()
-}
-
 #[tokio::test]
 async fn every_refusal_for_the_content_is_kept_byte_for_byte_with_why_and_then_answered() {
     let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
@@ -885,8 +868,18 @@ async fn a_dry_run_prints_each_record_it_would_write_and_writes_none() {
     connector.stop().await;
 }
 
-#[tokio::test]
-async fn replaying_twice_writes_the_same_records_with_the_same_event_ids() {
+/// A connector archiving raw notifications (no routes but the unmatched one),
+/// and replay settings whose routing file adds a route of every customer and
+/// booking change to `added`.
+struct Archiving {
+    raw: String,
+    added: String,
+    connector: Connector,
+    config: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn archiving() -> Archiving {
     let (raw, unrouted, added) = (
         unique_topic("raw"),
         unique_topic("unrouted"),
@@ -901,6 +894,24 @@ async fn replaying_twice_writes_the_same_records_with_the_same_event_ids() {
         &[("added", &["Customer*", "Booking*"], &[&added])],
     );
     let (_dir, config) = replay_settings(&fixed, &format!("[archive]\nraw_topic = {raw:?}\n"));
+    Archiving {
+        raw,
+        added,
+        connector,
+        config,
+        _dir,
+    }
+}
+
+#[tokio::test]
+async fn replaying_twice_writes_the_same_records_with_the_same_event_ids() {
+    let Archiving {
+        raw,
+        added,
+        connector,
+        config,
+        _dir,
+    } = archiving().await;
     let _turn = shared().await;
 
     let (customer, booking) = post_both_samples(&connector).await;
@@ -921,20 +932,13 @@ async fn replaying_twice_writes_the_same_records_with_the_same_event_ids() {
 
 #[tokio::test]
 async fn since_and_until_replay_only_the_notifications_received_between_them() {
-    let (raw, unrouted, added) = (
-        unique_topic("raw"),
-        unique_topic("unrouted"),
-        unique_topic("added"),
-    );
-    create_topics(&[&raw, &unrouted, &added]).await;
-    let mut settings = test_settings();
-    settings.archive.raw_topic = raw.clone();
-    let connector = start_connector(settings, &routes_toml(&unrouted, &[])).await;
-    let fixed = routes_toml(
-        &unrouted,
-        &[("added", &["Customer*", "Booking*"], &[&added])],
-    );
-    let (_dir, config) = replay_settings(&fixed, &format!("[archive]\nraw_topic = {raw:?}\n"));
+    let Archiving {
+        raw,
+        added,
+        connector,
+        config,
+        _dir,
+    } = archiving().await;
     let _turn = shared().await;
 
     let customer = post(&connector.endpoint(), seed_sample(), &[]).await;

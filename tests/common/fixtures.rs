@@ -137,3 +137,24 @@ pub fn malformed_bodies() -> Vec<(String, &'static str, &'static str)> {
         ),
     ]
 }
+
+/// A booking whose state nests `members` fields `levels` deep under names of
+/// `name_bytes` bytes: its names by path take about `levels * name_bytes *
+/// members` bytes from a body of about `levels * name_bytes + 9 * members`.
+pub fn deep_named_booking(levels: usize, name_bytes: usize, members: usize) -> String {
+    let mut state = serde_json::Value::Object(
+        (0..members)
+            .map(|i| (format!("m{i}"), serde_json::json!(1)))
+            .collect(),
+    );
+    for level in 0..levels {
+        let name = format!("{level:0name_bytes$}");
+        state = serde_json::json!({ name: state });
+    }
+    serde_json::json!({
+        "ChangeDateTime": "2024-05-03T17:42:10Z",
+        "Booking": {"Id": 51234, "State": state},
+        "Changes": [{"ChangeType": "BookingStatusChanged", "OldValue": "A", "NewValue": "B"}],
+    })
+    .to_string()
+}
