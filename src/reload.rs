@@ -24,6 +24,8 @@ use crate::telemetry::metrics::Metrics;
 /// The routing table in use and the file it comes from.
 pub struct LiveTable {
     file: PathBuf,
+    /// Topics a reloaded file may not name (the `[archive]` ones).
+    reserved: Vec<String>,
     /// `privacy.key`, for rules that pseudonymise.
     key: Option<Arc<Key>>,
     current: RwLock<Arc<RoutingTable>>,
@@ -46,6 +48,7 @@ impl LiveTable {
     pub fn new(loaded: RoutingFile, metrics: Arc<Metrics>) -> Self {
         LiveTable {
             file: loaded.path,
+            reserved: Vec::new(),
             key: loaded.key,
             current: RwLock::new(Arc::new(loaded.table)),
             texts: Mutex::new(Texts {
@@ -53,6 +56,14 @@ impl LiveTable {
                 pending: None,
             }),
             metrics,
+        }
+    }
+
+    /// The same live table, refusing reloaded files that name one of `topics`.
+    pub fn reserving(self, topics: Vec<String>) -> Self {
+        LiveTable {
+            reserved: topics,
+            ..self
         }
     }
 
@@ -74,9 +85,21 @@ impl LiveTable {
         let mut texts = self.texts.lock().unwrap_or_else(PoisonError::into_inner);
         texts.pending = None;
         texts.applied = text.as_ref().ok().cloned();
-        let table = text.and_then(|text| {
-            routing_file::parse(&text, &self.file.display().to_string(), self.key.as_ref())
-        });
+        let file = self.file.display().to_string();
+        let table = text
+            .and_then(|text| routing_file::parse(&text, &file, self.key.as_ref()))
+            .and_then(|table| {
+                let mut named = table.all_topics();
+                named.extend(table.erasure_topic());
+                match self.reserved.iter().find(|t| named.contains(t.as_str())) {
+                    Some(topic) => Err(RoutingFileError::Invalid {
+                        file: file.clone(),
+                        location: "topics".into(),
+                        message: format!("{topic:?} is an [archive] topic of the settings: raw notifications need a topic of their own"),
+                    }),
+                    None => Ok(table),
+                }
+            });
         match table {
             Ok(table) => {
                 let routes = table.routes().len();
@@ -164,6 +187,19 @@ mod tests {
         std::fs::write(&file, text).unwrap();
         let loaded = routing_file::load(&file, None).unwrap();
         (dir, file, LiveTable::new(loaded, Arc::new(Metrics::new())))
+    }
+
+    #[test]
+    fn a_reloaded_file_may_not_name_an_archive_topic() {
+        let (_dir, file, live) = live_on(FIRST);
+        let live = live.reserving(vec!["second".into()]);
+        std::fs::write(&file, SECOND).unwrap();
+        let err = live.reload("test").unwrap_err().to_string();
+        assert!(
+            err.contains("topics: \"second\" is an [archive] topic"),
+            "{err}"
+        );
+        assert_eq!(live.current().unmatched_topic(), "first");
     }
 
     #[test]

@@ -31,6 +31,9 @@ const CONCURRENCY: usize = 32;
 /// How long the topic must stay silent, once its end is reached, before the
 /// read stops (a broker may report its end early).
 const QUIET: Duration = Duration::from_millis(1500);
+/// How long a read may wait for a record before the end the topic had at the
+/// start, before it fails (rather than report a partial replay as complete).
+const STALLED: Duration = Duration::from_secs(30);
 
 /// What to replay.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +57,7 @@ pub struct Options {
 /// Why a replay could not run (or not to the end).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("--only-topic {0:?} is not a topic of the routing file")]
+    #[error("--only-topic {0:?} is not a topic of the routing file (or the raw archive)")]
     UnknownTopic(String),
     #[error("cannot read {topic}: {cause}")]
     Read { topic: String, cause: String },
@@ -163,6 +166,22 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Counts what Kafka acknowledged and what it did not.
+    fn delivered(&mut self, results: Vec<(Vec<String>, Result<(), DeliveryError>)>) {
+        for (topics, result) in results {
+            match result {
+                Ok(()) => {
+                    self.replayed += 1;
+                    topics.iter().for_each(|topic| self.count(topic));
+                }
+                Err(error) => {
+                    self.failed += 1;
+                    self.first_failure.get_or_insert(error.to_string());
+                }
+            }
+        }
+    }
+
     fn count(&mut self, topic: &str) {
         *self.records.entry(topic.to_string()).or_default() += 1;
     }
@@ -208,6 +227,7 @@ pub async fn replay(
 ) -> Result<Summary, ReplayError> {
     let mut named = table.all_topics();
     named.extend(table.erasure_topic());
+    named.extend(options.raw_topic.as_deref());
     if let Some(unknown) = (options.only_topics.iter()).find(|t| !named.contains(t.as_str())) {
         return Err(ReplayError::UnknownTopic(unknown.clone()));
     }
@@ -219,10 +239,13 @@ pub async fn replay(
         Counter::default(),
     )?);
     let mut summary = Summary::default();
+    // A batch's records are held until Kafka answered: at most the bytes one
+    // request may hold at the endpoint (beyond one notification's).
+    let budget = limits.max_request_bytes;
     while let Some(batch) = reader.next_batch(BATCH)? {
         summary.read += batch.len();
         progress(summary.read as u64, reader.expected());
-        let mut deliveries = Vec::with_capacity(batch.len());
+        let (mut deliveries, mut held) = (Vec::new(), 0);
         for record in &batch {
             match plan(record, table, &limits, options) {
                 Plan::Skipped => summary.skipped += 1,
@@ -234,21 +257,19 @@ pub async fn replay(
                         dry_run_line(describe(record));
                     }
                 }
-                Plan::Write(records) => deliveries.push(records),
-            }
-        }
-        for (topics, result) in deliver_all(&sink, deliveries).await {
-            match result {
-                Ok(()) => {
-                    summary.replayed += 1;
-                    topics.iter().for_each(|topic| summary.count(topic));
-                }
-                Err(error) => {
-                    summary.failed += 1;
-                    summary.first_failure.get_or_insert(error.to_string());
+                Plan::Write(records) => {
+                    let bytes = records.payloads.len();
+                    if held + bytes > budget && !deliveries.is_empty() {
+                        let sent = std::mem::take(&mut deliveries);
+                        summary.delivered(deliver_all(&sink, sent).await);
+                        held = 0;
+                    }
+                    held += bytes;
+                    deliveries.push(records);
                 }
             }
         }
+        summary.delivered(deliver_all(&sink, deliveries).await);
     }
     Ok(summary)
 }
@@ -326,6 +347,8 @@ struct Reader {
     topic: String,
     started: DateTime<Utc>,
     ends: BTreeMap<i32, i64>,
+    /// The low watermarks at the start.
+    low: BTreeMap<i32, i64>,
     next: BTreeMap<i32, i64>,
     /// Partitions past the start (their later records are not read).
     done: BTreeSet<i32>,
@@ -359,11 +382,13 @@ impl Reader {
         if partitions.is_empty() {
             return Err(failed("the topic does not exist".into()));
         }
-        let mut ends = BTreeMap::new();
+        let (mut ends, mut starts) = (BTreeMap::new(), BTreeMap::new());
         let mut assignment = TopicPartitionList::new();
         for &partition in &partitions {
             let watermarks = consumer.fetch_watermarks(topic, partition, timeout);
-            let (_, high) = watermarks.map_err(|e| failed(e.to_string()))?;
+            let (low, high) = watermarks.map_err(|e| failed(e.to_string()))?;
+            // Records before the low watermark are gone (retention).
+            starts.insert(partition, low.max(0));
             ends.insert(partition, high);
             assignment
                 .add_partition_offset(topic, partition, Offset::Beginning)
@@ -377,15 +402,20 @@ impl Reader {
             topic: topic.to_string(),
             started,
             done: BTreeSet::new(),
-            next: partitions.iter().map(|&p| (p, 0)).collect(),
+            low: starts.clone(),
+            next: starts,
             ends,
             last_seen: Instant::now(),
         })
     }
 
-    /// About how many records the topic holds (its high watermarks at the start).
+    /// About how many records the topic holds (between its watermarks at the start).
     fn expected(&self) -> u64 {
-        self.ends.values().map(|&high| high.max(0) as u64).sum()
+        self.ends
+            .values()
+            .map(|&high| high.max(0) as u64)
+            .sum::<u64>()
+            - self.low.values().map(|&low| low.max(0) as u64).sum::<u64>()
     }
 
     /// Up to `most` records; `None` once the end is reached. Blocking.
@@ -397,10 +427,28 @@ impl Reader {
             if self.done.len() == self.next.len() {
                 break;
             }
-            // At the end and quiet, or nothing at all for long: the end.
             let quiet = self.last_seen.elapsed();
-            if (reached && quiet >= QUIET) || quiet >= Duration::from_secs(30) {
+            // At the end it had at the start, and quiet (a broker may report its
+            // end early): the end.
+            if reached && quiet >= QUIET {
                 break;
+            }
+            // Short of that end and nothing for long: not the end, an error.
+            if !reached && quiet >= STALLED {
+                let behind: Vec<String> = (self.next.iter())
+                    .filter(|(p, offset)| **offset < self.ends[p] && !self.done.contains(p))
+                    .map(|(p, offset)| {
+                        format!("partition {p} at offset {offset} of {}", self.ends[p])
+                    })
+                    .collect();
+                return Err(ReplayError::Read {
+                    topic: self.topic.clone(),
+                    cause: format!(
+                        "no record for {} s before the end the topic had at the start ({}); nothing after what was replayed so far was read",
+                        STALLED.as_secs(),
+                        behind.join(", ")
+                    ),
+                });
             }
             let message = match self.consumer.poll(Duration::from_millis(100)) {
                 None if !batch.is_empty() => break,
@@ -413,11 +461,13 @@ impl Reader {
                 }
                 Some(Ok(message)) => message,
             };
-            if self.done.contains(&message.partition()) {
+            let partition = message.partition();
+            if self.done.contains(&partition) {
                 continue;
             }
             self.last_seen = Instant::now();
-            self.next.insert(message.partition(), message.offset() + 1);
+            let offset = message.offset();
+            self.next.insert(partition, offset + 1);
             let headers = (message.headers())
                 .map(|headers| {
                     (headers.iter())
@@ -432,8 +482,12 @@ impl Reader {
                 body: message.payload().unwrap_or_default().to_vec(),
                 headers,
             };
-            if record.received_at().is_some_and(|at| at >= self.started) {
-                self.done.insert(message.partition());
+            // Past the end it had at the start, a record received after the replay
+            // started ends the partition: what a running connector writes meanwhile
+            // is not read. Everything before that end is read, whatever the clocks.
+            let late = record.received_at().is_some_and(|at| at >= self.started);
+            if offset >= self.ends[&partition] && late {
+                self.done.insert(partition);
                 continue;
             }
             batch.push(record);

@@ -69,7 +69,9 @@ impl Ingress {
     /// and every bound.
     pub fn new(settings: &Settings, routes: RoutingFile) -> Result<Self, ProducerError> {
         let metrics = Arc::new(Metrics::new());
-        let live = Arc::new(LiveTable::new(routes, Arc::clone(&metrics)));
+        let archive = settings.archive.topics().into_iter().map(String::from);
+        let live =
+            Arc::new(LiveTable::new(routes, Arc::clone(&metrics)).reserving(archive.collect()));
         let sink = Arc::new(KafkaSink::new(
             &settings.kafka,
             settings.server.max_in_flight_bytes,
@@ -408,6 +410,19 @@ async fn dead_letter(
         cause,
     };
     let bytes = record::raw_bytes(request.body.len(), &key, &meta);
+    // A copy that could never be held (a tiny byte budget, a huge Content-Type):
+    // answered, counted, not kept, rather than 503 at every retry.
+    if request.body.len() + bytes > state.limits.max_request_bytes {
+        state
+            .metrics
+            .dead_lettered(request.entity.name, refusal.code(), false);
+        error!(
+            error = refusal.code(),
+            bytes = request.body.len() + bytes,
+            "a refused notification is too large to keep within server.max_in_flight_bytes"
+        );
+        return refusal;
+    }
     if let Err(overloaded) = state.bytes.processing.take(&mut held, bytes) {
         return unwritten(overloaded.to_string());
     }
