@@ -227,7 +227,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replication_factor,
         } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
-            let mut topics = named_topics(&table);
+            let mut topics: Vec<&str> = table.named_topics().into_iter().collect();
             topics.extend(settings.archive.topics());
             let compacted: Vec<&str> = table.states().iter().map(|s| s.topic.as_str()).collect();
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.into()))?;
@@ -403,17 +403,10 @@ async fn check_compacted(settings: &Settings, topics: &[&str]) -> Result<(), Fai
     ))
 }
 
-/// Every topic the routing file names: routed, unmatched, state and erasure.
-fn named_topics(table: &RoutingTable) -> Vec<&str> {
-    let mut topics = table.all_topics();
-    topics.extend(table.erasure_topic());
-    topics.into_iter().collect()
-}
-
 /// `check --kafka`: every topic the routing file and `[archive]` name must exist
 /// in the cluster.
 fn check_topics(settings: &Settings, table: &RoutingTable) -> Result<(), Failure> {
-    let mut wanted = named_topics(table);
+    let mut wanted: Vec<&str> = table.named_topics().into_iter().collect();
     wanted.extend(settings.archive.topics());
     let missing = admin::missing_routed_topics(
         &settings.kafka,

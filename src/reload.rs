@@ -89,8 +89,7 @@ impl LiveTable {
         let table = text
             .and_then(|text| routing_file::parse(&text, &file, self.key.as_ref()))
             .and_then(|table| {
-                let mut named = table.all_topics();
-                named.extend(table.erasure_topic());
+                let named = table.named_topics();
                 match self.reserved.iter().find(|t| named.contains(t.as_str())) {
                     Some(topic) => Err(RoutingFileError::Invalid {
                         file: file.clone(),

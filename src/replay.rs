@@ -225,8 +225,7 @@ pub async fn replay(
     progress: impl Fn(u64, u64),
     mut dry_run_line: impl FnMut(String),
 ) -> Result<Summary, ReplayError> {
-    let mut named = table.all_topics();
-    named.extend(table.erasure_topic());
+    let mut named = table.named_topics();
     named.extend(options.raw_topic.as_deref());
     if let Some(unknown) = (options.only_topics.iter()).find(|t| !named.contains(t.as_str())) {
         return Err(ReplayError::UnknownTopic(unknown.clone()));

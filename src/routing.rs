@@ -273,6 +273,14 @@ impl RoutingTable {
         topics
     }
 
+    /// Every topic the routing file names: [`all_topics`](Self::all_topics) and the
+    /// erasure topic.
+    pub fn named_topics(&self) -> BTreeSet<&str> {
+        let mut named = self.all_topics();
+        named.extend(self.erasure_topic());
+        named
+    }
+
     /// Every topic a request can write to: routed, unmatched and state topics.
     pub fn all_topics(&self) -> BTreeSet<&str> {
         self.routes

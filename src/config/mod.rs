@@ -372,8 +372,7 @@ impl Settings {
         &self,
         table: &crate::routing::RoutingTable,
     ) -> Result<(), SettingsError> {
-        let mut named = table.all_topics();
-        named.extend(table.erasure_topic());
+        let named = table.named_topics();
         for (key, topic) in [
             ("archive.dead_letter_topic", self.archive.dead_letter()),
             ("archive.raw_topic", self.archive.raw()),

@@ -459,6 +459,17 @@ mod tests {
 
     const SEED: &[u8] = include_bytes!("../../tests/fixtures/seed_sample.json");
 
+    /// Headers as (name, value) pairs, in order.
+    fn pairs(headers: &OwnedHeaders) -> Vec<(String, Option<String>)> {
+        use rdkafka::message::Headers;
+        (headers.iter())
+            .map(|h| {
+                let value = h.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                (h.key.to_string(), value)
+            })
+            .collect()
+    }
+
     /// `body` as the customer endpoint accepts it with `table`.
     fn accept_seed<'t>(body: &[u8], table: &'t RoutingTable) -> Accepted<'t> {
         let limits = Limits {
@@ -478,7 +489,6 @@ mod tests {
 
     #[test]
     fn headers_carry_the_event_and_its_cloudevents_attributes() {
-        use rdkafka::message::Headers;
         let event = |change_type: Option<&str>| Kind::Event {
             event_id: Uuid::nil(),
             change_type: change_type.map(String::from),
@@ -490,15 +500,6 @@ mod tests {
             entity: "customer",
             kind: event(Some("CustomerSmsChanged")),
             payload: Some(0..0),
-        };
-        let pairs = |headers: &OwnedHeaders| -> Vec<(String, Option<String>)> {
-            headers
-                .iter()
-                .map(|h| {
-                    let value = h.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
-                    (h.key.to_string(), value)
-                })
-                .collect()
         };
         let nil = Uuid::nil().to_string();
         let expected = |change_type: Option<&str>, ce_type: &str| {
@@ -724,17 +725,6 @@ mod tests {
 
     #[test]
     fn raw_records_keep_the_body_and_say_where_it_came_from_and_why_it_was_refused() {
-        use rdkafka::message::Headers;
-        let pairs = |headers: &OwnedHeaders| -> Vec<(String, Option<String>)> {
-            (headers.iter())
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
-                    )
-                })
-                .collect()
-        };
         let meta = RawMeta {
             entity: "booking",
             request_id: "req-1".into(),
