@@ -43,18 +43,15 @@ impl DeliveryError {
     }
 }
 
-/// Why `record` is not in Kafka: `error`, or `None` when the producer was
-/// destroyed before Kafka answered (retriable).
-pub(super) fn refused(record: &Record<'_>, error: Option<&KafkaError>) -> DeliveryError {
+/// Why `record` is not in Kafka: `error` (a producer destroyed before Kafka
+/// answered reports its records purged, which is retriable).
+pub(super) fn refused(record: &Record<'_>, error: &KafkaError) -> DeliveryError {
     DeliveryError::Refused {
         topic: record.topic.to_string(),
         change_type: record.what().to_string(),
-        reason: error.map_or_else(
-            || "the producer shut down before Kafka answered".to_string(),
-            KafkaError::to_string,
-        ),
-        retriable: error.is_none_or(retriable_kafka_error),
-        code: error.and_then(KafkaError::rdkafka_error_code),
+        reason: error.to_string(),
+        retriable: retriable_kafka_error(error),
+        code: error.rdkafka_error_code(),
     }
 }
 

@@ -1,17 +1,23 @@
 //! Delivering a request's records: enqueue them in order, then wait until Kafka
 //! acknowledged every one, or fail at the first refusal, at the delivery timeout or
-//! when shutdown can wait no longer. The request's bytes are held until Kafka
-//! answered for every enqueued record, even when the request is gone.
+//! when shutdown can wait no longer. A request's records share one [`Acknowledgements`]
+//! counter: librdkafka's delivery reports count it down, and the request's task is
+//! woken once, by the last acknowledgement or the first failure (not once per
+//! record). The request's bytes are held until Kafka answered for every enqueued
+//! record, even when the request is gone.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::metrics::counter::Counter;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::ClientConfig;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +26,10 @@ use super::config::producer_config;
 use super::record::{headers_of, Record, Records};
 use super::recovery::DetachedProducer;
 use crate::config::KafkaSettings;
+
+/// The connector's producer: librdkafka's delivery reports are served on its own
+/// polling thread and counted by [`Reports`].
+pub(crate) type KafkaProducer = ThreadedProducer<Reports>;
 
 /// The producer and its delivery deadline.
 pub struct KafkaSink {
@@ -41,6 +51,73 @@ pub struct KafkaSink {
     pub(super) cloudevents_source: String,
 }
 
+/// How a request's delivery ended: every record acknowledged, or the index of the
+/// first record Kafka refused, and why.
+type Outcome = Result<(), (usize, KafkaError)>;
+
+/// One request's delivery: how many of its records Kafka has not answered for yet,
+/// and where to report the outcome. Every enqueued record holds it (through its
+/// delivery opaque), so it, and with it the request's bytes (`_held`), lives until
+/// Kafka answered for the last one, even when the request is gone.
+struct Acknowledgements {
+    /// Records enqueued and not answered for, plus one while the request is still
+    /// enqueuing (so the count cannot reach zero before the last record is in).
+    pending: AtomicUsize,
+    /// Taken by whoever reports first: the first failure, or the last acknowledgement.
+    report: Mutex<Option<oneshot::Sender<Outcome>>>,
+    _held: OwnedSemaphorePermit,
+}
+
+impl Acknowledgements {
+    /// Reports `outcome` unless something was reported already.
+    fn report(&self, outcome: Outcome) {
+        let sender = self
+            .report
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(outcome);
+        }
+    }
+
+    /// One fewer record (or the enqueuing itself) to wait for; the last one reports
+    /// success (a failure reported earlier stands).
+    fn answered(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.report(Ok(()));
+        }
+    }
+}
+
+/// What each record carries to its delivery report: its request's counter and its
+/// index among the request's records (to name it when it is refused).
+pub(crate) struct Acknowledgement {
+    of: Arc<Acknowledgements>,
+    index: usize,
+}
+
+/// The producer's context: counts every delivery report against its request.
+pub(crate) struct Reports;
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<Acknowledgement>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Acknowledgement>) {
+        if let Err((error, _)) = result {
+            ack.of.report(Err((ack.index, error.clone())));
+        }
+        ack.of.answered();
+    }
+}
+
+/// Creates a producer with `config` that counts delivery reports per request.
+pub(super) fn create_producer(config: &ClientConfig) -> Result<KafkaProducer, KafkaError> {
+    config.create_with_context(Reports)
+}
+
 impl KafkaSink {
     /// `replacements` counts the producers replaced after fatal states; the queue is
     /// bounded by `max_in_flight_bytes`.
@@ -50,7 +127,7 @@ impl KafkaSink {
         replacements: Counter,
     ) -> Result<Self, ProducerError> {
         let config = producer_config(settings, max_in_flight_bytes);
-        let producer: FutureProducer = config.create().map_err(ProducerError)?;
+        let producer = create_producer(&config).map_err(ProducerError)?;
         Ok(KafkaSink {
             config,
             producer: RwLock::new(Arc::new(DetachedProducer(Some(producer)))),
@@ -92,34 +169,39 @@ impl KafkaSink {
 
     async fn deliver_with(
         &self,
-        producer: &FutureProducer,
+        producer: &KafkaProducer,
         records: &mut Records<'_>,
         held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
-        // The task that waits for Kafka's answers owns the request's bytes from the
-        // start: if this request is dropped mid-way (its sender left), the records
-        // already enqueued stay counted until Kafka answered for them.
-        let (enqueued, incoming) = mpsc::unbounded_channel();
         let (report, answer) = oneshot::channel();
-        tokio::spawn(await_acknowledgements(incoming, held, report));
-        for (n, record) in records.records.iter().enumerate() {
+        let acks = Arc::new(Acknowledgements {
+            pending: AtomicUsize::new(1),
+            report: Mutex::new(Some(report)),
+            _held: held,
+        });
+        for (index, record) in records.records.iter().enumerate() {
             // A large notification must not hold this thread for long.
-            if n % 64 == 63 {
+            if index % 64 == 63 {
                 tokio::task::yield_now().await;
             }
-            let delivery = self.enqueue(producer, records, record, deadline).await?;
-            // The task ends only after this sender is dropped: it is still there.
-            let _ = enqueued.send(delivery);
+            let ack = Acknowledgement {
+                of: Arc::clone(&acks),
+                index,
+            };
+            self.enqueue(producer, records, record, ack, deadline)
+                .await?;
         }
-        drop(enqueued);
+        // Every record is in: the last delivery report may now report success.
+        acks.answered();
+        drop(acks);
         // librdkafka copied every value: free them now, not when the request ends.
         records.payloads = Vec::new();
         tokio::select! {
             answer = tokio::time::timeout_at(deadline, answer) => match answer {
                 Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err((index, error)))) => Err(refused(&records.records[index], error.as_ref())),
-                // The acknowledgement task ended without an answer: the runtime stops.
+                Ok(Ok(Err((index, error)))) => Err(refused(&records.records[index], &error)),
+                // Unreachable while a record is pending: its report holds the sender.
                 Ok(Err(_)) => Err(DeliveryError::ShuttingDown),
                 Err(_) => Err(self.timed_out(records)),
             },
@@ -128,37 +210,45 @@ impl KafkaSink {
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full, until the
-    /// deadline or until shutdown can wait no longer.
+    /// deadline or until shutdown can wait no longer. The record counts as pending
+    /// from before it is handed over (its report may come at once) until it is
+    /// answered, or refused here.
     async fn enqueue(
         &self,
-        producer: &FutureProducer,
+        producer: &KafkaProducer,
         records: &Records<'_>,
         record: &Record<'_>,
+        ack: Acknowledgement,
         deadline: Instant,
-    ) -> Result<rdkafka::producer::DeliveryFuture, DeliveryError> {
-        let mut future_record = FutureRecord::<str, [u8]>::to(record.topic)
+    ) -> Result<(), DeliveryError> {
+        let acks = Arc::clone(&ack.of);
+        acks.pending.fetch_add(1, Ordering::AcqRel);
+        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(ack))
             .key(record.key.as_str())
             .headers(headers_of(record, &self.cloudevents_source));
         // No payload: a tombstone.
-        future_record.payload = records.payload(record);
-        loop {
+        base.payload = records.payload(record);
+        let error = loop {
             if self.give_up.is_cancelled() {
-                return Err(DeliveryError::ShuttingDown);
+                break DeliveryError::ShuttingDown;
             }
-            match producer.send_result(future_record) {
-                Ok(delivery) => return Ok(delivery),
+            match producer.send(base) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
                 {
-                    future_record = back;
+                    base = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    return Err(self.timed_out(records))
+                    break self.timed_out(records)
                 }
-                Err((error, _)) => return Err(refused(record, Some(&error))),
+                Err((error, _)) => break refused(record, &error),
             }
-        }
+        };
+        // Never handed over: it will not be answered for.
+        acks.pending.fetch_sub(1, Ordering::AcqRel);
+        Err(error)
     }
 
     fn timed_out(&self, records: &Records<'_>) -> DeliveryError {
@@ -183,49 +273,4 @@ impl KafkaSink {
     pub(crate) fn producer(&self) -> Arc<DetachedProducer> {
         Arc::clone(&self.producer.read().unwrap_or_else(PoisonError::into_inner))
     }
-}
-
-/// Waits until Kafka answered for every record sent on `incoming` (in enqueue
-/// order), reports the first failure (or success, once `incoming` is closed and
-/// every answer is in) as soon as it is known, and gives the request's bytes back
-/// only after the last answer: a request whose sender went away stays counted
-/// until then.
-async fn await_acknowledgements(
-    mut incoming: mpsc::UnboundedReceiver<rdkafka::producer::DeliveryFuture>,
-    held: OwnedSemaphorePermit,
-    report: oneshot::Sender<Result<(), (usize, Option<KafkaError>)>>,
-) {
-    let mut pending = FuturesUnordered::new();
-    let (mut enqueued, mut open) = (0, true);
-    let mut report = Some(report);
-    loop {
-        let (index, outcome) = tokio::select! {
-            delivery = incoming.recv(), if open => {
-                match delivery {
-                    Some(delivery) => {
-                        let index = enqueued;
-                        enqueued += 1;
-                        pending.push(async move { (index, delivery.await) });
-                    }
-                    None => open = false,
-                }
-                continue;
-            }
-            Some(answered) = pending.next(), if !pending.is_empty() => answered,
-            else => break,
-        };
-        let failure = match outcome {
-            Ok(Ok(_)) => continue,
-            Ok(Err((error, _))) => Some(error),
-            // The producer was destroyed before Kafka answered.
-            Err(_canceled) => None,
-        };
-        if let Some(report) = report.take() {
-            let _ = report.send(Err((index, failure)));
-        }
-    }
-    if let Some(report) = report {
-        let _ = report.send(Ok(()));
-    }
-    drop(held);
 }

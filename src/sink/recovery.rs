@@ -6,22 +6,22 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::producer::Producer as _;
 use tokio::time::Instant;
 use tracing::error;
 
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::classify::{breaks_idempotence, DeliveryError};
-use super::delivery::KafkaSink;
+use super::delivery::{create_producer, KafkaProducer, KafkaSink};
 
 /// A producer that is destroyed on a thread of its own: destroying one (purge,
 /// flush, join its threads) blocks, which must not happen on the async threads.
-pub(crate) struct DetachedProducer(pub(super) Option<FutureProducer>);
+pub(crate) struct DetachedProducer(pub(super) Option<KafkaProducer>);
 
 impl std::ops::Deref for DetachedProducer {
-    type Target = FutureProducer;
-    fn deref(&self) -> &FutureProducer {
+    type Target = KafkaProducer;
+    fn deref(&self) -> &KafkaProducer {
         self.0.as_ref().expect("present until dropped")
     }
 }
@@ -117,7 +117,7 @@ impl KafkaSink {
             .fatal_error()
             .map(|(code, reason)| format!("{code}: {reason}"));
         let cause = fatal.or(cause).unwrap_or_default();
-        match self.config.create::<FutureProducer>() {
+        match create_producer(&self.config) {
             Ok(fresh) => {
                 *current = Arc::new(DetachedProducer(Some(fresh)));
                 *self
