@@ -10,7 +10,8 @@
 //! without that suffix, so a field renamed `customer_email_2` because two sent
 //! names met (`Email`, `email`) gets the rules of `customer_email`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use hmac::{Hmac, KeyInit, Mac};
@@ -243,7 +244,16 @@ pub struct FieldRules {
     pseudonymise: Patterns,
     /// Set exactly when `pseudonymise` lists something.
     key: Option<Arc<Key>>,
+    /// Treatments already worked out, by field name: the platform sends the same
+    /// names in every notification, so the globs run once per name, not once per
+    /// field of every event. Holds at most [`TREATMENTS_KEPT`] names: past that
+    /// (a sender inventing names), names are matched each time. Hashed with foldhash:
+    /// a lookup costs less than the globs it saves, and the bound makes collisions harmless.
+    treatments: Arc<RwLock<HashMap<Box<str>, Treatment, foldhash::fast::RandomState>>>,
 }
+
+/// How many field names' treatments one rule set keeps.
+pub const TREATMENTS_KEPT: usize = 1024;
 
 impl FieldRules {
     /// Compiles the lists. Refused: invalid globs, a pattern naming an `envelope`
@@ -284,6 +294,7 @@ impl FieldRules {
             exclude: Patterns::new(exclude).map_err(error("exclude"))?,
             pseudonymise: Patterns::new(pseudonymise).map_err(error("pseudonymise"))?,
             key: None,
+            treatments: Arc::default(),
         };
         // A field written out by name to be kept must not be removed by another list.
         let named_kept = (rules
@@ -335,6 +346,27 @@ impl FieldRules {
 
     /// What happens to `field` (never asked for envelope fields).
     pub fn treatment(&self, field: &str) -> Treatment {
+        let known = self
+            .treatments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(treatment) = known.get(field) {
+            return *treatment;
+        }
+        drop(known);
+        let treatment = self.matched_treatment(field);
+        let mut known = self
+            .treatments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.len() < TREATMENTS_KEPT {
+            known.insert(field.into(), treatment);
+        }
+        treatment
+    }
+
+    /// [`treatment`](Self::treatment), from the globs.
+    fn matched_treatment(&self, field: &str) -> Treatment {
         let kept =
             self.include.as_ref().is_none_or(|p| p.matches(field)) && !self.exclude.matches(field);
         if !kept {
@@ -557,6 +589,43 @@ mod tests {
         let r = rules(None, &["customer_email{,_*}"], &[]).unwrap();
         assert_eq!(r.treatment("customer_email"), Treatment::Remove);
         assert_eq!(r.treatment("customer_email_work"), Treatment::Remove);
+    }
+
+    #[test]
+    fn treatments_are_kept_for_a_bounded_number_of_names_and_stay_right_past_it() {
+        let r = rules(
+            Some(&["customer_*"]),
+            &["customer_email*"],
+            &["customer_mobile*"],
+        )
+        .unwrap();
+        let expected = |name: &str| {
+            if name.starts_with("customer_email") || !name.starts_with("customer_") {
+                Treatment::Remove
+            } else if name.starts_with("customer_mobile") {
+                Treatment::Pseudonymise
+            } else {
+                Treatment::Keep
+            }
+        };
+        let prefixes = [
+            "customer_email_",
+            "customer_mobile_",
+            "customer_x",
+            "other_",
+        ];
+        let names: Vec<String> = (0..TREATMENTS_KEPT * 2)
+            .map(|n| format!("{}{n}", prefixes[n % prefixes.len()]))
+            .collect();
+        // Twice: worked out, then (for the first TREATMENTS_KEPT) remembered.
+        for _ in 0..2 {
+            for name in &names {
+                assert_eq!(r.treatment(name), expected(name), "{name}");
+            }
+        }
+        assert_eq!(r.treatments.read().unwrap().len(), TREATMENTS_KEPT);
+        // A clone shares what its original worked out.
+        assert_eq!(r.clone().treatments.read().unwrap().len(), TREATMENTS_KEPT);
     }
 
     #[test]

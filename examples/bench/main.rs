@@ -7,10 +7,14 @@
 //!    latency percentiles, connector CPU seconds per 10 000 events, peak RSS.
 //! 3. Measures latency at half the maximum throughput (wrk with a per-request pause).
 //! 4. Soaks at concurrency 64 and reports RSS at start and end.
-//! 5. Runs the baseline (the same events produced straight to Kafka with the same
-//!    producer settings) and reports `ratio = connector events/s / baseline events/s`.
+//! 5. Runs the baseline (the cheapest way to produce the same records with the same
+//!    producer settings, see [`baseline`]) and reports, against it,
+//!    `ratio = connector events/s / baseline events/s` and
+//!    `cpu_ratio = connector CPU per event / baseline CPU per event`.
 //!
-//! Writes the results as JSON and prints a table.
+//! `--compare LABEL=BINARY[,CONFIG]` measures other builds (an earlier commit) or
+//! settings at every concurrency level too, interleaved with this one, so before and
+//! after come from the same run. Writes the results as JSON and prints a table.
 
 mod baseline;
 mod corpus;
@@ -27,6 +31,11 @@ use serde_json::Value;
 use webhook_connector::config::{routing_file, KafkaSettings};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::admin;
+
+// The connector's allocator (src/main.rs): the baseline's Rust side allocates as
+// the connector's does (librdkafka uses the system malloc in both).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SECRET: &str = "bench-secret";
 /// `privacy.key` of the benchmarked connector and baseline (the example routes pseudonymise).
@@ -59,6 +68,42 @@ struct Args {
     /// The connector's settings file; the baseline uses its Kafka properties too.
     #[arg(long, default_value = "config/default.toml")]
     config: PathBuf,
+    /// Another connector to measure at every level, `LABEL=BINARY[,CONFIG]` (CONFIG
+    /// defaults to `--config`); repeatable. Half load and soak run for `--connector` only.
+    #[arg(long, value_parser = parse_variant)]
+    compare: Vec<Variant>,
+    /// Events the baseline produces (default: as many as the busiest level delivered,
+    /// at least 10 000).
+    #[arg(long)]
+    baseline_events: Option<usize>,
+    /// How many times to run every level of every connector and the baseline, in
+    /// turn; the table shows medians (peak RSS: the highest; failures: the sum).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+}
+
+/// A connector binary and settings file under a label.
+#[derive(Clone)]
+struct Variant {
+    label: String,
+    binary: PathBuf,
+    config: PathBuf,
+}
+
+fn parse_variant(text: &str) -> Result<Variant, String> {
+    let (label, rest) = text
+        .split_once('=')
+        .ok_or("expected LABEL=BINARY[,CONFIG]")?;
+    let (binary, config) = match rest.split_once(',') {
+        Some((binary, config)) => (binary, Some(config)),
+        None => (rest, None),
+    };
+    Ok(Variant {
+        label: label.to_string(),
+        binary: binary.into(),
+        // Empty: filled in with `--config` once the arguments are parsed.
+        config: config.map(PathBuf::from).unwrap_or_default(),
+    })
 }
 
 /// What wrk's `done` prints.
@@ -80,6 +125,10 @@ struct WrkRun {
 
 #[derive(Debug, Clone, Serialize)]
 struct Level {
+    /// Which connector (`this build` or a `--compare` label).
+    connector: String,
+    /// The round of a single run; `None` for the medians over every round.
+    round: Option<usize>,
     concurrency: usize,
     requests_per_sec: f64,
     events_per_sec: f64,
@@ -88,7 +137,10 @@ struct Level {
     p999_ms: f64,
     cpu_seconds_per_10k_events: f64,
     peak_rss_mib: f64,
+    /// events/s over the baseline's events/s.
     ratio: f64,
+    /// CPU per event over the baseline's CPU per event.
+    cpu_ratio: f64,
     failed_requests: u64,
 }
 
@@ -99,9 +151,12 @@ struct Results {
     corpus_mean_bytes: f64,
     corpus_mean_events: f64,
     duration_secs: u64,
-    baseline_events: usize,
-    baseline_events_per_sec: f64,
+    rounds: usize,
+    /// The medians over the rounds (each round's runs are in `runs`).
+    baseline: baseline::Baseline,
+    baseline_runs: Vec<baseline::Baseline>,
     levels: Vec<Level>,
+    runs: Vec<Level>,
     half_load: Option<Level>,
     soak: Option<Soak>,
 }
@@ -203,12 +258,12 @@ impl Drop for Connector {
     }
 }
 
-fn start_connector(binary: &Path, config: &Path, kafka: &str) -> Connector {
+fn start_connector(variant: &Variant, kafka: &str) -> Connector {
     let port = free_port();
-    let child = Command::new(binary)
+    let child = Command::new(&variant.binary)
         .arg("run")
         .arg("--config")
-        .arg(config)
+        .arg(&variant.config)
         .env("CONNECTOR__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka)
         .env("CONNECTOR__WEBHOOK__SECRETS", SECRET)
@@ -263,6 +318,7 @@ fn wrk(script: &Path, port: u16, concurrency: usize, seconds: u64, pause_ms: u64
 
 /// Runs one measured load and turns it into a [`Level`] (ratio filled in later).
 fn measure(
+    label: &str,
     connector: &Connector,
     script: &Path,
     mean_events: f64,
@@ -282,6 +338,8 @@ fn measure(
     let ok = run.requests.saturating_sub(run.non2xx) as f64;
     let events = ok * mean_events;
     Level {
+        connector: label.to_string(),
+        round: None,
         concurrency,
         requests_per_sec: ok / secs,
         events_per_sec: events / secs,
@@ -295,6 +353,7 @@ fn measure(
         },
         peak_rss_mib,
         ratio: 0.0,
+        cpu_ratio: 0.0,
         failed_requests: failed,
     }
 }
@@ -355,54 +414,110 @@ async fn run() {
         corpus.mean_events
     );
 
+    let this_build = Variant {
+        label: "this build".into(),
+        binary: args.connector.clone(),
+        config: args.config.clone(),
+    };
+    let mut variants = vec![this_build.clone()];
+    for variant in &args.compare {
+        let mut variant = variant.clone();
+        if variant.config.as_os_str().is_empty() {
+            variant.config = args.config.clone();
+        }
+        variants.push(variant);
+    }
+
     // Each measurement: a fresh broker, the connector on it, a short warm-up.
-    let stack = |concurrency_note: String| {
+    let stack = |variant: &Variant, note: String| {
         let (settings, routing, args, script) = (&settings, &routing, &args, &script);
         let archive = loaded.archive.topics();
+        let variant = variant.clone();
         async move {
             let broker = fresh_broker(&args.tansu, settings, routing, &archive).await;
-            let connector = start_connector(&args.connector, &args.config, &broker.bootstrap);
-            eprintln!("{concurrency_note}: warming up");
+            let connector = start_connector(&variant, &broker.bootstrap);
+            eprintln!("{}, {note}: warming up", variant.label);
             wrk(script, connector.port, 16, 2, 0);
             (connector, broker)
         }
     };
-    let mut levels = Vec::new();
-    for &concurrency in &args.levels {
-        let (connector, broker) = stack(format!("c={concurrency}")).await;
-        let level = measure(
-            &connector,
-            &script,
-            corpus.mean_events,
-            concurrency,
-            args.duration_secs,
-            0,
+    let mut runs: Vec<Level> = Vec::new();
+    let mut baseline_runs = Vec::new();
+    for round in 1..=args.rounds {
+        for &concurrency in &args.levels {
+            for variant in &variants {
+                let (connector, broker) = stack(variant, format!("c={concurrency}")).await;
+                let mut level = measure(
+                    &variant.label,
+                    &connector,
+                    &script,
+                    corpus.mean_events,
+                    concurrency,
+                    args.duration_secs,
+                    0,
+                );
+                level.round = Some(round);
+                eprintln!(
+                    "round {round}, {}, c={concurrency}: {:.0} events/s, p99 {:.1} ms, {:.3} CPU s / 10k events",
+                    variant.label, level.events_per_sec, level.p99_ms, level.cpu_seconds_per_10k_events
+                );
+                runs.push(level);
+                // The connector first, so it does not see its broker vanish.
+                drop(connector);
+                drop(broker);
+            }
+        }
+        // This round's baseline produces as many events as the busiest level delivered.
+        let baseline_events = args.baseline_events.unwrap_or_else(|| {
+            runs.iter()
+                .map(|l| (l.events_per_sec * args.duration_secs as f64) as usize)
+                .max()
+                .unwrap_or(10_000)
+                .max(10_000)
+        });
+        eprintln!("round {round}, baseline: producing {baseline_events} events");
+        let broker = fresh_broker(&args.tansu, &settings, &routing, &[]).await;
+        let baseline_settings = KafkaSettings {
+            bootstrap_servers: broker.bootstrap.clone(),
+            ..settings.clone()
+        };
+        let baseline = baseline::run(
+            &baseline_settings,
+            &routing,
+            &corpus.bodies,
+            baseline_events,
         );
-        eprintln!(
-            "c={concurrency}: {:.0} events/s, p99 {:.1} ms",
-            level.events_per_sec, level.p99_ms
-        );
-        levels.push(level);
-        // The connector first, so it does not see its broker vanish.
-        drop(connector);
         drop(broker);
+        eprintln!(
+            "round {round}, baseline: {:.0} events/s, {:.3} CPU s / 10k events",
+            baseline.events_per_sec, baseline.cpu_seconds_per_10k_events
+        );
+        for level in runs.iter_mut().filter(|l| l.round == Some(round)) {
+            level.ratio = level.events_per_sec / baseline.events_per_sec;
+            level.cpu_ratio =
+                level.cpu_seconds_per_10k_events / baseline.cpu_seconds_per_10k_events;
+        }
+        baseline_runs.push(baseline);
     }
-
+    let baseline = baseline::Baseline::median(&baseline_runs);
+    let mut levels = medians(&runs);
     // Latency at half the maximum throughput: each of 64 connections pauses between
     // its requests so that together they send about half the best rate seen. A
     // connection's rate is 1 / (latency + pause); one correction after a first try.
     let best = levels
         .iter()
+        .filter(|l| l.connector == this_build.label)
         .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
         .cloned();
     let mut half_load = None;
     if let Some(best) = best {
-        let (connector, broker) = stack("half load".into()).await;
+        let (connector, broker) = stack(&this_build, "half load".into()).await;
         let concurrency = 64;
         let target = best.requests_per_sec / 2.0;
         let period_ms = concurrency as f64 / target * 1000.0;
         let mut pause_ms = (period_ms / 2.0).max(1.0);
         let mut level = measure(
+            &this_build.label,
             &connector,
             &script,
             corpus.mean_events,
@@ -414,6 +529,7 @@ async fn run() {
             let achieved_period_ms = concurrency as f64 / level.requests_per_sec * 1000.0;
             pause_ms = (pause_ms + period_ms - achieved_period_ms).max(0.0);
             level = measure(
+                &this_build.label,
                 &connector,
                 &script,
                 corpus.mean_events,
@@ -433,7 +549,7 @@ async fn run() {
 
     let mut soak = None;
     if args.soak_secs > 0 {
-        let (connector, broker) = stack("soak".into()).await;
+        let (connector, broker) = stack(&this_build, "soak".into()).await;
         let pid = connector.child.id();
         let rss_before_load_mib = process::memory_mib(pid, "VmRSS:");
         let soak_secs = args.soak_secs;
@@ -450,6 +566,7 @@ async fn run() {
             series
         });
         let level = measure(
+            &this_build.label,
             &connector,
             &script,
             corpus.mean_events,
@@ -479,29 +596,9 @@ async fn run() {
         drop(broker);
     }
 
-    // The baseline produces as many events as the busiest level delivered.
-    let baseline_events = levels
-        .iter()
-        .map(|l| (l.events_per_sec * args.duration_secs as f64) as usize)
-        .max()
-        .unwrap_or(10_000)
-        .max(10_000);
-    eprintln!("baseline: producing {baseline_events} events");
-    let broker = fresh_broker(&args.tansu, &settings, &routing, &[]).await;
-    let baseline_settings = KafkaSettings {
-        bootstrap_servers: broker.bootstrap.clone(),
-        ..settings.clone()
-    };
-    let baseline = baseline::run(
-        &baseline_settings,
-        &routing,
-        &corpus.bodies,
-        baseline_events,
-    )
-    .await;
-    drop(broker);
     for level in levels.iter_mut().chain(half_load.iter_mut()) {
-        level.ratio = level.events_per_sec / baseline;
+        level.ratio = level.events_per_sec / baseline.events_per_sec;
+        level.cpu_ratio = level.cpu_seconds_per_10k_events / baseline.cpu_seconds_per_10k_events;
     }
 
     let results = Results {
@@ -510,9 +607,11 @@ async fn run() {
         corpus_mean_bytes: corpus.mean_bytes(),
         corpus_mean_events: corpus.mean_events,
         duration_secs: args.duration_secs,
-        baseline_events,
-        baseline_events_per_sec: baseline,
+        rounds: args.rounds,
+        baseline,
+        baseline_runs,
         levels,
+        runs,
         half_load,
         soak,
     };
@@ -536,15 +635,17 @@ fn print_table(r: &Results) {
         r.corpus_notifications, r.corpus_mean_bytes, r.corpus_mean_events, r.duration_secs
     );
     println!(
-        "baseline (same events, same producer settings, straight to Kafka): {:.0} events/s over {} events",
-        r.baseline_events_per_sec, r.baseline_events
+        "baseline (the same records, pre-built, same producer settings, straight to Kafka): {:.0} events/s, {:.3} CPU s / 10k events, over {} events in {} records{}",
+        r.baseline.events_per_sec, r.baseline.cpu_seconds_per_10k_events, r.baseline.events, r.baseline.records,
+        if r.rounds > 1 { format!(" (medians of {} rounds)", r.rounds) } else { String::new() }
     );
     println!();
-    println!("| concurrency | requests/s | events/s | ratio | p50 ms | p99 ms | p99.9 ms | CPU s / 10k events | peak RSS MiB | failed |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| connector | concurrency | requests/s | events/s | ratio | p50 ms | p99 ms | p99.9 ms | CPU s / 10k events | CPU ratio | peak RSS MiB | failed |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let row = |name: String, l: &Level| {
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {} |",
+            "| {} | {name} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.1} | {} |",
+            l.connector,
             l.requests_per_sec,
             l.events_per_sec,
             l.ratio,
@@ -552,6 +653,7 @@ fn print_table(r: &Results) {
             l.p99_ms,
             l.p999_ms,
             l.cpu_seconds_per_10k_events,
+            l.cpu_ratio,
             l.peak_rss_mib,
             l.failed_requests
         )
@@ -575,5 +677,51 @@ fn print_table(r: &Results) {
             .map(|(at, mib)| format!("{at}s {mib:.1}"))
             .collect();
         println!("soak RSS every 5 s (MiB): {}", series.join(", "));
+    }
+}
+
+/// One row per connector and concurrency (in the order first measured): the median
+/// of each figure over the rounds, the highest peak RSS and the sum of failures.
+fn medians(runs: &[Level]) -> Vec<Level> {
+    let mut rows: Vec<Level> = Vec::new();
+    for run in runs {
+        if rows
+            .iter()
+            .any(|r| r.connector == run.connector && r.concurrency == run.concurrency)
+        {
+            continue;
+        }
+        let same: Vec<&Level> = runs
+            .iter()
+            .filter(|r| r.connector == run.connector && r.concurrency == run.concurrency)
+            .collect();
+        let of = |figure: fn(&Level) -> f64| median(same.iter().map(|l| figure(l)).collect());
+        rows.push(Level {
+            connector: run.connector.clone(),
+            round: None,
+            concurrency: run.concurrency,
+            requests_per_sec: of(|l| l.requests_per_sec),
+            events_per_sec: of(|l| l.events_per_sec),
+            p50_ms: of(|l| l.p50_ms),
+            p99_ms: of(|l| l.p99_ms),
+            p999_ms: of(|l| l.p999_ms),
+            cpu_seconds_per_10k_events: of(|l| l.cpu_seconds_per_10k_events),
+            peak_rss_mib: same.iter().map(|l| l.peak_rss_mib).fold(0.0, f64::max),
+            ratio: 0.0,
+            cpu_ratio: 0.0,
+            failed_requests: same.iter().map(|l| l.failed_requests).sum(),
+        });
+    }
+    rows
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }

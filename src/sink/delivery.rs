@@ -274,3 +274,84 @@ impl KafkaSink {
         Arc::clone(&self.producer.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// A request's counter holding `bytes` of a pool of 10, and where it reports.
+    fn acknowledgements(
+        pool: &Arc<Semaphore>,
+        bytes: u32,
+    ) -> (Arc<Acknowledgements>, oneshot::Receiver<Outcome>) {
+        let (report, answer) = oneshot::channel();
+        let held = Arc::clone(pool).try_acquire_many_owned(bytes).unwrap();
+        let acks = Arc::new(Acknowledgements {
+            pending: AtomicUsize::new(1),
+            report: Mutex::new(Some(report)),
+            _held: held,
+        });
+        (acks, answer)
+    }
+
+    #[test]
+    fn success_is_reported_once_every_record_and_the_enqueuing_are_done() {
+        let pool = Arc::new(Semaphore::new(10));
+        let (acks, mut answer) = acknowledgements(&pool, 4);
+        acks.pending.fetch_add(2, Ordering::AcqRel);
+        acks.answered();
+        // One record is still pending, and so is the enqueuing.
+        assert!(answer.try_recv().is_err());
+        acks.answered();
+        assert!(answer.try_recv().is_err());
+        acks.answered();
+        assert_eq!(answer.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn the_first_failure_is_reported_at_once_and_later_answers_change_nothing() {
+        let pool = Arc::new(Semaphore::new(10));
+        let (acks, mut answer) = acknowledgements(&pool, 4);
+        acks.pending.fetch_add(3, Ordering::AcqRel);
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        acks.report(Err((1, refused.clone())));
+        acks.answered();
+        acks.report(Err((2, KafkaError::Canceled)));
+        for _ in 0..3 {
+            acks.answered();
+        }
+        assert_eq!(answer.try_recv().unwrap(), Err((1, refused)));
+    }
+
+    #[test]
+    fn the_bytes_are_held_until_the_last_record_is_answered_even_when_the_request_is_gone() {
+        let pool = Arc::new(Semaphore::new(10));
+        let (acks, answer) = acknowledgements(&pool, 4);
+        let records: Vec<Box<Acknowledgement>> = (0..2)
+            .map(|index| {
+                acks.pending.fetch_add(1, Ordering::AcqRel);
+                Box::new(Acknowledgement {
+                    of: Arc::clone(&acks),
+                    index,
+                })
+            })
+            .collect();
+        acks.answered();
+        // The request gives up (its sender left): its records are still in flight.
+        drop((acks, answer));
+        assert_eq!(pool.available_permits(), 6);
+        let mut records = records.into_iter();
+        let first = records.next().unwrap();
+        first.of.answered();
+        drop(first);
+        assert_eq!(pool.available_permits(), 6);
+        let last = records.next().unwrap();
+        last.of.answered();
+        drop(last);
+        assert_eq!(pool.available_permits(), 10);
+    }
+}
