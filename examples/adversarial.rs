@@ -263,7 +263,7 @@ fn request(
 ) -> (usize, usize, usize) {
     let accepted =
         pipeline::accept(body, entity, limits, table, received_at).expect("the body is accepted");
-    let records = accepted.records();
+    let records = &accepted.records;
     (
         accepted.events.len(),
         records.records.len(),
@@ -295,7 +295,7 @@ fn check(
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name));
     let events = &accepted.events;
     assert_eq!(events.len(), changes.max(1), "{}", shape.name);
-    let records = accepted.records();
+    let records = &accepted.records;
     // The events' records (a state record may follow them).
     let event_records: Vec<_> = (records.records.iter())
         .filter(|r| matches!(r.kind, Kind::Event { .. }))

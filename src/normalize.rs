@@ -192,20 +192,6 @@ impl FlatEvent {
         self.write_tail(rules, out);
     }
 
-    /// The length of [`write_shaped`](Self::write_shaped)'s output, without
-    /// copying the shared fields (`scratch` is reused between calls).
-    pub(crate) fn json_len(
-        &self,
-        rules: Option<&FieldRules>,
-        shared_json: &[u8],
-        scratch: &mut Vec<u8>,
-    ) -> usize {
-        scratch.clear();
-        self.write_head(rules, scratch);
-        self.write_tail(rules, scratch);
-        scratch.len() + shared_json.len()
-    }
-
     /// The event as a topic with `rules` receives it, as a JSON value (for
     /// `explain` and tests).
     pub fn to_value_for(&self, rules: Option<&FieldRules>) -> Value {

@@ -16,7 +16,7 @@ use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, NamesTooLong, PayloadError};
 use crate::routing::RoutingTable;
-use crate::sink::record::{self, Records, StateRecord};
+use crate::sink::record::Records;
 use crate::state;
 
 /// What one request may carry.
@@ -67,12 +67,11 @@ pub struct Accepted<'t> {
     /// The entity's state topic and the state record's value (`None`: a
     /// tombstone), when the entity has a state topic.
     pub state: Option<(&'t str, Option<Vec<u8>>)>,
-    /// The routing table the topics and their field rules come from.
-    table: &'t RoutingTable,
-    /// What the records hold once produced (see [`record::bytes_needed`]).
+    /// The records to produce: every value serialized once, as its topic's field
+    /// rules shape it, then counted against the byte limits.
+    pub records: Records<'t>,
+    /// What the records hold once produced ([`Records::held_bytes`]).
     pub record_bytes: usize,
-    /// The bytes of the record values, each event once.
-    value_bytes: usize,
 }
 
 impl<'t> Accepted<'t> {
@@ -85,18 +84,6 @@ impl<'t> Accepted<'t> {
 
     pub fn event_ids(&self) -> Vec<Uuid> {
         self.events.iter().map(|e| e.event_id).collect()
-    }
-
-    /// The records to produce.
-    pub fn records(&self) -> Records<'t> {
-        let state: Option<StateRecord<'t>> = self.state.clone();
-        Records::build(
-            &self.events,
-            &self.topics,
-            self.table,
-            state,
-            self.value_bytes,
-        )
     }
 }
 
@@ -148,10 +135,8 @@ pub fn accept<'t>(
         .map(|event| table.topics_for(entity, event.change_type.as_deref()))
         .collect();
     let state = (table.state_for(entity)).map(|s| (s.topic.as_str(), state::value(&events, s)));
-    let state_bytes = state
-        .as_ref()
-        .map(|(_, value)| value.as_ref().map(Vec::len));
-    let (record_bytes, value_bytes) = record::bytes_needed(&events, &topics, table, state_bytes);
+    let records = Records::build(&events, &topics, table, state.clone());
+    let record_bytes = records.held_bytes();
     let needed = body.len() + record_bytes;
     if needed > limits.max_request_bytes {
         return Err(AcceptError::TooLargeToDeliver {
@@ -163,9 +148,8 @@ pub fn accept<'t>(
         events,
         topics,
         state,
-        table,
+        records,
         record_bytes,
-        value_bytes,
     })
 }
 

@@ -122,7 +122,7 @@ pub fn plan<'t>(
     match pipeline::accept(&raw.body, entity, limits, table, received_at) {
         Err(refusal) => Plan::Refused(refusal_code(&refusal)),
         Ok(accepted) => {
-            let mut records = accepted.records();
+            let mut records = accepted.records;
             if let Some(topic) = options.raw_topic.as_deref() {
                 let meta = RawMeta {
                     entity: entity.name,
@@ -547,7 +547,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let live = pipeline::accept(SEED, &entity::CUSTOMER, &limits, &table, at).unwrap();
-        let live = live.records();
+        let live = live.records;
         let all = Options::default();
         let replayed = write(plan(&seed(), &table, &limits, &all));
         assert_eq!(

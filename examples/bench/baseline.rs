@@ -100,7 +100,7 @@ pub fn run(
                 pipeline::accept(body.as_bytes(), &CUSTOMER, &limits, routing, received_at)
                     .expect("corpus bodies are accepted");
             let events = accepted.events.len();
-            let records = accepted.records();
+            let records = &accepted.records;
             let records = records
                 .records
                 .iter()

@@ -138,7 +138,7 @@ fn check(entity: &'static Entity, body: &[u8]) {
         );
     }
 
-    let records = accepted.records();
+    let records = &accepted.records;
     let state = usize::from(accepted.state.is_some());
     assert_eq!(state == 1, entity.name == "customer");
     let expected: usize = accepted.topics.iter().map(Vec::len).sum();
@@ -192,7 +192,7 @@ fn check(entity: &'static Entity, body: &[u8]) {
         }
         variable += records.payload(record).map_or(0, <[u8]>::len) + record.key.len();
     }
-    // The size reserved before the records were built is what they hold: their
+    // The size reserved is what the records hold: their
     // values, keys and change types plus the same fixed amount (headers and
     // librdkafka's overhead) for every record, whatever the input.
     let fixed = accepted

@@ -312,7 +312,7 @@ where
     if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("entity_id", event.entity_id);
     }
-    // Reserved before the records are built: a refusal costs no serialization.
+    // The raw archive's copy is counted before it is made.
     let key = accepted.events[0].key();
     let raw = state.archive.raw().map(|topic| (topic, request.meta(None)));
     let raw_bytes = raw
@@ -330,10 +330,6 @@ where
         .bytes
         .processing
         .take(&mut held, accepted.record_bytes + raw_bytes)?;
-    let mut records = accepted.records();
-    if let Some((topic, meta)) = raw {
-        records.push_raw(topic, key, &body, meta);
-    }
     let counts = EventCounts::of(
         accepted
             .routed()
@@ -342,7 +338,11 @@ where
     let event_ids = accepted.event_ids();
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
     // Only the records (counted) are kept while Kafka answers.
-    drop((accepted, body));
+    let mut records = accepted.records;
+    if let Some((topic, meta)) = raw {
+        records.push_raw(topic, key, &body, meta);
+    }
+    drop(body);
     let started = std::time::Instant::now();
     if let Err(err) = state.sink.deliver(records, held).await {
         state.metrics.delivery_failed(&failure_reason(&err));

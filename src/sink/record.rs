@@ -24,6 +24,7 @@ pub const RECORD_OVERHEAD_BYTES: usize = 256;
 
 /// One record to produce. It owns what it needs, so the events it came from can
 /// be dropped before Kafka answers.
+#[derive(Debug)]
 pub struct Record<'t> {
     pub topic: &'t str,
     pub key: String,
@@ -97,6 +98,7 @@ impl Record<'_> {
 /// A request's records; the values share one buffer (librdkafka copies each one
 /// when it is enqueued, and an event going to several topics with the same field
 /// rules is serialized once).
+#[derive(Debug)]
 pub struct Records<'t> {
     pub payloads: Vec<u8>,
     pub records: Vec<Record<'t>>,
@@ -108,15 +110,14 @@ pub type StateRecord<'t> = (&'t str, Option<Vec<u8>>);
 impl<'t> Records<'t> {
     /// One record per event and topic (`topics[i]` the topics of `events[i]`), in
     /// event order, each shaped by its topic's field rules in `table`, then the
-    /// state record; `capacity`: the bytes of the values, when known.
+    /// state record.
     pub fn build(
         events: &[FlatEvent],
         topics: &[Vec<&'t str>],
         table: &'t RoutingTable,
         state: Option<StateRecord<'t>>,
-        capacity: usize,
     ) -> Records<'t> {
-        let mut payloads = Vec::with_capacity(capacity);
+        let mut payloads = Vec::new();
         let mut records = Vec::with_capacity(topics.iter().map(Vec::len).sum::<usize>() + 1);
         let mut shapes = Shapes::default();
         for (event, topics) in events.iter().zip(topics) {
@@ -224,6 +225,20 @@ impl<'t> Records<'t> {
     }
 
     /// The value of `record`; `None`: a tombstone.
+    /// The bytes the records hold once enqueued: keys, values, headers and
+    /// librdkafka's per-record overhead (it copies every value, so a value shared by
+    /// two topics counts twice).
+    pub fn held_bytes(&self) -> usize {
+        let held = |record: &Record<'_>| {
+            // The change type is sent twice: in `change_type`, and in `ce_type`,
+            // where an escaped character takes at most three times its bytes.
+            let change_type = 4 * record.change_type().map_or(0, str::len);
+            let value = record.payload.as_ref().map_or(0, Range::len);
+            value + record.key.len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES
+        };
+        self.records.iter().map(held).sum()
+    }
+
     pub fn payload(&self, record: &Record<'_>) -> Option<&[u8]> {
         record.payload.clone().map(|range| &self.payloads[range])
     }
@@ -272,50 +287,6 @@ impl<'r> Shapes<'r> {
         };
         &self.by_rules[index].1
     }
-}
-
-/// The bytes the records of `events` (`topics[i]` the topics of `events[i]`,
-/// shaped by their rules in `table`) and the state record (`state`: its value's
-/// length, when there is one) hold once enqueued: keys, values, headers and
-/// librdkafka's per-record overhead. Known before any record is built, so a
-/// request too large for the byte budget is refused before the work.
-/// Also returns the bytes of the values themselves, each once (the buffer
-/// [`Records::build`] writes them to).
-pub(crate) fn bytes_needed(
-    events: &[FlatEvent],
-    topics: &[Vec<&str>],
-    table: &RoutingTable,
-    state: Option<Option<usize>>,
-) -> (usize, usize) {
-    let mut scratch = Vec::new();
-    let mut shapes = Shapes::default();
-    let (mut held, mut values) = (0, 0);
-    for (event, topics) in events.iter().zip(topics) {
-        let mut sized: Vec<(Option<&FieldRules>, usize)> = Vec::new();
-        // The change type is sent twice: in `change_type`, and in `ce_type`, where
-        // an escaped character takes at most three times its bytes.
-        let change_type = 4 * event.change_type.as_deref().map_or(0, str::len);
-        let fixed = event.key().len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES;
-        for topic in topics {
-            let rules = table.rules_for(topic);
-            let value = match sized.iter().find(|(r, _)| same_rules(*r, rules)) {
-                Some((_, len)) => *len,
-                None => {
-                    let len = event.json_len(rules, shapes.get(event, rules), &mut scratch);
-                    sized.push((rules, len));
-                    values += len;
-                    len
-                }
-            };
-            held += value + fixed;
-        }
-    }
-    if let (Some(value), Some(event)) = (state, events.first()) {
-        let value = value.unwrap_or(0);
-        held += value + event.key().len() + HEADER_BYTES + RECORD_OVERHEAD_BYTES;
-        values += value;
-    }
-    (held, values)
 }
 
 /// The bytes a raw record of a `body`-byte body, keyed by `key`, with `meta`,
@@ -631,7 +602,7 @@ mod tests {
         )
         .unwrap();
         let accepted = accept_seed(SEED, &table);
-        let records = Records::build(&accepted.events, &accepted.topics, &table, None, 0);
+        let records = Records::build(&accepted.events, &accepted.topics, &table, None);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
         assert_eq!(records.records[0].payload, records.records[1].payload);
@@ -674,7 +645,7 @@ mod tests {
         )
         .unwrap();
         let accepted = accept_seed(SEED, &table);
-        let records = accepted.records();
+        let records = &accepted.records;
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "c", "u", "u", "u", "s"]);
         let (a, b, c) = (
@@ -717,7 +688,7 @@ mod tests {
         let deleted =
             String::from_utf8_lossy(SEED).replace("CustomerSmsChanged", "CustomerDeleted");
         let accepted = accept_seed(deleted.as_bytes(), &table);
-        let records = accepted.records();
+        let records = &accepted.records;
         let state = records.records.last().unwrap();
         assert_eq!((state.topic, records.payload(state)), ("s", None));
         assert_eq!(state.what(), "(state tombstone)");
