@@ -42,6 +42,8 @@ const SECRET: &str = "bench-secret";
 const PRIVACY_KEY: &str = "bench-privacy-key-of-at-least-32-bytes";
 
 #[derive(Parser)]
+// A later value wins: `scripts/bench.sh --rounds 1` overrides the script's own.
+#[command(args_override_self = true)]
 struct Args {
     /// The Tansu broker binary; every measurement starts a fresh broker, so none
     /// runs against the records an earlier one left behind.
