@@ -47,6 +47,10 @@ pub enum AcceptError {
     TooManyChanges { changes: usize, limit: usize },
     #[error("the notification's body and records need {needed} bytes, more than one request may hold ({limit}, from server.max_in_flight_bytes)")]
     TooLargeToDeliver { needed: usize, limit: usize },
+    /// The caller's byte budget has no room for the records now (see
+    /// [`accept_within`]); not a fault of the body.
+    #[error("no room for the notification's records in server.max_in_flight_bytes now")]
+    NoRoom,
     /// Flattened by path, the entity's field names would take more than
     /// [`MAX_NAME_BYTES_PER_BODY_BYTE`] times `server.max_body_bytes`.
     #[error("the notification's fields, named by path (Customer.FirstName), take more than {limit} bytes ({MAX_NAME_BYTES_PER_BODY_BYTE} times server.max_body_bytes): nest less deeply under long names")]
@@ -85,6 +89,11 @@ impl<'t> Accepted<'t> {
     pub fn event_ids(&self) -> Vec<Uuid> {
         self.events.iter().map(|e| e.event_id).collect()
     }
+
+    /// The records, the rest (events, topics, state value) dropped now.
+    pub fn into_records(self) -> Records<'t> {
+        self.records
+    }
 }
 
 /// Whether a request's `Content-Type` (`None`: none) is one the endpoints take:
@@ -98,13 +107,29 @@ pub fn content_type_accepted(value: Option<&[u8]>) -> bool {
     media_type.eq_ignore_ascii_case("application/json")
 }
 
-/// Checks the limits, parses, normalizes and routes one body.
+/// Checks the limits, parses, normalizes and routes one body, and builds its records.
 pub fn accept<'t>(
     body: &[u8],
     entity: &'static Entity,
     limits: &Limits,
     table: &'t RoutingTable,
     received_at: DateTime<Utc>,
+) -> Result<Accepted<'t>, AcceptError> {
+    accept_within(body, entity, limits, table, received_at, &mut |_| true)
+}
+
+/// [`accept`], taking the records' bytes from `reserve` (the caller's byte budget)
+/// record by record as they are built: after a `false`, the records are only
+/// measured, and the request is refused with [`AcceptError::NoRoom`], or
+/// [`AcceptError::TooLargeToDeliver`] when it could never be held. No body makes a
+/// request hold more than one event's values beyond what it was granted.
+pub fn accept_within<'t>(
+    body: &[u8],
+    entity: &'static Entity,
+    limits: &Limits,
+    table: &'t RoutingTable,
+    received_at: DateTime<Utc>,
+    reserve: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Accepted<'t>, AcceptError> {
     if body.len() > limits.max_body_bytes {
         return Err(AcceptError::TooLarge {
@@ -135,15 +160,21 @@ pub fn accept<'t>(
         .map(|event| table.topics_for(entity, event.change_type.as_deref()))
         .collect();
     let state = (table.state_for(entity)).map(|s| (s.topic.as_str(), state::value(&events, s)));
-    let records = Records::build(&events, &topics, table, state.clone());
+    // Past max_request_bytes nothing more is taken: the request could never be held.
+    let mut taken = body.len();
+    let mut take = |bytes: usize| {
+        taken += bytes;
+        taken <= limits.max_request_bytes && reserve(bytes)
+    };
+    let records = Records::build_within(&events, &topics, table, state.clone(), &mut take)
+        .map_err(|record_bytes| {
+            let (needed, limit) = (body.len() + record_bytes, limits.max_request_bytes);
+            match needed > limit {
+                true => AcceptError::TooLargeToDeliver { needed, limit },
+                false => AcceptError::NoRoom,
+            }
+        })?;
     let record_bytes = records.held_bytes();
-    let needed = body.len() + record_bytes;
-    if needed > limits.max_request_bytes {
-        return Err(AcceptError::TooLargeToDeliver {
-            needed,
-            limit: limits.max_request_bytes,
-        });
-    }
     Ok(Accepted {
         events,
         topics,
@@ -304,6 +335,55 @@ mod tests {
                 limit: needed - 1
             }
         );
+    }
+
+    #[test]
+    fn records_take_their_bytes_as_they_are_built_and_stop_at_the_first_refusal() {
+        let table = table();
+        let within = |limits: &Limits, room: usize| {
+            let mut asked = Vec::new();
+            let result = accept_within(
+                &body(2),
+                &CUSTOMER,
+                limits,
+                &table,
+                Utc::now(),
+                &mut |bytes| {
+                    asked.push(bytes);
+                    asked.len() <= room
+                },
+            )
+            .map(|accepted| accepted.record_bytes);
+            (result, asked)
+        };
+        // T0 to the unmatched topic, T1 to a and b: three records, each asked for once.
+        let (held, asked) = within(&LIMITS, usize::MAX);
+        assert_eq!(asked.len(), 3);
+        assert_eq!(held, Ok(asked.iter().sum::<usize>()));
+        let (refused, asked) = within(&LIMITS, 1);
+        assert_eq!((refused, asked.len()), (Err(AcceptError::NoRoom), 2));
+        // Past max_request_bytes, the budget is not asked for the record that crosses
+        // it, nor for any later: they are only measured, for the exact size.
+        let (_, all) = within(&LIMITS, usize::MAX);
+        let limit = body(2).len() + all[0];
+        let limits = Limits {
+            max_request_bytes: limit,
+            ..LIMITS
+        };
+        let (refused, asked) = within(&limits, usize::MAX);
+        let needed = body(2).len() + all.iter().sum::<usize>();
+        assert_eq!(
+            refused,
+            Err(AcceptError::TooLargeToDeliver { needed, limit })
+        );
+        assert_eq!(asked, all[..1]);
+        // Could never be held: 413, whether or not the budget has room now.
+        let (refused, asked) = within(&limits, 0);
+        assert_eq!(
+            refused,
+            Err(AcceptError::TooLargeToDeliver { needed, limit })
+        );
+        assert_eq!(asked, all[..1]);
     }
 
     #[test]

@@ -246,14 +246,18 @@ pub struct FieldRules {
     key: Option<Arc<Key>>,
     /// Treatments already worked out, by field name: the platform sends the same
     /// names in every notification, so the globs run once per name, not once per
-    /// field of every event. Holds at most [`TREATMENTS_KEPT`] names: past that
-    /// (a sender inventing names), names are matched each time. Hashed with foldhash:
-    /// a lookup costs less than the globs it saves, and the bound makes collisions harmless.
+    /// field of every event. Holds at most [`TREATMENTS_KEPT`] names of at most
+    /// [`TREATMENT_NAME_BYTES`] bytes: past that (a sender inventing names), names
+    /// are matched each time. Hashed with foldhash: a lookup costs less than the
+    /// globs it saves, and the bound makes collisions harmless.
     treatments: Arc<RwLock<HashMap<Box<str>, Treatment, foldhash::fast::RandomState>>>,
 }
 
 /// How many field names' treatments one rule set keeps.
 pub const TREATMENTS_KEPT: usize = 1024;
+/// The longest field name whose treatment is kept (so the kept names take at most
+/// 128 KiB per rule set).
+pub const TREATMENT_NAME_BYTES: usize = 128;
 
 impl FieldRules {
     /// Compiles the lists. Refused: invalid globs, a pattern naming an `envelope`
@@ -353,14 +357,17 @@ impl FieldRules {
         if let Some(treatment) = known.get(field) {
             return *treatment;
         }
+        let keep = known.len() < TREATMENTS_KEPT && field.len() <= TREATMENT_NAME_BYTES;
         drop(known);
         let treatment = self.matched_treatment(field);
-        let mut known = self
-            .treatments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if known.len() < TREATMENTS_KEPT {
-            known.insert(field.into(), treatment);
+        if keep {
+            let mut known = self
+                .treatments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if known.len() < TREATMENTS_KEPT {
+                known.insert(field.into(), treatment);
+            }
         }
         treatment
     }
@@ -626,6 +633,12 @@ mod tests {
         assert_eq!(r.treatments.read().unwrap().len(), TREATMENTS_KEPT);
         // A clone shares what its original worked out.
         assert_eq!(r.clone().treatments.read().unwrap().len(), TREATMENTS_KEPT);
+        // Long names are matched each time, never kept.
+        let fresh = rules(Some(&["customer_*"]), &[], &[]).unwrap();
+        let long = format!("customer_{}", "x".repeat(TREATMENT_NAME_BYTES));
+        assert_eq!(fresh.treatment(&long), Treatment::Keep);
+        assert_eq!(fresh.treatment(&long), Treatment::Keep);
+        assert!(fresh.treatments.read().unwrap().is_empty());
     }
 
     #[test]

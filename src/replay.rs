@@ -122,7 +122,8 @@ pub fn plan<'t>(
     match pipeline::accept(&raw.body, entity, limits, table, received_at) {
         Err(refusal) => Plan::Refused(refusal_code(&refusal)),
         Ok(accepted) => {
-            let mut records = accepted.records;
+            let key = accepted.events[0].key();
+            let mut records = accepted.into_records();
             if let Some(topic) = options.raw_topic.as_deref() {
                 let meta = RawMeta {
                     entity: entity.name,
@@ -131,7 +132,7 @@ pub fn plan<'t>(
                     content_type: raw.header("request_content_type").map(String::from),
                     refusal: None,
                 };
-                records.push_raw(topic, accepted.events[0].key(), &raw.body, meta);
+                records.push_raw(topic, key, &raw.body, meta);
             }
             if !options.only_topics.is_empty() {
                 records

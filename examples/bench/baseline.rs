@@ -13,7 +13,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
-use webhook_connector::config::{KafkaSettings, ServerSettings, Settings};
+use webhook_connector::config::{KafkaSettings, Settings};
 use webhook_connector::entity::CUSTOMER;
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::record::headers_of;
@@ -71,7 +71,8 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// The median of each rate over `runs` (the counts of the first).
+    /// The median of each rate over `runs` (the counts of the first; each round
+    /// produces as many events as its busiest level delivered).
     pub fn median(runs: &[Baseline]) -> Baseline {
         let of = |figure: fn(&Baseline) -> f64| crate::median(runs.iter().map(figure).collect());
         Baseline {
@@ -83,9 +84,11 @@ impl Baseline {
 }
 
 /// Produces the records of the corpus's notifications, in turn, until they carry
-/// at least `events` events, and waits for every acknowledgement.
+/// at least `events` events, and waits for every acknowledgement. The producer's
+/// queue is bounded by `queue_bytes` (`server.max_in_flight_bytes`), as the connector's.
 pub fn run(
     kafka: &KafkaSettings,
+    queue_bytes: usize,
     routing: &RoutingTable,
     bodies: &[String],
     events: usize,
@@ -114,8 +117,6 @@ pub fn run(
             Notification { records, events }
         })
         .collect();
-    // The connector's queue bound too, from the default settings.
-    let queue_bytes = ServerSettings::default().max_in_flight_bytes;
     let context = CountingContext::default();
     let counts = Arc::clone(&context.0);
     let producer: ThreadedProducer<CountingContext> = sink::producer_config(kafka, queue_bytes)

@@ -391,10 +391,8 @@ async fn run() {
     // The baseline uses the connector's producer settings, routes and ids.
     let loaded = webhook_connector::config::Settings::load(Some(&args.config))
         .expect("the settings file loads");
-    let settings = KafkaSettings {
-        properties: loaded.kafka.properties.clone(),
-        ..KafkaSettings::default()
-    };
+    // Its bootstrap servers are replaced by each fresh broker's.
+    let settings = loaded.kafka.clone();
     let routing = routing_file::load(
         Path::new("config/routes.toml"),
         loaded.privacy_key().as_ref(),
@@ -485,6 +483,7 @@ async fn run() {
         };
         let baseline = baseline::run(
             &baseline_settings,
+            loaded.server.max_in_flight_bytes,
             &routing,
             &corpus.bodies,
             baseline_events,

@@ -29,9 +29,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("Content-Type {0:?} is not supported; send application/json")]
     UnsupportedMediaType(String),
-    /// Refused by the acceptance step (size, shape, changes, date-time).
+    /// Refused by the acceptance step (size, shape, changes, date-time); never
+    /// [`AcceptError::NoRoom`], which is [`Overload::Bytes`] (see the `From`).
     #[error("{0}")]
-    Accept(#[from] AcceptError),
+    Accept(AcceptError),
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
     #[error("the request body did not arrive within {timeout_ms} ms")]
@@ -69,6 +70,16 @@ pub enum Overload {
 struct ErrorBody<'a> {
     error: &'a str,
     message: String,
+}
+
+impl From<AcceptError> for ApiError {
+    /// No room in the byte budget now is an overload, not a fault of the body.
+    fn from(error: AcceptError) -> Self {
+        match error {
+            AcceptError::NoRoom => ApiError::Overloaded(Overload::Bytes),
+            error => ApiError::Accept(error),
+        }
+    }
 }
 
 impl ApiError {
@@ -195,6 +206,19 @@ mod tests {
         });
         assert_eq!(refused.code(), "kafka_refused");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn no_room_for_the_records_now_is_an_overload_not_a_refused_body() {
+        let error = ApiError::from(AcceptError::NoRoom);
+        assert!(matches!(error, ApiError::Overloaded(Overload::Bytes)));
+        assert_eq!(error.code(), "overloaded");
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let too_large = AcceptError::TooLargeToDeliver {
+            needed: 2,
+            limit: 1,
+        };
+        assert_eq!(ApiError::from(too_large).code(), "payload_too_large");
     }
 
     #[test]

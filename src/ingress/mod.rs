@@ -301,13 +301,27 @@ where
         received_at: format_timestamp(received_at),
     };
     // Past the signature, a refusal for the content is kept before it is answered.
+    // The records take their bytes from the budget as they are built.
+    let mut reserve = |bytes| state.bytes.processing.take(&mut held, bytes).is_ok();
     let accepted = check_content_type(headers).and_then(|()| {
-        pipeline::accept(&body, entity, &state.limits, &routing, received_at)
-            .map_err(ApiError::from)
+        let accepted = pipeline::accept_within(
+            &body,
+            entity,
+            &state.limits,
+            &routing,
+            received_at,
+            &mut reserve,
+        );
+        accepted.map_err(ApiError::from)
     });
     let accepted = match accepted {
         Ok(accepted) => accepted,
-        Err(refusal) => return Err(dead_letter(state, &request, refusal, held).await),
+        Err(overloaded @ ApiError::Overloaded(_)) => return Err(overloaded),
+        Err(refusal) => {
+            // Records built before the refusal are gone: only the body stays held.
+            hold_only(&mut held, body.len());
+            return Err(dead_letter(state, &request, refusal, held).await);
+        }
     };
     if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("entity_id", event.entity_id);
@@ -324,12 +338,11 @@ where
     if needed > state.limits.max_request_bytes {
         let limit = state.limits.max_request_bytes;
         let refusal = ApiError::Accept(AcceptError::TooLargeToDeliver { needed, limit });
+        drop(accepted);
+        hold_only(&mut held, body.len());
         return Err(dead_letter(state, &request, refusal, held).await);
     }
-    state
-        .bytes
-        .processing
-        .take(&mut held, accepted.record_bytes + raw_bytes)?;
+    state.bytes.processing.take(&mut held, raw_bytes)?;
     let counts = EventCounts::of(
         accepted
             .routed()
@@ -338,7 +351,7 @@ where
     let event_ids = accepted.event_ids();
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
     // Only the records (counted) are kept while Kafka answers.
-    let mut records = accepted.records;
+    let mut records = accepted.into_records();
     if let Some((topic, meta)) = raw {
         records.push_raw(topic, key, &body, meta);
     }
@@ -435,6 +448,11 @@ async fn dead_letter(
         .metrics
         .dead_lettered(request.entity.name, refusal.code(), true);
     refusal
+}
+
+/// Gives back what `held` holds beyond `bytes`.
+fn hold_only(held: &mut OwnedSemaphorePermit, bytes: usize) {
+    drop(held.split(held.num_permits().saturating_sub(bytes)));
 }
 
 /// RFC 3339 UTC with `Z`, as events write it.

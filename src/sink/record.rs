@@ -74,6 +74,16 @@ pub struct RawMeta {
 }
 
 impl Record<'_> {
+    /// The bytes this record holds once enqueued: its key, value, headers and
+    /// librdkafka's per-record overhead.
+    pub fn held_bytes(&self) -> usize {
+        // The change type is sent twice: in `change_type`, and in `ce_type`, where
+        // an escaped character takes at most three times its bytes.
+        let change_type = 4 * self.change_type().map_or(0, str::len);
+        let value = self.payload.as_ref().map_or(0, Range::len);
+        value + self.key.len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES
+    }
+
     /// What the record is, for error messages: the event's change type.
     pub fn what(&self) -> &str {
         match &self.kind {
@@ -104,6 +114,29 @@ pub struct Records<'t> {
     pub records: Vec<Record<'t>>,
 }
 
+/// The records [`Records::build_within`] keeps while `reserve` grants their bytes,
+/// and what all of them take.
+struct Kept<'t, 'r> {
+    records: Vec<Record<'t>>,
+    total: usize,
+    refused: bool,
+    reserve: &'r mut dyn FnMut(usize) -> bool,
+}
+
+impl<'t> Kept<'t, '_> {
+    /// Keeps `record` if its bytes are granted and none were refused before;
+    /// counts it either way.
+    fn push(&mut self, record: Record<'t>) {
+        let bytes = record.held_bytes();
+        self.total += bytes;
+        self.refused = self.refused || !(self.reserve)(bytes);
+        match self.refused {
+            false => self.records.push(record),
+            true => self.records.clear(),
+        }
+    }
+}
+
 /// An entity's state record of a request: its topic and value (`None`: a tombstone).
 pub type StateRecord<'t> = (&'t str, Option<Vec<u8>>);
 
@@ -117,8 +150,29 @@ impl<'t> Records<'t> {
         table: &'t RoutingTable,
         state: Option<StateRecord<'t>>,
     ) -> Records<'t> {
+        Self::build_within(events, topics, table, state, &mut |_| true).expect("nothing is refused")
+    }
+
+    /// [`build`](Self::build), asking `reserve` for each record's bytes (what
+    /// [`held_bytes`](Self::held_bytes) counts for it) as soon as its value is
+    /// written. After the first refusal nothing more is kept or asked for: each
+    /// event's values are only measured, then dropped, and the result is what all
+    /// the records would hold. So no request holds more than one event's values
+    /// beyond what it was granted, and a refused one still learns its full size.
+    pub fn build_within(
+        events: &[FlatEvent],
+        topics: &[Vec<&'t str>],
+        table: &'t RoutingTable,
+        state: Option<StateRecord<'t>>,
+        reserve: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Records<'t>, usize> {
         let mut payloads = Vec::new();
-        let mut records = Vec::with_capacity(topics.iter().map(Vec::len).sum::<usize>() + 1);
+        let mut kept = Kept {
+            records: Vec::with_capacity(topics.iter().map(Vec::len).sum::<usize>() + 1),
+            total: 0,
+            refused: false,
+            reserve,
+        };
         let mut shapes = Shapes::default();
         for (event, topics) in events.iter().zip(topics) {
             let key = event.key();
@@ -135,7 +189,7 @@ impl<'t> Records<'t> {
                         start..payloads.len()
                     }
                 };
-                records.push(Record {
+                let record = Record {
                     topic,
                     key: key.clone(),
                     entity: event.entity.name,
@@ -145,7 +199,11 @@ impl<'t> Records<'t> {
                         change_date_time: event.change_date_time.clone(),
                     },
                     payload: Some(payload),
-                });
+                };
+                kept.push(record);
+            }
+            if kept.refused {
+                payloads.clear();
             }
         }
         if let (Some((topic, value)), Some(event)) = (state, events.first()) {
@@ -154,15 +212,22 @@ impl<'t> Records<'t> {
                 payloads.extend_from_slice(&value);
                 start..payloads.len()
             });
-            records.push(Record {
+            let record = Record {
                 topic,
                 key: event.key(),
                 entity: event.entity.name,
                 kind: Kind::State,
                 payload,
-            });
+            };
+            kept.push(record);
         }
-        Records { payloads, records }
+        match kept.refused {
+            false => Ok(Records {
+                payloads,
+                records: kept.records,
+            }),
+            true => Err(kept.total),
+        }
     }
 
     /// What `forget` writes for `entity`'s `id`: a tombstone on the state topic,
@@ -224,21 +289,14 @@ impl<'t> Records<'t> {
         });
     }
 
-    /// The value of `record`; `None`: a tombstone.
     /// The bytes the records hold once enqueued: keys, values, headers and
     /// librdkafka's per-record overhead (it copies every value, so a value shared by
     /// two topics counts twice).
     pub fn held_bytes(&self) -> usize {
-        let held = |record: &Record<'_>| {
-            // The change type is sent twice: in `change_type`, and in `ce_type`,
-            // where an escaped character takes at most three times its bytes.
-            let change_type = 4 * record.change_type().map_or(0, str::len);
-            let value = record.payload.as_ref().map_or(0, Range::len);
-            value + record.key.len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES
-        };
-        self.records.iter().map(held).sum()
+        self.records.iter().map(Record::held_bytes).sum()
     }
 
+    /// The value of `record`; `None`: a tombstone.
     pub fn payload(&self, record: &Record<'_>) -> Option<&[u8]> {
         record.payload.clone().map(|range| &self.payloads[range])
     }
