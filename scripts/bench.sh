@@ -13,7 +13,7 @@
 # bench/adversarial.json and fails the script (after the rest has run) when a shape
 # costs more than 10 times the seed sample's time per KiB (the smoke run only warns:
 # a few hundred milliseconds per shape are too noisy to judge by).
-#   scripts/bench.sh           the full run (about 9 minutes once built)
+#   scripts/bench.sh           the full run (about 12 minutes once built)
 #   scripts/bench.sh --smoke   a few seconds, results in target/bench/smoke.json and
 #                              target/bench/adversarial-smoke.json
 set -euo pipefail
