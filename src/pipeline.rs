@@ -377,6 +377,12 @@ mod tests {
             Err(AcceptError::TooLargeToDeliver { needed, limit })
         );
         assert_eq!(asked, all[..1]);
+        // Exactly what one request may hold: it fits, just not now.
+        let exact = Limits {
+            max_request_bytes: needed,
+            ..LIMITS
+        };
+        assert_eq!(within(&exact, 0).0, Err(AcceptError::NoRoom));
         // Could never be held: 413, whether or not the budget has room now.
         let (refused, asked) = within(&limits, 0);
         assert_eq!(

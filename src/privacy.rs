@@ -357,8 +357,8 @@ impl FieldRules {
         if let Some(treatment) = known.get(field) {
             return *treatment;
         }
-        let keep = known.len() < TREATMENTS_KEPT && field.len() <= TREATMENT_NAME_BYTES;
         drop(known);
+        let keep = field.len() <= TREATMENT_NAME_BYTES;
         let treatment = self.matched_treatment(field);
         if keep {
             let mut known = self
@@ -639,6 +639,9 @@ mod tests {
         assert_eq!(fresh.treatment(&long), Treatment::Keep);
         assert_eq!(fresh.treatment(&long), Treatment::Keep);
         assert!(fresh.treatments.read().unwrap().is_empty());
+        let longest = format!("customer_{}", "x".repeat(TREATMENT_NAME_BYTES - 9));
+        assert_eq!(fresh.treatment(&longest), Treatment::Keep);
+        assert_eq!(fresh.treatments.read().unwrap().len(), 1);
     }
 
     #[test]
