@@ -171,6 +171,15 @@ fn ids_of(answers: &[&Answer]) -> BTreeSet<String> {
 
 /// Posts the seed sample (customer 862, 4 events) and the booking sample
 /// (booking 51234, 2 events) to `connector`; both must be accepted.
+/// The test settings with content refusals kept on `dead` and at most two changes
+/// accepted, so the seed sample (four changes) is refused and dead-lettered.
+fn dead_lettering(dead: &str) -> webhook_connector::config::Settings {
+    let mut settings = test_settings();
+    settings.archive.dead_letter_topic = dead.to_string();
+    settings.webhook.max_changes = 2;
+    settings
+}
+
 async fn post_both_samples(connector: &Connector) -> (Answer, Answer) {
     let customer = post(&connector.endpoint(), seed_sample(), &[]).await;
     assert_eq!(customer.status, 200, "{:?}", customer.json);
@@ -183,9 +192,7 @@ async fn post_both_samples(connector: &Connector) -> (Answer, Answer) {
 async fn every_refusal_for_the_content_is_kept_byte_for_byte_with_why_and_then_answered() {
     let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
     create_topics(&[&dead, &routed]).await;
-    let mut settings = test_settings();
-    settings.archive.dead_letter_topic = dead.clone();
-    settings.webhook.max_changes = 2;
+    let mut settings = dead_lettering(&dead);
     // A quarter for bodies arriving, 12,000 bytes for a request being processed.
     settings.server.max_body_bytes = 4_000;
     settings.server.max_in_flight_bytes = 16_000;
@@ -367,9 +374,7 @@ async fn a_refusal_is_answered_only_once_kafka_acknowledged_its_dead_letter() {
 async fn a_refusal_that_cannot_be_kept_is_answered_503_with_retry_after_and_writes_nothing() {
     let (dead, routed) = (unique_topic("dead-missing"), unique_topic("routed"));
     create_topics(&[&routed]).await;
-    let mut settings = test_settings();
-    settings.archive.dead_letter_topic = dead.clone();
-    settings.webhook.max_changes = 2;
+    let mut settings = dead_lettering(&dead);
     settings.kafka.delivery_timeout_ms = 3000;
     let connector = start_connector(settings, &routes_toml(&routed, &[])).await;
     let _turn = shared().await;
@@ -654,10 +659,7 @@ async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_
     );
     create_topics(&[&dead, &customers, &unrouted, &reference]).await;
     let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
-    let mut settings = test_settings();
-    settings.archive.dead_letter_topic = dead.clone();
-    settings.webhook.max_changes = 2;
-    let connector = start_connector(settings, &routes).await;
+    let connector = start_connector(dead_lettering(&dead), &routes).await;
     // What a connector allowing the changes makes of the same body, live.
     let mut allowing = test_settings();
     allowing.webhook.max_changes = 100;
@@ -715,10 +717,8 @@ async fn a_dead_letter_accepted_by_replay_is_archived_raw_as_a_live_notification
     );
     create_topics(&[&dead, &raw, &customers, &unrouted]).await;
     let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
-    let mut settings = test_settings();
-    settings.archive.dead_letter_topic = dead.clone();
+    let mut settings = dead_lettering(&dead);
     settings.archive.raw_topic = raw.clone();
-    settings.webhook.max_changes = 2;
     let connector = start_connector(settings, &routes).await;
     let archive = format!("[archive]\ndead_letter_topic = {dead:?}\nraw_topic = {raw:?}\n");
     let (_dir, config) = replay_settings(
@@ -766,10 +766,7 @@ async fn notifications_refused_again_stay_dead_letters_and_replay_exits_65() {
     );
     create_topics(&[&dead, &customers, &unrouted]).await;
     let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
-    let mut settings = test_settings();
-    settings.archive.dead_letter_topic = dead.clone();
-    settings.webhook.max_changes = 2;
-    let connector = start_connector(settings, &routes).await;
+    let connector = start_connector(dead_lettering(&dead), &routes).await;
     let (_dir, config) = replay_settings(
         &routes,
         &format!("[webhook]\nmax_changes = 100\n\n[archive]\ndead_letter_topic = {dead:?}\n"),

@@ -317,11 +317,7 @@ where
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(overloaded @ ApiError::Overloaded(_)) => return Err(overloaded),
-        Err(refusal) => {
-            // Records built before the refusal are gone: only the body stays held.
-            hold_only(&mut held, body.len());
-            return Err(dead_letter(state, &request, refusal, held).await);
-        }
+        Err(refusal) => return Err(dead_letter(state, &request, refusal, held).await),
     };
     if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("entity_id", event.entity_id);
@@ -339,7 +335,6 @@ where
         let limit = state.limits.max_request_bytes;
         let refusal = ApiError::Accept(AcceptError::TooLargeToDeliver { needed, limit });
         drop(accepted);
-        hold_only(&mut held, body.len());
         return Err(dead_letter(state, &request, refusal, held).await);
     }
     state.bytes.processing.take(&mut held, raw_bytes)?;
@@ -406,12 +401,15 @@ impl Request<'_> {
 /// Keeps a notification refused for its content on the dead-letter topic (when
 /// there is one) and returns the answer: the refusal once Kafka acknowledged the
 /// record, 503 when it could not be written, so the platform sends it again.
+/// `held`: what the request holds; all but its body is given back first.
 async fn dead_letter(
     state: &Ingress,
     request: &Request<'_>,
     refusal: ApiError,
     mut held: OwnedSemaphorePermit,
 ) -> ApiError {
+    // Records built before the refusal are gone: only the body stays held.
+    drop(held.split(held.num_permits().saturating_sub(request.body.len())));
     let Some(topic) = state.archive.dead_letter() else {
         return refusal;
     };
@@ -448,11 +446,6 @@ async fn dead_letter(
         .metrics
         .dead_lettered(request.entity.name, refusal.code(), true);
     refusal
-}
-
-/// Gives back what `held` holds beyond `bytes`.
-fn hold_only(held: &mut OwnedSemaphorePermit, bytes: usize) {
-    drop(held.split(held.num_permits().saturating_sub(bytes)));
 }
 
 /// RFC 3339 UTC with `Z`, as events write it.
