@@ -10,6 +10,7 @@
 //! the Prometheus metrics. Every failure is an [`ApiError`], turned into the JSON
 //! contract in one place. [`server`] is the HTTP server around all this.
 
+mod body;
 mod error;
 mod readiness;
 pub(crate) mod server;
@@ -19,8 +20,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use bytes::Buf;
+use futures::Stream;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, warn, Instrument};
@@ -266,7 +267,7 @@ where
             .try_acquire()
             .map_err(|_| ApiError::Overloaded(Overload::Receiving))?;
         let mut arriving = state.bytes.receiving.empty();
-        let read = read_body(headers, body, state.limits.max_body_bytes, |bytes| {
+        let read = body::read_body(headers, body, state.limits.max_body_bytes, |bytes| {
             state.bytes.receiving.take(&mut arriving, bytes)
         });
         tokio::time::timeout(state.request_read_timeout, read)
@@ -473,57 +474,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
             ApiError::UnsupportedMediaType(String::from_utf8_lossy(value).into_owned()),
         ),
         _ => Ok(()),
-    }
-}
-
-/// Collects the body, refusing it as soon as it is known to exceed `limit`;
-/// `reserve` is asked for the bytes of every chunk before it is kept.
-async fn read_body<S, B>(
-    headers: &HeaderMap,
-    body: S,
-    limit: usize,
-    mut reserve: impl FnMut(usize) -> Result<(), ApiError>,
-) -> Result<Bytes, ApiError>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let too_large = || ApiError::Accept(AcceptError::TooLarge { limit });
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
-    // Memory grows with what arrives, not with what a sender announces.
-    let initial = declared.map_or(8 * 1024, |l| l as usize).min(64 * 1024);
-    let mut body = std::pin::pin!(body);
-    let mut collected = BytesMut::with_capacity(initial);
-    let (mut received, mut refused) = (0, None);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
-        received += chunk.remaining();
-        if received > limit {
-            return Err(too_large());
-        }
-        if refused.is_none() {
-            match reserve(chunk.remaining()) {
-                Ok(()) => collected.put(chunk),
-                // The rest is read and dropped, so the sender gets the answer rather
-                // than a connection reset while it is still sending.
-                Err(error) => {
-                    refused = Some(error);
-                    collected = BytesMut::new();
-                }
-            }
-        } else {
-            chunk.advance(chunk.remaining());
-        }
-    }
-    match refused {
-        Some(error) => Err(error),
-        None => Ok(collected.freeze()),
     }
 }
 
