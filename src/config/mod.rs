@@ -25,41 +25,82 @@ const MAX_IN_FLIGHT_BYTES: usize = i32::MAX as usize * 256;
 /// The variable with the comma-separated HMAC secrets.
 const SECRETS_VAR: &str = "CONNECTOR__WEBHOOK__SECRETS";
 
-/// librdkafka properties the connector sets itself; overriding them would break
-/// "200 means acknowledged by every in-sync replica" or fight a setting above.
-const RESERVED_PROPERTIES: [(&str, &str); 10] = [
-    (
-        "queue.buffering.max.kbytes",
-        "set server.max_in_flight_bytes instead",
-    ),
-    (
-        "queue.buffering.max.messages",
-        "set server.max_in_flight_bytes instead",
-    ),
-    ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
-    (
-        "metadata.broker.list",
-        "set kafka.bootstrap_servers instead",
-    ),
-    (
-        "request.required.acks",
-        "the connector always waits for acks=all",
-    ),
-    ("topic.acks", "the connector always waits for acks=all"),
-    (
-        "message.timeout.ms",
-        "set kafka.delivery_timeout_ms instead",
-    ),
-    (
-        "delivery.timeout.ms",
-        "set kafka.delivery_timeout_ms instead",
-    ),
-    (
-        "enable.idempotence",
-        "the connector always produces idempotently",
-    ),
-    ("acks", "the connector always waits for acks=all"),
-];
+/// librdkafka properties the connector sets itself, in every spelling librdkafka
+/// accepts (`rdkafka_conf.c`), with the property it reads and what to do instead.
+/// Spellings are a name, an alias (`_RK_C_ALIAS`: `bootstrap.servers`, `acks`,
+/// `delivery.timeout.ms`), or a topic-level name with the `topic.` prefix that
+/// `rd_kafka_topic_conf_set` strips. librdkafka compares names exactly (`strcmp`),
+/// so another case is no property of its own (it refuses it as unknown).
+/// Overriding them would break "200 means acknowledged by every in-sync replica"
+/// or fight a setting above; and with two spellings of one property in rdkafka's
+/// `ClientConfig` (a `HashMap`), which one wins would depend on hash order.
+pub(crate) const RESERVED_PROPERTIES: [(&str, &str, &str); 13] = {
+    const IN_FLIGHT: &str = "set server.max_in_flight_bytes instead";
+    const BROKERS: &str = "set kafka.bootstrap_servers instead";
+    const ACKS: &str = "the connector always waits for acks=all; remove it";
+    const TIMEOUT: &str = "set kafka.delivery_timeout_ms instead";
+    const IDEMPOTENT: &str = "the connector always produces idempotently; remove it";
+    [
+        (
+            "queue.buffering.max.kbytes",
+            "queue.buffering.max.kbytes",
+            IN_FLIGHT,
+        ),
+        (
+            "queue.buffering.max.messages",
+            "queue.buffering.max.messages",
+            IN_FLIGHT,
+        ),
+        ("metadata.broker.list", "metadata.broker.list", BROKERS),
+        ("bootstrap.servers", "metadata.broker.list", BROKERS),
+        ("enable.idempotence", "enable.idempotence", IDEMPOTENT),
+        ("request.required.acks", "request.required.acks", ACKS),
+        ("acks", "request.required.acks", ACKS),
+        ("topic.request.required.acks", "request.required.acks", ACKS),
+        ("topic.acks", "request.required.acks", ACKS),
+        ("message.timeout.ms", "message.timeout.ms", TIMEOUT),
+        ("delivery.timeout.ms", "message.timeout.ms", TIMEOUT),
+        ("topic.message.timeout.ms", "message.timeout.ms", TIMEOUT),
+        ("topic.delivery.timeout.ms", "message.timeout.ms", TIMEOUT),
+    ]
+};
+
+/// Whether librdkafka reads `name` as a property the connector sets itself
+/// ([`RESERVED_PROPERTIES`]).
+pub(crate) fn is_reserved_property(name: &str) -> bool {
+    RESERVED_PROPERTIES
+        .iter()
+        .any(|(spelling, ..)| *spelling == name)
+}
+
+/// librdkafka's name for the largest record the producer sends (it has no alias).
+pub const MESSAGE_MAX_BYTES: &str = "message.max.bytes";
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// The `message.max.bytes` librdkafka accepts.
+const MESSAGE_MAX_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1000..=1_000_000_000;
+
+/// What a raw copy of a body (a dead-letter or raw archive record) adds to the
+/// body, but the request's `Content-Type` header (at most `server.max_header_bytes`):
+/// its other headers (entity, request id of at most 128 bytes, received_at, the
+/// refusal's status, code and message of at most 4 KiB, and their names), its key
+/// (at most 128 bytes) and librdkafka's framing of a record, with room to spare.
+pub const RAW_RECORD_MARGIN_BYTES: usize = 8 * 1024;
+
+/// Words that mark a `kafka.properties` name as holding a secret (`sasl.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`), matched in any case: its
+/// value is never printed, in errors or in `Debug`.
+const SECRET_PROPERTY_WORDS: [&str; 3] = ["password", "secret", "key"];
+/// The properties librdkafka redacts itself (`_RK_SENSITIVE`) whose names hold
+/// none of [`SECRET_PROPERTY_WORDS`].
+const SENSITIVE_PROPERTIES: [&str; 3] = ["sasl.oauthbearer.config", "sasl.username", "ssl.ca.pem"];
+
+/// Whether the `kafka.properties` entry `name` holds a secret.
+pub(crate) fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PROPERTY_WORDS.iter().any(|word| name.contains(word))
+        || SENSITIVE_PROPERTIES.contains(&name.as_str())
+}
 
 /// Why settings cannot be loaded. `key` is the setting to fix.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +109,109 @@ pub enum SettingsError {
     Load(#[from] config::ConfigError),
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
+}
+
+impl SettingsError {
+    /// `err`, unless it is about a setting holding a secret ([`secret_form`]): then
+    /// an error naming the key and the form expected, without the value the
+    /// `config` crate and serde would quote. A file that is not TOML keeps the line
+    /// and column of the mistake but not the line's text, which may hold a secret.
+    fn hiding_secrets(err: config::ConfigError) -> SettingsError {
+        use config::ConfigError;
+        let type_error = is_type_error(&err);
+        let secret = match &err {
+            ConfigError::Type {
+                key: Some(key),
+                origin,
+                ..
+            }
+            | ConfigError::At {
+                key: Some(key),
+                origin,
+                ..
+            } => secret_form(key, type_error).map(|form| (key.clone(), form, origin.clone())),
+            _ => None,
+        };
+        if let Some((key, form, origin)) = secret {
+            let key = match key.strip_prefix("kafka.properties.") {
+                Some(name) => format!("kafka.properties.\"{name}\""),
+                None => key,
+            };
+            let origin = origin.map(|o| format!(" (set in {o})")).unwrap_or_default();
+            let message = format!("{form}{origin}; the value is not shown");
+            return SettingsError::Invalid { key, message };
+        }
+        match err {
+            ConfigError::FileParse { uri, cause } => {
+                let text = cause.to_string();
+                let lines = text.lines().filter(|line| !is_source_excerpt(line));
+                let cause = lines.collect::<Vec<_>>().join(" ").into();
+                SettingsError::Load(ConfigError::FileParse { uri, cause })
+            }
+            err => SettingsError::Load(err),
+        }
+    }
+}
+
+/// Whether `err` says a value has the wrong type (or an impossible value), the
+/// errors that quote it.
+fn is_type_error(err: &config::ConfigError) -> bool {
+    use config::ConfigError;
+    match err {
+        ConfigError::Type { .. } => true,
+        ConfigError::At { error, .. } => match error.as_ref() {
+            ConfigError::Message(message) => message.starts_with("invalid "),
+            error => is_type_error(error),
+        },
+        _ => false,
+    }
+}
+
+/// Whether `line` of a TOML parse error quotes the file (`12 | key = "..."`, or
+/// the `|` and `^` lines around it) rather than saying what is wrong.
+fn is_source_excerpt(line: &str) -> bool {
+    let rest = line
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit());
+    rest.trim_start().starts_with('|')
+}
+
+/// The form expected of a setting holding a secret when a `config` error's `key`
+/// is one or lies within one (`webhook.secrets`, `privacy.key`, a
+/// `kafka.properties` entry named for a password, secret or key), or is a table
+/// holding one and `type_error` (`kafka.properties = "sasl.password=..."`).
+fn secret_form(key: &str, type_error: bool) -> Option<String> {
+    let within = |base: &str| {
+        key.strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    if within("webhook.secrets") {
+        return Some(format!(
+            "expected a list of strings (secrets = [\"...\"] under [webhook]) or \
+             {SECRETS_VAR}=a,b"
+        ));
+    }
+    if within("privacy.key") {
+        return Some(format!(
+            "expected a string of at least {} bytes, best set with CONNECTOR__PRIVACY__KEY",
+            crate::privacy::MIN_KEY_BYTES
+        ));
+    }
+    if let Some(name) = key.strip_prefix("kafka.properties.") {
+        return is_secret_property(name)
+            .then(|| format!("expected a string (\"{name}\" = \"...\" under [kafka.properties])"));
+    }
+    match key {
+        "kafka.properties" if type_error => Some(
+            "expected a table of librdkafka property names and string values \
+             ([kafka.properties])"
+                .into(),
+        ),
+        "webhook" | "privacy" | "kafka" if type_error => {
+            Some(format!("expected a table ([{key}])"))
+        }
+        _ => None,
+    }
 }
 
 /// Everything the connector is configured with.
@@ -244,14 +388,16 @@ impl std::fmt::Debug for WebhookSettings {
 }
 
 /// `[kafka]`: the producer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list of brokers.
     pub bootstrap_servers: String,
     /// How long to wait for Kafka to acknowledge every event of a request; then 503.
     pub delivery_timeout_ms: u64,
-    /// Passed to librdkafka as they are (SASL, TLS, compression, batching, ...).
+    /// Passed to librdkafka as they are (SASL, TLS, compression, batching, ...),
+    /// but the connector's own (`RESERVED_PROPERTIES`). `message.max.bytes` also bounds
+    /// `server.max_body_bytes` when an archive topic is on.
     pub properties: BTreeMap<String, String>,
     /// The CloudEvents `source` of every record (header `ce_source`): a URI
     /// reference naming where the events come from.
@@ -289,10 +435,77 @@ impl Default for KafkaSettings {
     }
 }
 
+/// Never prints the values of properties holding secrets (`is_secret_property`).
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = (self.properties.iter())
+            .map(|(name, value)| match is_secret_property(name) {
+                true => (name.as_str(), "<set>"),
+                false => (name.as_str(), value.as_str()),
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("properties", &properties)
+            .field("cloudevents_source", &self.cloudevents_source)
+            .finish()
+    }
+}
+
 impl KafkaSettings {
     pub(crate) fn delivery_timeout(&self) -> Duration {
         Duration::from_millis(self.delivery_timeout_ms)
     }
+
+    /// The largest record the producer sends, as librdkafka counts it:
+    /// `kafka.properties."message.max.bytes"`, else librdkafka's default
+    /// ([`DEFAULT_MESSAGE_MAX_BYTES`]). Checked at load.
+    pub fn max_message_bytes(&self) -> usize {
+        (self.properties.get(MESSAGE_MAX_BYTES))
+            .and_then(|value| parse_message_max_bytes(value))
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+    }
+
+    /// Refuses properties the connector sets itself, in any spelling, and a
+    /// `message.max.bytes` librdkafka would refuse.
+    fn validate(&self) -> Result<(), SettingsError> {
+        for (spelling, property, instead) in RESERVED_PROPERTIES {
+            if self.properties.contains_key(spelling) {
+                let reads = match spelling == property {
+                    true => String::new(),
+                    false => format!(" (librdkafka reads it as {property})"),
+                };
+                return Err(SettingsError::Invalid {
+                    key: format!("kafka.properties.\"{spelling}\""),
+                    message: format!("is set by the connector{reads}: {instead}"),
+                });
+            }
+        }
+        let max = self.properties.get(MESSAGE_MAX_BYTES);
+        if max.is_some_and(|value| parse_message_max_bytes(value).is_none()) {
+            return Err(SettingsError::Invalid {
+                key: format!("kafka.properties.\"{MESSAGE_MAX_BYTES}\""),
+                message: format!(
+                    "must be a whole number of bytes from {} to {} (librdkafka's range; \
+                     its default is {DEFAULT_MESSAGE_MAX_BYTES})",
+                    MESSAGE_MAX_BYTES_RANGE.start(),
+                    MESSAGE_MAX_BYTES_RANGE.end()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `value` as a `message.max.bytes` librdkafka accepts: decimal digits within
+/// [`MESSAGE_MAX_BYTES_RANGE`].
+fn parse_message_max_bytes(value: &str) -> Option<usize> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    (value.parse().ok()).filter(|bytes| MESSAGE_MAX_BYTES_RANGE.contains(bytes))
 }
 
 /// `[routing]`: where the routing file is and how often to look for changes.
@@ -355,6 +568,15 @@ impl Settings {
         Some(std::sync::Arc::new(
             key.keying_event_ids(self.privacy.keyed_event_ids),
         ))
+    }
+
+    /// The most bytes a raw copy of a body (a dead-letter or raw archive record)
+    /// takes as Kafka counts it: the largest body, the largest `Content-Type` (at
+    /// most `server.max_header_bytes`) and [`RAW_RECORD_MARGIN_BYTES`].
+    pub fn max_raw_record_bytes(&self) -> usize {
+        (self.server.max_body_bytes)
+            .saturating_add(self.server.max_header_bytes)
+            .saturating_add(RAW_RECORD_MARGIN_BYTES)
     }
 
     /// What one request may carry.
@@ -438,7 +660,9 @@ impl Settings {
             .source(Some(
                 vars.into_iter().filter(|(k, _)| k != SECRETS_VAR).collect(),
             ));
-        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        let settings: Settings = (builder.add_source(env).build())
+            .and_then(config::Config::try_deserialize)
+            .map_err(SettingsError::hiding_secrets)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -499,14 +723,7 @@ impl Settings {
                  (e.g. urn:webhook-connector:reservation-platform)",
             );
         }
-        for (name, why) in RESERVED_PROPERTIES {
-            if self.kafka.properties.contains_key(name) {
-                return invalid(
-                    &format!("kafka.properties.\"{name}\""),
-                    &format!("is set by the connector: {why}"),
-                );
-            }
-        }
+        self.kafka.validate()?;
         if self.webhook.max_changes == 0 {
             return invalid("webhook.max_changes", "must be at least 1");
         }
@@ -537,6 +754,7 @@ impl Settings {
                 "is the dead-letter topic too: give each its own topic",
             );
         }
+        self.check_raw_records_fit()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(
                 "log.level",
@@ -544,6 +762,28 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// Refuses a `server.max_body_bytes` whose raw copy an archive topic on could
+    /// not take: one larger than the producer's `message.max.bytes`.
+    fn check_raw_records_fit(&self) -> Result<(), SettingsError> {
+        let (raw, max) = (self.max_raw_record_bytes(), self.kafka.max_message_bytes());
+        if self.archive.topics().is_empty() || raw <= max {
+            return Ok(());
+        }
+        let room = max.saturating_sub(self.server.max_header_bytes + RAW_RECORD_MARGIN_BYTES);
+        Err(SettingsError::Invalid {
+            key: "server.max_body_bytes".into(),
+            message: format!(
+                "a raw copy of a body for {} could take {raw} bytes (the body, a Content-Type \
+                 of up to server.max_header_bytes, and {RAW_RECORD_MARGIN_BYTES} bytes of \
+                 other headers, key and framing), more than the producer sends \
+                 (message.max.bytes, {max}). Lower server.max_body_bytes to at most {room} \
+                 (or server.max_header_bytes), or raise kafka.properties.\"message.max.bytes\" \
+                 and the topic's max.message.bytes on the brokers",
+                self.archive.topics().join(" and "),
+            ),
+        })
     }
 }
 
@@ -798,6 +1038,295 @@ mod tests {
         let shipped =
             Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[KEY])).unwrap();
         assert!(shipped.check_serving().is_err());
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_named_with_its_form_but_never_shown() {
+        for (text, key, form) in [
+            (
+                "[webhook]\nsecrets = \"s3cr3t-value\"\n",
+                "webhook.secrets",
+                "expected a list of strings (secrets = [\"...\"] under [webhook]) or \
+                 CONNECTOR__WEBHOOK__SECRETS=a,b",
+            ),
+            (
+                "[webhook]\nsecrets = 1234567890\n",
+                "webhook.secrets",
+                "expected a list of strings",
+            ),
+            (
+                "[webhook]\nsecrets = [{ s = \"s3cr3t-value\" }]\n",
+                "webhook.secrets[0]",
+                "expected a list of strings",
+            ),
+            (
+                "[privacy]\nkey = { k = \"s3cr3t-value\" }\n",
+                "privacy.key",
+                "expected a string of at least 32 bytes, best set with CONNECTOR__PRIVACY__KEY",
+            ),
+            (
+                "[privacy]\nkey = [\"s3cr3t-value\"]\n",
+                "privacy.key",
+                "expected a string of at least 32 bytes",
+            ),
+            (
+                "[kafka.properties]\n\"sasl.password\" = [\"s3cr3t-value\"]\n",
+                "kafka.properties.\"sasl.password\"",
+                "expected a string (\"sasl.password\" = \"...\" under [kafka.properties])",
+            ),
+            (
+                "[kafka.properties]\n\"ssl.key.password\" = { p = \"s3cr3t-value\" }\n",
+                "kafka.properties.\"ssl.key.password\"",
+                "expected a string",
+            ),
+            (
+                "[kafka.properties]\n\"ssl.key.pem\" = [\"s3cr3t-value\"]\n",
+                "kafka.properties.\"ssl.key.pem\"",
+                "expected a string",
+            ),
+            (
+                "[kafka.properties]\n\"sasl.oauthbearer.client.secret\" = [\"s3cr3t-value\"]\n",
+                "kafka.properties.\"sasl.oauthbearer.client.secret\"",
+                "expected a string",
+            ),
+            (
+                "[kafka.properties]\n\"SASL.PASSWORD\" = [\"s3cr3t-value\"]\n",
+                "kafka.properties.\"SASL.PASSWORD\"",
+                "expected a string",
+            ),
+            (
+                "[kafka]\nproperties = \"sasl.password=s3cr3t-value\"\n",
+                "kafka.properties",
+                "expected a table of librdkafka property names and string values",
+            ),
+            (
+                "webhook = \"s3cr3t-value\"\n",
+                "webhook",
+                "expected a table ([webhook])",
+            ),
+        ] {
+            let err = load_text(text, &[]).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("s3cr3t-value"), "{text}: {shown}");
+            assert!(!shown.contains("1234567890"), "{text}: {shown}");
+            assert!(
+                err.to_string().starts_with(&format!("{key}: {form}")),
+                "{text}: {err}"
+            );
+            assert!(
+                err.to_string().ends_with("; the value is not shown"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_set_in_the_environment_is_never_shown_either() {
+        const VALUE: &str = "s3cr3t-value";
+        for (var, key) in [
+            ("CONNECTOR__PRIVACY__KEY__X", "privacy.key"),
+            ("CONNECTOR__WEBHOOK__SECRETS__X", "webhook.secrets"),
+            ("CONNECTOR__KAFKA__PROPERTIES", "kafka.properties"),
+            ("CONNECTOR__PRIVACY", "privacy"),
+        ] {
+            let err = load_text("", &[(var, VALUE)]).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(VALUE), "{var}: {shown}");
+            assert!(
+                shown.contains(&format!("{key}: expected")),
+                "{var}: {shown}"
+            );
+        }
+        // Too short is said with its length only.
+        let err = load_text("", &[("CONNECTOR__PRIVACY__KEY", VALUE)]).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("privacy.key: must be at least 32 bytes"));
+        assert!(!format!("{err} {err:?}").contains(VALUE), "{err}");
+        // Settings that hold no secret keep the crate's own message.
+        let err = load_text("[kafka.properties]\n\"linger.ms\" = [1]\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("kafka.properties.linger.ms"),
+            "{err}"
+        );
+        let err = load_text("[webhook]\nsecret = [\"s\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `secret`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_gives_the_line_but_not_its_text() {
+        let err = load_text("[privacy]\nkey = s3cr3t-value\n", &[]).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("line 2"), "{shown}");
+        assert!(shown.contains("settings.toml"), "{shown}");
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let text = "[kafka.properties]\n\"sasl.password\" = \"s3cr3t-sasl\"\n\
+                    \"SSL.KEY.PEM\" = \"s3cr3t-pem\"\n\"linger.ms\" = \"3\"\n\
+                    \"sasl.username\" = \"s3cr3t-user\"\n";
+        let settings =
+            load_text(text, &[KEY, ("CONNECTOR__WEBHOOK__SECRETS", "s3cr3t-hmac")]).unwrap();
+        let debug = format!("{settings:?}");
+        for secret in ["s3cr3t", KEY.1] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(debug.contains("\"sasl.password\": \"<set>\""), "{debug}");
+        assert!(debug.contains("\"linger.ms\": \"3\""), "{debug}");
+        assert!(debug.contains("<1 secrets>"), "{debug}");
+    }
+
+    #[test]
+    fn every_spelling_librdkafka_reads_as_a_property_the_connector_sets_is_refused() {
+        for (spelling, property, instead) in [
+            (
+                "bootstrap.servers",
+                "metadata.broker.list",
+                "set kafka.bootstrap_servers",
+            ),
+            ("metadata.broker.list", "", "set kafka.bootstrap_servers"),
+            (
+                "queue.buffering.max.kbytes",
+                "",
+                "set server.max_in_flight_bytes",
+            ),
+            (
+                "queue.buffering.max.messages",
+                "",
+                "set server.max_in_flight_bytes",
+            ),
+            (
+                "enable.idempotence",
+                "",
+                "always produces idempotently; remove it",
+            ),
+            (
+                "request.required.acks",
+                "",
+                "always waits for acks=all; remove it",
+            ),
+            ("acks", "request.required.acks", "always waits for acks=all"),
+            (
+                "topic.acks",
+                "request.required.acks",
+                "always waits for acks=all",
+            ),
+            (
+                "topic.request.required.acks",
+                "request.required.acks",
+                "acks=all",
+            ),
+            ("message.timeout.ms", "", "set kafka.delivery_timeout_ms"),
+            (
+                "delivery.timeout.ms",
+                "message.timeout.ms",
+                "set kafka.delivery_timeout_ms",
+            ),
+            (
+                "topic.message.timeout.ms",
+                "message.timeout.ms",
+                "set kafka.delivery_timeout_ms",
+            ),
+            (
+                "topic.delivery.timeout.ms",
+                "message.timeout.ms",
+                "set kafka.delivery_timeout_ms",
+            ),
+        ] {
+            let text = format!("[kafka.properties]\n\"{spelling}\" = \"1\"\n");
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            let reads = match property {
+                "" => String::new(),
+                property => format!(" (librdkafka reads it as {property})"),
+            };
+            let start =
+                format!("kafka.properties.\"{spelling}\": is set by the connector{reads}: ");
+            assert!(err.starts_with(&start), "{err}");
+            assert!(err.contains(instead), "{err}");
+            assert!(is_reserved_property(spelling));
+        }
+        assert_eq!(RESERVED_PROPERTIES.len(), 13);
+        // librdkafka matches names exactly: other cases are unknown to it, not these.
+        assert!(!is_reserved_property("ACKS"));
+        assert!(!is_reserved_property("topic.enable.idempotence"));
+    }
+
+    #[test]
+    fn message_max_bytes_is_read_from_the_properties_and_checked() {
+        let max = |text: &str| load_text(text, &[]).map(|s| s.kafka.max_message_bytes());
+        assert_eq!(max("").unwrap(), DEFAULT_MESSAGE_MAX_BYTES);
+        assert_eq!(DEFAULT_MESSAGE_MAX_BYTES, 1_000_000);
+        for (value, bytes) in [
+            ("\"2000000\"", 2_000_000),
+            ("2000000", 2_000_000),
+            ("\"1000\"", 1000),
+            ("1_000_000_000", 1_000_000_000),
+            ("\" 5000 \"", 5000),
+        ] {
+            let text = format!("[kafka.properties]\n\"message.max.bytes\" = {value}\n");
+            assert_eq!(max(&text).unwrap(), bytes, "{value}");
+        }
+        for value in [
+            "\"999\"",
+            "1000000001",
+            "\"\"",
+            "\"1e6\"",
+            "\"0x1000\"",
+            "-1000",
+            "\"big\"",
+        ] {
+            let text = format!("[kafka.properties]\n\"message.max.bytes\" = {value}\n");
+            let err = max(&text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "kafka.properties.\"message.max.bytes\": must be a whole number of bytes \
+                     from 1000 to 1000000000"
+                ),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_whose_raw_copy_kafka_could_not_take_is_refused_when_archived() {
+        // 1 MB less the Content-Type and the margin: the largest body that fits.
+        let fits = 1_000_000 - 16_384 - RAW_RECORD_MARGIN_BYTES;
+        let server = |body: usize| {
+            format!("[server]\nmax_body_bytes = {body}\nmax_in_flight_bytes = 134217728\n")
+        };
+        for archive in ["dead_letter_topic", "raw_topic"] {
+            let archived = |body| format!("{}[archive]\n{archive} = \"kept\"\n", server(body));
+            let settings = load_text(&archived(fits), &[]).unwrap();
+            assert_eq!(settings.max_raw_record_bytes(), 1_000_000);
+            let err = load_text(&archived(fits + 1), &[]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "server.max_body_bytes: a raw copy of a body for kept could take 1000001 bytes"
+                ),
+                "{err}"
+            );
+            assert!(err.contains(&format!("at most {fits}")), "{err}");
+            assert!(
+                err.contains("kafka.properties.\"message.max.bytes\""),
+                "{err}"
+            );
+            assert!(err.contains("max.message.bytes on the brokers"), "{err}");
+            // A larger message.max.bytes lets it through.
+            let raised = format!(
+                "{}[kafka.properties]\n\"message.max.bytes\" = \"2000000\"\n",
+                archived(fits + 1)
+            );
+            assert!(load_text(&raised, &[]).is_ok());
+        }
+        // Without an archive topic no raw copy is written.
+        assert!(load_text(&server(fits + 1), &[]).is_ok());
+        // The shipped file keeps dead letters and loads.
+        let shipped =
+            Settings::load_with_env(Some(Path::new("config/default.toml")), env(&[KEY])).unwrap();
+        assert!(shipped.archive.dead_letter().is_some());
+        assert!(shipped.max_raw_record_bytes() <= shipped.kafka.max_message_bytes());
     }
 
     #[test]
