@@ -267,7 +267,7 @@ fn request(
     (
         accepted.events.len(),
         records.records.len(),
-        records.payloads.len(),
+        records.value_bytes(),
     )
 }
 
@@ -327,7 +327,7 @@ fn check(
         changes,
         events.len(),
         records.records.len(),
-        records.payloads.len(),
+        records.value_bytes(),
     )
 }
 

@@ -16,7 +16,7 @@ use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, NamesTooLong, PayloadError};
 use crate::routing::RoutingTable;
-use crate::sink::record::Records;
+use crate::sink::record::{self, RawMeta, Records};
 use crate::state;
 
 /// What one request may carry.
@@ -115,10 +115,17 @@ pub fn accept<'t>(
     table: &'t RoutingTable,
     received_at: DateTime<Utc>,
 ) -> Result<Accepted<'t>, AcceptError> {
-    accept_within(body, entity, limits, table, received_at, &mut |_| true)
+    accept_within(body, entity, limits, table, received_at, None, &mut |_| {
+        true
+    })
 }
 
-/// [`accept`], taking the records' bytes from `reserve` (the caller's byte budget)
+/// Where an accepted notification's raw copy goes (`archive.raw_topic`), with what
+/// its headers say about the request.
+pub type RawCopy<'t> = (&'t str, RawMeta);
+
+/// [`accept`], with the body's `raw` copy after its records when the raw archive
+/// is on, taking the records' bytes from `reserve` (the caller's byte budget)
 /// record by record as they are built: after a `false`, the records are only
 /// measured, and the request is refused with [`AcceptError::NoRoom`], or
 /// [`AcceptError::TooLargeToDeliver`] when it could never be held. No body makes a
@@ -129,6 +136,7 @@ pub fn accept_within<'t>(
     limits: &Limits,
     table: &'t RoutingTable,
     received_at: DateTime<Utc>,
+    raw: Option<RawCopy<'t>>,
     reserve: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Accepted<'t>, AcceptError> {
     if body.len() > limits.max_body_bytes {
@@ -166,14 +174,25 @@ pub fn accept_within<'t>(
         taken += bytes;
         taken <= limits.max_request_bytes && reserve(bytes)
     };
-    let records = Records::build_within(&events, &topics, table, state.clone(), &mut take)
-        .map_err(|record_bytes| {
-            let (needed, limit) = (body.len() + record_bytes, limits.max_request_bytes);
-            match needed > limit {
-                true => AcceptError::TooLargeToDeliver { needed, limit },
-                false => AcceptError::NoRoom,
-            }
-        })?;
+    let refused = |record_bytes: usize| {
+        let (needed, limit) = (body.len() + record_bytes, limits.max_request_bytes);
+        match needed > limit {
+            true => AcceptError::TooLargeToDeliver { needed, limit },
+            false => AcceptError::NoRoom,
+        }
+    };
+    let mut records = Records::build_within(&events, &topics, table, state.clone(), &mut take)
+        .map_err(refused)?;
+    // The raw archive's copy is counted like the records: a notification that can
+    // never fit with it is refused (and kept) rather than answered 503 at every retry.
+    if let Some((topic, meta)) = raw {
+        let key = events[0].key();
+        let bytes = record::raw_bytes(body.len(), &key, &meta);
+        if !take(bytes) {
+            return Err(refused(records.held_bytes() + bytes));
+        }
+        records.push_raw(topic, key, body, meta);
+    }
     let record_bytes = records.held_bytes();
     Ok(Accepted {
         events,
@@ -348,6 +367,7 @@ mod tests {
                 limits,
                 &table,
                 Utc::now(),
+                None,
                 &mut |bytes| {
                     asked.push(bytes);
                     asked.len() <= room

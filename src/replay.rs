@@ -119,21 +119,31 @@ pub fn plan<'t>(
     if !pipeline::content_type_accepted(content_type) {
         return Plan::Refused("unsupported_media_type");
     }
-    match pipeline::accept(&raw.body, entity, limits, table, received_at) {
+    // The raw archive's copy is counted as live counts it, so replay accepts
+    // exactly what the endpoint accepts.
+    let copy = options.raw_topic.as_deref().map(|topic| {
+        let meta = RawMeta {
+            entity: entity.name,
+            request_id: raw.header("request_id").unwrap_or_default().to_string(),
+            received_at: raw.header("received_at").unwrap_or_default().to_string(),
+            content_type: raw.header("request_content_type").map(String::from),
+            refusal: None,
+        };
+        (topic, meta)
+    });
+    let accepted = pipeline::accept_within(
+        &raw.body,
+        entity,
+        limits,
+        table,
+        received_at,
+        copy,
+        &mut |_| true,
+    );
+    match accepted {
         Err(refusal) => Plan::Refused(refusal_code(&refusal)),
         Ok(accepted) => {
-            let key = accepted.events[0].key();
             let mut records = accepted.into_records();
-            if let Some(topic) = options.raw_topic.as_deref() {
-                let meta = RawMeta {
-                    entity: entity.name,
-                    request_id: raw.header("request_id").unwrap_or_default().to_string(),
-                    received_at: raw.header("received_at").unwrap_or_default().to_string(),
-                    content_type: raw.header("request_content_type").map(String::from),
-                    refusal: None,
-                };
-                records.push_raw(topic, key, &raw.body, meta);
-            }
             if !options.only_topics.is_empty() {
                 records
                     .records
@@ -174,6 +184,12 @@ impl Summary {
                 Ok(()) => {
                     self.replayed += 1;
                     topics.iter().for_each(|topic| self.count(topic));
+                }
+                // Kafka refuses the records for what they are: refused again, as
+                // the endpoint would refuse the notification now.
+                Err(error) if error.is_content_refusal() => {
+                    let code = crate::ingress::ApiError::Delivery(error).code();
+                    *self.refused.entry(code).or_default() += 1;
                 }
                 Err(error) => {
                     self.failed += 1;
@@ -258,7 +274,7 @@ pub async fn replay(
                     }
                 }
                 Plan::Write(records) => {
-                    let bytes = records.payloads.len();
+                    let bytes = records.held_bytes();
                     if held + bytes > budget && !deliveries.is_empty() {
                         let sent = std::mem::take(&mut deliveries);
                         summary.delivered(deliver_all(&sink, sent).await);
@@ -674,6 +690,76 @@ mod tests {
         };
         let records = write(plan(&dead, &table, &limits, &only));
         assert!(records.records.iter().all(|r| r.topic == "sms"));
+    }
+
+    #[test]
+    fn replay_counts_the_raw_archive_copy_as_live_does_and_refuses_what_live_refuses() {
+        let table = table();
+        let archiving = Options {
+            raw_topic: Some("raw".into()),
+            ..Options::default()
+        };
+        // The most a request may hold: the body and its records, without the copy.
+        let plain = Options::default();
+        let events_only = write(plan(&seed(), &table, &Settings::default().limits(), &plain));
+        let limits = Limits {
+            max_request_bytes: SEED.len() + events_only.held_bytes(),
+            ..Settings::default().limits()
+        };
+        assert!(matches!(
+            plan(&seed(), &table, &limits, &plain),
+            Plan::Write(_)
+        ));
+        // The copy does not fit beside them: refused, as the endpoint refuses it.
+        assert!(matches!(
+            plan(&seed(), &table, &limits, &archiving),
+            Plan::Refused("payload_too_large")
+        ));
+        let live = pipeline::accept_within(
+            SEED,
+            &entity::CUSTOMER,
+            &limits,
+            &table,
+            Utc::now(),
+            Some((
+                "raw",
+                RawMeta {
+                    entity: "customer",
+                    request_id: String::new(),
+                    received_at: AT.into(),
+                    content_type: Some("application/json".into()),
+                    refusal: None,
+                },
+            )),
+            &mut |_| true,
+        );
+        assert!(matches!(
+            live,
+            Err(pipeline::AcceptError::TooLargeToDeliver { .. })
+        ));
+    }
+
+    #[test]
+    fn records_kafka_refuses_for_their_content_count_as_refused_not_failed() {
+        let mut summary = Summary::default();
+        let refused = DeliveryError::Refused {
+            topic: "t".into(),
+            change_type: "X".into(),
+            reason: "too large".into(),
+            retriable: false,
+            code: Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+        };
+        let timed_out = DeliveryError::TimedOut {
+            topics: "t".into(),
+            timeout_ms: 1,
+        };
+        summary.delivered(vec![
+            (vec!["t".into()], Err(refused)),
+            (vec!["t".into()], Err(timed_out)),
+        ]);
+        assert_eq!(summary.refused.get("record_too_large"), Some(&1));
+        assert_eq!(summary.failed, 1);
+        assert_eq!(summary.replayed, 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The bad-input corpus of `tests/fixtures/bad/cases.toml`: each request, to the
 //! customer or the booking endpoint, gets its documented status and a JSON error
-//! body, nothing reaches Kafka, and the connector is still ready afterwards.
+//! body, nothing reaches Kafka, and the connector is still ready afterwards. Its
+//! connector takes records of at most 100000 bytes (`message.max.bytes`), and
+//! pseudonymises every customer field of the change type `CorpusPseudonymised`.
 
 mod common;
 
@@ -54,16 +56,20 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
     let bookings = corpus.case.iter().filter(to_booking).count();
     assert!(bookings >= 15, "the corpus has {bookings} booking cases");
 
-    let topic = unique_topic("corpus");
-    create_topics(&[&topic]).await;
+    let (topic, pseudonymised) = (unique_topic("corpus"), unique_topic("corpus-pseudonymised"));
+    create_topics(&[&topic, &pseudonymised]).await;
     let mut settings = test_settings();
     settings.webhook.secrets = vec![SECRET.into()];
     settings.server.max_body_bytes = 65536;
-    let connector = start_connector(
-        settings,
-        &routes_toml(&topic, &[("all", &["*"], &[&topic])]),
-    )
-    .await;
+    // Records larger than this are refused before anything is enqueued.
+    (settings.kafka.properties).insert("message.max.bytes".into(), "100000".into());
+    settings.privacy.key = Some("corpus-privacy-key-of-at-least-32-bytes".into());
+    let mut routes = routes_toml(&topic, &[("all", &["*"], &[&topic])]);
+    routes.push_str(&format!(
+        "\n[[routes]]\nname = \"pseudonymised\"\nchange_types = [\"CorpusPseudonymised\"]\n\
+         topics = [{pseudonymised:?}]\npseudonymise = [\"customer_*\"]\n"
+    ));
+    let connector = start_connector(settings, &routes).await;
     let client = reqwest::Client::new();
 
     let mut failures = Vec::new();

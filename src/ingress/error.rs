@@ -41,7 +41,7 @@ pub enum ApiError {
     Signature(#[from] SignatureError),
     #[error("{0}; retry later")]
     Overloaded(Overload),
-    #[error("{0}; not every event was acknowledged, retry later")]
+    #[error("{}", delivery_message(.0))]
     Delivery(#[from] DeliveryError),
     /// A refused notification could not be written to the dead-letter topic:
     /// rather than lose it, the sender is asked to send it again.
@@ -64,6 +64,14 @@ pub enum Overload {
     Receiving,
     #[error("too many bytes of requests and records held at once (server.max_in_flight_bytes)")]
     Bytes,
+}
+
+/// A content refusal can never pass, so it does not ask for a retry.
+fn delivery_message(error: &DeliveryError) -> String {
+    match error.is_content_refusal() {
+        true => format!("{error}; the notification can never be delivered as it is"),
+        false => format!("{error}; not every event was acknowledged, retry later"),
+    }
 }
 
 #[derive(Serialize)]
@@ -94,6 +102,10 @@ impl ApiError {
                 | AcceptError::TooLargeToDeliver { .. }
                 | AcceptError::NamesTooLong { .. },
             ) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Delivery(refusal) if refusal.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Delivery(refusal) if refusal.is_content_refusal() => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyRead(_) | ApiError::Accept(_) | ApiError::BadRequest(_) => {
@@ -127,6 +139,8 @@ impl ApiError {
             ApiError::Signature(_) => "signature_invalid",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Delivery(DeliveryError::ShuttingDown) => "shutting_down",
+            ApiError::Delivery(e) if e.is_too_large() => "record_too_large",
+            ApiError::Delivery(e) if e.is_content_refusal() => "record_invalid",
             ApiError::Delivery(e) if e.is_retriable() => "kafka_unavailable",
             ApiError::Delivery(_) => "kafka_refused",
             ApiError::BadRequest(_) => "bad_request",
@@ -137,6 +151,7 @@ impl ApiError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded(_) => Some(RETRY_AFTER_OVERLOAD_SECS),
+            ApiError::Delivery(e) if e.is_content_refusal() => None,
             ApiError::Delivery(_) | ApiError::DeadLetter { .. } => Some(RETRY_AFTER_KAFKA_SECS),
             _ => None,
         }
@@ -184,6 +199,8 @@ pub(crate) async fn recover(rejection: Rejection) -> Result<Response, Infallible
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::types::RDKafkaErrorCode;
+
     use super::*;
 
     #[test]
@@ -206,6 +223,31 @@ mod tests {
         });
         assert_eq!(refused.code(), "kafka_refused");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn records_kafka_can_never_take_are_client_errors_without_retry_after() {
+        let refused = |code, reason: &str| {
+            ApiError::Delivery(DeliveryError::Refused {
+                topic: "t".into(),
+                change_type: "X".into(),
+                reason: reason.into(),
+                retriable: false,
+                code: Some(code),
+            })
+        };
+        let too_large = refused(RDKafkaErrorCode::MessageSizeTooLarge, "too large");
+        assert_eq!(too_large.code(), "record_too_large");
+        assert_eq!(
+            too_large.message(),
+            "Kafka refused the X event for topic t: too large; the notification can never be delivered as it is"
+        );
+        let response = too_large.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let invalid = refused(RDKafkaErrorCode::InvalidRecord, "invalid");
+        assert_eq!(invalid.code(), "record_invalid");
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]

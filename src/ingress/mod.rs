@@ -40,9 +40,9 @@ use crate::pipeline::{self, AcceptError, Limits};
 use crate::reload::LiveTable;
 use crate::sink::record::{self, RawMeta, Records};
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
-use crate::telemetry::escape;
 use crate::telemetry::metrics::EventCounts;
 use crate::telemetry::metrics::{self, Metrics};
+use crate::telemetry::{escape, Throttle};
 
 /// What the handlers share.
 pub struct Ingress {
@@ -62,7 +62,12 @@ pub struct Ingress {
     pub readiness: Readiness,
     /// `[archive]`: the dead-letter and raw archive topics.
     pub archive: ArchiveSettings,
+    /// Signature refusals since the last warning about them.
+    unsigned: Throttle,
 }
+
+/// At most one warning about signature refusals per this interval.
+const UNSIGNED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Ingress {
     /// The handlers' state for `settings`, serving with the routing file `routes`:
@@ -93,6 +98,7 @@ impl Ingress {
             },
             readiness: Readiness::default(),
             archive: settings.archive.clone(),
+            unsigned: Throttle::new(UNSIGNED_WARNING_INTERVAL),
         })
     }
 }
@@ -239,7 +245,7 @@ where
                 {
                     state.metrics.dead_lettered(entity.name, err.code(), false);
                 }
-                log_refusal(&err);
+                log_refusal(&err, &state.unsigned);
                 err.into_response()
             }
         }
@@ -302,7 +308,9 @@ where
         received_at: format_timestamp(received_at),
     };
     // Past the signature, a refusal for the content is kept before it is answered.
-    // The records take their bytes from the budget as they are built.
+    // The records, and the raw archive's copy, take their bytes from the budget as
+    // they are built.
+    let raw = state.archive.raw().map(|topic| (topic, request.meta(None)));
     let mut reserve = |bytes| state.bytes.processing.take(&mut held, bytes).is_ok();
     let accepted = check_content_type(headers).and_then(|()| {
         let accepted = pipeline::accept_within(
@@ -311,6 +319,7 @@ where
             &state.limits,
             &routing,
             received_at,
+            raw,
             &mut reserve,
         );
         accepted.map_err(ApiError::from)
@@ -323,22 +332,6 @@ where
     if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("entity_id", event.entity_id);
     }
-    // The raw archive's copy is counted before it is made.
-    let key = accepted.events[0].key();
-    let raw = state.archive.raw().map(|topic| (topic, request.meta(None)));
-    let raw_bytes = raw
-        .as_ref()
-        .map_or(0, |(_, meta)| record::raw_bytes(body.len(), &key, meta));
-    // The archive's copy of the body counts too: a notification that can never
-    // fit is refused (and kept) rather than answered 503 at every retry.
-    let needed = body.len() + accepted.record_bytes + raw_bytes;
-    if needed > state.limits.max_request_bytes {
-        let limit = state.limits.max_request_bytes;
-        let refusal = ApiError::Accept(AcceptError::TooLargeToDeliver { needed, limit });
-        drop(accepted);
-        return Err(dead_letter(state, &request, refusal, held).await);
-    }
-    state.bytes.processing.take(&mut held, raw_bytes)?;
     let counts = EventCounts::of(
         accepted
             .routed()
@@ -346,15 +339,17 @@ where
     );
     let event_ids = accepted.event_ids();
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
-    // Only the records (counted) are kept while Kafka answers.
-    let mut records = accepted.into_records();
-    if let Some((topic, meta)) = raw {
-        records.push_raw(topic, key, &body, meta);
-    }
-    drop(body);
+    // Only the records (counted) and the body (counted, kept for a dead letter)
+    // are held while Kafka answers.
+    let records = accepted.into_records();
     let started = std::time::Instant::now();
     if let Err(err) = state.sink.deliver(records, held).await {
         state.metrics.delivery_failed(&failure_reason(&err));
+        // Kafka refuses the records for what they are: no retry can pass.
+        if err.is_content_refusal() {
+            let held = state.bytes.processing.empty();
+            return Err(dead_letter(state, &request, err.into(), held).await);
+        }
         return Err(err.into());
     }
     state.metrics.delivery_took(started.elapsed().as_secs_f64());
@@ -402,15 +397,14 @@ impl Request<'_> {
 /// Keeps a notification refused for its content on the dead-letter topic (when
 /// there is one) and returns the answer: the refusal once Kafka acknowledged the
 /// record, 503 when it could not be written, so the platform sends it again.
-/// `held`: what the request holds; all but its body is given back first.
+/// `held`: what the request holds; only its body's bytes stay held (taken again
+/// when they were given back with a delivery).
 async fn dead_letter(
     state: &Ingress,
     request: &Request<'_>,
     refusal: ApiError,
     mut held: OwnedSemaphorePermit,
 ) -> ApiError {
-    // Records built before the refusal are gone: only the body stays held.
-    drop(held.split(held.num_permits().saturating_sub(request.body.len())));
     let Some(topic) = state.archive.dead_letter() else {
         return refusal;
     };
@@ -421,31 +415,54 @@ async fn dead_letter(
         message: refusal.message(),
         cause,
     };
-    let bytes = record::raw_bytes(request.body.len(), &key, &meta);
+    let body = request.body.len();
+    match held.num_permits().checked_sub(body) {
+        Some(records) => drop(held.split(records)),
+        None => {
+            let missing = body - held.num_permits();
+            if let Err(overloaded) = state.bytes.processing.take(&mut held, missing) {
+                return unwritten(overloaded.to_string());
+            }
+        }
+    }
+    let bytes = record::raw_bytes(body, &key, &meta);
     // A copy that could never be held (a tiny byte budget, a huge Content-Type):
     // answered, counted, not kept, rather than 503 at every retry.
-    if request.body.len() + bytes > state.limits.max_request_bytes {
-        state
-            .metrics
-            .dead_lettered(request.entity.name, refusal.code(), false);
-        error!(
-            error = refusal.code(),
-            bytes = request.body.len() + bytes,
-            "a refused notification is too large to keep within server.max_in_flight_bytes"
-        );
-        return refusal;
+    if body + bytes > state.limits.max_request_bytes {
+        return not_kept(state, request, refusal, body + bytes);
     }
     if let Err(overloaded) = state.bytes.processing.take(&mut held, bytes) {
         return unwritten(overloaded.to_string());
     }
     let records = Records::raw(topic, key, request.body, meta);
-    if let Err(err) = state.sink.deliver(records, held).await {
-        state.metrics.delivery_failed(&failure_reason(&err));
-        return unwritten(err.to_string());
+    match state.sink.deliver(records, held).await {
+        Ok(()) => {}
+        // Kafka can never take the copy either (larger than message.max.bytes).
+        Err(err) if err.is_content_refusal() => {
+            state.metrics.delivery_failed(&failure_reason(&err));
+            return not_kept(state, request, refusal, body + bytes);
+        }
+        Err(err) => {
+            state.metrics.delivery_failed(&failure_reason(&err));
+            return unwritten(err.to_string());
+        }
     }
     state
         .metrics
         .dead_lettered(request.entity.name, refusal.code(), true);
+    refusal
+}
+
+/// A refused notification whose dead letter can never be written: counted, logged
+/// as an error, and answered with its refusal.
+fn not_kept(state: &Ingress, request: &Request<'_>, refusal: ApiError, bytes: usize) -> ApiError {
+    state
+        .metrics
+        .dead_lettered(request.entity.name, refusal.code(), false);
+    error!(
+        error = refusal.code(),
+        bytes, "a refused notification is too large to keep on the dead-letter topic"
+    );
     refusal
 }
 
@@ -479,8 +496,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Logs a refusal; its text may quote the sender's input, so it is escaped (and
 /// cut, as in the answer). Overload refusals are `debug`: during a flood there is
-/// one per request, and `notifications_total{result="overloaded"}` counts them.
-fn log_refusal(err: &ApiError) {
+/// one per request, and `notifications_total{result="overloaded"}` counts them. So
+/// are signature refusals, which anyone who reaches the endpoint can cause
+/// (`signature_failures_total` counts them), with one warning per
+/// [`UNSIGNED_WARNING_INTERVAL`] through `unsigned` giving their number.
+fn log_refusal(err: &ApiError, unsigned: &Throttle) {
     let status = err.status();
     let text = err.message();
     let reason = escape(&text);
@@ -493,6 +513,16 @@ fn log_refusal(err: &ApiError) {
         }
         ApiError::Overloaded(_) => {
             debug!(status = status.as_u16(), error = err.code(), %reason, "request refused")
+        }
+        ApiError::Signature(_) => {
+            debug!(status = status.as_u16(), error = err.code(), %reason, "request refused");
+            if let Some(refused) = unsigned.occurred(std::time::Instant::now()) {
+                warn!(
+                    refused,
+                    since_secs = UNSIGNED_WARNING_INTERVAL.as_secs(),
+                    "requests refused for a missing or invalid signature (at most one such line per interval)"
+                );
+            }
         }
         _ if status == StatusCode::SERVICE_UNAVAILABLE => {
             warn!(status = status.as_u16(), error = err.code(), %reason, "notification not accepted")

@@ -1,11 +1,14 @@
 //! Why a request's records are not all in Kafka, and whether sending the same
 //! request again later may succeed (the broker is slow or away) or needs an operator
 //! (the topic is missing, access is denied, the record is too large). Both mean "not
-//! persisted", so the caller must not answer 200.
+//! persisted", so the caller must not answer 200. A record refused for what it
+//! is (too large, invalid) is a content refusal: the same request can never pass.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::record::Record;
+use rdkafka::message::OwnedHeaders;
+
+use super::record::{wire_bytes, Record, Records};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,55 @@ impl DeliveryError {
             DeliveryError::Refused { retriable, .. } => *retriable,
         }
     }
+
+    /// Whether Kafka refuses the records for what they are, so that sending the same
+    /// notification again can never succeed: a content refusal, answered 4xx and
+    /// kept on the dead-letter topic, never 503.
+    pub fn is_content_refusal(&self) -> bool {
+        self.is_too_large()
+            || matches!(self, DeliveryError::Refused { code: Some(code), .. } if *code == RDKafkaErrorCode::InvalidRecord)
+    }
+
+    /// Whether a record is larger than Kafka takes: past the producer's
+    /// `message.max.bytes` (checked before anything is enqueued), or refused by a
+    /// broker whose (topic's) limit is lower.
+    pub fn is_too_large(&self) -> bool {
+        use RDKafkaErrorCode::*;
+        matches!(
+            self,
+            DeliveryError::Refused {
+                code: Some(MessageSizeTooLarge | MessageBatchTooLarge),
+                ..
+            }
+        )
+    }
+}
+
+/// The first record that Kafka would refuse for its size (`headers[i]`: the
+/// headers of `records.records[i]`), with why: its size as librdkafka counts it
+/// against the producer's `message.max.bytes` (`max_message_bytes`).
+pub(super) fn oversized(
+    records: &Records<'_>,
+    headers: &[OwnedHeaders],
+    max_message_bytes: usize,
+) -> Option<DeliveryError> {
+    records
+        .records
+        .iter()
+        .zip(headers)
+        .find_map(|(record, headers)| {
+            let bytes = wire_bytes(record.key.len(), record.value_len(), headers);
+            (bytes > max_message_bytes).then(|| DeliveryError::Refused {
+                topic: record.topic.to_string(),
+                change_type: record.what().to_string(),
+                reason: format!(
+                "the record takes {bytes} bytes as Kafka counts them (key, value and headers), \
+                 more than the producer's message.max.bytes ({max_message_bytes})"
+            ),
+                retriable: false,
+                code: Some(RDKafkaErrorCode::MessageSizeTooLarge),
+            })
+        })
 }
 
 /// Why `record` is not in Kafka: `error` (a producer destroyed before Kafka
@@ -83,6 +135,7 @@ fn retriable_kafka_error(error: &KafkaError) -> bool {
                 | TopicAuthorizationFailed
                 | ClusterAuthorizationFailed
                 | MessageSizeTooLarge
+                | MessageBatchTooLarge
                 | InvalidMessageSize
                 | InvalidMessage
                 | InvalidRecord
@@ -98,6 +151,71 @@ fn retriable_kafka_error(error: &KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused(code: RDKafkaErrorCode) -> DeliveryError {
+        DeliveryError::Refused {
+            topic: "t".into(),
+            change_type: "X".into(),
+            reason: "r".into(),
+            retriable: false,
+            code: Some(code),
+        }
+    }
+
+    #[test]
+    fn records_too_large_or_invalid_are_content_refusals_and_nothing_else_is() {
+        use RDKafkaErrorCode::*;
+        for code in [MessageSizeTooLarge, MessageBatchTooLarge] {
+            assert!(refused(code).is_too_large() && refused(code).is_content_refusal());
+        }
+        assert!(refused(InvalidRecord).is_content_refusal());
+        assert!(!refused(InvalidRecord).is_too_large());
+        for code in [
+            UnknownTopicOrPartition,
+            TopicAuthorizationFailed,
+            MessageTimedOut,
+            InvalidMessage,
+            NotEnoughReplicas,
+        ] {
+            assert!(!refused(code).is_content_refusal(), "{code:?}");
+        }
+        let timed_out = DeliveryError::TimedOut {
+            topics: "t".into(),
+            timeout_ms: 1,
+        };
+        assert!(!timed_out.is_content_refusal());
+        assert!(!DeliveryError::ShuttingDown.is_content_refusal());
+    }
+
+    #[test]
+    fn the_first_record_over_message_max_bytes_is_named_with_its_size() {
+        use crate::sink::record::{headers_of, RawMeta};
+        let meta = RawMeta {
+            entity: "customer",
+            request_id: "r".into(),
+            received_at: "2018-11-16T10:46:20Z".into(),
+            content_type: None,
+            refusal: None,
+        };
+        let mut records = Records::raw("small", "1".into(), &[b'x'; 10], meta.clone());
+        records.push_raw("large", "1".into(), &[b'x'; 2000], meta);
+        let headers: Vec<_> = (records.records.iter())
+            .map(|r| headers_of(r, "urn:x"))
+            .collect();
+        let large = wire_bytes(1, 2000, &headers[1]);
+        assert!(oversized(&records, &headers, large).is_none());
+        let error = oversized(&records, &headers, large - 1).unwrap();
+        assert!(error.is_too_large());
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "Kafka refused the (raw notification) event for topic large: the record takes \
+                 {large} bytes as Kafka counts them (key, value and headers), more than the \
+                 producer's message.max.bytes ({})",
+                large - 1
+            )
+        );
+    }
 
     #[test]
     fn classifies_kafka_errors() {

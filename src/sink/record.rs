@@ -31,8 +31,25 @@ pub struct Record<'t> {
     /// The entity's name (`customer`).
     pub entity: &'static str,
     pub kind: Kind,
-    /// The value's place in [`Records::payloads`]; `None`: a tombstone.
-    pub payload: Option<Range<usize>>,
+    /// Where the value is in [`Records::payloads`]; `None`: a tombstone.
+    pub payload: Option<Slot>,
+}
+
+/// Where a record's value is: a buffer of [`Records::payloads`] and its range there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub buffer: usize,
+    pub range: Range<usize>,
+}
+
+impl Slot {
+    /// The whole of buffer `buffer`, `len` bytes long.
+    fn whole(buffer: usize, len: usize) -> Slot {
+        Slot {
+            buffer,
+            range: 0..len,
+        }
+    }
 }
 
 /// What a record holds, for its headers and error messages.
@@ -77,11 +94,19 @@ impl Record<'_> {
     /// The bytes this record holds once enqueued: its key, value, headers and
     /// librdkafka's per-record overhead.
     pub fn held_bytes(&self) -> usize {
+        let value = self.value_len();
+        if let Kind::Raw(meta) = &self.kind {
+            return raw_bytes(value, &self.key, meta);
+        }
         // The change type is sent twice: in `change_type`, and in `ce_type`, where
         // an escaped character takes at most three times its bytes.
         let change_type = 4 * self.change_type().map_or(0, str::len);
-        let value = self.payload.as_ref().map_or(0, Range::len);
         value + self.key.len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES
+    }
+
+    /// The bytes of its value (0: a tombstone).
+    pub fn value_len(&self) -> usize {
+        self.payload.as_ref().map_or(0, |slot| slot.range.len())
     }
 
     /// What the record is, for error messages: the event's change type.
@@ -105,12 +130,15 @@ impl Record<'_> {
     }
 }
 
-/// A request's records; the values share one buffer (librdkafka copies each one
-/// when it is enqueued, and an event going to several topics with the same field
-/// rules is serialized once).
+/// A request's records. Their values are written in one buffer per event (an
+/// event going to several topics with the same field rules is serialized once;
+/// librdkafka copies each value when it is enqueued), each buffer exactly as large
+/// as what it holds: what the byte budget counts is what is allocated, and no
+/// buffer grows past one event's values (a single buffer for all of them would be
+/// copied, twice its size at once, as it grows).
 #[derive(Debug)]
 pub struct Records<'t> {
-    pub payloads: Vec<u8>,
+    pub payloads: Vec<Vec<u8>>,
     pub records: Vec<Record<'t>>,
 }
 
@@ -176,17 +204,18 @@ impl<'t> Records<'t> {
         let mut shapes = Shapes::default();
         for (event, topics) in events.iter().zip(topics) {
             let key = event.key();
+            let (buffer, mut values) = (payloads.len(), Vec::new());
             // One serialization per distinct rules among the event's topics.
             let mut written: Vec<(Option<&FieldRules>, Range<usize>)> = Vec::new();
             for topic in topics {
                 let rules = table.rules_for(topic);
-                let payload = match written.iter().find(|(r, _)| same_rules(*r, rules)) {
-                    Some((_, payload)) => payload.clone(),
+                let range = match written.iter().find(|(r, _)| same_rules(*r, rules)) {
+                    Some((_, range)) => range.clone(),
                     None => {
-                        let start = payloads.len();
-                        event.write_shaped(rules, shapes.get(event, rules), &mut payloads);
-                        written.push((rules, start..payloads.len()));
-                        start..payloads.len()
+                        let start = values.len();
+                        event.write_shaped(rules, shapes.get(event, rules), &mut values);
+                        written.push((rules, start..values.len()));
+                        start..values.len()
                     }
                 };
                 let record = Record {
@@ -198,19 +227,21 @@ impl<'t> Records<'t> {
                         change_type: event.change_type.clone(),
                         change_date_time: event.change_date_time.clone(),
                     },
-                    payload: Some(payload),
+                    payload: Some(Slot { buffer, range }),
                 };
                 kept.push(record);
             }
             if kept.refused {
                 payloads.clear();
+            } else {
+                values.shrink_to_fit();
+                payloads.push(values);
             }
         }
         if let (Some((topic, value)), Some(event)) = (state, events.first()) {
             let payload = value.map(|value| {
-                let start = payloads.len();
-                payloads.extend_from_slice(&value);
-                start..payloads.len()
+                payloads.push(value);
+                Slot::whole(payloads.len() - 1, payloads[payloads.len() - 1].len())
             });
             let record = Record {
                 topic,
@@ -252,7 +283,7 @@ impl<'t> Records<'t> {
             });
         }
         let event = state::erasure_event(entity, id, erasure_id, &requested_at, state_topic);
-        let payloads = serde_json::to_vec(&event).expect("JSON values serialize");
+        let value = serde_json::to_vec(&event).expect("JSON values serialize");
         records.push(Record {
             topic: erasure_topic,
             key,
@@ -261,15 +292,18 @@ impl<'t> Records<'t> {
                 erasure_id,
                 requested_at,
             },
-            payload: Some(0..payloads.len()),
+            payload: Some(Slot::whole(0, value.len())),
         });
-        Records { payloads, records }
+        Records {
+            payloads: vec![value],
+            records,
+        }
     }
 
     /// One raw record: `body` with `meta`, keyed by `key`, to `topic`.
     pub fn raw(topic: &'t str, key: String, body: &[u8], meta: RawMeta) -> Records<'t> {
         let mut records = Records {
-            payloads: Vec::with_capacity(body.len()),
+            payloads: Vec::with_capacity(1),
             records: Vec::with_capacity(1),
         };
         records.push_raw(topic, key, body, meta);
@@ -278,14 +312,13 @@ impl<'t> Records<'t> {
 
     /// Appends a raw record: `body` with `meta`, keyed by `key`, to `topic`.
     pub fn push_raw(&mut self, topic: &'t str, key: String, body: &[u8], meta: RawMeta) {
-        let start = self.payloads.len();
-        self.payloads.extend_from_slice(body);
+        self.payloads.push(body.to_vec());
         self.records.push(Record {
             topic,
             key,
             entity: meta.entity,
             kind: Kind::Raw(meta),
-            payload: Some(start..self.payloads.len()),
+            payload: Some(Slot::whole(self.payloads.len() - 1, body.len())),
         });
     }
 
@@ -298,7 +331,12 @@ impl<'t> Records<'t> {
 
     /// The value of `record`; `None`: a tombstone.
     pub fn payload(&self, record: &Record<'_>) -> Option<&[u8]> {
-        record.payload.clone().map(|range| &self.payloads[range])
+        (record.payload.as_ref()).map(|slot| &self.payloads[slot.buffer][slot.range.clone()])
+    }
+
+    /// The bytes of the records' values, each written once.
+    pub fn value_bytes(&self) -> usize {
+        self.payloads.iter().map(Vec::len).sum()
     }
 
     /// The topics of these records, each once, sorted.
@@ -361,6 +399,37 @@ pub fn raw_bytes(body: usize, key: &str, meta: &RawMeta) -> usize {
             .map_or(0, |(_, code, message)| 3 + code.len() + message.len());
     // Seven header names (at most 20 bytes each) and allocations (48 each).
     body + key.len() + values + 7 * (20 + 48) + RECORD_OVERHEAD_BYTES
+}
+
+/// The most bytes librdkafka adds around a record's key, value and headers when it
+/// checks the record against `message.max.bytes` (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`:
+/// the length, attributes, timestamp and offset deltas, key and value lengths and
+/// header count, each as its longest varint).
+pub const MAX_RECORD_FRAMING_BYTES: usize = 36;
+
+/// The size librdkafka checks a record against `message.max.bytes` with
+/// (`rd_kafka_msg_max_wire_size`): [`MAX_RECORD_FRAMING_BYTES`], the key, the value
+/// and every header's name and value with their varint lengths.
+pub fn wire_bytes(key: usize, value: usize, headers: &OwnedHeaders) -> usize {
+    use rdkafka::message::Headers;
+    let headers: usize = (headers.iter())
+        .map(|h| {
+            let value = h.value.map_or(0, <[u8]>::len);
+            h.key.len() + value + varint_bytes(h.key.len()) + varint_bytes(value)
+        })
+        .sum();
+    MAX_RECORD_FRAMING_BYTES + key + value + headers
+}
+
+/// The bytes of `length` as a Kafka varint (zigzag-encoded).
+fn varint_bytes(length: usize) -> usize {
+    let mut rest = (length as u64) << 1;
+    let mut bytes = 1;
+    while rest >= 0x80 {
+        rest >>= 7;
+        bytes += 1;
+    }
+    bytes
 }
 
 /// What a record's headers hold but the change type: the names and values of the
@@ -499,6 +568,54 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn varints_take_a_byte_per_seven_bits_of_the_zigzagged_length() {
+        for (length, bytes) in [(0, 1), (63, 1), (64, 2), (8191, 2), (8192, 3)] {
+            assert_eq!(varint_bytes(length), bytes, "{length}");
+        }
+    }
+
+    #[test]
+    fn wire_bytes_is_the_size_librdkafka_refuses_a_record_past() {
+        use rdkafka::producer::{BaseProducer, BaseRecord};
+        // Nothing is sent: librdkafka checks the size when the record is enqueued.
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.max.bytes", "1000")
+            .create()
+            .unwrap();
+        let record = Record {
+            topic: "t",
+            key: "862".into(),
+            entity: "customer",
+            kind: Kind::Event {
+                event_id: Uuid::nil(),
+                change_type: Some("CustomerSmsChanged".into()),
+                change_date_time: "2018-11-16T10:46:20Z".into(),
+            },
+            payload: None,
+        };
+        let headers = headers_of(&record, "urn:x");
+        let fixed = wire_bytes(3, 0, &headers);
+        assert!(fixed < 1000, "{fixed}");
+        let send = |value: &[u8]| {
+            let base = BaseRecord::<str, [u8]>::to("t")
+                .key("862")
+                .payload(value)
+                .headers(headers.clone());
+            producer.send(base).map_err(|(error, _)| error)
+        };
+        let fits = vec![b'x'; 1000 - fixed];
+        assert_eq!(wire_bytes(3, fits.len(), &headers), 1000);
+        assert!(send(&fits).is_ok());
+        let over = vec![b'x'; 1001 - fixed];
+        let refused = send(&over).unwrap_err();
+        assert_eq!(
+            refused.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+        );
+    }
+
     /// `body` as the customer endpoint accepts it with `table`.
     fn accept_seed<'t>(body: &[u8], table: &'t RoutingTable) -> Accepted<'t> {
         let limits = Limits {
@@ -528,7 +645,7 @@ mod tests {
             key: "862".into(),
             entity: "customer",
             kind: event(Some("CustomerSmsChanged")),
-            payload: Some(0..0),
+            payload: Some(Slot::whole(0, 0)),
         };
         let nil = Uuid::nil().to_string();
         let expected = |change_type: Option<&str>, ce_type: &str| {
@@ -679,7 +796,7 @@ mod tests {
             .records
             .iter()
             .map(|r| {
-                r.payload.as_ref().unwrap().len()
+                r.value_len()
                     + r.key.len()
                     + HEADER_BYTES
                     + 4 * r.change_type().map_or(0, str::len)
@@ -734,7 +851,7 @@ mod tests {
             .records
             .iter()
             .map(|r| {
-                r.payload.as_ref().map_or(0, |p| p.len())
+                r.value_len()
                     + r.key.len()
                     + HEADER_BYTES
                     + 4 * r.change_type().map_or(0, str::len)

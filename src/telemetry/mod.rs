@@ -56,3 +56,61 @@ mod tests {
         );
     }
 }
+
+/// Lets one warning through per interval for something that may happen on every
+/// request (an unsigned flood), with how many happened since the last one let
+/// through: the log stays readable whatever a sender does.
+pub(crate) struct Throttle {
+    interval: std::time::Duration,
+    /// When a warning was last let through, and what happened since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: std::time::Duration) -> Self {
+        Throttle {
+            interval,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one occurrence at `now`; `Some(n)`: warn now, for the `n`
+    /// occurrences since the last warning (this one included).
+    pub(crate) fn occurred(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, count) = &mut *state;
+        *count += 1;
+        if last.is_some_and(|last| now.saturating_duration_since(last) < self.interval) {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(count))
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use std::time::{Duration, Instant};
+
+    use super::Throttle;
+
+    #[test]
+    fn one_warning_per_interval_with_the_count_since_the_last() {
+        let throttle = Throttle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(throttle.occurred(start), Some(1));
+        for second in 1..10 {
+            assert_eq!(throttle.occurred(start + Duration::from_secs(second)), None);
+        }
+        assert_eq!(
+            throttle.occurred(start + Duration::from_millis(9_999)),
+            None
+        );
+        assert_eq!(throttle.occurred(start + Duration::from_secs(10)), Some(11));
+        assert_eq!(throttle.occurred(start + Duration::from_secs(11)), None);
+        assert_eq!(throttle.occurred(start + Duration::from_secs(25)), Some(2));
+    }
+}
