@@ -458,6 +458,40 @@ async fn a_notification_that_fits_only_without_its_raw_copy_is_refused_413_and_k
 }
 
 #[tokio::test]
+async fn a_notification_with_a_record_larger_than_message_max_bytes_is_refused_413_and_kept() {
+    let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
+    create_topics(&[&dead, &routed]).await;
+    let mut settings = test_settings();
+    settings.archive.dead_letter_topic = dead.clone();
+    settings.server.max_body_bytes = 65_536;
+    (settings.kafka.properties).insert("message.max.bytes".into(), "100000".into());
+    let connector = start_connector(settings, &routes_toml(&routed, &[])).await;
+    // 3 kB nested twelve deep under 100-character names: one event of 250 kB.
+    let body = std::fs::read("tests/fixtures/bad/booking-deep-record-too-large.json").unwrap();
+    // Refused every time, never the 503 the platform would retry for ever.
+    for _ in 0..2 {
+        let answer = post(&connector.webhook("booking"), body.clone(), &[]).await;
+        assert_eq!(answer.status, 413, "{:?}", answer.json);
+        assert_eq!(answer.json["error"], "record_too_large");
+        let message = answer.json["message"].as_str().unwrap();
+        let expected = format!("Kafka refused the BookingDeepChanged event for topic {routed}");
+        assert!(message.starts_with(&expected), "{message}");
+        assert!(
+            message.contains("more than the producer's message.max.bytes (100000)"),
+            "{message}"
+        );
+    }
+    let kept = read_raw_exactly(&dead, 2);
+    for record in &kept {
+        assert_eq!(record.value.as_deref(), Some(&body[..]));
+        assert_eq!(record.headers["error_code"].as_deref(), Some("record_too_large"));
+        assert_eq!(record.headers["error_status"].as_deref(), Some("413"));
+    }
+    assert!(read_exactly(&routed, 0).is_empty());
+    connector.stop().await;
+}
+
+#[tokio::test]
 async fn a_request_failing_the_signature_check_is_never_dead_lettered() {
     const SECRET: &str = "dead-letter-secret";
     let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
