@@ -69,7 +69,7 @@ pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningSe
     if settings.webhook.secrets.is_empty() {
         warn!("webhook.allow_unsigned is set and there are no secrets: anyone who can reach the endpoint can post events");
     }
-    let state = Arc::new(Ingress::new(settings, routes)?);
+    let state = Arc::new(ingress_off_the_async_threads(settings, routes).await?);
     let (live, sink, metrics) = (
         Arc::clone(&state.live),
         Arc::clone(&state.sink),
@@ -100,6 +100,21 @@ pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningSe
     };
     let task = tokio::spawn(run.until(stopped));
     Ok(RunningServer { addr, stop, task })
+}
+
+/// [`Ingress::new`] on a blocking thread: creating the producer starts librdkafka's
+/// threads and loads its TLS material, which may sit on a slow volume.
+async fn ingress_off_the_async_threads(
+    settings: &Settings,
+    routes: RoutingFile,
+) -> Result<Ingress, ProducerError> {
+    let settings = settings.clone();
+    match tokio::task::spawn_blocking(move || Ingress::new(&settings, routes)).await {
+        Ok(ingress) => ingress,
+        // A panic goes on as the caller's; the task is cancelled only when the
+        // runtime shuts down, which drops this future first.
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
 }
 
 /// Everything a running server owns.

@@ -6,7 +6,9 @@
 //! start, so a reload never changes the routes of a request in flight. An invalid
 //! file keeps the old table, logs what is wrong (file, route, key) and is counted.
 //! When polling, a changed file is applied once two checks in a row read the same
-//! text, so a file caught half-written is not applied.
+//! text, so a file caught half-written is not applied. Reading, parsing and
+//! validating the file run on a blocking thread, one check at a time: the file may
+//! sit on a slow volume, and the async threads serve the requests.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -164,12 +166,28 @@ pub(crate) async fn watch(
     let mut ticks = (!interval.is_zero()).then(|| tokio::time::interval(interval));
     loop {
         tokio::select! {
+            // Stopping wins over a tick due at the same time.
+            biased;
             () = stop.cancelled() => return,
             Some(()) = async { hangups.as_mut()?.recv().await } => {
-                let _ = live.reload("SIGHUP");
+                off_the_async_threads(&live, |live| {
+                    let _ = live.reload("SIGHUP");
+                })
+                .await;
             }
-            Some(_) = async { Some(ticks.as_mut()?.tick().await) } => live.check_file(),
+            Some(_) = async { Some(ticks.as_mut()?.tick().await) } => {
+                off_the_async_threads(&live, LiveTable::check_file).await;
+            }
         }
+    }
+}
+
+/// Runs `check` (file reads, parsing) on a blocking thread and waits for it, so
+/// the next check starts only once this one is done.
+async fn off_the_async_threads(live: &Arc<LiveTable>, check: fn(&LiveTable)) {
+    let live = Arc::clone(live);
+    if let Err(error) = tokio::task::spawn_blocking(move || check(&live)).await {
+        error!(%error, "checking the routing file failed");
     }
 }
 
@@ -259,6 +277,51 @@ mod tests {
             "{metrics}"
         );
         assert_eq!(live.current().unmatched_topic(), "first");
+    }
+
+    /// Makes a FIFO at `path`: opening it for reading waits for a writer, like a
+    /// file on a volume that does not answer.
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo").arg(path).status();
+        assert!(made.unwrap().success(), "mkfifo");
+    }
+
+    // A current-thread runtime: had the check read the file on the one async
+    // thread, the timer below would fire only once the file is written.
+    #[tokio::test]
+    async fn a_file_that_is_slow_to_read_holds_no_async_thread() {
+        let (dir, _file, live) = live_on(FIRST);
+        let slow = dir.path().join("slow.toml");
+        mkfifo(&slow);
+        let live = Arc::new(LiveTable {
+            file: slow.clone(),
+            ..live
+        });
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            // Once told, or after 5 s so that a failing test ends.
+            let _ = released.recv_timeout(Duration::from_secs(5));
+            std::fs::write(slow, SECOND).unwrap();
+        });
+        let stop = CancellationToken::new();
+        let watching = tokio::spawn(watch(
+            Arc::clone(&live),
+            None,
+            Duration::from_millis(10),
+            stop.clone(),
+        ));
+        let started = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // Stopped before the file comes: the check under way ends, no other starts.
+        stop.cancel();
+        release.send(()).unwrap();
+        writer.join().unwrap();
+        watching.await.unwrap();
     }
 
     #[test]

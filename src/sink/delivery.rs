@@ -45,6 +45,10 @@ pub struct KafkaSink {
     pub(super) last_stuck_check: tokio::sync::Mutex<Option<Instant>>,
     /// When a request's events were last all acknowledged (or the producer created).
     pub(super) last_acknowledged: std::sync::Mutex<Instant>,
+    /// Held while a replacement producer is built: one replacement at a time,
+    /// however many requests see the old one fail (a tokio Mutex, for `try_lock`
+    /// held across the build without blocking a thread).
+    pub(super) replacing: tokio::sync::Mutex<()>,
     /// Counts producer replacements (a metric).
     pub(super) replacements: Counter,
     /// The records' CloudEvents source (`kafka.cloudevents_source`).
@@ -114,13 +118,16 @@ impl ProducerContext for Reports {
 }
 
 /// Creates a producer with `config` that counts delivery reports per request.
+/// Blocks (threads, TLS material): never call it on an async worker.
 pub(super) fn create_producer(config: &ClientConfig) -> Result<KafkaProducer, KafkaError> {
     config.create_with_context(Reports)
 }
 
 impl KafkaSink {
     /// `replacements` counts the producers replaced after fatal states; the queue is
-    /// bounded by `max_in_flight_bytes`.
+    /// bounded by `max_in_flight_bytes`. Creating the producer blocks (librdkafka
+    /// starts its threads and loads TLS material): inside the runtime, call this on
+    /// a blocking thread, as [`crate::app::start`] does.
     pub fn new(
         settings: &KafkaSettings,
         max_in_flight_bytes: usize,
@@ -135,6 +142,7 @@ impl KafkaSink {
             give_up: CancellationToken::new(),
             last_stuck_check: tokio::sync::Mutex::new(None),
             last_acknowledged: std::sync::Mutex::new(Instant::now()),
+            replacing: tokio::sync::Mutex::new(()),
             replacements,
             cloudevents_source: settings.cloudevents_source.clone(),
         })

@@ -1,7 +1,12 @@
 //! Replacing a producer that can no longer produce: after a fatal error, an error
 //! that breaks its idempotence state, or when its deliveries time out while Kafka
-//! answers metadata requests (it is stuck). Old producers are destroyed on a thread
-//! of their own.
+//! answers metadata requests (it is stuck).
+//!
+//! Nothing here blocks an async worker or the requests: the new producer is built
+//! on a blocking thread (librdkafka starts its threads and loads TLS material,
+//! which may sit on a slow volume) while requests keep taking the old one; only the
+//! swap takes the producer lock, briefly. One replacement runs at a time. Old
+//! producers are destroyed on a thread of their own.
 
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -49,7 +54,11 @@ impl KafkaSink {
             DeliveryError::Refused { code, .. } => {
                 let fatal = producer.client().fatal_error().is_some();
                 if must_replace(*code, fatal) {
-                    self.replace(&producer, code.map(|c| c.to_string()));
+                    // In a task of its own: this request is answered now, and a
+                    // request gone meanwhile does not cancel the replacement.
+                    let sink = Arc::clone(self);
+                    let cause = code.map(|c| c.to_string());
+                    tokio::spawn(async move { sink.replace(&producer, cause).await });
                 }
             }
             DeliveryError::TimedOut { .. } => {
@@ -96,7 +105,8 @@ impl KafkaSink {
             self.replace(
                 producer,
                 Some("deliveries time out while Kafka answers metadata requests".into()),
-            );
+            )
+            .await;
         }
     }
 
@@ -104,33 +114,57 @@ impl KafkaSink {
     /// accepts (fenced after an epoch bump, unknown after a broker lost its state),
     /// refuses everything from then on; replace it so the connector recovers without a
     /// restart. Its unacknowledged records were answered 503, so nothing is lost.
-    pub(super) fn replace(&self, failed: &Arc<DetachedProducer>, cause: Option<String>) {
-        let mut current = self
-            .producer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !Arc::ptr_eq(&current, failed) {
-            return; // Another request replaced it already.
+    /// Requests failing while a replacement is under way leave it be (no herd of
+    /// producers built at once); requests starting meanwhile still take `failed`.
+    pub(super) async fn replace(&self, failed: &Arc<DetachedProducer>, cause: Option<String>) {
+        let Ok(_replacing) = self.replacing.try_lock() else {
+            return; // Under way.
+        };
+        if !Arc::ptr_eq(&self.producer(), failed) {
+            return; // Replaced already.
         }
         let fatal = failed
             .client()
             .fatal_error()
             .map(|(code, reason)| format!("{code}: {reason}"));
         let cause = fatal.or(cause).unwrap_or_default();
-        match create_producer(&self.config) {
-            Ok(fresh) => {
-                *current = Arc::new(DetachedProducer(Some(fresh)));
-                *self
-                    .last_acknowledged
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-                self.replacements.inc();
+        let config = self.config.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            // Wrapped here, so a producer built for a replacement that was
+            // cancelled meanwhile is destroyed off the async threads too.
+            create_producer(&config).map(|fresh| Arc::new(DetachedProducer(Some(fresh))))
+        })
+        .await;
+        match built {
+            Ok(Ok(fresh)) => {
+                self.swap_in(fresh);
                 error!(%cause, "the Kafka producer can no longer produce; replaced it with a new one");
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 error!(%cause, %error, "the Kafka producer can no longer produce and a new one could not be created");
             }
+            Err(error) => {
+                error!(%cause, %error, "the Kafka producer can no longer produce and creating a new one failed");
+            }
         }
+    }
+
+    /// Puts `fresh` in use. The write lock every request's read waits for is held
+    /// for the swap only; the old producer is let go after it is released.
+    fn swap_in(&self, fresh: Arc<DetachedProducer>) {
+        let old = std::mem::replace(
+            &mut *self
+                .producer
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        *self
+            .last_acknowledged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.replacements.inc();
+        drop(old);
     }
 }
 
@@ -153,9 +187,96 @@ fn worth_checking(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::mpsc;
+
+    use prometheus_client::metrics::counter::Counter;
+
     use super::*;
+    use crate::config::KafkaSettings;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A self-signed CA: TLS material a producer loads when it is created.
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBoDCCAUWgAwIBAgIUGAU5/xBQjbG9hd0BEOqxAVMJha4wCgYIKoZIzj0EAwIw
+JDEiMCAGA1UEAwwZd2ViaG9vay1jb25uZWN0b3IgdGVzdCBDQTAgFw0yNjEyMDcy
+MDI1MDdaGA8yMTI2MTExMzIwMjUwN1owJDEiMCAGA1UEAwwZd2ViaG9vay1jb25u
+ZWN0b3IgdGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABB4fSVRpFmhA
+QH70i77ThxGWyv3HIyS452/gsn5mfvqBL+dc3dOCmqb88CJnTn5KaylYsMUvB1bo
+7S2OiFamURejUzBRMB0GA1UdDgQWBBTOttrgF89WKO+ezU0txqI2uFKDsDAfBgNV
+HSMEGDAWgBTOttrgF89WKO+ezU0txqI2uFKDsDAPBgNVHRMBAf8EBTADAQH/MAoG
+CCqGSM49BAMCA0kAMEYCIQDfyRg99BpjeXA2CQPt1PFbBLnidlG9D9QML8/s2fOe
+EAIhAM3cZ8ZESaoJpvVcUQLPCXXsNBGCSaCbaKwBaPGwh4uU
+-----END CERTIFICATE-----
+";
+
+    /// A sink (no broker needed: creating a producer connects to nothing) whose
+    /// next producers read their CA from `ca`, and its replacements counter.
+    fn sink_loading_ca_from(ca: &Path) -> (Arc<KafkaSink>, Counter) {
+        let settings = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            ..KafkaSettings::default()
+        };
+        let replacements = Counter::default();
+        let mut sink = KafkaSink::new(&settings, 1 << 20, replacements.clone()).unwrap();
+        sink.config
+            .set("security.protocol", "ssl")
+            .set("ssl.ca.location", ca.display().to_string());
+        (Arc::new(sink), replacements)
+    }
+
+    /// A slow volume for real: opening a FIFO for reading waits for a writer. Once
+    /// `release` says so (or after 5 s, so a failing test ends), writes the CA.
+    fn slow_ca_file(dir: &Path) -> (std::path::PathBuf, mpsc::Sender<()>) {
+        let ca = dir.join("ca.pem");
+        let made = std::process::Command::new("mkfifo").arg(&ca).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let (release, released) = mpsc::channel();
+        let fifo = ca.clone();
+        std::thread::spawn(move || {
+            let _ = released.recv_timeout(Duration::from_secs(5));
+            std::fs::write(fifo, CA_PEM).unwrap();
+        });
+        (ca, release)
+    }
+
+    // A current-thread runtime: had the build run on the one async thread, or held
+    // the lock `producer()` takes, the test would stall there until the CA comes.
+    #[tokio::test]
+    async fn while_a_replacement_is_built_requests_are_served_and_no_second_one_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, release) = slow_ca_file(dir.path());
+        let (sink, replacements) = sink_loading_ca_from(&ca);
+        let failed = sink.producer();
+        let replacing = tokio::spawn({
+            let (sink, failed) = (Arc::clone(&sink), Arc::clone(&failed));
+            async move { sink.replace(&failed, Some("test".into())).await }
+        });
+        // The build is now waiting for its CA.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let during = Instant::now();
+        assert!(
+            Arc::ptr_eq(&sink.producer(), &failed),
+            "the old one meanwhile"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(1), sink.replace(&failed, None));
+        assert!(second.await.is_ok(), "a second failure waits for nothing");
+        assert!(
+            during.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            during.elapsed()
+        );
+        assert!(!replacing.is_finished());
+        assert_eq!(replacements.get(), 0);
+
+        release.send(()).unwrap();
+        replacing.await.unwrap();
+        assert!(!Arc::ptr_eq(&sink.producer(), &failed), "replaced");
+        assert_eq!(replacements.get(), 1);
+        sink.replace(&failed, None).await;
+        assert_eq!(replacements.get(), 1, "a producer is replaced once");
+    }
 
     #[test]
     fn a_producer_is_replaced_when_fatal_or_its_idempotence_is_broken() {
