@@ -13,6 +13,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
@@ -21,7 +22,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{refused, DeliveryError, ProducerError};
+use super::classify::{oversized, refused, DeliveryError, ProducerError};
 use super::config::producer_config;
 use super::record::{headers_of, Record, Records};
 use super::recovery::DetachedProducer;
@@ -53,6 +54,9 @@ pub struct KafkaSink {
     pub(super) replacements: Counter,
     /// The records' CloudEvents source (`kafka.cloudevents_source`).
     pub(super) cloudevents_source: String,
+    /// The producer's `message.max.bytes`: a larger record is refused before
+    /// anything of its request is enqueued.
+    pub(super) max_message_bytes: usize,
 }
 
 /// How a request's delivery ended: every record acknowledged, or the index of the
@@ -145,6 +149,7 @@ impl KafkaSink {
             replacing: tokio::sync::Mutex::new(()),
             replacements,
             cloudevents_source: settings.cloudevents_source.clone(),
+            max_message_bytes: settings.max_message_bytes(),
         })
     }
 
@@ -182,13 +187,24 @@ impl KafkaSink {
         held: OwnedSemaphorePermit,
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.delivery_timeout;
+        // Every record is checked before any is enqueued: a request with a record
+        // Kafka can never take is refused whole (a content refusal).
+        let mut headers: Vec<_> = (records.records.iter())
+            .map(|record| headers_of(record, &self.cloudevents_source))
+            .collect();
+        if let Some(refusal) = oversized(records, &headers, self.max_message_bytes) {
+            return Err(refusal);
+        }
         let (report, answer) = oneshot::channel();
         let acks = Arc::new(Acknowledgements {
             pending: AtomicUsize::new(1),
             report: Mutex::new(Some(report)),
             _held: held,
         });
-        for (index, record) in records.records.iter().enumerate() {
+        for (index, (record, headers)) in (records.records.iter())
+            .zip(headers.drain(..))
+            .enumerate()
+        {
             // A large notification must not hold this thread for long.
             if index % 64 == 63 {
                 tokio::task::yield_now().await;
@@ -197,7 +213,7 @@ impl KafkaSink {
                 of: Arc::clone(&acks),
                 index,
             };
-            self.enqueue(producer, records, record, ack, deadline)
+            self.enqueue(producer, records, (record, headers), ack, deadline)
                 .await?;
         }
         // Every record is in: the last delivery report may now report success.
@@ -225,7 +241,7 @@ impl KafkaSink {
         &self,
         producer: &KafkaProducer,
         records: &Records<'_>,
-        record: &Record<'_>,
+        (record, headers): (&Record<'_>, OwnedHeaders),
         ack: Acknowledgement,
         deadline: Instant,
     ) -> Result<(), DeliveryError> {
@@ -233,7 +249,7 @@ impl KafkaSink {
         acks.pending.fetch_add(1, Ordering::AcqRel);
         let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(ack))
             .key(record.key.as_str())
-            .headers(headers_of(record, &self.cloudevents_source));
+            .headers(headers);
         // No payload: a tombstone.
         base.payload = records.payload(record);
         let error = loop {
