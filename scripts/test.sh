@@ -4,8 +4,15 @@
 # AsyncAPI document with (scripts/validate-asyncapi.cjs, needs Node.js and npm),
 # runs the whole test suite (unit, property and integration tests) against the
 # broker, and stops it whatever the outcome. Extra arguments go to `cargo test`.
-# It always ends with one summary line, `tests: N passed, M failed` (also in
-# target/test-summary.txt), and exits with cargo's exit status.
+#
+# Every test binary runs, even after one failed (`--no-fail-fast`), each under
+# an outer time limit that names the binary that hung
+# (scripts/lib/run-test-binary.sh, WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT seconds,
+# default 900). It always ends with one summary line (also in
+# target/test-summary.txt) with cargo's exit status, and exits with that status:
+#
+#   tests: 265 passed, 0 failed, cargo exit 0
+#   tests: 250 passed, 0 failed, cargo exit 101, FAILED (a test binary aborted: tests/hostile.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
@@ -14,11 +21,42 @@ source scripts/lib/validators.sh
 mkdir -p target
 output="$PWD/target/test-output.log"
 : >"$output"
-# One closing line for the whole suite: the sum of every test binary's counts
-# (0 and 0 when cargo stopped before running any test, e.g. a compile error).
+cargo_status=""
+export WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT="${WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT:-900}"
+
+# The closing line: the sum of every test binary's `test result:` counts, cargo's
+# exit status, and when that is not 0, FAILED and the binaries that ended without
+# a result of their own (aborted, killed, timed out). cargo announces each binary
+# with a `Running` line (`Doc-tests` for doc-tests), which splits the output into
+# one section per binary.
 summarize() {
-  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-       END { printf "tests: %d passed, %d failed\n", p, f }' "$output" | tee "$PWD/target/test-summary.txt"
+  awk -v status="$cargo_status" -v limit="$WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT" '
+    { gsub(/\033\[[0-9;]*m/, "") } # CARGO_TERM_COLOR=always
+    /^ +Running / { name[++n] = ($2 == "unittests") ? $3 : $2; next }
+    /^ +Doc-tests / { name[++n] = "doc-tests of " $2; next }
+    /^test result:/ {
+      counted[n] = 1; results++
+      for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) }
+    }
+    /^test binary .* timed out after / { timed_out[n] = 1 }
+    /^test binary .* was killed by signal / { killed[n] = 1 }
+    function add(list, item, separator) { return list == "" ? item : list separator item }
+    END {
+      line = sprintf("tests: %d passed, %d failed", p, f)
+      if (status == "") { print line ", cargo did not run, FAILED"; exit }
+      if (status == "interrupted") { print line ", cargo interrupted, FAILED"; exit }
+      line = line ", cargo exit " status
+      if (status == 0) { print line; exit }
+      for (k = 1; k <= n; k++) {
+        if (timed_out[k]) { hung = add(hung, name[k], ", ") }
+        else if (killed[k] || !counted[k]) { aborted = add(aborted, name[k], ", ") }
+      }
+      why = ""
+      if (n == 0 && results == 0) why = "no test binary ran"
+      if (aborted != "") why = add(why, (aborted ~ /, /) ? "test binaries aborted: " aborted : "a test binary aborted: " aborted, "; ")
+      if (hung != "") why = add(why, "timed out after " limit " s: " hung, "; ")
+      print line ", FAILED" (why == "" ? "" : " (" why ")")
+    }' "$output" | tee "$PWD/target/test-summary.txt"
 }
 # On any exit: stop the broker, print the summary, keep the exit status.
 finish() {
@@ -45,9 +83,25 @@ export WEBHOOK_CONNECTOR_ASYNCAPI_PARSER="$ASYNCAPI_PARSER_DIR"
 # once than there are cores. The tests that load the machine or measure time
 # run alone whatever this says (tests/common/turns.rs).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
-log "Running cargo test"
+
+# Every binary runs (cargo stops at the first failing one otherwise), each through
+# the runner that puts the outer time limit on it; cargo keeps its order, its
+# environment and the arguments it passes.
+cargo_args=(--locked --no-fail-fast)
+for arg in "$@"; do
+  case $arg in
+    --) break ;;
+    --no-fail-fast) cargo_args=(--locked) ;; # given already: cargo takes it once
+  esac
+done
+command -v timeout >/dev/null ||
+  { echo "error: GNU timeout (coreutils) is missing; the test binaries run under it" >&2; exit 1; }
+host=$(${RUSTC:-rustc} -vV | sed -n 's/^host: //p')
+runner="target.$host.runner=['bash', '$PWD/scripts/lib/run-test-binary.sh']"
+log "Running cargo test (each test binary limited to $WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT s)"
+cargo_status=interrupted
 set +e
-cargo test --locked "$@" 2>&1 | tee "$output"
-status=${PIPESTATUS[0]}
+cargo --config "$runner" test "${cargo_args[@]}" "$@" 2>&1 | tee "$output"
+cargo_status=${PIPESTATUS[0]}
 set -e
-exit "$status"
+exit "$cargo_status"

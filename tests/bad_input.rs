@@ -70,7 +70,7 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
          topics = [{pseudonymised:?}]\npseudonymise = [\"customer_*\"]\n"
     ));
     let connector = start_connector(settings, &routes).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
 
     let mut failures = Vec::new();
     for case in &corpus.case {

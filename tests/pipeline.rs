@@ -355,7 +355,7 @@ async fn refused_sizes_and_content_types_produce_nothing() {
     let mut settings = test_settings();
     settings.server.max_body_bytes = 4096;
     let connector = start_connector(settings, &routes_toml(&all, &[])).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
 
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000));
     let too_large = post(&connector.endpoint(), big.clone(), &[]).await;

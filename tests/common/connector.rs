@@ -11,7 +11,7 @@ use webhook_connector::config::Settings;
 
 use super::broker::{create_topics, create_topics_on, kafka, kafka_settings, unique_topic, Broker};
 use super::fixtures::{routes_file, routes_toml, seed_sample};
-use super::http::{post, wait_for_metric, Answer, IN_FLIGHT};
+use super::http::{http_client, post, wait_for_metric, Answer, IN_FLIGHT};
 use super::process::{free_port, send_signal, KillOnDrop};
 
 /// A connector running in this process on a free loopback port.
@@ -203,7 +203,8 @@ pub async fn spawn_connector_logging(
     let mut child = KillOnDrop(command.spawn().expect("the connector starts"));
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+    let http = http_client();
+    while http.get(format!("{url}/healthz")).send().await.is_err() {
         assert!(
             child.0.try_wait().unwrap().is_none(),
             "the connector exited at start"

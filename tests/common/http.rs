@@ -1,5 +1,6 @@
 //! HTTP: requests to a connector and their answers, raw requests over TCP, and
-//! metrics read over HTTP.
+//! metrics read over HTTP. Every request goes through [`http_client`] (or
+//! [`http_client_with_timeout`]), so none can wait for ever.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -7,6 +8,32 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// How long a test's HTTP client may take to connect to the connector.
+pub const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a test's request may take, from connecting to the answer's last byte,
+/// unless the test says otherwise: above the slowest answer a test waits for on
+/// purpose (a request held by a paused broker until the longest delivery timeout a
+/// test sets, 20 s), so that it fails instead of hanging, never before.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A new HTTP client with [`HTTP_CONNECT_TIMEOUT`] and [`HTTP_TIMEOUT`]. New per
+/// use: a client's pooled connections belong to the runtime of the test that made
+/// them.
+pub fn http_client() -> reqwest::Client {
+    http_client_with_timeout(HTTP_TIMEOUT)
+}
+
+/// [`http_client`] with `total` instead of [`HTTP_TIMEOUT`], for a test that
+/// waits longer on purpose.
+pub fn http_client_with_timeout(total: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(HTTP_CONNECT_TIMEOUT)
+        .timeout(total)
+        .build()
+        .expect("an HTTP client")
+}
 
 /// An HTTP answer: status, headers and the body parsed as JSON.
 #[derive(Debug)]
@@ -45,7 +72,7 @@ pub fn event_ids(answer: &Answer) -> Vec<String> {
 
 /// POSTs `body` as `application/json` with extra headers.
 pub async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Answer {
-    let mut request = reqwest::Client::new()
+    let mut request = http_client()
         .post(url)
         .header("content-type", "application/json")
         .body(body);
@@ -63,7 +90,7 @@ pub async fn post_with_content_type(
     content_type: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Answer {
-    let mut request = reqwest::Client::new().post(url).body(body);
+    let mut request = http_client().post(url).body(body);
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
@@ -83,12 +110,15 @@ pub async fn answer(response: reqwest::Response) -> Answer {
 
 /// GETs `url` and parses the JSON answer.
 pub async fn get_json(url: &str) -> Answer {
-    answer(reqwest::get(url).await.expect("the connector answers")).await
+    let response = http_client().get(url).send().await;
+    answer(response.expect("the connector answers")).await
 }
 
 /// GETs `url`: status, headers and the body as text.
 pub async fn get_text(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let response = reqwest::get(url)
+    let response = http_client()
+        .get(url)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("{url}: no answer: {e}"));
     let status = response.status().as_u16();
