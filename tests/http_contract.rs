@@ -281,7 +281,7 @@ async fn http_requests_are_counted_by_endpoint_booking_customer_or_other() {
     // A trailing slash is the same endpoint, in both counters.
     assert_eq!(post(&format!("{booking}/"), "{", &[]).await.status, 400);
     assert_eq!(post(&connector.endpoint(), "{", &[]).await.status, 400);
-    let text_plain = reqwest::Client::new()
+    let text_plain = http_client()
         .post(&booking)
         .header("content-type", "text/plain")
         .body(seed_sample())
