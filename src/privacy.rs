@@ -779,30 +779,237 @@ mod tests {
         assert_eq!(rules(None, &[], &[]).unwrap().summary(), "-");
     }
 
-    proptest! {
-        #[test]
-        fn every_field_is_kept_removed_or_pseudonymised(
-            include in proptest::option::of(proptest::collection::vec("[a-c]{1,2}\\*?", 0..3)),
-            exclude in proptest::collection::vec("[a-c]{1,2}\\*?", 0..3),
-            pseudonymise in proptest::collection::vec("[a-c]{1,2}\\*?", 0..3),
-            field in "[a-c]{1,3}",
-            value in "[a-z@.]{0,12}",
-        ) {
-            let dedup = |mut v: Vec<String>| { v.sort(); v.dedup(); v };
-            let Ok(r) = FieldRules::new(include.map(dedup), dedup(exclude), dedup(pseudonymise), &[], Some(&key(&"k".repeat(32)))) else {
-                return Ok(());
-            };
-            let value = Value::String(value);
-            match r.apply(&field, &value) {
-                None => prop_assert_eq!(r.treatment(&field), Treatment::Remove),
-                Some(out) if out.as_ref() == &value => prop_assert_eq!(r.treatment(&field), Treatment::Keep),
-                Some(out) => {
-                    prop_assert_eq!(r.treatment(&field), Treatment::Pseudonymise);
-                    let text = out.as_str().unwrap();
-                    prop_assert!(text.starts_with(TOKEN_PREFIX));
-                    prop_assert!(value.as_str().unwrap().is_empty() || !text.contains(value.as_str().unwrap()) || value.as_str().unwrap().len() < 3);
-                }
+    /// Parts of flat field names: the contract's words, and made-up ones (never
+    /// an envelope name).
+    fn arb_part() -> impl Strategy<Value = String> {
+        let words = vec![
+            "customer",
+            "booking",
+            "email",
+            "sms",
+            "marketing",
+            "group",
+            "value",
+            "new",
+        ];
+        prop_oneof![
+            6 => proptest::sample::select(words).prop_map(String::from),
+            1 => "x[a-z]{0,2}",
+        ]
+    }
+
+    /// A flat field name: `customer_email`, `customer_group_sms_marketing`,
+    /// sometimes with the `_<digits>` suffix of a renamed field.
+    fn arb_field() -> impl Strategy<Value = String> {
+        let suffix = prop_oneof![4 => Just(String::new()), 1 => "_[0-9]{1,2}"];
+        (proptest::collection::vec(arb_part(), 1..4), suffix)
+            .prop_map(|(parts, suffix)| format!("{}{suffix}", parts.join("_")))
+    }
+
+    /// A field-rules glob: parts and `*` (`customer_*`, `*_sms*`, `customer_email`).
+    fn arb_glob() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            2 => arb_part(),
+            2 => Just("*".to_string()),
+            1 => arb_part().prop_map(|p| format!("{}*", &p[..1])),
+        ];
+        proptest::collection::vec(part, 1..4).prop_map(|parts| parts.join("_"))
+    }
+
+    /// Whether `glob` (literal characters, `*` any run) matches all of `text`:
+    /// the oracle's matcher, not `globset`.
+    fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
+        match glob.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|at| glob_matches(rest, &text[at..])),
+            Some((c, rest)) => text.first() == Some(c) && glob_matches(rest, &text[1..]),
+        }
+    }
+
+    /// Whether a glob of `list` matches `field` or, when it ends in `_<digits>`,
+    /// the name before (as the module's documentation says).
+    fn listed(list: &[String], field: &str) -> bool {
+        let base = field.rsplit_once('_').and_then(|(base, digits)| {
+            let numbered = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            (numbered && !base.is_empty()).then_some(base)
+        });
+        let matches =
+            |name: &str| (list.iter()).any(|g| glob_matches(g.as_bytes(), name.as_bytes()));
+        matches(field) || base.is_some_and(matches)
+    }
+
+    /// Whether `FieldRules::new` must refuse the lists, by its documentation: a
+    /// pattern of the envelope or listed twice, a name written out (no `*`) to
+    /// be kept (included or pseudonymised) that `exclude` removes, or to be
+    /// pseudonymised that `include` does not keep.
+    fn refused(include: Option<&[String]>, exclude: &[String], pseudonymise: &[String]) -> bool {
+        let written = |l: &[String]| -> Vec<String> {
+            l.iter().filter(|p| !p.contains('*')).cloned().collect()
+        };
+        let badly_listed = [include.unwrap_or_default(), exclude, pseudonymise]
+            .iter()
+            .any(|l| {
+                let twice = (1..l.len()).any(|n| l[..n].contains(&l[n]));
+                twice || l.iter().any(|p| ENVELOPE.contains(&p.as_str()))
+            });
+        let kept = [written(include.unwrap_or_default()), written(pseudonymise)].concat();
+        let kept_then_removed = kept.iter().any(|name| listed(exclude, name));
+        let pseudonymised_not_kept =
+            include.is_some_and(|i| written(pseudonymise).iter().any(|name| !listed(i, name)));
+        badly_listed || kept_then_removed || pseudonymised_not_kept
+    }
+
+    /// What the lists do to `field`, by the module's documentation: kept when
+    /// `include` (if any) lists it and `exclude` does not, then pseudonymised
+    /// when `pseudonymise` lists it.
+    fn expected_treatment(
+        include: Option<&[String]>,
+        exclude: &[String],
+        pseudonymise: &[String],
+        field: &str,
+    ) -> Treatment {
+        let kept = include.is_none_or(|i| listed(i, field)) && !listed(exclude, field);
+        match (kept, listed(pseudonymise, field)) {
+            (false, _) => Treatment::Remove,
+            (true, true) => Treatment::Pseudonymise,
+            (true, false) => Treatment::Keep,
+        }
+    }
+
+    #[test]
+    fn the_oracle_matcher_reads_globs_as_field_rules_do() {
+        for (glob, field, matched) in [
+            ("customer_*", "customer_email", true),
+            ("*_sms*", "customer_group_sms_marketing", true),
+            ("customer_email", "customer_email_2", true),
+            ("customer_email", "customer_email_x", false),
+            ("customer_e*", "customer_", false),
+            ("c*_*", "customer_email_12", true),
+            ("*", "x", true),
+        ] {
+            assert_eq!(listed(&strings(&[glob]), field), matched, "{glob} {field}");
+            let rules = rules(None, &[], &[glob]).unwrap();
+            let pseudonymised = rules.treatment(field) == Treatment::Pseudonymise;
+            assert_eq!(pseudonymised, matched, "{glob} {field}");
+        }
+    }
+
+    /// What a topic gets of `value` in a field `treatment` gives (`None`:
+    /// nothing): a token is HMAC-SHA256 with `secret`, worked out here.
+    fn expected_value(treatment: Treatment, secret: &str, value: &Value) -> Option<Value> {
+        let token = || {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(value.as_str().expect("a text value").as_bytes());
+            let digest = hex::encode(mac.finalize().into_bytes());
+            json!(format!("{TOKEN_PREFIX}{digest}"))
+        };
+        match treatment {
+            Treatment::Keep => Some(value.clone()),
+            Treatment::Remove => None,
+            Treatment::Pseudonymise => Some(token()),
+        }
+    }
+
+    /// How often each outcome was met across the cases.
+    #[derive(Debug, Default)]
+    struct Tally {
+        cases: usize,
+        refused: usize,
+        fields: usize,
+        kept: usize,
+        removed: usize,
+        pseudonymised: usize,
+        /// Fields named with a `_<digits>` suffix.
+        suffixed: usize,
+    }
+
+    impl Tally {
+        fn add(&mut self, field: &str, treatment: Treatment) {
+            self.fields += 1;
+            let suffix = field.rsplit_once('_').map(|(_, digits)| digits);
+            self.suffixed += usize::from(suffix.is_some_and(|d| d.parse::<u32>().is_ok()));
+            match treatment {
+                Treatment::Keep => self.kept += 1,
+                Treatment::Remove => self.removed += 1,
+                Treatment::Pseudonymise => self.pseudonymised += 1,
             }
+        }
+    }
+
+    #[test]
+    fn every_field_is_kept_removed_or_pseudonymised_as_the_lists_say() {
+        let secret = "k".repeat(32);
+        let lists = |most| proptest::collection::vec(arb_glob(), 0..most);
+        let fields = proptest::collection::vec(arb_field(), 1..6);
+        let strategy = (
+            proptest::option::weighted(0.3, lists(3)),
+            (lists(3), lists(4)),
+            (fields, "[a-z@.]{0,12}"),
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(512)
+        });
+        let tally = std::cell::RefCell::new(Tally::default());
+        let outcome = runner.run(
+            &strategy,
+            |(include, (exclude, pseudonymise), (fields, value))| {
+                let (key, include) = (key(&secret), include.as_deref());
+                let built = FieldRules::new(
+                    include.map(<[String]>::to_vec),
+                    exclude.clone(),
+                    pseudonymise.clone(),
+                    &ENVELOPE,
+                    Some(&key),
+                );
+                let mut tally = tally.borrow_mut();
+                tally.cases += 1;
+                let should_refuse = refused(include, &exclude, &pseudonymise);
+                let lists = (include, &exclude, &pseudonymise);
+                prop_assert_eq!(
+                    built.is_err(),
+                    should_refuse,
+                    "{:?} for {:?}",
+                    built.as_ref().err(),
+                    lists
+                );
+                let Ok(rules) = built else {
+                    tally.refused += 1;
+                    return Ok(());
+                };
+                let value = Value::String(value);
+                for field in &fields {
+                    let expected = expected_treatment(include, &exclude, &pseudonymise, field);
+                    prop_assert_eq!(rules.treatment(field), expected, "{}", field);
+                    let applied = rules.apply(field, &value).map(|v| v.into_owned());
+                    prop_assert_eq!(
+                        applied,
+                        expected_value(expected, &secret, &value),
+                        "{}",
+                        field
+                    );
+                    tally.add(field, expected);
+                }
+                Ok(())
+            },
+        );
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+        // Each outcome was met by a good share of the cases, not by luck.
+        let tally = tally.into_inner();
+        let (cases, fields) = (tally.cases, tally.fields);
+        assert!(
+            (cases / 20..=cases / 2).contains(&tally.refused),
+            "{tally:?}"
+        );
+        for n in [
+            tally.kept,
+            tally.removed,
+            tally.pseudonymised,
+            tally.suffixed,
+        ] {
+            assert!(n * 10 >= fields, "{tally:?}");
         }
     }
 }

@@ -419,16 +419,259 @@ mod tests {
         assert_eq!(all, ["audit", "contact", "email", "marketing", "unrouted"]);
     }
 
-    proptest! {
-        #[test]
-        fn topics_are_never_empty_and_never_repeat(change_type in proptest::option::of("[A-Za-z*]{0,30}")) {
-            let table = example();
-            let topics = table.topics_for(&CUSTOMER, change_type.as_deref());
-            prop_assert!(!topics.is_empty());
-            let unique: BTreeSet<&str> = topics.iter().copied().collect();
-            prop_assert_eq!(unique.len(), topics.len());
-        }
+    /// Words of the platform's change types, and made-up ones now and then.
+    fn arb_word() -> impl Strategy<Value = String> {
+        let words = vec![
+            "Customer",
+            "Booking",
+            "Email",
+            "Sms",
+            "Marketing",
+            "Group",
+            "Status",
+            "Changed",
+        ];
+        prop_oneof![
+            6 => proptest::sample::select(words).prop_map(String::from),
+            1 => "[A-Z][a-z]{1,3}",
+        ]
+    }
 
+    /// A change type as the platform names them: an entity, words, an action
+    /// (`CustomerGroupSmsMarketingChanged`); sometimes anything else.
+    fn arb_change_type() -> impl Strategy<Value = String> {
+        let entity = prop_oneof![
+            Just("Customer".to_string()),
+            Just("Booking".into()),
+            arb_word()
+        ];
+        let action = prop_oneof![
+            3 => Just("Changed".to_string()),
+            1 => Just("Created".into()),
+            1 => arb_word(),
+        ];
+        let words = proptest::collection::vec(arb_word(), 0..3);
+        let named = (entity, words, action).prop_map(|(e, w, a)| format!("{e}{}{a}", w.concat()));
+        prop_oneof![9 => named, 1 => "[A-Za-z]{0,12}"]
+    }
+
+    /// A change-type glob: words, `*` and `?` (`Customer*Sms*`, `*Email*`, `Bo?king*`).
+    fn arb_pattern() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            3 => arb_word(),
+            4 => Just("*".to_string()),
+            1 => arb_word().prop_map(|w| format!("{}?", &w[..w.len() - 1])),
+        ];
+        proptest::collection::vec(part, 1..4).prop_map(|parts| parts.concat().replace("**", "*"))
+    }
+
+    /// A route as the routing file writes it, for the table and the oracle.
+    #[derive(Debug, Clone)]
+    struct RouteSpec {
+        patterns: Vec<String>,
+        topics: Vec<String>,
+        /// The entities it names; `None`: all.
+        entities: Option<Vec<&'static str>>,
+    }
+
+    fn arb_route() -> impl Strategy<Value = RouteSpec> {
+        let topic = proptest::sample::select(vec!["a", "b", "c", "d"]).prop_map(String::from);
+        let entities = prop_oneof![
+            2 => Just(None),
+            1 => Just(Some(vec!["customer"])),
+            1 => Just(Some(vec!["booking"])),
+            1 => Just(Some(vec!["customer", "booking"])),
+        ];
+        (
+            proptest::collection::vec(arb_pattern(), 1..3),
+            proptest::collection::vec(topic, 1..4),
+            entities,
+        )
+            .prop_map(|(patterns, topics, entities)| RouteSpec {
+                patterns,
+                topics,
+                entities,
+            })
+    }
+
+    /// Whether `glob` (literal characters, `*` any run, `?` one character)
+    /// matches all of `text`: the oracle's matcher, not `globset`.
+    fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
+        match glob.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|at| glob_matches(rest, &text[at..])),
+            Some((b'?', rest)) => !text.is_empty() && glob_matches(rest, &text[1..]),
+            Some((c, rest)) => text.first() == Some(c) && glob_matches(rest, &text[1..]),
+        }
+    }
+
+    /// The routes that take an event of `entity` with `change_type`: they apply
+    /// to its entity and a pattern matches (none without a change type).
+    fn matching<'r>(
+        routes: &'r [RouteSpec],
+        entity: &Entity,
+        change_type: Option<&str>,
+    ) -> Vec<&'r RouteSpec> {
+        let Some(change_type) = change_type else {
+            return Vec::new();
+        };
+        let applies =
+            |r: &RouteSpec| (r.entities.as_ref()).is_none_or(|e| e.contains(&entity.name));
+        let matches = |r: &RouteSpec| {
+            (r.patterns.iter()).any(|p| glob_matches(p.as_bytes(), change_type.as_bytes()))
+        };
+        routes.iter().filter(|r| applies(r) && matches(r)).collect()
+    }
+
+    /// The topics the module's rules give, worked out from the routes alone:
+    /// every topic of every matching route, in route order, each once; the
+    /// unmatched topic when there are none.
+    fn expected_topics(
+        routes: &[RouteSpec],
+        entity: &Entity,
+        change_type: Option<&str>,
+    ) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for route in matching(routes, entity, change_type) {
+            for topic in &route.topics {
+                if !topics.contains(topic) {
+                    topics.push(topic.clone());
+                }
+            }
+        }
+        if topics.is_empty() {
+            topics.push("unrouted".into());
+        }
+        topics
+    }
+
+    #[test]
+    fn the_oracle_matcher_reads_globs_as_the_routing_file_does() {
+        for (glob, text, matched) in [
+            ("Customer*Sms*", "CustomerGroupSmsMarketingChanged", true),
+            ("*Email*", "CustomerEmailChanged", true),
+            ("*", "", true),
+            ("Bo?king*", "BookingStatusChanged", true),
+            ("Bo?king*", "BokingStatusChanged", false),
+            ("*Sms", "CustomerSmsChanged", false),
+            ("Customer", "CustomerX", false),
+        ] {
+            assert_eq!(
+                glob_matches(glob.as_bytes(), text.as_bytes()),
+                matched,
+                "{glob} {text}"
+            );
+            let route = Route::new("r", strings(&[glob]), strings(&["t"])).unwrap();
+            assert_eq!(route.matches(text), matched, "{glob} {text}");
+        }
+    }
+
+    /// The routing table of `routes`, unmatched topic `unrouted`.
+    fn table_of(routes: &[RouteSpec]) -> RoutingTable {
+        let route = |(n, spec): (usize, &RouteSpec)| {
+            let route = Route::new(format!("r{n}"), spec.patterns.clone(), spec.topics.clone());
+            let route = route.expect("the generated globs compile");
+            match &spec.entities {
+                None => route,
+                Some(names) => {
+                    let entities = names.iter().map(|n| crate::entity::by_name(n).unwrap());
+                    route.for_entities(entities.collect())
+                }
+            }
+        };
+        RoutingTable::new(routes.iter().enumerate().map(route).collect(), "unrouted")
+    }
+
+    /// How often the routing rules were exercised across the cases.
+    #[derive(Debug, Default)]
+    struct Tally {
+        cases: usize,
+        /// More than one topic, from more than one route.
+        fan_out: usize,
+        /// A topic of a matching route left out: an earlier one had it.
+        repeat_dropped: usize,
+        /// A change type no route matched (or none).
+        unmatched: usize,
+        /// A route whose patterns match, left out for its entities.
+        other_entity: usize,
+    }
+
+    impl Tally {
+        /// Counts what routing an event of `entity` with `change_type` by
+        /// `routes` to `topics` exercised.
+        fn add(
+            &mut self,
+            routes: &[RouteSpec],
+            entity: &Entity,
+            change_type: Option<&str>,
+            topics: &[&str],
+        ) {
+            let matched = matching(routes, entity, change_type);
+            let offered: usize = matched.iter().map(|r| r.topics.len()).sum();
+            let for_others: Vec<RouteSpec> = (routes.iter())
+                .filter(|r| (r.entities.as_ref()).is_some_and(|e| !e.contains(&entity.name)))
+                .map(|r| RouteSpec {
+                    entities: None,
+                    ..r.clone()
+                })
+                .collect();
+            self.cases += 1;
+            self.fan_out += usize::from(matched.len() > 1 && topics.len() > 1);
+            self.repeat_dropped += usize::from(matched.len() > 1 && offered > topics.len());
+            self.unmatched += usize::from(matched.is_empty());
+            self.other_entity +=
+                usize::from(!matching(&for_others, entity, change_type).is_empty());
+        }
+    }
+
+    #[test]
+    fn every_event_goes_to_each_topic_of_every_matching_route_once_or_to_the_unmatched_topic() {
+        let entity = proptest::sample::select(vec![&CUSTOMER, &BOOKING]);
+        let change_type = proptest::option::weighted(0.95, arb_change_type());
+        let routes = proptest::collection::vec(arb_route(), 1..6);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(512)
+        });
+        let tally = std::cell::RefCell::new(Tally::default());
+        let outcome = runner.run(
+            &(routes, entity, change_type),
+            |(routes, entity, change_type)| {
+                let change_type = change_type.as_deref();
+                let table = table_of(&routes);
+                let topics = table.topics_for(entity, change_type);
+                let expected = expected_topics(&routes, entity, change_type);
+                prop_assert_eq!(
+                    &topics,
+                    &expected,
+                    "{:?} {:?} {:#?}",
+                    entity.name,
+                    change_type,
+                    routes
+                );
+                tally
+                    .borrow_mut()
+                    .add(&routes, entity, change_type, &topics);
+                Ok(())
+            },
+        );
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+        // Each rule was exercised by a good share of the cases, not by luck.
+        let tally = tally.into_inner();
+        for (rule, n) in [
+            ("fan-out", tally.fan_out),
+            ("a repeated topic dropped", tally.repeat_dropped),
+            ("the unmatched topic", tally.unmatched),
+            ("a route for other entities", tally.other_entity),
+        ] {
+            let cases = tally.cases;
+            assert!(n * 10 >= cases, "{rule}: {n} of {cases} cases: {tally:?}");
+        }
+    }
+
+    proptest! {
         #[test]
         fn a_star_route_takes_everything(change_type in "[A-Za-z0-9]{1,30}") {
             let table = RoutingTable::new(

@@ -2,7 +2,8 @@
 //! Schema of each entity's flat event against its meta-schema (the `jsonschema`
 //! crate) and against every committed version of its file for compatibility
 //! (git's history of `schema/<entity>-event.v1.json`, so regenerating the file
-//! cannot hide a breaking change), and the AsyncAPI
+//! cannot hide a breaking change; a shallow clone, without that history, fails
+//! the check), and the AsyncAPI
 //! documents `asyncapi` prints through the official parser (`@asyncapi/parser`,
 //! installed by `scripts/test.sh`). Every event the other tests read back is
 //! checked against the committed schema by `common::kafka`.
@@ -30,57 +31,82 @@ fn connector(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// Every version of `entity`'s committed schema file: each one git has (the
-/// published ones, oldest first) and the one in the working tree.
+/// Runs git in the repository; its standard output, after asserting it exited 0.
+fn git(args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git runs: the compatibility check reads the schema's history");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// How many commits at least published each schema file (added or changed it),
+/// by file: the history the compatibility check must find. Versions are only
+/// ever added, so a later count is never smaller; raise it when publishing.
+const PUBLISHED_AT_LEAST: [(&str, usize); 2] = [
+    ("schema/flat-event.v1.json", 3),
+    ("schema/booking-event.v1.json", 1),
+];
+
+/// Every published version of `entity`'s schema file, oldest first: each one
+/// git's history has. Panics in a shallow clone, whose history stops at its
+/// first commit (the older versions would never be compared).
 fn published_schemas(entity: &Entity) -> Vec<(String, Value)> {
-    let git = |args: &[&str]| -> String {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("git runs: the compatibility check reads the schema's history");
-        assert!(
-            output.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let shallow = git(&["rev-parse", "--is-shallow-repository"]);
+    assert_eq!(
+        shallow.trim(),
+        "false",
+        "a shallow clone: the schema's older published versions are not there to \
+         compare against. Fetch the whole history (git fetch --unshallow, or \
+         actions/checkout with fetch-depth: 0) and run the tests again"
+    );
     let file = schema::schema_file(entity);
     // Commits that added or changed the file (not one that removed it).
     let history = git(&[
         "log",
         "--reverse",
         "--diff-filter=AM",
-        "--format=%h",
+        "--format=%H",
         "--",
         &file,
     ]);
-    let mut versions: Vec<(String, Value)> = history
+    history
         .lines()
         .map(|commit| {
             let text = git(&["show", &format!("{commit}:{file}")]);
-            (
-                format!("{commit}:{file}"),
-                serde_json::from_str(&text).unwrap(),
-            )
+            let version = format!("{}:{file}", &commit[..12]);
+            let schema = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{version} is not JSON: {e}"));
+            (version, schema)
         })
-        .collect();
-    versions.push(("working tree".into(), committed_schema(entity)));
-    versions
+        .collect()
 }
 
 #[test]
 fn each_schema_is_compatible_with_every_published_version_of_its_schema_version() {
     for entity in ENTITIES {
-        let versions = published_schemas(entity);
+        let file = schema::schema_file(entity);
+        let mut versions = published_schemas(entity);
+        let at_least = (PUBLISHED_AT_LEAST.iter())
+            .find(|(published, _)| *published == file)
+            .unwrap_or_else(|| panic!("{file}: add it to PUBLISHED_AT_LEAST"))
+            .1;
         assert!(
-            versions.len() >= 2,
-            "{}: the file's history is missing",
-            entity.name
+            versions.len() >= at_least,
+            "{file}: git's history has {} published versions, at least {at_least} \
+             were: {:?}",
+            versions.len(),
+            versions.iter().map(|(v, _)| v).collect::<Vec<_>>()
         );
-        for (version, published) in versions {
-            let problems = compat::breaking_changes(&published, &schema::flat_event(entity));
+        versions.push(("the working tree".into(), committed_schema(entity)));
+        for (version, published) in &versions {
+            let problems = compat::breaking_changes(published, &schema::flat_event(entity));
             assert!(
                 problems.is_empty(),
                 "the {} event's schema breaks consumers of {version}; such a change \
@@ -124,9 +150,9 @@ fn the_committed_schemas_are_valid_draft_2020_12_schemas() {
     }
 }
 
-/// Checks `document` with the official AsyncAPI parser; panics with its
-/// diagnostics when it reports an error.
-fn assert_valid_asyncapi(document: &str) {
+/// What the official AsyncAPI parser says of `document`
+/// (`scripts/validate-asyncapi.cjs`): its output, whatever its exit status.
+fn parse_asyncapi(document: &str) -> std::process::Output {
     let parser = std::env::var("WEBHOOK_CONNECTOR_ASYNCAPI_PARSER").unwrap_or_else(|_| {
         panic!(
             "WEBHOOK_CONNECTOR_ASYNCAPI_PARSER is not set: run the tests with \
@@ -137,12 +163,18 @@ fn assert_valid_asyncapi(document: &str) {
     let file = dir.path().join("asyncapi.json");
     std::fs::write(&file, document).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-asyncapi.cjs");
-    let output = Command::new("node")
+    Command::new("node")
         .arg(script)
         .arg(parser)
         .arg(&file)
         .output()
-        .expect("node runs");
+        .expect("node runs: the AsyncAPI document is checked with Node.js")
+}
+
+/// Checks `document` with the official AsyncAPI parser; panics with its
+/// diagnostics when it reports an error.
+fn assert_valid_asyncapi(document: &str) {
+    let output = parse_asyncapi(document);
     assert!(
         output.status.success(),
         "the AsyncAPI parser refuses the document:\n{}{}\n{document}",
@@ -327,9 +359,25 @@ fn the_parser_check_is_real_a_broken_document_is_refused() {
         serde_json::from_str(&connector(&["asyncapi", "--config", "config/default.toml"])).unwrap();
     document["operations"]["send-customer.lifecycle"]["channel"]["$ref"] =
         Value::from("#/channels/no-such-topic");
-    let result = std::panic::catch_unwind(|| assert_valid_asyncapi(&document.to_string()));
-    assert!(
-        result.is_err(),
-        "a reference to a missing channel must be refused"
+    let output = parse_asyncapi(&document.to_string());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
     );
+    // 1: the parser ran and found an error (2 would be the script failing:
+    // arguments, the document, or @asyncapi/parser not loading).
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the parser must refuse the document for its content:\n{stdout}{stderr}"
+    );
+    assert!(stdout.starts_with("invalid: "), "{stdout}");
+    // The diagnostic names the missing channel, where it is referred to.
+    let at = "(at $.operations[\"send-customer.lifecycle\"].channel.$ref)";
+    let named = stderr.lines().any(|line| {
+        line.contains("error [invalid-ref]")
+            && line.contains("'#/channels/no-such-topic' does not exist")
+            && line.ends_with(at)
+    });
+    assert!(named, "no error naming the missing channel:\n{stderr}");
 }

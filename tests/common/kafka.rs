@@ -1,16 +1,20 @@
 //! Reading topics back over the Kafka protocol, as a consumer outside any group.
 //! Every record value read is checked against the published schema, or, on a
 //! topic of the privacy feature (field rules, state, erasure), against the schema
-//! of what that topic holds ([`Check`]).
-//! One polling loop ([`read`]) serves every read; they differ in when they stop.
+//! of what that topic holds ([`Check`]), after refusing a value or a record's
+//! headers that name a key twice (a map would keep only one of them).
+//! One polling loop ([`poll_until`]) serves every read; they differ in when they
+//! stop. Only [`read_raw_exactly`] of one record or more reads to the topic's end
+//! as the broker reports it instead, leaving no marker for `replay` to read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use webhook_connector::contract::schema;
 use webhook_connector::entity::{Entity, ENTITIES};
@@ -217,17 +221,39 @@ pub struct RawRecord {
 
 /// Exactly `count` records of `topic` as written, unchecked ([`RawRecord`]).
 ///
-/// Unlike [`read_exactly`] it writes no marker, so the topic stays fit to
-/// replay (a marker would be one more record for `replay` to read): it reads up
-/// to the topic's end as the broker reports it now (its high watermark), after
-/// everything under test was answered; the connector answers only once Kafka
-/// acknowledged, so "exactly N" is still a checked fact.
+/// A read of 0 writes a marker record after everything under test was answered
+/// and reads up to it, as [`read_exactly`] does: "exactly 0" is then a checked
+/// fact (the topic was read, and nothing was written before the marker), not a
+/// read that merely found nothing. The marker stays in the topic: `replay`
+/// would read it (and refuse it), so do not replay from a topic read empty.
+///
+/// A read of more writes no marker, so the topic stays fit to replay: it reads
+/// up to the topic's end as the broker reports it now (its high watermark),
+/// after everything under test was answered; the connector answers only once
+/// Kafka acknowledged, so "exactly N" is still a checked fact. Both skip the
+/// markers of earlier reads.
 pub fn read_raw_exactly(topic: &str, count: usize) -> Vec<RawRecord> {
     read_raw_exactly_on(&kafka(), topic, count)
 }
 
 /// [`read_raw_exactly`] on the broker at `bootstrap`.
 pub fn read_raw_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<RawRecord> {
+    let records = if count == 0 {
+        let marker = write_marker(bootstrap, topic);
+        poll_until(bootstrap, topic, Until::Marker(&marker), raw_record)
+    } else {
+        read_raw_to_end(bootstrap, topic)
+    };
+    assert_eq!(
+        records.len(),
+        count,
+        "topic {topic}: expected exactly {count} records: {records:#?}"
+    );
+    records
+}
+
+/// The records of `topic` up to its high watermark now, markers skipped.
+fn read_raw_to_end(bootstrap: &str, topic: &str) -> Vec<RawRecord> {
     let consumer = consumer_of(bootstrap, topic);
     let (low, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
@@ -246,22 +272,25 @@ pub fn read_raw_exactly_on(bootstrap: &str, topic: &str, count: usize) -> Vec<Ra
             Some(Ok(message)) => message,
         };
         next = message.offset() + 1;
-        records.push(RawRecord {
-            topic: message.topic().to_string(),
-            key: (message.key()).map(|k| String::from_utf8_lossy(k).into_owned()),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers: headers_of(&message),
-        });
+        if message.key() != Some(SENTINEL_KEY.as_bytes()) {
+            records.push(raw_record(&message));
+        }
     }
-    assert_eq!(
-        records.len(),
-        count,
-        "topic {topic}: expected exactly {count} records: {records:#?}"
-    );
     records
 }
 
-/// The key of the marker records [`read_exactly_on`] writes; reads skip them.
+/// `message` as written ([`RawRecord`]).
+fn raw_record(message: &BorrowedMessage) -> RawRecord {
+    RawRecord {
+        topic: message.topic().to_string(),
+        key: (message.key()).map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: headers_of(message),
+    }
+}
+
+/// The key of the marker records [`read_exactly_on`] and [`read_raw_exactly`]
+/// (of 0) write; reads skip them.
 const SENTINEL_KEY: &str = "test-sentinel";
 
 /// When a [`read`] stops.
@@ -278,6 +307,17 @@ enum Until<'a> {
 /// Reads partition 0 of `topic` from the beginning, skipping marker records,
 /// until `until` says to stop; `check` checks each value.
 fn read(bootstrap: &str, topic: &str, until: Until, check: &Check) -> Vec<Record> {
+    poll_until(bootstrap, topic, until, |message| to_record(message, check))
+}
+
+/// Reads partition 0 of `topic` from the beginning, skipping marker records,
+/// until `until` says to stop; each record as `record` makes it.
+fn poll_until<R>(
+    bootstrap: &str,
+    topic: &str,
+    until: Until,
+    mut record: impl FnMut(&BorrowedMessage) -> R,
+) -> Vec<R> {
     let consumer = consumer_of(bootstrap, topic);
     let give_up = Instant::now()
         + match until {
@@ -311,7 +351,7 @@ fn read(bootstrap: &str, topic: &str, until: Until, check: &Check) -> Vec<Record
         };
         last_seen = Instant::now();
         if message.key() != Some(SENTINEL_KEY.as_bytes()) {
-            records.push(to_record(&message, check));
+            records.push(record(&message));
             continue;
         }
         match until {
@@ -363,30 +403,113 @@ fn consumer_of(bootstrap: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
-/// The headers of `message`: name -> value (`None`: a null value).
+/// The headers of `message`: name -> value (`None`: a null value). Panics on a
+/// name given twice, which a map of them would hide.
 fn headers_of(message: &impl Message) -> BTreeMap<String, Option<String>> {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_string(), h.value.map(text)))
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut headers = BTreeMap::new();
+    for header in message.headers().into_iter().flat_map(|h| h.iter()) {
+        let value = header.value.map(text);
+        if let Some(before) = headers.insert(header.key.to_string(), value) {
+            panic!(
+                "topic {}: header {:?} twice ({before:?}, then {:?})",
+                message.topic(),
+                header.key,
+                headers[header.key]
+            );
+        }
+    }
+    headers
+}
+
+/// Whether the JSON document `bytes` repeats a key in one of its objects (at
+/// any depth): `serde_json::Value` keeps the last of two equal keys, so a
+/// repeated key would pass every check of the parsed value unseen.
+fn repeated_key(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<UniqueKeys>(bytes)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// A JSON value whose objects never repeat a key; only checked, not kept.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self, A::Error> {
+        while items.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    // Numbers arrive here too, as serde_json's arbitrary-precision map of one key.
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Self, A::Error> {
+        let mut keys = HashSet::new();
+        while let Some(key) = members.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                return Err(de::Error::custom(format!(
+                    "key {key:?} twice in one object"
+                )));
+            }
+            members.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 fn to_record(message: &impl Message, check: &Check) -> Record {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let headers = headers_of(message);
     let value: Option<Value> = message.payload().map(|payload| {
-        serde_json::from_slice(payload).unwrap_or_else(|e| {
+        let value = serde_json::from_slice(payload).unwrap_or_else(|e| {
             panic!(
                 "topic {}: record value is not JSON ({e}): {:?}",
                 message.topic(),
                 text(payload)
             )
-        })
+        });
+        if let Some(error) = repeated_key(payload) {
+            panic!(
+                "topic {}: record value repeats a key ({error}): {:?}",
+                message.topic(),
+                text(payload)
+            );
+        }
+        value
     });
     check.assert_value(message.topic(), value.as_ref());
     Record {
