@@ -216,6 +216,18 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_hashed_as_their_digits_negative_ones_and_those_past_i64_too() {
+        for digits in ["-5", "0", "9223372036854775807", "18446744073709551615"] {
+            let mut out = Vec::new();
+            write_number(&mut out, digits);
+            assert_eq!(out, digits.as_bytes(), "{digits}");
+        }
+        // An integer and the float of the same value were different values then.
+        assert_ne!(id_of("-5"), id_of("-5.0"));
+        assert_ne!(id_of("18446744073709551615"), id_of("18446744073709551615.0"));
+    }
+
+    #[test]
     fn canonical_decimals() {
         for (a, b) in [
             ("12.50", "12.5"),
