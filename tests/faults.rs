@@ -1,7 +1,10 @@
 //! Faults injected for real: a broker paused with SIGSTOP and killed, the connector
-//! stopped with SIGTERM under load, stalled clients, too many requests at once.
-//! The invariant checked everywhere: every request answered 200 has all its events
-//! in Kafka (by `event_id`).
+//! stopped with SIGTERM under load and with SIGINT, stalled clients, too many
+//! requests at once. The invariant checked everywhere: every request answered 200
+//! has all its events in Kafka (by `event_id`); and every request a fault catches in
+//! flight gets an answer the README documents for it, never a dropped connection.
+//! That requests are in flight is read from the connector's gauge, never assumed
+//! after a sleep.
 
 mod common;
 
@@ -18,11 +21,36 @@ use serde_json::json;
 struct Outcome {
     started: Instant,
     elapsed: Duration,
-    /// `None` when no HTTP answer came (connection refused or reset).
+    /// `None` when no HTTP answer came (connection refused or reset, or no answer
+    /// within the client's timeout): then `failure` says why.
     status: Option<u16>,
     event_ids: Vec<String>,
+    /// The `error` code of an error answer.
+    error: String,
     /// The `message` of an error answer.
     message: String,
+    /// Why no HTTP answer came.
+    failure: Option<String>,
+}
+
+impl Outcome {
+    fn ended(&self) -> Instant {
+        self.started + self.elapsed
+    }
+
+    /// Whether it started before `at` and ended after it.
+    fn spans(&self, at: Instant) -> bool {
+        self.started < at && self.ended() > at
+    }
+
+    /// Whether it is a 200, or a 503 with one of `codes`.
+    fn is_200_or_503(&self, codes: &[&str]) -> bool {
+        match self.status {
+            Some(200) => true,
+            Some(503) => codes.contains(&self.error.as_str()),
+            _ => false,
+        }
+    }
 }
 
 /// Runs `clients` concurrent senders of distinct two-change notifications until
@@ -56,30 +84,15 @@ async fn run_load(endpoint: String, clients: usize, stop: Arc<AtomicBool>) -> Ve
                     .body(body)
                     .send()
                     .await;
-                let (status, event_ids, message) = match response {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let json: serde_json::Value = response.json().await.unwrap_or_default();
-                        let ids = json["event_ids"]
-                            .as_array()
-                            .map(|a| a.iter().map(|i| i.as_str().unwrap().to_string()).collect())
-                            .unwrap_or_default();
-                        let message = json["message"].as_str().unwrap_or_default().to_string();
-                        (Some(status), ids, message)
-                    }
-                    Err(_) => {
-                        // Refused while the connector is down: do not spin.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        (None, Vec::new(), String::new())
-                    }
+                let outcome = match response {
+                    Ok(response) => answered(started, response).await,
+                    Err(error) => not_answered(started, &error),
                 };
-                outcomes.push(Outcome {
-                    started,
-                    elapsed: started.elapsed(),
-                    status,
-                    event_ids,
-                    message,
-                });
+                if outcome.status.is_none() {
+                    // Refused while the connector is down: do not spin.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                outcomes.push(outcome);
             }
             outcomes
         }));
@@ -89,6 +102,47 @@ async fn run_load(endpoint: String, clients: usize, stop: Arc<AtomicBool>) -> Ve
         all.extend(task.await.expect("a load client does not panic"));
     }
     all
+}
+
+/// The outcome of a request started at `started` and answered with `response`.
+async fn answered(started: Instant, response: reqwest::Response) -> Outcome {
+    let status = response.status().as_u16();
+    let body = response.bytes().await;
+    let elapsed = started.elapsed();
+    let json: serde_json::Value = match &body {
+        Ok(bytes) => serde_json::from_slice(bytes).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    let text = |field: &str| json[field].as_str().unwrap_or_default().to_string();
+    let event_ids = json["event_ids"]
+        .as_array()
+        .map(|a| a.iter().map(|i| i.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    Outcome {
+        started,
+        elapsed,
+        // An answer whose body broke off is no answer.
+        status: body.is_ok().then_some(status),
+        event_ids,
+        error: text("error"),
+        message: text("message"),
+        failure: body
+            .err()
+            .map(|e| format!("{status}, then the body broke off: {e:?}")),
+    }
+}
+
+/// The outcome of a request started at `started` that got no answer.
+fn not_answered(started: Instant, error: &reqwest::Error) -> Outcome {
+    Outcome {
+        started,
+        elapsed: started.elapsed(),
+        status: None,
+        event_ids: Vec::new(),
+        error: String::new(),
+        message: String::new(),
+        failure: Some(format!("{error:?}")),
+    }
 }
 
 /// Asserts every 200 among `outcomes` has both its events in `topic`.
@@ -111,13 +165,13 @@ fn assert_acknowledged_are_in_kafka(bootstrap: &str, topic: &str, outcomes: &[&O
     assert!(checked > 0, "no request was answered 200");
 }
 
-/// Counts of outcomes by status and error message.
+/// Counts of outcomes by status and error (or by why no answer came).
 fn summary(outcomes: &[&Outcome]) -> String {
     let mut counts = std::collections::BTreeMap::new();
     for o in outcomes {
-        *counts
-            .entry(format!("{:?} {}", o.status, o.message))
-            .or_insert(0) += 1;
+        let failure = o.failure.as_deref().unwrap_or_default();
+        let key = format!("{:?} {} {}{failure}", o.status, o.error, o.message);
+        *counts.entry(key).or_insert(0) += 1;
     }
     format!("{counts:#?}")
 }
@@ -133,6 +187,39 @@ fn assert_all(outcomes: &[&Outcome], what: &str, check: impl Fn(&Outcome) -> boo
         &failing[..failing.len().min(3)],
         summary(outcomes)
     );
+}
+
+/// Polls `{url}/metrics` until at least `count` webhook requests are being
+/// processed (or panics after 10 s): the load is in flight.
+async fn wait_for_requests_in_flight(url: &str, count: u32) {
+    wait_for_metric_to(url, IN_FLIGHT, |n| n >= Some(f64::from(count))).await
+}
+
+/// Polls `{url}/metrics` until the load flows (a hundred notifications accepted)
+/// and requests are in flight (at least four being processed).
+async fn wait_for_load(url: &str) {
+    wait_for_metric_to(url, ACCEPTED, |n| n >= Some(100.0)).await;
+    wait_for_requests_in_flight(url, 4).await;
+}
+
+/// The series of notifications accepted at the customer endpoint.
+const ACCEPTED: &str =
+    "webhook_connector_notifications_total{endpoint=\"customer\",result=\"accepted\"}";
+
+/// Polls until a new connection to `port` is refused (or panics after 5 s): the
+/// connector took the signal and stopped accepting.
+async fn wait_for_connections_refused(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sends `bytes` (a request cut short) and waits up to 5 s for what the connector
@@ -159,12 +246,14 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    wait_for_load(&connector.url).await;
     broker.pause();
     let paused_at = Instant::now();
+    // Time passing: the pause outlasts the delivery timeout three times over.
     tokio::time::sleep(3 * timeout).await;
     broker.resume();
     let resumed_at = Instant::now();
+    // Time passing: the load runs on while the connector recovers, and beyond.
     tokio::time::sleep(Duration::from_millis(4000)).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = load.await.unwrap();
@@ -208,8 +297,9 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
+    let delivery_timeout = Duration::from_millis(2000);
     let (mut broker, topic, connector) = connector_on_own_broker("restarted", |s| {
-        s.kafka.delivery_timeout_ms = 2000;
+        s.kafka.delivery_timeout_ms = delivery_timeout.as_millis() as u64;
     })
     .await;
     // With a producer id from the broker about to die, so the new one has never
@@ -219,30 +309,54 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    broker.restart();
+    wait_for_load(&connector.url).await;
+    broker.kill();
+    // The old broker is gone: nothing started from now on can be acknowledged by it.
+    let killed_at = Instant::now();
+    broker.start_again();
     // The new broker keeps nothing (in-memory storage): recreate the topic.
     create_topics_on(&broker.bootstrap(), &[&topic]).await;
     let restarted_at = Instant::now();
+    // Time passing: the load runs on while the connector recovers, and beyond.
     tokio::time::sleep(Duration::from_millis(6000)).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = load.await.unwrap();
-    // Answered after the restart: acknowledged by the new broker, so checkable there.
-    let after: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| o.started + o.elapsed > restarted_at)
-        .collect();
+    let all: Vec<&Outcome> = outcomes.iter().collect();
 
-    let late: Vec<&Outcome> = after
+    // Every request was answered, none later than a delivery could take.
+    assert_all(&all, "answered", |o| o.status.is_some());
+    assert_all(&all, "answered within the delivery timeout plus 1 s", |o| {
+        o.elapsed <= delivery_timeout + Duration::from_millis(1000)
+    });
+    // Those in flight at the kill were answered 200 or their documented 503.
+    let in_flight: Vec<&Outcome> = all.iter().copied().filter(|o| o.spans(killed_at)).collect();
+    assert!(
+        !in_flight.is_empty(),
+        "none in flight at the kill: {}",
+        summary(&all)
+    );
+    assert_all(
+        &in_flight,
+        "in flight at the kill: 200 or 503 kafka_*",
+        |o| o.is_200_or_503(&["kafka_unavailable", "kafka_refused"]),
+    );
+    let late: Vec<&Outcome> = all
         .iter()
         .copied()
         .filter(|o| o.started > restarted_at + Duration::from_millis(4000))
         .collect();
-    assert!(!late.is_empty(), "{}", summary(&after));
+    assert!(!late.is_empty(), "{}", summary(&all));
     assert_all(&late, "200 again after the restart", |o| {
         o.status == Some(200)
     });
-    assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &after);
+    // Every 200 to a request started since the kill was acknowledged by the new
+    // broker, so it is there (the old one took its records with it).
+    let since_the_kill: Vec<&Outcome> = all
+        .iter()
+        .copied()
+        .filter(|o| o.started >= killed_at)
+        .collect();
+    assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &since_the_kill);
     // The recovery came from replacing the producer, not from luck.
     let replacements = metric(
         &metrics_text(&connector.url).await,
@@ -314,24 +428,28 @@ async fn a_stalled_body_gets_408_and_gives_its_slot_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_flushes_and_exits_zero() {
-    let topic = unique_topic("sigterm");
-    create_topics(&[&topic]).await;
     let grace_ms = 5000;
     let grace = grace_ms.to_string();
-    let mut process = spawn_connector(
-        &kafka(),
-        &routes_toml(&topic, &[]),
+    let (broker, topic, mut process) = process_on_own_broker(
+        "sigterm",
         &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", &grace)],
     )
     .await;
     warm_up(&process.endpoint()).await;
     let _turn = alone().await;
 
+    let clients = 16;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(run_load(process.endpoint(), 16, Arc::clone(&stop)));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let load = tokio::spawn(run_load(process.endpoint(), clients, Arc::clone(&stop)));
+    wait_for_load(&process.url).await;
+    // Every client's request held in the connector by a frozen broker, so each
+    // one is being processed (none on its way) when the signal comes.
+    broker.pause();
+    wait_for_requests_in_flight(&process.url, clients as u32).await;
     let signalled_at = Instant::now();
     process.signal("-TERM");
+    wait_for_connections_refused(process.port).await;
+    broker.resume();
     let exit = loop {
         if let Some(exit) = process.child.0.try_wait().unwrap() {
             break exit;
@@ -343,6 +461,7 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let exited_after = signalled_at.elapsed();
+    // Time passing: the clients keep sending for a moment after the exit.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = load.await.unwrap();
@@ -350,6 +469,20 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
 
     assert_eq!(exit.code(), Some(0));
     assert!(exited_after < Duration::from_millis(grace_ms + 500));
+    // Every request started before the signal was answered: 200, or 503
+    // shutting_down near the end of the grace period; never a dropped connection.
+    let before: Vec<&Outcome> = all
+        .iter()
+        .copied()
+        .filter(|o| o.started < signalled_at)
+        .collect();
+    let in_flight = before.iter().filter(|o| o.spans(signalled_at)).count();
+    assert!(in_flight >= clients, "{in_flight} in flight at the signal");
+    assert_all(
+        &before,
+        "started before the signal: 200 or 503 shutting_down",
+        |o| o.is_200_or_503(&["shutting_down"]),
+    );
     // After the process is gone, requests are refused at the connection.
     let late: Vec<&Outcome> = all
         .iter()
@@ -360,7 +493,7 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     assert_all(&late, "refused once the connector is gone", |o| {
         o.status.is_none()
     });
-    assert_acknowledged_are_in_kafka(&kafka(), &topic, &all);
+    assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &all);
 }
 
 #[tokio::test]
@@ -410,16 +543,16 @@ async fn a_client_stalling_in_its_headers_is_disconnected() {
     connector.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_draining_new_connections_are_refused_and_in_flight_requests_finish() {
-    let _turn = shared().await;
+/// Holds a request in a connector run as a process (its broker frozen), sends it
+/// `signal`, and checks the drain: new connections are refused soon after, the held
+/// request is answered 200 once the broker is back, the process exits 0, and the
+/// request's events are in Kafka.
+async fn drains_on(signal: &str) {
     let (broker, topic, mut process) = process_on_own_broker(
         "draining",
         &[("CONNECTOR__SERVER__SHUTDOWN_GRACE_MS", "8000")],
     )
     .await;
-    let port = process.port;
-    let url = process.url.clone();
     let endpoint = process.endpoint();
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
 
@@ -429,17 +562,12 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
         let endpoint = endpoint.clone();
         async move { post(&endpoint, seed_sample(), &[]).await }
     });
-    wait_for_metric(&url, IN_FLIGHT, 1.0).await;
-    process.signal("-TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_metric(&process.url, IN_FLIGHT, 1.0).await;
+    process.signal(signal);
+    wait_for_connections_refused(process.port).await;
     assert!(
         process.child.0.try_wait().unwrap().is_none(),
         "still draining"
-    );
-    let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-    assert!(
-        refused.is_err(),
-        "a new connection while draining must be refused"
     );
 
     broker.resume();
@@ -450,4 +578,16 @@ async fn while_draining_new_connections_are_refused_and_in_flight_requests_finis
         .unwrap();
     assert_eq!(exit.code(), Some(0));
     read_exactly_on(&broker.bootstrap(), &topic, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_draining_new_connections_are_refused_and_in_flight_requests_finish() {
+    let _turn = shared().await;
+    drains_on("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_like_sigterm_and_exits_zero() {
+    let _turn = shared().await;
+    drains_on("-INT").await;
 }

@@ -8,9 +8,10 @@
 //! Kafka is out of reach (127.0.0.1:1): every refusal comes before delivery, and a
 //! delivery times out after 500 ms. What reaches Kafka (and that refused requests
 //! reach nothing) is checked on a broker, in tests/pipeline.rs, tests/booking.rs and
-//! tests/bad_input.rs. Only the count of answers by endpoint needs a socket (the
-//! server counts them around the filters): its test runs the server on a loopback
-//! port, still with Kafka out of reach.
+//! tests/bad_input.rs. Two checks need a socket, and run the server on a loopback
+//! port, still with Kafka out of reach: the count of answers by endpoint (the server
+//! counts them around the filters), and a chunked body that breaks off (only hyper,
+//! reading a connection, sees the body end before its chunk does).
 
 mod common;
 
@@ -221,6 +222,67 @@ impl Body for Chunked {
     }
 }
 
+/// The whole server (the filters behind hyper) on a loopback port, Kafka still out
+/// of reach: for what only a connection shows.
+async fn on_loopback() -> Connector {
+    let mut settings = settings();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.webhook.allow_unsigned = true;
+    start_connector(settings, &routes_toml("test.unrouted", &[])).await
+}
+
+/// Reads what the server sends on `stream` until it closes (at most 5 s): the
+/// status, headers and body of one answer.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> (u16, HeaderMap, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer and a close within 5 s")
+        .expect("an answer, not a reset");
+    let text = String::from_utf8(raw).expect("a text answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3)?.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {status_line:?}"));
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(": ").expect("a header line");
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let length: usize = headers[header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), length, "{text}");
+    (status, headers, body.as_bytes().to_vec())
+}
+
+/// Polls `GET /metrics` of `state` until `count` webhook requests are being
+/// processed, or panics after 5 s.
+async fn wait_for_in_flight(state: &Arc<Ingress>, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, body) = reply(state, request("GET", "/metrics")).await;
+        let text = String::from_utf8(body).unwrap();
+        if metric(&text, IN_FLIGHT) == Some(count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {count} in flight:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A POST of `body` to the webhook endpoint with `headers` and no
 /// `Content-Length` unless among them.
 fn post_streamed(headers: &[(&str, &str)], body: Chunked) -> Request<Chunked> {
@@ -270,10 +332,7 @@ async fn healthz_is_200_and_metrics_are_openmetrics_text() {
 async fn http_requests_are_counted_by_endpoint_booking_customer_or_other() {
     // The server counts answers around the filters: a real one, on a loopback
     // port, with Kafka still out of reach.
-    let mut settings = settings();
-    settings.server.listen = "127.0.0.1:0".parse().unwrap();
-    settings.webhook.allow_unsigned = true;
-    let connector = start_connector(settings, &routes_toml("test.unrouted", &[])).await;
+    let connector = on_loopback().await;
     let booking = connector.webhook("booking");
     for _ in 0..2 {
         assert_eq!(post(&booking, "{", &[]).await.status, 400);
@@ -591,7 +650,7 @@ async fn a_content_type_other_than_json_is_415_and_json_with_parameters_passes()
 }
 
 #[tokio::test]
-async fn every_bound_refuses_at_once_with_503_overloaded_naming_its_setting() {
+async fn every_bound_refuses_at_once_with_503_overloaded_naming_its_setting_at_either_endpoint() {
     let no_slots = state(|s| s.server.max_in_flight = 0);
     let no_receiving = state(|s| s.server.max_receiving = 0);
     let mut no_processing_bytes = ingress(&settings());
@@ -608,47 +667,118 @@ async fn every_bound_refuses_at_once_with_503_overloaded_naming_its_setting() {
         (Arc::new(no_receiving_bytes), "(server.max_in_flight_bytes)"),
     ];
     for (state, setting) in cases {
-        let started = Instant::now();
-        let answer = send(&state, post_json(seed_sample())).await;
-        assert_refused(&answer, 503, "overloaded", setting);
-        assert!(answer.json["message"]
-            .as_str()
-            .unwrap()
-            .ends_with("retry later"));
-        assert_eq!(answer.headers[header::RETRY_AFTER], "1");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        for (path, body) in [
+            (ENDPOINT, seed_sample()),
+            (BOOKING_ENDPOINT, booking_sample()),
+        ] {
+            let started = Instant::now();
+            let answer = send(&state, to(path, post_json(body))).await;
+            assert_refused(&answer, 503, "overloaded", setting);
+            assert!(answer.json["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("retry later"));
+            assert_eq!(answer.headers[header::RETRY_AFTER], "1");
+            assert!(started.elapsed() < Duration::from_secs(1), "{path}");
+        }
     }
 }
 
 #[tokio::test]
-async fn a_body_not_received_within_the_read_timeout_is_408() {
+async fn a_body_not_received_within_the_read_timeout_is_408_at_either_endpoint() {
     let state = state(|s| s.server.request_read_timeout_ms = 200);
-    let started = Instant::now();
-    let stalled = post_streamed(
-        &[
-            ("content-type", "application/json"),
-            ("content-length", "500"),
-        ],
-        Chunked::of(b"{\"ChangeDateTime\":", 64, true),
-    );
-    let answer = send(&state, stalled).await;
-    assert_refused(
-        &answer,
-        408,
-        "request_timeout",
-        "did not arrive within 200 ms",
-    );
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
-    // Its slot and bytes are given back.
-    assert_eq!(
-        state.receiving.available_permits(),
-        settings().server.max_receiving
-    );
-    assert_eq!(state.bytes.receiving.held(), 0);
+    for path in [ENDPOINT, BOOKING_ENDPOINT] {
+        let started = Instant::now();
+        let stalled = post_streamed(
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "500"),
+            ],
+            Chunked::of(b"{\"ChangeDateTime\":", 64, true),
+        );
+        let answer = send(&state, to(path, stalled)).await;
+        assert_refused(
+            &answer,
+            408,
+            "request_timeout",
+            "did not arrive within 200 ms",
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{path}: {took:?}"
+        );
+        // Its slot and bytes are given back.
+        assert_eq!(
+            state.receiving.available_permits(),
+            settings().server.max_receiving
+        );
+        assert_eq!(state.bytes.receiving.held(), 0);
+    }
+}
+
+#[tokio::test]
+async fn more_requests_than_max_in_flight_at_either_endpoint_get_503_overloaded_at_once() {
+    // Kafka out of reach holds a delivery for 1.5 s: two requests take both slots.
+    let state = state(|s| {
+        s.server.max_in_flight = 2;
+        s.kafka.delivery_timeout_ms = 1500;
+    });
+    let customer = (ENDPOINT, seed_sample());
+    let booking = (BOOKING_ENDPOINT, booking_sample());
+    let held = [customer.clone(), booking.clone()].map(|(path, body)| {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move { send(&state, to(path, post_json(body))).await })
+    });
+    wait_for_in_flight(&state, 2.0).await;
+    for (path, body) in [booking, customer] {
+        let started = Instant::now();
+        let answer = send(&state, to(path, post_json(body))).await;
+        assert_refused(&answer, 503, "overloaded", "(server.max_in_flight)");
+        assert_eq!(answer.headers[header::RETRY_AFTER], "1", "{path}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path}");
+    }
+    // The held requests end as Kafka out of reach makes them, and give their
+    // slots back.
+    for answer in held {
+        let answer = answer.await.expect("the held request is answered");
+        assert_refused(&answer, 503, "kafka_unavailable", "retry later");
+    }
+    assert_eq!(state.in_flight.available_permits(), 2);
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_breaks_off_is_400_body_unreadable_at_either_endpoint() {
+    // A socket, for hyper to see the body end before its chunk does.
+    let connector = on_loopback().await;
+    for path in [ENDPOINT, BOOKING_ENDPOINT] {
+        // A chunk announcing 0x100 bytes of which 18 come; then the client stops
+        // sending (its write side shut, its read side open for the answer).
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\n100\r\n{{\"ChangeDateTime\":"
+        );
+        let mut stream = send_raw(connector.addr(), request.as_bytes()).await;
+        tokio::io::AsyncWriteExt::shutdown(&mut stream)
+            .await
+            .unwrap();
+        let (status, headers, body) = read_answer(&mut stream).await;
+        let answer = checked(status, &headers, &body);
+        assert_refused(
+            &answer,
+            400,
+            "body_unreadable",
+            "the request body could not be read",
+        );
+    }
+    let text = metrics_text(&connector.url).await;
+    for endpoint in ["customer", "booking"] {
+        let series = format!(
+            "webhook_connector_notifications_total{{endpoint=\"{endpoint}\",result=\"body_unreadable\"}}"
+        );
+        assert_eq!(metric(&text, &series), Some(1.0), "{series} in:\n{text}");
+    }
+    connector.stop().await;
 }
 
 #[tokio::test]

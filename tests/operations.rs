@@ -248,7 +248,11 @@ async fn a_reload_never_reroutes_a_request_in_flight() {
     );
     stream.write_all(request_head.as_bytes()).await.unwrap();
     stream.write_all(head).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The connector holds the half it received: the request has started.
+    wait_for_metric_to(&connector.url, HELD_BYTES, |held| {
+        held >= Some(head.len() as f64)
+    })
+    .await;
     // ...the table changes while it is in flight...
     std::fs::write(&connector.routes_file, routes_toml(&new, &[])).unwrap();
     wait_for_metric(
@@ -289,6 +293,8 @@ async fn sighup_reloads_the_routing_file() {
     let endpoint = format!("{url}/webhooks/customer");
 
     std::fs::write(&routes, routes_toml(&second, &[])).unwrap();
+    // Time passing: long enough for a watcher to have seen the change, were
+    // there one.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
     process.signal("-HUP");

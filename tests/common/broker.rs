@@ -169,3 +169,25 @@ fn spawn_broker(port: u16) -> KillOnDrop {
     );
     child
 }
+
+impl Broker {
+    /// SIGKILL, returning once the process is gone, and its storage with it (in
+    /// memory); [`start_again`](Self::start_again) brings a new, empty broker up.
+    /// [`restart`](Self::restart) in two steps, for a test that needs the moment
+    /// between.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// After [`kill`](Self::kill): a new broker on the same port (empty).
+    pub fn start_again(&mut self) {
+        let port = self.port;
+        // The port may take a moment to be free again.
+        wait_until(
+            &format!("port {port} stayed busy"),
+            Duration::from_secs(10),
+            || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        );
+        self.child = spawn_broker(port);
+    }
+}
