@@ -224,7 +224,10 @@ mod tests {
         }
         // An integer and the float of the same value were different values then.
         assert_ne!(id_of("-5"), id_of("-5.0"));
-        assert_ne!(id_of("18446744073709551615"), id_of("18446744073709551615.0"));
+        assert_ne!(
+            id_of("18446744073709551615"),
+            id_of("18446744073709551615.0")
+        );
     }
 
     #[test]

@@ -4,9 +4,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::config::Settings;
 use crate::entity::{self, Entity, ENTITIES};
-use crate::pipeline::{self, AcceptError, Limits};
+use crate::pipeline::{self, AcceptError, Accepted, Limits};
 use crate::routing::RoutingTable;
+use crate::sink::record::RawMeta;
+use crate::sink::{first_oversized, DeliveryError};
 
 /// What `explain` prints: the records a body becomes.
 #[derive(Serialize)]
@@ -45,6 +48,9 @@ pub enum ExplainError {
     /// What the endpoint would answer.
     #[error(transparent)]
     Refused(#[from] AcceptError),
+    /// A record Kafka would never take: the endpoint answers 413 record_too_large.
+    #[error(transparent)]
+    Kafka(DeliveryError),
 }
 
 /// The entity of a body: the one whose key (`Customer`, `Booking`) its top-level
@@ -67,8 +73,49 @@ pub fn detect_entity(body: &[u8]) -> Result<&'static Entity, ExplainError> {
 }
 
 /// The flat events of a webhook body of `entity` (detected from the body when
-/// `None`) and their topics, exactly as `run` would produce them; refused exactly
-/// when the endpoint `POST /webhooks/<entity>` would refuse the body.
+/// `None`) and their topics, exactly as `run` with `settings` would produce them;
+/// refused exactly when the endpoint `POST /webhooks/<entity>` would refuse the
+/// body: by the acceptance step (with the raw archive's copy counted when it is
+/// on), or for a record larger than `message.max.bytes`.
+pub fn explain_as_run(
+    body: &[u8],
+    entity: Option<&'static Entity>,
+    settings: &Settings,
+    routing: &RoutingTable,
+    received_at: DateTime<Utc>,
+) -> Result<Explained, ExplainError> {
+    let entity = match entity {
+        Some(entity) => entity,
+        None => detect_entity(body)?,
+    };
+    let raw = settings.archive.raw().map(|topic| {
+        let meta = RawMeta {
+            entity: entity.name,
+            request_id: String::new(),
+            received_at: received_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            content_type: Some("application/json".into()),
+            refusal: None,
+        };
+        (topic, meta)
+    });
+    let limits = settings.limits();
+    let accepted = pipeline::accept_within(
+        body,
+        entity,
+        &limits,
+        routing,
+        received_at,
+        raw,
+        &mut |_| true,
+    )?;
+    if let Some(refusal) = first_oversized(&accepted.records, &settings.kafka) {
+        return Err(ExplainError::Kafka(refusal));
+    }
+    Ok(described(&accepted, routing))
+}
+
+/// [`explain_as_run`] with only the acceptance step's `limits`: no raw archive
+/// copy, no record size limit.
 pub fn explain(
     body: &[u8],
     entity: Option<&'static Entity>,
@@ -81,6 +128,11 @@ pub fn explain(
         None => detect_entity(body)?,
     };
     let accepted = pipeline::accept(body, entity, limits, routing, received_at)?;
+    Ok(described(&accepted, routing))
+}
+
+/// What `explain` prints of `accepted`.
+fn described(accepted: &Accepted<'_>, routing: &RoutingTable) -> Explained {
     let events = (accepted.routed())
         .map(|(event, topics)| ExplainedEvent {
             key: event.key(),
@@ -101,7 +153,7 @@ pub fn explain(
                 serde_json::from_slice(v).expect("a state record's JSON parses")
             }),
         });
-    Ok(Explained { events, state })
+    Explained { events, state }
 }
 
 /// The route table `check` prints: one line per route, the unmatched topic, the

@@ -201,14 +201,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let bytes = std::fs::read(&body)
                 .with_context(|| format!("cannot read {}", body.display()))
                 .map_err(|e| Failure(EXIT_DATA, e))?;
-            let events = explain::explain(
-                &bytes,
-                entity,
-                &settings.limits(),
-                &table,
-                chrono::Utc::now(),
-            )
-            .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
+            let events =
+                explain::explain_as_run(&bytes, entity, &settings, &table, chrono::Utc::now())
+                    .map_err(|e| Failure(EXIT_DATA, anyhow::anyhow!("{}: {e}", body.display())))?;
             print_json(&events)
         }
         Command::Schema { entity } => print_json(&contract::schema::flat_event(entity)),
@@ -270,10 +265,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
         } => {
             let (settings, RoutingFile { table, .. }) = load(&config)?;
-            // A notification accepted now is archived as a live one would be.
-            let raw_topic = (settings.archive.raw())
-                .filter(|raw| *raw != from)
-                .map(String::from);
+            // A notification accepted now is archived as a live one would be
+            // (counted always; not written into the archive it is read from).
+            let raw_topic = settings.archive.raw().map(String::from);
             let options = replay::Options {
                 from,
                 since,

@@ -24,7 +24,7 @@ use crate::entity;
 use crate::pipeline::{self, Limits};
 use crate::routing::RoutingTable;
 use crate::sink::record::{Kind, RawMeta, Record, Records};
-use crate::sink::{DeliveryError, KafkaSink, ProducerError};
+use crate::sink::{first_oversized, without_values, DeliveryError, KafkaSink, ProducerError};
 
 /// Notifications delivered at once.
 const CONCURRENCY: usize = 32;
@@ -48,9 +48,9 @@ pub struct Options {
     pub only_topics: Vec<String>,
     /// Print what would be written instead of writing it.
     pub dry_run: bool,
-    /// The raw archive topic, when on and not the one read: a notification
-    /// accepted now is archived too, as a live request would be (unless
-    /// `only_topics` leaves it out).
+    /// The raw archive topic, when on: a notification accepted now is counted
+    /// with its raw copy and archived, as a live request would be (unless
+    /// `only_topics` leaves it out, or it is the topic read).
     pub raw_topic: Option<String>,
 }
 
@@ -144,6 +144,8 @@ pub fn plan<'t>(
         Err(refusal) => Plan::Refused(refusal_code(&refusal)),
         Ok(accepted) => {
             let mut records = accepted.into_records();
+            // Read from the raw archive: it holds the notification already.
+            records.records.retain(|r| r.topic != options.from);
             if !options.only_topics.is_empty() {
                 records
                     .records
@@ -266,6 +268,12 @@ pub async fn replay(
             match plan(record, table, &limits, options) {
                 Plan::Skipped => summary.skipped += 1,
                 Plan::Refused(code) => *summary.refused.entry(code).or_default() += 1,
+                // The check the sink makes before enqueuing anything.
+                Plan::Write(records)
+                    if options.dry_run && first_oversized(&records, &settings.kafka).is_some() =>
+                {
+                    *summary.refused.entry("record_too_large").or_default() += 1;
+                }
                 Plan::Write(records) if options.dry_run => {
                     summary.replayed += 1;
                     for record in &records.records {
@@ -387,7 +395,7 @@ impl Reader {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = config.create().map_err(|e| failed(e.to_string()))?;
+        let consumer: BaseConsumer = config.create().map_err(|e| failed(without_values(&e)))?;
         let timeout = Duration::from_secs(10);
         let metadata = consumer.fetch_metadata(Some(topic), timeout);
         let metadata = metadata.map_err(|e| failed(e.to_string()))?;
@@ -710,11 +718,26 @@ mod tests {
             plan(&seed(), &table, &limits, &plain),
             Plan::Write(_)
         ));
-        // The copy does not fit beside them: refused, as the endpoint refuses it.
-        assert!(matches!(
-            plan(&seed(), &table, &limits, &archiving),
-            Plan::Refused("payload_too_large")
+        // The copy does not fit beside them: refused, as the endpoint refuses it,
+        // also when replaying the raw archive itself (where nothing is archived).
+        let from_archive = Options {
+            from: "raw".into(),
+            ..archiving.clone()
+        };
+        for options in [&archiving, &from_archive] {
+            assert!(matches!(
+                plan(&seed(), &table, &limits, options),
+                Plan::Refused("payload_too_large")
+            ));
+        }
+        let records = write(plan(
+            &seed(),
+            &table,
+            &Settings::default().limits(),
+            &from_archive,
         ));
+        assert!(!records.records.is_empty());
+        assert!(records.records.iter().all(|r| r.topic != "raw"));
         let live = pipeline::accept_within(
             SEED,
             &entity::CUSTOMER,

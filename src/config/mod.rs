@@ -499,10 +499,11 @@ impl KafkaSettings {
 }
 
 /// `value` as a `message.max.bytes` librdkafka accepts: decimal digits within
-/// [`MESSAGE_MAX_BYTES_RANGE`].
+/// [`MESSAGE_MAX_BYTES_RANGE`], without a leading `0` (librdkafka would read
+/// `0100000` as octal, and `0x` as hexadecimal: refused rather than read otherwise).
 fn parse_message_max_bytes(value: &str) -> Option<usize> {
     let value = value.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    if value.starts_with('0') || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     (value.parse().ok()).filter(|bytes| MESSAGE_MAX_BYTES_RANGE.contains(bytes))
@@ -572,10 +573,11 @@ impl Settings {
 
     /// The most bytes a raw copy of a body (a dead-letter or raw archive record)
     /// takes as Kafka counts it: the largest body, the largest `Content-Type` (at
-    /// most `server.max_header_bytes`) and [`RAW_RECORD_MARGIN_BYTES`].
+    /// most `server.max_header_bytes`, three times over: each byte outside ASCII
+    /// is kept as U+FFFD, three bytes in UTF-8) and [`RAW_RECORD_MARGIN_BYTES`].
     pub fn max_raw_record_bytes(&self) -> usize {
         (self.server.max_body_bytes)
-            .saturating_add(self.server.max_header_bytes)
+            .saturating_add(self.server.max_header_bytes.saturating_mul(3))
             .saturating_add(RAW_RECORD_MARGIN_BYTES)
     }
 
@@ -771,12 +773,13 @@ impl Settings {
         if self.archive.topics().is_empty() || raw <= max {
             return Ok(());
         }
-        let room = max.saturating_sub(self.server.max_header_bytes + RAW_RECORD_MARGIN_BYTES);
+        let room = max.saturating_sub(raw - self.server.max_body_bytes);
         Err(SettingsError::Invalid {
             key: "server.max_body_bytes".into(),
             message: format!(
                 "a raw copy of a body for {} could take {raw} bytes (the body, a Content-Type \
-                 of up to server.max_header_bytes, and {RAW_RECORD_MARGIN_BYTES} bytes of \
+                 of up to server.max_header_bytes (three UTF-8 bytes for each byte outside \
+                 ASCII), and {RAW_RECORD_MARGIN_BYTES} bytes of \
                  other headers, key and framing), more than the producer sends \
                  (message.max.bytes, {max}). Lower server.max_body_bytes to at most {room} \
                  (or server.max_header_bytes), or raise kafka.properties.\"message.max.bytes\" \
@@ -1274,6 +1277,7 @@ mod tests {
             "\"\"",
             "\"1e6\"",
             "\"0x1000\"",
+            "\"0100000\"",
             "-1000",
             "\"big\"",
         ] {
@@ -1292,7 +1296,7 @@ mod tests {
     #[test]
     fn a_body_whose_raw_copy_kafka_could_not_take_is_refused_when_archived() {
         // 1 MB less the Content-Type and the margin: the largest body that fits.
-        let fits = 1_000_000 - 16_384 - RAW_RECORD_MARGIN_BYTES;
+        let fits = 1_000_000 - 3 * 16_384 - RAW_RECORD_MARGIN_BYTES;
         let server = |body: usize| {
             format!("[server]\nmax_body_bytes = {body}\nmax_in_flight_bytes = 134217728\n")
         };

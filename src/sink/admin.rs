@@ -9,12 +9,13 @@ use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
+use super::classify::without_values;
 use crate::config::KafkaSettings;
 
 /// Why topics could not be listed or created.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot reach Kafka at {servers}: {cause}")]
+    #[error("cannot reach Kafka at {servers}: {}", without_values(cause))]
     Unreachable { servers: String, cause: KafkaError },
     #[error("cannot create topic {topic}: {reason}")]
     CreateFailed { topic: String, reason: String },

@@ -8,12 +8,29 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use rdkafka::message::OwnedHeaders;
 
-use super::record::{wire_bytes, Record, Records};
+use super::record::{headers_of, wire_bytes, Record, Records};
+use crate::config::{is_secret_property, KafkaSettings};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the Kafka producer: {0}")]
+#[error("cannot create the Kafka producer: {}", without_values(.0))]
 pub struct ProducerError(pub(super) KafkaError);
+
+/// `error` as text, never with a configuration value: librdkafka's client
+/// configuration errors quote the value they refuse (`Client config error: ...
+/// sasl.password hunter2`). For a property whose name says it holds a secret,
+/// librdkafka's own description is left out too (it may quote the value).
+pub(crate) fn without_values(error: &KafkaError) -> String {
+    match error {
+        KafkaError::ClientConfig(_, _, key, _) if is_secret_property(key) => {
+            format!("librdkafka refused the property {key:?} (its value is not shown)")
+        }
+        KafkaError::ClientConfig(_, description, key, _) => {
+            format!("librdkafka refused the property {key:?}: {description}")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// Why a request's events are not all in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +83,16 @@ impl DeliveryError {
             }
         )
     }
+}
+
+/// The first of `records` that the sink would refuse before enqueuing anything,
+/// for its size against `settings`' `message.max.bytes` (for `explain` and a
+/// replay's dry run, which enqueue nothing).
+pub fn first_oversized(records: &Records<'_>, settings: &KafkaSettings) -> Option<DeliveryError> {
+    let headers: Vec<_> = (records.records.iter())
+        .map(|record| headers_of(record, &settings.cloudevents_source))
+        .collect();
+    oversized(records, &headers, settings.max_message_bytes())
 }
 
 /// The first record that Kafka would refuse for its size (`headers[i]`: the
@@ -214,6 +241,32 @@ mod tests {
                  producer's message.max.bytes ({})",
                 large - 1
             )
+        );
+    }
+
+    #[test]
+    fn client_configuration_errors_never_show_a_value() {
+        use rdkafka::producer::BaseProducer;
+        let refuse = |key: &str, value: &str| {
+            rdkafka::ClientConfig::new()
+                .set(key, value)
+                .create::<BaseProducer>()
+                .err()
+                .unwrap()
+        };
+        // librdkafka's own text quotes the value.
+        let secret = refuse("SASL.Password", "hunter2-secret");
+        assert!(secret.to_string().contains("hunter2-secret"));
+        let text = ProducerError(secret).to_string();
+        assert!(!text.contains("hunter2-secret"), "{text}");
+        assert!(
+            text.contains("\"SASL.Password\" (its value is not shown)"),
+            "{text}"
+        );
+        let plain = without_values(&refuse("linger.ms", "soon"));
+        assert!(
+            plain.starts_with("librdkafka refused the property \"linger.ms\": "),
+            "{plain}"
         );
     }
 

@@ -15,18 +15,18 @@ pub(crate) fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     // Defaults the operator may override: report a missing topic after a second
     // instead of holding its events until the delivery timeout, and never have a
-    // topic created as a side effect of producing, a readiness probe or a check.
+    // topic created as a side effect of producing, a readiness probe or a check;
+    // a client id brokers can log and set quotas by (operators may name replicas).
     config
         .set("topic.metadata.propagation.max.ms", "1000")
-        .set("allow.auto.create.topics", "false");
+        .set("allow.auto.create.topics", "false")
+        .set("client.id", "webhook-connector");
     for (key, value) in &settings.properties {
         if !is_reserved_property(key) {
             config.set(key, value);
         }
     }
-    config
-        .set("bootstrap.servers", &settings.bootstrap_servers)
-        .set("client.id", "webhook-connector");
+    config.set("bootstrap.servers", &settings.bootstrap_servers);
     config
 }
 
@@ -123,6 +123,19 @@ mod tests {
             let config = ClientConfig::new().set(unknown, "1").clone();
             assert!(config.create_native_config().is_err(), "{unknown}");
         }
+    }
+
+    #[test]
+    fn the_operator_may_name_the_client() {
+        let mut settings = KafkaSettings::default();
+        assert_eq!(
+            client_config(&settings).get("client.id"),
+            Some("webhook-connector")
+        );
+        settings
+            .properties
+            .insert("client.id".into(), "replica-2".into());
+        assert_eq!(client_config(&settings).get("client.id"), Some("replica-2"));
     }
 
     #[test]

@@ -73,6 +73,11 @@ struct Acknowledgements {
     pending: AtomicUsize,
     /// Taken by whoever reports first: the first failure, or the last acknowledgement.
     report: Mutex<Option<oneshot::Sender<Outcome>>>,
+    /// A record refused because another record of its batch was invalid
+    /// (`InvalidDifferentRecord`): reported by the last answer, unless a record of
+    /// this request is refused for itself first (then that refusal, which may be
+    /// a content refusal, is the request's outcome).
+    deferred: Mutex<Option<(usize, KafkaError)>>,
     _held: OwnedSemaphorePermit,
 }
 
@@ -90,11 +95,26 @@ impl Acknowledgements {
     }
 
     /// One fewer record (or the enqueuing itself) to wait for; the last one reports
-    /// success (a failure reported earlier stands).
+    /// success, or the deferred refusal (a failure reported earlier stands).
     fn answered(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.report(Ok(()));
+            let deferred = self
+                .deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            self.report(deferred.map_or(Ok(()), Err));
         }
+    }
+
+    /// Record `index` was refused with `error`: reported at once, or, when it was
+    /// refused for another record of its batch, kept for the last answer.
+    fn refused(&self, index: usize, error: &KafkaError) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::InvalidDifferentRecord) {
+            return self.report(Err((index, error.clone())));
+        }
+        let mut deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        deferred.get_or_insert_with(|| (index, error.clone()));
     }
 }
 
@@ -115,7 +135,7 @@ impl ProducerContext for Reports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Acknowledgement>) {
         if let Err((error, _)) = result {
-            ack.of.report(Err((ack.index, error.clone())));
+            ack.of.refused(ack.index, error);
         }
         ack.of.answered();
     }
@@ -199,11 +219,11 @@ impl KafkaSink {
         let acks = Arc::new(Acknowledgements {
             pending: AtomicUsize::new(1),
             report: Mutex::new(Some(report)),
+            deferred: Mutex::new(None),
             _held: held,
         });
-        for (index, (record, headers)) in (records.records.iter())
-            .zip(headers.drain(..))
-            .enumerate()
+        for (index, (record, headers)) in
+            (records.records.iter()).zip(headers.drain(..)).enumerate()
         {
             // A large notification must not hold this thread for long.
             if index % 64 == 63 {
@@ -317,6 +337,7 @@ mod tests {
         let acks = Arc::new(Acknowledgements {
             pending: AtomicUsize::new(1),
             report: Mutex::new(Some(report)),
+            deferred: Mutex::new(None),
             _held: held,
         });
         (acks, answer)
@@ -349,6 +370,33 @@ mod tests {
             acks.answered();
         }
         assert_eq!(answer.try_recv().unwrap(), Err((1, refused)));
+    }
+
+    #[test]
+    fn a_refusal_for_another_record_of_the_batch_gives_way_to_one_for_a_record_itself() {
+        let pool = Arc::new(Semaphore::new(10));
+        let other = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidDifferentRecord);
+        let invalid = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord);
+        let (acks, mut answer) = acknowledgements(&pool, 4);
+        acks.pending.fetch_add(2, Ordering::AcqRel);
+        acks.answered();
+        acks.refused(0, &other);
+        acks.answered();
+        assert!(
+            answer.try_recv().is_err(),
+            "not before the request's own records"
+        );
+        acks.refused(1, &invalid);
+        acks.answered();
+        assert_eq!(answer.try_recv().unwrap(), Err((1, invalid)));
+        // Only refused for others: that refusal (retriable), once all answered.
+        let (acks, mut answer) = acknowledgements(&pool, 4);
+        acks.pending.fetch_add(1, Ordering::AcqRel);
+        acks.refused(0, &other);
+        acks.answered();
+        assert!(answer.try_recv().is_err());
+        acks.answered();
+        assert_eq!(answer.try_recv().unwrap(), Err((0, other)));
     }
 
     #[test]

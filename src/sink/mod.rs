@@ -16,7 +16,8 @@ mod delivery;
 pub mod record;
 mod recovery;
 
-pub use classify::{DeliveryError, ProducerError};
+pub(crate) use classify::without_values;
+pub use classify::{first_oversized, DeliveryError, ProducerError};
 pub(crate) use config::client_config;
 pub use config::producer_config;
 pub use delivery::KafkaSink;
