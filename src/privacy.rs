@@ -567,6 +567,20 @@ mod tests {
     }
 
     #[test]
+    fn glob_regexes_are_pinned_as_the_published_schemas_carry_them() {
+        // Outside braces a comma and a closing brace are themselves.
+        assert_eq!(glob_regex("a,b"), "a,b");
+        assert_eq!(glob_regex("a}b"), "a\\}b");
+        // A closed brace ends its alternatives.
+        assert_eq!(glob_regex("{a,b},c"), "(?:a|b),c");
+        assert_eq!(glob_regex("{a,{b,c}},d"), "(?:a|(?:b|c)),d");
+        // In a class, what ECMA 262's unicode mode needs escaped is escaped.
+        assert_eq!(glob_regex("[a^[]"), "[a\\^\\[]");
+        assert_eq!(glob_regex("[\\]x"), "[\\\\]x");
+        assert_eq!(glob_regex("[!]a]"), "[^\\]a]");
+    }
+
+    #[test]
     fn a_renamed_field_gets_the_rules_of_its_name() {
         assert_eq!(unsuffixed("customer_email_2"), Some("customer_email"));
         assert_eq!(unsuffixed("customer_email_12"), Some("customer_email"));
