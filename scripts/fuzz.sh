@@ -42,12 +42,15 @@ fi
 echo "fuzz: $(rustc "${toolchain[@]}" -V), $(cargo fuzz --version)"
 
 mkdir -p fuzz/corpus/parse_normalize fuzz/artifacts/parse_normalize
-# Seed the corpus with the samples and the bad-input fixtures.
+# Seed the corpus with the samples, the bad-input fixtures and a sample padded past
+# the target's 4096-byte body limit: libFuzzer grows inputs only slowly past the
+# longest seed, so without it the size check is seldom reached.
 cp tests/fixtures/seed_sample.json tests/fixtures/booking_sample.json fuzz/corpus/parse_normalize/
 find tests/fixtures/bad -name '*.json' -size -8k -exec cp {} fuzz/corpus/parse_normalize/ \;
+{ cat tests/fixtures/seed_sample.json; printf '%4100s' ''; } >fuzz/corpus/parse_normalize/oversized_sample.json
 target_dir=()
 if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then target_dir=(--target-dir "$CARGO_TARGET_DIR"); fi
-# -max_len above the target's 4096-byte body limit, so the size check is reached too.
+# -max_len above the body limit, so mutated inputs reach the size check too.
 status=0
 cargo "${toolchain[@]}" fuzz run "${target_dir[@]}" parse_normalize -- \
   -max_total_time="$seconds" -max_len=8192 -print_final_stats=1 || status=$?
