@@ -197,7 +197,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             body,
             entity,
         } => {
-            let (settings, RoutingFile { table, .. }) = load(&config)?;
+            let (settings, RoutingFile { table, .. }) = load_for_dry_run(&config)?;
             let bytes = std::fs::read(&body)
                 .with_context(|| format!("cannot read {}", body.display()))
                 .map_err(|e| Failure(EXIT_DATA, e))?;
@@ -454,6 +454,30 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
     let settings = Settings::load(file.as_deref())
         .with_context(|| format!("invalid settings ({})", describe_source(arg)))
         .map_err(config_failure)?;
+    load_routes(settings)
+}
+
+/// [`load`] for `explain`: without a privacy key set, a placeholder keys what
+/// the key would (said on stderr), so a fresh checkout can try it.
+fn load_for_dry_run(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
+    let file = settings_file(arg);
+    let (settings, placeholder) = Settings::load_for_dry_run(file.as_deref())
+        .with_context(|| format!("invalid settings ({})", describe_source(arg)))
+        .map_err(config_failure)?;
+    if placeholder {
+        eprintln!(
+            "note: privacy.key is not set (CONNECTOR__PRIVACY__KEY): keyed event ids and \
+             pseudonymised values below are keyed with a public placeholder key, so they \
+             differ from those a deployment keyed with its own privacy.key writes (the \
+             same body there gives other, but equally stable, ids); unkeyed event ids \
+             are the same"
+        );
+    }
+    load_routes(settings)
+}
+
+/// The routing file of `settings`, and the checks `load` makes across both.
+fn load_routes(settings: Settings) -> Result<(Settings, RoutingFile), Failure> {
     let routes = routing_file::load(&settings.routing.file, settings.privacy_key().as_ref())
         .context("invalid routing file")
         .map_err(config_failure)?;

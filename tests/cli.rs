@@ -244,6 +244,39 @@ fn explain_prints_the_events_and_their_topics() {
 }
 
 #[test]
+fn explain_works_on_a_fresh_checkout_with_a_placeholder_key_and_says_so() {
+    let ids = |output: &Output| -> Vec<String> {
+        let explained: Value = serde_json::from_slice(&output.stdout).expect("explain prints JSON");
+        (explained["events"].as_array().unwrap().iter())
+            .map(|event| event["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // No settings file named, no environment: the example settings, which key
+    // event ids, and no privacy key.
+    let fresh = run_binary(&["explain", "tests/fixtures/seed_sample.json"], &[]);
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    assert_eq!(ids(&fresh).len(), 4);
+    assert!(
+        text(&fresh.stderr).contains("keyed with a public placeholder key"),
+        "{}",
+        text(&fresh.stderr)
+    );
+    // Stable from run to run, and not the ids a deployment with its own key writes.
+    let again = run_binary(&["explain", "tests/fixtures/seed_sample.json"], &[]);
+    assert_eq!(ids(&again), ids(&fresh));
+    let keyed = connector(&["explain", "tests/fixtures/seed_sample.json"]);
+    assert!(keyed.status.success(), "{}", text(&keyed.stderr));
+    assert!(!text(&keyed.stderr).contains("placeholder"));
+    assert_ne!(ids(&keyed), ids(&fresh));
+    // A key that is set but too short is still refused, not replaced.
+    let short = run_binary(
+        &["explain", "tests/fixtures/seed_sample.json"],
+        &[("CONNECTOR__PRIVACY__KEY", "short")],
+    );
+    assert_eq!(short.status.code(), Some(64), "{}", text(&short.stderr));
+}
+
+#[test]
 fn explain_detects_a_booking_or_takes_the_entity_it_is_told() {
     let explain = |extra: &[&str]| {
         let args = [&["explain", "--config", "config/default.toml"], extra].concat();

@@ -22,6 +22,11 @@ pub(crate) const ENV_PREFIX: &str = "CONNECTOR";
 /// The largest `server.max_in_flight_bytes`: librdkafka's queue bound in records
 /// (one per 256 bytes) is at most `i32::MAX`.
 const MAX_IN_FLIGHT_BYTES: usize = i32::MAX as usize * 256;
+/// The variable with the privacy key.
+const PRIVACY_KEY_VAR: &str = "CONNECTOR__PRIVACY__KEY";
+/// The privacy key of a dry run where none is set ([`Settings::load_for_dry_run`]):
+/// public, so what it keys differs from what any deployment writes.
+pub const PLACEHOLDER_PRIVACY_KEY: &str = "placeholder-privacy-key-of-a-dry-run-never-deployed";
 /// The variable with the comma-separated HMAC secrets.
 const SECRETS_VAR: &str = "CONNECTOR__WEBHOOK__SECRETS";
 
@@ -633,6 +638,25 @@ impl Settings {
     /// environment overrides, then validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
         Self::load_with_env(file, std::env::vars().collect())
+    }
+
+    /// [`load`](Self::load) for a dry run (`explain`) where no `privacy.key` is
+    /// set, in the file or the environment (a fresh checkout): what is keyed with
+    /// it (keyed event ids, pseudonymised values) is keyed with
+    /// [`PLACEHOLDER_PRIVACY_KEY`] instead. `true`: the placeholder is in use.
+    pub fn load_for_dry_run(file: Option<&Path>) -> Result<(Settings, bool), SettingsError> {
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        let mut settings = match Self::load_with_env(file, vars.clone()) {
+            // Refused only for want of a key: load again with the placeholder.
+            Err(SettingsError::Invalid { key, .. }) if key == "privacy.keyed_event_ids" => {
+                vars.insert(PRIVACY_KEY_VAR.into(), PLACEHOLDER_PRIVACY_KEY.into());
+                return Ok((Self::load_with_env(file, vars)?, true));
+            }
+            loaded => loaded?,
+        };
+        let placeholder = settings.privacy.key.is_none();
+        (settings.privacy.key).get_or_insert_with(|| PLACEHOLDER_PRIVACY_KEY.into());
+        Ok((settings, placeholder))
     }
 
     fn load_with_env(
