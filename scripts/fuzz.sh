@@ -37,7 +37,7 @@ if [[ "${FUZZ_TOOLCHAIN:-nightly}" == nightly ]] && rustup run nightly rustc -V 
 else
   export RUSTC_BOOTSTRAP=1
   rustc -V >/dev/null 2>&1 || missing "no Rust toolchain (rustc) found"
-  echo "fuzz: no nightly toolchain; using $(rustc -V) with RUSTC_BOOTSTRAP=1"
+  echo "fuzz: no nightly toolchain (or FUZZ_TOOLCHAIN=stable): $(rustc -V) with RUSTC_BOOTSTRAP=1"
 fi
 echo "fuzz: $(rustc "${toolchain[@]}" -V), $(cargo fuzz --version)"
 
