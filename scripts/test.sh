@@ -2,8 +2,10 @@
 # The test command: installs (once) and starts a local Kafka-compatible broker,
 # installs (once) the official AsyncAPI parser the tests validate the generated
 # AsyncAPI document with (scripts/validate-asyncapi.cjs, needs Node.js and npm),
-# runs the whole test suite (unit, property and integration tests) against the
-# broker, and stops it whatever the outcome. Extra arguments go to `cargo test`.
+# checks the links of README.md and docs/ (scripts/check-links.sh; a broken one
+# fails the command before any test runs), runs the whole test suite (unit,
+# property and integration tests) against the broker, and stops it whatever the
+# outcome. Extra arguments go to `cargo test`.
 #
 # Every test binary runs, even after one failed (`--no-fail-fast`), each under
 # an outer time limit that names the binary that hung
@@ -22,6 +24,8 @@ mkdir -p target
 output="$PWD/target/test-output.log"
 : >"$output"
 cargo_status=""
+# Why the command failed before cargo ran, when it did (for the summary line).
+failed_before_cargo=""
 export WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT="${WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT:-900}"
 
 # The closing line: the sum of every test binary's `test result:` counts, cargo's
@@ -30,7 +34,8 @@ export WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT="${WEBHOOK_CONNECTOR_TEST_BINARY_TI
 # with a `Running` line (`Doc-tests` for doc-tests), which splits the output into
 # one section per binary.
 summarize() {
-  awk -v status="$cargo_status" -v limit="$WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT" '
+  awk -v status="$cargo_status" -v limit="$WEBHOOK_CONNECTOR_TEST_BINARY_TIMEOUT" \
+    -v before="$failed_before_cargo" '
     { gsub(/\033\[[0-9;]*m/, "") } # CARGO_TERM_COLOR=always
     /^ +Running / { name[++n] = ($2 == "unittests") ? $3 : $2; next }
     /^ +Doc-tests / { name[++n] = "doc-tests of " $2; next }
@@ -43,7 +48,7 @@ summarize() {
     function add(list, item, separator) { return list == "" ? item : list separator item }
     END {
       line = sprintf("tests: %d passed, %d failed", p, f)
-      if (status == "") { print line ", cargo did not run, FAILED"; exit }
+      if (status == "") { print line ", cargo did not run, FAILED" (before == "" ? "" : " (" before ")"); exit }
       if (status == "interrupted") { print line ", cargo interrupted, FAILED"; exit }
       line = line ", cargo exit " status
       if (status == 0) { print line; exit }
@@ -71,6 +76,12 @@ ensure_system_packages "${BUILD_PACKAGES[@]}"
 ensure_broker_installed
 ensure_system_packages nodejs npm
 ensure_asyncapi_parser
+log "Checking the links of README.md, docs/ and bench/HISTORY.md (scripts/check-links.sh)"
+if ! bash scripts/check-links.sh; then
+  failed_before_cargo="broken links in the docs: run scripts/check-links.sh"
+  echo "error: the docs have broken links (listed above); fix them, then run the tests again" >&2
+  exit 1
+fi
 port=$(pick_port)
 broker_log="$PWD/target/test-broker.log"
 log "Starting the test broker on 127.0.0.1:$port (log: $broker_log)"

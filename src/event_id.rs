@@ -208,7 +208,7 @@ mod tests {
     fn ids_of_numbers_match_what_earlier_versions_gave_unless_they_were_rounded() {
         // Computed with the connector before numbers kept their digits (commit
         // 6518a89), for the same change: ids of values the f64 did not round must
-        // stay; the rounded ones (marked) now differ, as the README says.
+        // stay; the rounded ones (marked) now differ, as docs/events.md says.
         for (value, earlier) in EARLIER_IDS {
             let rounded = ROUNDED.contains(value);
             assert_eq!(id_of(value) == *earlier, !rounded, "{value}");

@@ -1,8 +1,8 @@
 //! The `forget` command: erasure on request. Writes a tombstone for the entity's
 //! id to its state topic (when it has one) and one erasure event (entity, id,
 //! time, no personal data) to the routing file's `[erasure]` topic, so that
-//! consumers holding the entity's data can erase it. The README's "Privacy"
-//! section says what consumers see.
+//! consumers holding the entity's data can erase it. docs/privacy.md says
+//! what consumers see.
 
 use std::sync::Arc;
 

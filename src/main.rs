@@ -20,7 +20,7 @@ use webhook_connector::{app, contract, explain, forget, reload, replay, telemetr
 
 /// mimalloc instead of the system allocator: the request path allocates many small
 /// short-lived objects across threads, where glibc malloc spent a fifth of the CPU
-/// (see the README's Benchmarks section).
+/// (see bench/HISTORY.md, "Earlier changes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,7 +1,7 @@
 //! Turns one parsed notification into flat events, one per change (schema version 1).
 //!
 //! Pure: no I/O, no clock. The receive time is passed in, so the same notification
-//! and time always give the same events. The README's "The flat event" section lists the fields.
+//! and time always give the same events. docs/events.md lists the fields.
 //!
 //! Field naming: the entity's `Customer.X` becomes `customer_<snake(X)>` (a booking's
 //! `Booking.Customer.FirstName`, flattened by the parser to `Customer.FirstName`,

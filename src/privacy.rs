@@ -1,4 +1,4 @@
-//! Field rules and pseudonymisation (the README's "Privacy" section). Pure: no I/O.
+//! Field rules and pseudonymisation (docs/privacy.md). Pure: no I/O.
 //!
 //! A route's (or a state topic's) rules decide, for each flat field but the
 //! envelope, whether its topics get it as it is, not at all, or pseudonymised:

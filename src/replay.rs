@@ -1,4 +1,4 @@
-//! The `replay` command (the README's "Replay"): raw notifications, read from the
+//! The `replay` command (docs/replay.md): raw notifications, read from the
 //! raw archive or the dead-letter topic, through the current acceptance step and
 //! routing again, produced with the ids a live request would get.
 //!

@@ -1,4 +1,4 @@
-//! State records and erasure events (the README's "Privacy" section). Pure: no
+//! State records and erasure events (docs/privacy.md). Pure: no
 //! I/O, no clock.
 //!
 //! After a notification's events, the entity's state topic (compacted, keyed by

@@ -2,7 +2,7 @@
 //! stopped with SIGTERM under load and with SIGINT, stalled clients, too many
 //! requests at once. The invariant checked everywhere: every request answered 200
 //! has all its events in Kafka (by `event_id`); and every request a fault catches in
-//! flight gets an answer the README documents for it, never a dropped connection.
+//! flight gets an answer docs/http-contract.md documents for it, never a dropped connection.
 //! That requests are in flight is read from the connector's gauge, never assumed
 //! after a sleep.
 

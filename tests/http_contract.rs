@@ -1,4 +1,4 @@
-//! The README's "HTTP contract", in process: requests go straight to
+//! docs/http-contract.md, in process: requests go straight to
 //! `ingress::filters`, called as a `tower` service (`warp::service`), with no
 //! socket and no broker. (`warp::test` would do for whole bodies, but the crate
 //! does not enable warp's `test` feature, and bodies that arrive in chunks, or

@@ -1,4 +1,4 @@
-//! Privacy against a real broker (the README's "Privacy" section): field rules
+//! Privacy against a real broker (docs/privacy.md): field rules
 //! (`include`, `exclude`, `pseudonymise`) shaping what each topic receives, the
 //! compacted state topic and its tombstones, and the `forget` and `create-topics`
 //! commands run as a user would run them. Every record is read back over the
@@ -740,7 +740,7 @@ const SEED_PLAIN_IDS: [&str; 4] = [
     "0e1b4f5b-d08e-500d-97ea-260a47b9eb66",
 ];
 
-/// A keyed event id as the README describes it: the UUIDv5, in the keyed-id
+/// A keyed event id as docs/events.md describes it: the UUIDv5, in the keyed-id
 /// namespace, of HMAC-SHA256(key, "event_id\n" + the plain id's 16 bytes).
 fn keyed_id(key: &str, plain: &str) -> String {
     let namespace = Uuid::parse_str("3d0b91c4-5e27-4f86-b1a9-6c2e8f47d503").unwrap();

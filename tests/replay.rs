@@ -1,5 +1,5 @@
-//! Keeping what the platform sent, and sending it again (issue 13: the README's
-//! "Replay"), against a real broker: the dead-letter topic keeps every
+//! Keeping what the platform sent, and sending it again (issue 13:
+//! docs/replay.md), against a real broker: the dead-letter topic keeps every
 //! notification refused for its content, byte for byte with why, before the
 //! refusal is answered; the raw archive keeps every accepted notification in the
 //! delivery of its events; `replay`, run as an operator would run it, sends

@@ -1,4 +1,4 @@
-//! Settings and the routing file (the README's "Configuration" and "Routing" sections).
+//! Settings and the routing file (docs/configuration.md and docs/routing.md).
 //!
 //! Settings come from a TOML file through the `config` crate, overridden by
 //! environment variables `CONNECTOR__SECTION__KEY`. Unknown keys are refused, and
@@ -232,7 +232,7 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-/// `[archive]`: what the platform sent, kept raw in Kafka (the README's "Replay").
+/// `[archive]`: what the platform sent, kept raw in Kafka (docs/replay.md).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveSettings {

@@ -1,4 +1,4 @@
-//! The routing file (the README's "Routing" section): TOML -> validated [`RoutingTable`].
+//! The routing file (docs/routing.md): TOML -> validated [`RoutingTable`].
 //!
 //! Every error names the file, the route (by position and name) and the key, and
 //! says what to fix: unknown keys, missing or empty lists, unknown entities,

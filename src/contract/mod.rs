@@ -6,8 +6,8 @@
 //! - [`asyncapi`]: the AsyncAPI 3.0 document of the topics a routing file feeds;
 //! - [`cloudevents_type`]: the CloudEvents type of the records' `ce_type` header.
 //!
-//! Pure: documents in, documents out. The README's "Consuming the events" section
-//! is the prose beside them.
+//! Pure: documents in, documents out. docs/consuming.md is the prose
+//! beside them.
 
 pub mod asyncapi;
 pub mod compat;

@@ -1,5 +1,4 @@
-//! Every way a request can fail, mapped once to the HTTP contract (the README's
-//! "HTTP contract" section): a status, a stable `error` code, a message for a human, and
+//! Every way a request can fail, mapped once to the HTTP contract (docs/http-contract.md): a status, a stable `error` code, a message for a human, and
 //! `Retry-After` where sending again later may succeed.
 
 use std::convert::Infallible;

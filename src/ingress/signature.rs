@@ -1,5 +1,5 @@
 //! `X-ResDiary-Signature: sha1=<hex>`: HMAC-SHA1 of the raw body, keyed with a
-//! shared secret (the README's "HTTP contract" section). Any configured secret may sign (rotation);
+//! shared secret (docs/http-contract.md). Any configured secret may sign (rotation);
 //! either hex case is accepted; comparison is constant-time.
 
 use hmac::{Hmac, KeyInit, Mac};
