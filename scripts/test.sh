@@ -76,6 +76,7 @@ ensure_system_packages "${BUILD_PACKAGES[@]}"
 ensure_broker_installed
 ensure_system_packages nodejs npm
 ensure_asyncapi_parser
+ensure_link_checker
 log "Checking the links of README.md, docs/ and bench/HISTORY.md (scripts/check-links.sh)"
 if ! bash scripts/check-links.sh; then
   failed_before_cargo="broken links in the docs: run scripts/check-links.sh"
