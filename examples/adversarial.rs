@@ -8,7 +8,8 @@
 //! as large as `server.max_body_bytes` allows (default limits) and accepted. Reports
 //! the time per KiB of body next to the seed sample's. The rule: no shape may cost
 //! more than 10 times the sample's time per KiB; a full run exits 1, naming the
-//! shape, when one does (a `--quick` run only warns: it is too short to judge by).
+//! shape, when one does. A `--quick` run (CI's smoke run) is noisier: it warns past
+//! the limit and exits 1 only past [`QUICK_NOISE_MARGIN`] more.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SEED: &[u8] = include_bytes!("../tests/fixtures/seed_sample.json");
 /// No shape may cost more than this many times the sample's time per KiB.
 const MAX_RATIO: f64 = 10.0;
+/// How far over the limit a quick run may measure a shape that is within it: four
+/// quick runs on a loaded 2-core machine measured the two costliest shapes (7.4
+/// and 8.1 times in a full run) at up to 10.1 times, 36 % above their full-run
+/// figure; half the limit again leaves room for that.
+const QUICK_NOISE_MARGIN: f64 = 0.5;
 const DATE: &str = "2018-11-16T10:46:20.7741026Z";
 /// One change like the sample's first, for the shapes that fill the customer.
 const ONE_CHANGE: &str = r#"[{"ChangeType":"CustomerSmsChanged","OldValue":"2","NewValue":"3"}]"#;
@@ -243,9 +249,15 @@ fn main() {
                 m.shape, m.us_per_kib, m.ratio, reference
             );
         }
-        // A quick run (CI's smoke run) is too short and too noisy to judge by: it
-        // checks that every shape is accepted and measured, and only warns.
-        if !args.quick {
+        // A quick run (CI's smoke run) is short and noisy: it fails only past the
+        // limit plus the noise measured on quick runs, and warns below that.
+        let bound = MAX_RATIO * (1.0 + QUICK_NOISE_MARGIN);
+        if !args.quick || report.shapes.iter().any(|m| m.ratio > bound) {
+            if args.quick {
+                eprintln!(
+                    "FAIL: a shape is over {bound} times (the limit plus the quick runs' noise)"
+                );
+            }
             std::process::exit(1);
         }
         return;

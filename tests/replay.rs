@@ -484,7 +484,10 @@ async fn a_notification_with_a_record_larger_than_message_max_bytes_is_refused_4
     let kept = read_raw_exactly(&dead, 2);
     for record in &kept {
         assert_eq!(record.value.as_deref(), Some(&body[..]));
-        assert_eq!(record.headers["error_code"].as_deref(), Some("record_too_large"));
+        assert_eq!(
+            record.headers["error_code"].as_deref(),
+            Some("record_too_large")
+        );
         assert_eq!(record.headers["error_status"].as_deref(), Some("413"));
     }
     assert!(read_exactly(&routed, 0).is_empty());

@@ -627,6 +627,44 @@ async fn run() {
     .unwrap();
     print_table(&results);
     eprintln!("results written to {}", args.out.display());
+    let broken = broken_runs(&results);
+    if !broken.is_empty() {
+        for what in &broken {
+            eprintln!("FAIL: {what}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Every run that shows a broken connector (or baseline): a failed request (a
+/// non-2xx answer or a transport error) or no throughput at all. A benchmark of
+/// a connector that refuses its load measures nothing.
+fn broken_runs(r: &Results) -> Vec<String> {
+    let levels = r.runs.iter().chain(&r.half_load);
+    let mut broken: Vec<String> = levels
+        .filter(|l| l.failed_requests > 0 || l.requests_per_sec <= 0.0)
+        .map(|l| {
+            format!(
+                "{} at concurrency {}: {} failed requests, {:.0} requests/s",
+                l.connector, l.concurrency, l.failed_requests, l.requests_per_sec
+            )
+        })
+        .collect();
+    if let Some(soak) = r
+        .soak
+        .as_ref()
+        .filter(|s| s.failed_requests > 0 || s.events_per_sec <= 0.0)
+    {
+        broken.push(format!(
+            "soak: {} failed requests, {:.0} events/s",
+            soak.failed_requests, soak.events_per_sec
+        ));
+    }
+    let baselines = std::iter::once(&r.baseline).chain(&r.baseline_runs);
+    if baselines.into_iter().any(|b| b.events_per_sec <= 0.0) {
+        broken.push("the baseline produced no events".into());
+    }
+    broken
 }
 
 fn print_table(r: &Results) {
