@@ -222,6 +222,9 @@ impl KafkaSink {
             deferred: Mutex::new(None),
             _held: held,
         });
+        // librdkafka copies each value: an event's buffer is freed as soon as its
+        // last record is in, not when the request ends.
+        let mut values = std::mem::take(&mut records.payloads);
         for (index, (record, headers)) in
             (records.records.iter()).zip(headers.drain(..)).enumerate()
         {
@@ -233,14 +236,20 @@ impl KafkaSink {
                 of: Arc::clone(&acks),
                 index,
             };
-            self.enqueue(producer, records, (record, headers), ack, deadline)
+            let value =
+                (record.payload.as_ref()).map(|slot| &values[slot.buffer][slot.range.clone()]);
+            self.enqueue(producer, records, (record, value, headers), ack, deadline)
                 .await?;
+            let buffer = record.payload.as_ref().map(|slot| slot.buffer);
+            let next = (records.records.get(index + 1)).and_then(|r| r.payload.as_ref());
+            if let Some(buffer) = buffer.filter(|b| next.is_none_or(|n| n.buffer != *b)) {
+                values[buffer] = Vec::new();
+            }
         }
+        drop(values);
         // Every record is in: the last delivery report may now report success.
         acks.answered();
         drop(acks);
-        // librdkafka copied every value: free them now, not when the request ends.
-        records.payloads = Vec::new();
         tokio::select! {
             answer = tokio::time::timeout_at(deadline, answer) => match answer {
                 Ok(Ok(Ok(()))) => Ok(()),
@@ -261,7 +270,7 @@ impl KafkaSink {
         &self,
         producer: &KafkaProducer,
         records: &Records<'_>,
-        (record, headers): (&Record<'_>, OwnedHeaders),
+        (record, value, headers): (&Record<'_>, Option<&[u8]>, OwnedHeaders),
         ack: Acknowledgement,
         deadline: Instant,
     ) -> Result<(), DeliveryError> {
@@ -270,8 +279,8 @@ impl KafkaSink {
         let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(ack))
             .key(record.key.as_str())
             .headers(headers);
-        // No payload: a tombstone.
-        base.payload = records.payload(record);
+        // No value: a tombstone.
+        base.payload = value;
         let error = loop {
             if self.give_up.is_cancelled() {
                 break DeliveryError::ShuttingDown;
