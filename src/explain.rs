@@ -72,6 +72,14 @@ pub fn detect_entity(body: &[u8]) -> Result<&'static Entity, ExplainError> {
     }
 }
 
+/// `entity`, or the one detected from `body` when `None`.
+fn entity_of(
+    body: &[u8],
+    entity: Option<&'static Entity>,
+) -> Result<&'static Entity, ExplainError> {
+    entity.map_or_else(|| detect_entity(body), Ok)
+}
+
 /// The flat events of a webhook body of `entity` (detected from the body when
 /// `None`) and their topics, exactly as `run` with `settings` would produce them;
 /// refused exactly when the endpoint `POST /webhooks/<entity>` would refuse the
@@ -84,10 +92,7 @@ pub fn explain_as_run(
     routing: &RoutingTable,
     received_at: DateTime<Utc>,
 ) -> Result<Explained, ExplainError> {
-    let entity = match entity {
-        Some(entity) => entity,
-        None => detect_entity(body)?,
-    };
+    let entity = entity_of(body, entity)?;
     let raw = settings.archive.raw().map(|topic| {
         let meta = RawMeta {
             entity: entity.name,
@@ -123,10 +128,7 @@ pub fn explain(
     routing: &RoutingTable,
     received_at: DateTime<Utc>,
 ) -> Result<Explained, ExplainError> {
-    let entity = match entity {
-        Some(entity) => entity,
-        None => detect_entity(body)?,
-    };
+    let entity = entity_of(body, entity)?;
     let accepted = pipeline::accept(body, entity, limits, routing, received_at)?;
     Ok(described(&accepted, routing))
 }

@@ -126,15 +126,8 @@ impl Broker {
 
     /// SIGKILL, then a new broker on the same port (in-memory storage: empty).
     pub fn restart(&mut self) {
-        self.child.kill();
-        let port = self.port;
-        // The port may take a moment to be free again.
-        wait_until(
-            &format!("port {port} stayed busy"),
-            Duration::from_secs(10),
-            || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-        );
-        self.child = spawn_broker(port);
+        self.kill();
+        self.start_again();
     }
 }
 
