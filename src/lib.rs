@@ -11,6 +11,8 @@
 //! - [`entity`]: the webhook families (customer, booking) and the fields the contract names;
 //!   pure data.
 //! - [`normalize`]: notification -> flat events; pure.
+//! - [`event`]: the flat event and its JSON writer with field rules applied, so a record's
+//!   bytes are written in one place; pure.
 //! - [`event_id`]: the deterministic id of each change; pure.
 //! - [`routing`]: entity and change type -> topics, each topic's field rules, state and
 //!   erasure topics; pure.
@@ -33,6 +35,7 @@ pub mod app;
 pub mod config;
 pub mod contract;
 pub mod entity;
+pub mod event;
 pub mod event_id;
 pub mod explain;
 pub mod forget;

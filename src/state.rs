@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::entity::Entity;
-use crate::normalize::{write_entries, write_entry, FlatEvent, SCHEMA_VERSION};
+use crate::event::{write_entries, write_entry, FlatEvent, SCHEMA_VERSION};
 use crate::routing::StateTopic;
 
 /// The value of the state record after `events` (one notification's, at least
@@ -25,7 +25,7 @@ pub fn value(events: &[FlatEvent], state: &StateTopic) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(first.shared.fields.len() * 48 + 256);
     out.extend_from_slice(b"{\"schema_version\":");
-    crate::normalize::write_value(&mut out, &SCHEMA_VERSION);
+    crate::event::write_value(&mut out, &SCHEMA_VERSION);
     write_entry(&mut out, "entity", &first.entity.name);
     write_entry(&mut out, first.entity.id_key, &first.entity_id);
     write_entry(&mut out, "change_date_time", &first.change_date_time);
