@@ -109,7 +109,7 @@ struct Report {
 
 fn main() {
     let args = Args::parse();
-    let limits = Settings::default().limits();
+    let limits = Limits::of(&Settings::default());
     // The example routes pseudonymise: a fixed key, as the benchmark needs no secret.
     let key = std::sync::Arc::new(webhook_connector::privacy::Key::new(&"b".repeat(32)).unwrap());
     let table = routing_file::load(&args.routes, Some(&key))

@@ -103,7 +103,7 @@ pub fn explain_as_run(
         };
         (topic, meta)
     });
-    let limits = settings.limits();
+    let limits = Limits::of(settings);
     let accepted = pipeline::accept_within(
         body,
         entity,

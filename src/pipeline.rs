@@ -12,6 +12,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::config::Settings;
 use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, NamesTooLong, PayloadError};
@@ -31,6 +32,17 @@ pub struct Limits {
     /// records (the share of `server.max_in_flight_bytes` for requests being
     /// processed). A request needing more could never be served: 413.
     pub max_request_bytes: usize,
+}
+
+impl Limits {
+    /// What one request may carry under `settings`.
+    pub fn of(settings: &Settings) -> Self {
+        Self {
+            max_body_bytes: settings.server.max_body_bytes,
+            max_changes: settings.webhook.max_changes,
+            max_request_bytes: settings.server.processing_bytes(),
+        }
+    }
 }
 
 /// How many bytes of field names, flattened by path, a notification may have per

@@ -250,7 +250,7 @@ pub async fn replay(
         return Err(ReplayError::UnknownTopic(unknown.clone()));
     }
     let mut reader = Reader::open(settings, &options.from, Utc::now())?;
-    let limits = settings.limits();
+    let limits = Limits::of(settings);
     let sink = Arc::new(KafkaSink::new(
         &settings.kafka,
         settings.server.max_in_flight_bytes,
@@ -567,7 +567,7 @@ mod tests {
     #[test]
     fn a_replayed_notification_gives_what_the_live_request_gave() {
         let table = table();
-        let limits = Settings::default().limits();
+        let limits = Limits::of(&Settings::default());
         let at = DateTime::parse_from_rfc3339(AT)
             .unwrap()
             .with_timezone(&Utc);
@@ -598,7 +598,7 @@ mod tests {
 
     #[test]
     fn records_outside_the_window_are_skipped_and_bad_ones_refused_again() {
-        let (table, limits) = (table(), Settings::default().limits());
+        let (table, limits) = (table(), Limits::of(&Settings::default()));
         let time = |t: &str| Some(DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc));
         let window = |since: &str, until: &str| Options {
             since: time(since),
@@ -671,7 +671,7 @@ mod tests {
 
     #[test]
     fn a_notification_accepted_now_is_archived_as_a_live_one_would_be() {
-        let (table, limits) = (table(), Settings::default().limits());
+        let (table, limits) = (table(), Limits::of(&Settings::default()));
         let archiving = Options {
             raw_topic: Some("raw".into()),
             ..Options::default()
@@ -709,10 +709,15 @@ mod tests {
         };
         // The most a request may hold: the body and its records, without the copy.
         let plain = Options::default();
-        let events_only = write(plan(&seed(), &table, &Settings::default().limits(), &plain));
+        let events_only = write(plan(
+            &seed(),
+            &table,
+            &Limits::of(&Settings::default()),
+            &plain,
+        ));
         let limits = Limits {
             max_request_bytes: SEED.len() + events_only.held_bytes(),
-            ..Settings::default().limits()
+            ..Limits::of(&Settings::default())
         };
         assert!(matches!(
             plan(&seed(), &table, &limits, &plain),
@@ -733,7 +738,7 @@ mod tests {
         let records = write(plan(
             &seed(),
             &table,
-            &Settings::default().limits(),
+            &Limits::of(&Settings::default()),
             &from_archive,
         ));
         assert!(!records.records.is_empty());

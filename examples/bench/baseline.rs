@@ -94,7 +94,7 @@ pub fn run(
     events: usize,
 ) -> Baseline {
     let received_at = chrono::Utc::now();
-    let limits = Settings::default().limits();
+    let limits = pipeline::Limits::of(&Settings::default());
     let notifications: Vec<Notification> = bodies
         .iter()
         .map(|body| {

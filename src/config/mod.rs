@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pipeline::Limits;
 use crate::privacy::Key;
 
 /// The prefix of environment overrides: `CONNECTOR__KAFKA__BOOTSTRAP_SERVERS`.
@@ -584,15 +583,6 @@ impl Settings {
         (self.server.max_body_bytes)
             .saturating_add(self.server.max_header_bytes.saturating_mul(3))
             .saturating_add(RAW_RECORD_MARGIN_BYTES)
-    }
-
-    /// What one request may carry.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_body_bytes: self.server.max_body_bytes,
-            max_changes: self.webhook.max_changes,
-            max_request_bytes: self.server.processing_bytes(),
-        }
     }
 
     /// Refuses `[archive]` topics that the routing `table` uses too: each topic

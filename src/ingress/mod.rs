@@ -88,7 +88,7 @@ impl Ingress {
             sink,
             metrics,
             secrets: settings.webhook.secrets.clone(),
-            limits: settings.limits(),
+            limits: Limits::of(settings),
             request_read_timeout: settings.server.request_read_timeout(),
             receiving: Semaphore::new(settings.server.max_receiving),
             in_flight: Semaphore::new(settings.server.max_in_flight),

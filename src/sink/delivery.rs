@@ -5,6 +5,10 @@
 //! woken once, by the last acknowledgement or the first failure (not once per
 //! record). The request's bytes are held until Kafka answered for every enqueued
 //! record, even when the request is gone.
+//!
+//! The producer is made here too ([`create_producer`]) and destroyed off the async
+//! threads ([`DetachedProducer`]); [`super::recovery`] replaces it, and this module
+//! imports nothing of that one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -25,12 +29,30 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{oversized, refused, DeliveryError, ProducerError};
 use super::config::producer_config;
 use super::record::{headers_of, Record, Records};
-use super::recovery::DetachedProducer;
 use crate::config::KafkaSettings;
 
 /// The connector's producer: librdkafka's delivery reports are served on its own
 /// polling thread and counted by [`Reports`].
 pub(crate) type KafkaProducer = ThreadedProducer<Reports>;
+
+/// A producer that is destroyed on a thread of its own: destroying one (purge,
+/// flush, join its threads) blocks, which must not happen on the async threads.
+pub(crate) struct DetachedProducer(pub(super) Option<KafkaProducer>);
+
+impl std::ops::Deref for DetachedProducer {
+    type Target = KafkaProducer;
+    fn deref(&self) -> &KafkaProducer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for DetachedProducer {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0.take() {
+            std::thread::spawn(move || drop(producer));
+        }
+    }
+}
 
 /// The producer and its delivery deadline.
 pub struct KafkaSink {

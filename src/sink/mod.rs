@@ -4,9 +4,11 @@
 //!
 //! - [`config`]: settings -> librdkafka configuration;
 //! - [`record`]: events -> records (key, value, headers) and their size;
-//! - [`delivery`]: enqueue a request's records and wait for every acknowledgement;
+//! - [`delivery`]: the producer (created, destroyed off the async threads); enqueue a
+//!   request's records and wait for every acknowledgement;
 //! - [`classify`]: why a record is not in Kafka, and whether a retry may succeed;
-//! - [`recovery`]: replacing a producer that can no longer produce;
+//! - [`recovery`]: replacing a producer that can no longer produce (it imports
+//!   [`delivery`]; `delivery` imports nothing of it);
 //! - [`admin`]: topic creation and existence checks.
 
 pub mod admin;

@@ -18,26 +18,7 @@ use tracing::error;
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::classify::{breaks_idempotence, DeliveryError};
-use super::delivery::{create_producer, KafkaProducer, KafkaSink};
-
-/// A producer that is destroyed on a thread of its own: destroying one (purge,
-/// flush, join its threads) blocks, which must not happen on the async threads.
-pub(crate) struct DetachedProducer(pub(super) Option<KafkaProducer>);
-
-impl std::ops::Deref for DetachedProducer {
-    type Target = KafkaProducer;
-    fn deref(&self) -> &KafkaProducer {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl Drop for DetachedProducer {
-    fn drop(&mut self) {
-        if let Some(producer) = self.0.take() {
-            std::thread::spawn(move || drop(producer));
-        }
-    }
-}
+use super::delivery::{create_producer, DetachedProducer, KafkaSink};
 
 impl KafkaSink {
     /// What a failed delivery says about `producer`: replace it at once when it is
