@@ -25,8 +25,8 @@ use webhook_connector::entity::{Entity, BOOKING, CUSTOMER};
 use webhook_connector::normalize::fixed_keys;
 use webhook_connector::payload;
 use webhook_connector::pipeline::{self, Limits};
+use webhook_connector::records::Kind;
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::sink::record::Kind;
 
 // The connector's allocator (src/main.rs), so the figures are the server's.
 #[global_allocator]

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use crate::config::Settings;
 use crate::entity::{self, Entity, ENTITIES};
 use crate::pipeline::{self, AcceptError, Accepted, Limits};
+use crate::records::RawMeta;
 use crate::routing::RoutingTable;
-use crate::sink::record::RawMeta;
 use crate::sink::{first_oversized, DeliveryError};
 
 /// What `explain` prints: the records a body becomes.

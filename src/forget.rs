@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::entity::Entity;
+use crate::records::Records;
 use crate::routing::RoutingTable;
-use crate::sink::record::Records;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 
 /// Why nothing (or not everything) was written.

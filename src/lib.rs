@@ -18,12 +18,13 @@
 //!   erasure topics; pure.
 //! - [`privacy`]: field rules (include, exclude, pseudonymise) and the HMAC key; pure.
 //! - [`state`]: state records and erasure events; pure.
+//! - [`records`]: routed events -> Kafka records (key, value, headers) and their sizes; pure.
 //! - [`pipeline`]: the acceptance step (limits, parse, normalize, route); pure, shared by
 //!   the endpoint and `explain`, so both refuse the same bodies.
 //! - [`reload`]: the routing table in use, reloaded on SIGHUP or a file change.
 //! - [`config`]: settings and the routing file, validated at load.
 //! - [`ingress`]: the HTTP server, endpoints and the error contract.
-//! - [`sink`]: the idempotent Kafka producer and topic administration.
+//! - [`sink`]: Kafka I/O only: the idempotent producer and topic administration.
 //! - [`app`]: wires the stages together and runs the server with graceful shutdown.
 //! - [`contract`]: the JSON Schema of the event and the AsyncAPI document of the topics;
 //!   pure.
@@ -44,6 +45,7 @@ pub mod normalize;
 pub mod payload;
 pub mod pipeline;
 pub mod privacy;
+pub mod records;
 pub mod reload;
 pub mod replay;
 pub mod routing;

@@ -16,8 +16,8 @@ use crate::config::Settings;
 use crate::entity::Entity;
 use crate::normalize::{normalize, FlatEvent, NormalizeError};
 use crate::payload::{self, NamesTooLong, PayloadError};
+use crate::records::{self, RawMeta, Records};
 use crate::routing::RoutingTable;
-use crate::sink::record::{self, RawMeta, Records};
 use crate::state;
 
 /// What one request may carry.
@@ -199,7 +199,7 @@ pub fn accept_within<'t>(
     // never fit with it is refused (and kept) rather than answered 503 at every retry.
     if let Some((topic, meta)) = raw {
         let key = events[0].key();
-        let bytes = record::raw_bytes(body.len(), &key, &meta);
+        let bytes = records::raw_bytes(body.len(), &key, &meta);
         if !take(bytes) {
             return Err(refused(records.held_bytes() + bytes));
         }

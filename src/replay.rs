@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 use crate::config::Settings;
 use crate::entity;
 use crate::pipeline::{self, Limits};
+use crate::records::{Kind, RawMeta, Record, Records};
 use crate::routing::RoutingTable;
-use crate::sink::record::{Kind, RawMeta, Record, Records};
 use crate::sink::{first_oversized, without_values, DeliveryError, KafkaSink, ProducerError};
 
 /// Notifications delivered at once.

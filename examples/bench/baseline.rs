@@ -15,8 +15,8 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use webhook_connector::config::{KafkaSettings, Settings};
 use webhook_connector::entity::CUSTOMER;
+use webhook_connector::records::headers_of;
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::sink::record::headers_of;
 use webhook_connector::{pipeline, sink};
 
 use crate::process;

@@ -28,8 +28,8 @@ use webhook_connector::pipeline::{
     self, AcceptError, Accepted, Limits, MAX_NAME_BYTES_PER_BODY_BYTE,
 };
 use webhook_connector::privacy::{FieldRules, Key};
+use webhook_connector::records::{self, Kind, RawMeta, Slot, RECORD_OVERHEAD_BYTES};
 use webhook_connector::routing::RoutingTable;
-use webhook_connector::sink::record::{self, Kind, RawMeta, Slot, RECORD_OVERHEAD_BYTES};
 
 /// Small limits, so that every refusal is reached with short inputs
 /// (scripts/fuzz.sh passes -max_len=8192, so inputs over 4096 bytes are refused as
@@ -350,7 +350,7 @@ fn same_rules(a: Option<&FieldRules>, b: Option<&FieldRules>) -> bool {
 /// as the endpoint and replay run it: the copy is counted like the records (so
 /// replay accepts what live accepts). Granted every ask, the request holds
 /// exactly what it asked for, one ask per record, the raw record last with the
-/// body as it came and `record::raw_bytes` of it; past the request limit it is
+/// body as it came and `records::raw_bytes` of it; past the request limit it is
 /// refused with what it needed. Refused at one ask (chosen by the input): `NoRoom`,
 /// and nothing asked after it.
 fn check_raw_copy(
@@ -367,7 +367,7 @@ fn check_raw_copy(
         refusal: None,
     };
     let key = accepted.events[0].key();
-    let raw = record::raw_bytes(body.len(), &key, &meta);
+    let raw = records::raw_bytes(body.len(), &key, &meta);
     let needed = body.len() + accepted.record_bytes + raw;
     let copy = || Some((RAW_TOPIC, meta.clone()));
     let mut asked = Vec::new();

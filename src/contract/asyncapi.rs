@@ -9,12 +9,11 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{cloudevents_type, schema};
+use super::{cloudevents_type, schema, ERASED};
 use crate::config::{ArchiveSettings, KafkaSettings};
 use crate::entity::{Entity, ENTITIES};
 use crate::privacy::FieldRules;
 use crate::routing::{Route, RoutingTable, StateTopic};
-use crate::sink::record::ERASED;
 
 /// The version of the Kafka bindings used.
 const BINDING_VERSION: &str = "0.5.0";

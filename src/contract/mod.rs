@@ -13,6 +13,10 @@ pub mod asyncapi;
 pub mod compat;
 pub mod schema;
 
+/// The last part of an erasure event's CloudEvents type:
+/// `webhook-connector.customer.Erased`.
+pub const ERASED: &str = "Erased";
+
 /// The CloudEvents `type` of an event of `entity` (its name) and `change_type`:
 /// `webhook-connector.<entity>.<ChangeType>`, or `webhook-connector.<entity>`
 /// for the event of a notification without changes. CloudEvents forbids control

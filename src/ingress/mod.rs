@@ -37,8 +37,8 @@ use crate::config::routing_file::RoutingFile;
 use crate::config::{ArchiveSettings, Settings};
 use crate::entity::{self, Entity};
 use crate::pipeline::{self, AcceptError, Limits};
+use crate::records::{self, RawMeta, Records};
 use crate::reload::LiveTable;
-use crate::sink::record::{self, RawMeta, Records};
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 use crate::telemetry::metrics::EventCounts;
 use crate::telemetry::metrics::{self, Metrics};
@@ -425,7 +425,7 @@ async fn dead_letter(
             }
         }
     }
-    let bytes = record::raw_bytes(body, &key, &meta);
+    let bytes = records::raw_bytes(body, &key, &meta);
     // A copy that could never be held (a tiny byte budget, a huge Content-Type):
     // answered, counted, not kept, rather than 503 at every retry.
     if body + bytes > state.limits.max_request_bytes {

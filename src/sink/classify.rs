@@ -8,8 +8,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use rdkafka::message::OwnedHeaders;
 
-use super::record::{headers_of, wire_bytes, Record, Records};
 use crate::config::{is_secret_property, KafkaSettings};
+use crate::records::{headers_of, wire_bytes, Record, Records};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn the_first_record_over_message_max_bytes_is_named_with_its_size() {
-        use crate::sink::record::{headers_of, RawMeta};
+        use crate::records::{headers_of, RawMeta};
         let meta = RawMeta {
             entity: "customer",
             request_id: "r".into(),

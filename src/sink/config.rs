@@ -3,8 +3,8 @@
 
 use rdkafka::ClientConfig;
 
-use super::record::RECORD_OVERHEAD_BYTES;
 use crate::config::{is_reserved_property, KafkaSettings};
+use crate::records::RECORD_OVERHEAD_BYTES;
 
 /// The librdkafka configuration: the operator's properties under the settings the
 /// connector's guarantees rest on. The connector's own values are set last, and

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::classify::{oversized, refused, DeliveryError, ProducerError};
 use super::config::producer_config;
-use super::record::{headers_of, Record, Records};
 use crate::config::KafkaSettings;
+use crate::records::{headers_of, Record, Records};
 
 /// The connector's producer: librdkafka's delivery reports are served on its own
 /// polling thread and counted by [`Reports`].

@@ -1,9 +1,9 @@
-//! The Kafka side: an idempotent rdkafka producer that delivers a request's records
+//! The Kafka side (I/O only): an idempotent rdkafka producer that delivers a request's
+//! records ([`crate::records`], built by the pure acceptance step)
 //! and reports success only when Kafka acknowledged every one of them (`acks=all`).
 //! Split by job, one reason to change each:
 //!
 //! - [`config`]: settings -> librdkafka configuration;
-//! - [`record`]: events -> records (key, value, headers) and their size;
 //! - [`delivery`]: the producer (created, destroyed off the async threads); enqueue a
 //!   request's records and wait for every acknowledgement;
 //! - [`classify`]: why a record is not in Kafka, and whether a retry may succeed;
@@ -15,7 +15,6 @@ pub mod admin;
 mod classify;
 mod config;
 mod delivery;
-pub mod record;
 mod recovery;
 
 pub(crate) use classify::without_values;

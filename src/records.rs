@@ -1,4 +1,4 @@
-//! Routed events -> Kafka records: key = the entity's id (decimal), value = the
+//! Routed events -> Kafka records; pure (the [`crate::sink`] produces them): key = the entity's id (decimal), value = the
 //! flat event as JSON, headers `event_id`, `entity`, `change_type` (null value
 //! when there is none), `schema_version`, `content-type` and the CloudEvents binary-mode
 //! attributes (`ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
@@ -11,7 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
 use crate::config::MAX_CLOUDEVENTS_SOURCE_BYTES;
-use crate::contract::cloudevents_type;
+use crate::contract::{cloudevents_type, ERASED};
 use crate::entity::Entity;
 use crate::normalize::{FlatEvent, SCHEMA_VERSION};
 use crate::privacy::FieldRules;
@@ -542,10 +542,6 @@ fn cloudevent(
         .insert(header("ce_subject", Some(subject)))
 }
 
-/// The last part of an erasure event's CloudEvents type:
-/// `webhook-connector.customer.Erased`.
-pub const ERASED: &str = "Erased";
-
 fn header<'a>(key: &'a str, value: Option<&'a str>) -> Header<'a, &'a str> {
     Header { key, value }
 }
@@ -555,7 +551,7 @@ mod tests {
     use super::*;
     use crate::pipeline::{accept, Accepted, Limits};
 
-    const SEED: &[u8] = include_bytes!("../../tests/fixtures/seed_sample.json");
+    const SEED: &[u8] = include_bytes!("../tests/fixtures/seed_sample.json");
 
     /// Headers as (name, value) pairs, in order.
     fn pairs(headers: &OwnedHeaders) -> Vec<(String, Option<String>)> {
