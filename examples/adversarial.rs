@@ -273,8 +273,14 @@ fn request(
     table: &RoutingTable,
     received_at: DateTime<Utc>,
 ) -> (usize, usize, usize) {
-    let accepted =
-        pipeline::accept(body, entity, limits, table, received_at).expect("the body is accepted");
+    let accepted = pipeline::accept(pipeline::Input {
+        body,
+        entity,
+        received_at,
+        limits,
+        table,
+    })
+    .expect("the body is accepted");
     let records = &accepted.records;
     (
         accepted.events.len(),
@@ -303,8 +309,14 @@ fn check(
         .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name))
         .changes
         .len();
-    let accepted = pipeline::accept(body, shape.entity, limits, table, received_at)
-        .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name));
+    let accepted = pipeline::accept(pipeline::Input {
+        body,
+        entity: shape.entity,
+        received_at,
+        limits,
+        table,
+    })
+    .unwrap_or_else(|e| panic!("{}: not accepted: {e}", shape.name));
     let events = &accepted.events;
     assert_eq!(events.len(), changes.max(1), "{}", shape.name);
     let records = &accepted.records;

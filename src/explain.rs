@@ -105,11 +105,13 @@ pub fn explain_as_run(
     });
     let limits = Limits::of(settings);
     let accepted = pipeline::accept_within(
-        body,
-        entity,
-        &limits,
-        routing,
-        received_at,
+        pipeline::Input {
+            body,
+            entity,
+            received_at,
+            limits: &limits,
+            table: routing,
+        },
         raw,
         &mut |_| true,
     )?;
@@ -129,7 +131,13 @@ pub fn explain(
     received_at: DateTime<Utc>,
 ) -> Result<Explained, ExplainError> {
     let entity = entity_of(body, entity)?;
-    let accepted = pipeline::accept(body, entity, limits, routing, received_at)?;
+    let accepted = pipeline::accept(pipeline::Input {
+        body,
+        entity,
+        received_at,
+        limits,
+        table: routing,
+    })?;
     Ok(described(&accepted, routing))
 }
 

@@ -119,17 +119,22 @@ pub fn content_type_accepted(value: Option<&[u8]>) -> bool {
     media_type.eq_ignore_ascii_case("application/json")
 }
 
+/// The acceptance step's inputs, which travel together: a body as received, and
+/// the limits and routing table it is accepted under.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a, 't> {
+    pub body: &'a [u8],
+    /// The webhook it came to.
+    pub entity: &'static Entity,
+    /// When it arrived: the events' `received_at`.
+    pub received_at: DateTime<Utc>,
+    pub limits: &'a Limits,
+    pub table: &'t RoutingTable,
+}
+
 /// Checks the limits, parses, normalizes and routes one body, and builds its records.
-pub fn accept<'t>(
-    body: &[u8],
-    entity: &'static Entity,
-    limits: &Limits,
-    table: &'t RoutingTable,
-    received_at: DateTime<Utc>,
-) -> Result<Accepted<'t>, AcceptError> {
-    accept_within(body, entity, limits, table, received_at, None, &mut |_| {
-        true
-    })
+pub fn accept<'t>(input: Input<'_, 't>) -> Result<Accepted<'t>, AcceptError> {
+    accept_within(input, None, &mut |_| true)
 }
 
 /// Where an accepted notification's raw copy goes (`archive.raw_topic`), with what
@@ -143,38 +148,18 @@ pub type RawCopy<'t> = (&'t str, RawMeta);
 /// [`AcceptError::TooLargeToDeliver`] when it could never be held. No body makes a
 /// request hold more than one event's values beyond what it was granted.
 pub fn accept_within<'t>(
-    body: &[u8],
-    entity: &'static Entity,
-    limits: &Limits,
-    table: &'t RoutingTable,
-    received_at: DateTime<Utc>,
+    input: Input<'_, 't>,
     raw: Option<RawCopy<'t>>,
     reserve: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Accepted<'t>, AcceptError> {
-    if body.len() > limits.max_body_bytes {
-        return Err(AcceptError::TooLarge {
-            limit: limits.max_body_bytes,
-        });
-    }
-    let mut notification = payload::parse(body, entity)?;
-    if notification.changes.len() > limits.max_changes {
-        return Err(AcceptError::TooManyChanges {
-            changes: notification.changes.len(),
-            limit: limits.max_changes,
-        });
-    }
-    // Names repeat their parents' (`A.B.C`, `A.B.D`): bounded by the largest
-    // body, whatever this one's size, so no body makes them grow with its square.
-    let limit = MAX_NAME_BYTES_PER_BODY_BYTE * limits.max_body_bytes;
-    notification
-        .flatten_objects(limit)
-        .map_err(|NamesTooLong| AcceptError::NamesTooLong { limit })?;
-    let mut events = normalize(notification, received_at)?;
-    if let Some(key) = table.event_id_key() {
-        for event in &mut events {
-            event.event_id = key.event_id(event.event_id);
-        }
-    }
+    let Input {
+        body,
+        entity,
+        limits,
+        table,
+        ..
+    } = input;
+    let events = flat_events(input)?;
     let topics: Vec<Vec<&str>> = events
         .iter()
         .map(|event| table.topics_for(entity, event.change_type.as_deref()))
@@ -213,6 +198,37 @@ pub fn accept_within<'t>(
         records,
         record_bytes,
     })
+}
+
+/// The body's flat events, their ids keyed when the routing table says so; refused
+/// past a limit, or when it is not a notification of the entity's shape.
+fn flat_events(input: Input<'_, '_>) -> Result<Vec<FlatEvent>, AcceptError> {
+    let limits = input.limits;
+    if input.body.len() > limits.max_body_bytes {
+        return Err(AcceptError::TooLarge {
+            limit: limits.max_body_bytes,
+        });
+    }
+    let mut notification = payload::parse(input.body, input.entity)?;
+    if notification.changes.len() > limits.max_changes {
+        return Err(AcceptError::TooManyChanges {
+            changes: notification.changes.len(),
+            limit: limits.max_changes,
+        });
+    }
+    // Names repeat their parents' (`A.B.C`, `A.B.D`): bounded by the largest
+    // body, whatever this one's size, so no body makes them grow with its square.
+    let limit = MAX_NAME_BYTES_PER_BODY_BYTE * limits.max_body_bytes;
+    notification
+        .flatten_objects(limit)
+        .map_err(|NamesTooLong| AcceptError::NamesTooLong { limit })?;
+    let mut events = normalize(notification, input.received_at)?;
+    if let Some(key) = input.table.event_id_key() {
+        for event in &mut events {
+            event.event_id = key.event_id(event.event_id);
+        }
+    }
+    Ok(events)
 }
 
 #[cfg(test)]
@@ -257,7 +273,14 @@ mod tests {
             r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"Customer":{{"Preferences":{{"Notifications":{{"Email":{{{flags}}},"Sms":{{{flags}}},"Push":{{{flags}}}}}}}}}}},"Changes":[]}}"#
         );
         let routes = table();
-        let accepted = accept(body.as_bytes(), &BOOKING, &LIMITS, &routes, Utc::now()).unwrap();
+        let accepted = accept(Input {
+            body: body.as_bytes(),
+            entity: &BOOKING,
+            received_at: Utc::now(),
+            limits: &LIMITS,
+            table: &routes,
+        })
+        .unwrap();
         let event = accepted.events[0].to_value();
         assert_eq!(
             event["booking_customer_preferences_notifications_push_flag9"],
@@ -274,7 +297,14 @@ mod tests {
         let body = format!(
             r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"A":{state}}},"Changes":[]}}"#
         );
-        let err = accept(body.as_bytes(), &BOOKING, &LIMITS, &routes, Utc::now()).unwrap_err();
+        let err = accept(Input {
+            body: body.as_bytes(),
+            entity: &BOOKING,
+            received_at: Utc::now(),
+            limits: &LIMITS,
+            table: &routes,
+        })
+        .unwrap_err();
         assert_eq!(err, AcceptError::NamesTooLong { limit: 4 * 4096 });
         assert!(
             err.to_string()
@@ -286,19 +316,47 @@ mod tests {
             r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"A":{{{}}}}},"Changes":[]}}"#,
             members.join(",")
         );
-        assert!(accept(wide.as_bytes(), &BOOKING, &LIMITS, &routes, Utc::now()).is_ok());
+        assert!(accept(Input {
+            body: wide.as_bytes(),
+            entity: &BOOKING,
+            received_at: Utc::now(),
+            limits: &LIMITS,
+            table: &routes
+        })
+        .is_ok());
         let customer = body.replace("Booking", "Customer");
-        assert!(accept(customer.as_bytes(), &CUSTOMER, &LIMITS, &routes, Utc::now()).is_ok());
+        assert!(accept(Input {
+            body: customer.as_bytes(),
+            entity: &CUSTOMER,
+            received_at: Utc::now(),
+            limits: &LIMITS,
+            table: &routes
+        })
+        .is_ok());
     }
 
     fn refusal(body: &[u8], limits: &Limits) -> AcceptError {
-        accept(body, &CUSTOMER, limits, &table(), Utc::now()).unwrap_err()
+        accept(Input {
+            body,
+            entity: &CUSTOMER,
+            received_at: Utc::now(),
+            limits,
+            table: &table(),
+        })
+        .unwrap_err()
     }
 
     #[test]
     fn accepts_up_to_the_limits_and_routes_every_event() {
         let table = table();
-        let accepted = accept(&body(4), &CUSTOMER, &LIMITS, &table, Utc::now()).unwrap();
+        let accepted = accept(Input {
+            body: &body(4),
+            entity: &CUSTOMER,
+            received_at: Utc::now(),
+            limits: &LIMITS,
+            table: &table,
+        })
+        .unwrap();
         assert_eq!(accepted.events.len(), 4);
         assert_eq!(
             accepted.topics,
@@ -308,10 +366,16 @@ mod tests {
         assert_eq!(accepted.routed().nth(1).unwrap().1, ["a", "b"]);
         let seed = include_bytes!("../tests/fixtures/seed_sample.json");
         assert_eq!(
-            accept(seed, &CUSTOMER, &LIMITS, &table, Utc::now())
-                .unwrap()
-                .events
-                .len(),
+            accept(Input {
+                body: seed,
+                entity: &CUSTOMER,
+                received_at: Utc::now(),
+                limits: &LIMITS,
+                table: &table
+            })
+            .unwrap()
+            .events
+            .len(),
             4
         );
     }
@@ -342,19 +406,40 @@ mod tests {
             max_body_bytes: body(1).len(),
             ..LIMITS
         };
-        assert!(accept(&body(1), &CUSTOMER, &exact, &table(), Utc::now()).is_ok());
+        assert!(accept(Input {
+            body: &body(1),
+            entity: &CUSTOMER,
+            received_at: Utc::now(),
+            limits: &exact,
+            table: &table()
+        })
+        .is_ok());
     }
 
     #[test]
     fn refuses_records_larger_than_a_request_may_hold() {
         let table = table();
-        let accepted = accept(&body(2), &CUSTOMER, &LIMITS, &table, Utc::now()).unwrap();
+        let accepted = accept(Input {
+            body: &body(2),
+            entity: &CUSTOMER,
+            received_at: Utc::now(),
+            limits: &LIMITS,
+            table: &table,
+        })
+        .unwrap();
         let needed = body(2).len() + accepted.record_bytes;
         let exact = Limits {
             max_request_bytes: needed,
             ..LIMITS
         };
-        assert!(accept(&body(2), &CUSTOMER, &exact, &table, Utc::now()).is_ok());
+        assert!(accept(Input {
+            body: &body(2),
+            entity: &CUSTOMER,
+            received_at: Utc::now(),
+            limits: &exact,
+            table: &table
+        })
+        .is_ok());
         let short = Limits {
             max_request_bytes: needed - 1,
             ..LIMITS
@@ -374,11 +459,13 @@ mod tests {
         let within = |limits: &Limits, room: usize| {
             let mut asked = Vec::new();
             let result = accept_within(
-                &body(2),
-                &CUSTOMER,
-                limits,
-                &table,
-                Utc::now(),
+                Input {
+                    body: &body(2),
+                    entity: &CUSTOMER,
+                    received_at: Utc::now(),
+                    limits,
+                    table: &table,
+                },
                 None,
                 &mut |bytes| {
                     asked.push(bytes);

@@ -549,7 +549,7 @@ fn header<'a>(key: &'a str, value: Option<&'a str>) -> Header<'a, &'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{accept, Accepted, Limits};
+    use crate::pipeline::{accept, Accepted, Input, Limits};
 
     const SEED: &[u8] = include_bytes!("../tests/fixtures/seed_sample.json");
 
@@ -619,13 +619,13 @@ mod tests {
             max_changes: 100,
             max_request_bytes: 1 << 20,
         };
-        accept(
+        accept(Input {
             body,
-            &crate::entity::CUSTOMER,
-            &limits,
+            entity: &crate::entity::CUSTOMER,
+            received_at: chrono::Utc::now(),
+            limits: &limits,
             table,
-            chrono::Utc::now(),
-        )
+        })
         .unwrap()
     }
 

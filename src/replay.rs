@@ -132,11 +132,13 @@ pub fn plan<'t>(
         (topic, meta)
     });
     let accepted = pipeline::accept_within(
-        &raw.body,
-        entity,
-        limits,
-        table,
-        received_at,
+        pipeline::Input {
+            body: &raw.body,
+            entity,
+            received_at,
+            limits,
+            table,
+        },
         copy,
         &mut |_| true,
     );
@@ -571,7 +573,14 @@ mod tests {
         let at = DateTime::parse_from_rfc3339(AT)
             .unwrap()
             .with_timezone(&Utc);
-        let live = pipeline::accept(SEED, &entity::CUSTOMER, &limits, &table, at).unwrap();
+        let live = pipeline::accept(pipeline::Input {
+            body: SEED,
+            entity: &entity::CUSTOMER,
+            received_at: at,
+            limits: &limits,
+            table: &table,
+        })
+        .unwrap();
         let live = live.records;
         let all = Options::default();
         let replayed = write(plan(&seed(), &table, &limits, &all));
@@ -744,11 +753,13 @@ mod tests {
         assert!(!records.records.is_empty());
         assert!(records.records.iter().all(|r| r.topic != "raw"));
         let live = pipeline::accept_within(
-            SEED,
-            &entity::CUSTOMER,
-            &limits,
-            &table,
-            Utc::now(),
+            pipeline::Input {
+                body: SEED,
+                entity: &entity::CUSTOMER,
+                received_at: Utc::now(),
+                limits: &limits,
+                table: &table,
+            },
             Some((
                 "raw",
                 RawMeta {

@@ -65,7 +65,7 @@ mod tests {
     use super::*;
     use crate::config::routing_file;
     use crate::entity::{BOOKING, CUSTOMER};
-    use crate::pipeline::{accept, Limits};
+    use crate::pipeline::{accept, Input, Limits};
 
     const LIMITS: Limits = Limits {
         max_body_bytes: 1 << 20,
@@ -81,9 +81,15 @@ mod tests {
 
     fn events(body: &[u8], entity: &'static Entity) -> Vec<FlatEvent> {
         let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
-        accept(body, entity, &LIMITS, &table, chrono::Utc::now())
-            .unwrap()
-            .events
+        accept(Input {
+            body,
+            entity,
+            received_at: chrono::Utc::now(),
+            limits: &LIMITS,
+            table: &table,
+        })
+        .unwrap()
+        .events
     }
 
     fn validate(entity: &Entity, state: &StateTopic, value: &Value) {
@@ -202,7 +208,14 @@ mod tests {
             [[state]]\nentity = \"customer\"\ntopic = \"s\"\nexclude = [\"customer_email\"]\n";
         let table = routing_file::parse(routes, "routes.toml", Some(&key)).unwrap();
         let body = br#"{"ChangeDateTime":"2018-11-16T10:46:20Z","Customer":{"Id":862,"Email":"a@example.com","email":"b@example.com","FirstName":"Ann","first_name":"Anna","MobileNumber":"1","mobile_number":"2"},"Changes":[{"ChangeType":"CustomerSmsChanged"}]}"#;
-        let accepted = accept(body, &CUSTOMER, &LIMITS, &table, chrono::Utc::now()).unwrap();
+        let accepted = accept(Input {
+            body,
+            entity: &CUSTOMER,
+            received_at: chrono::Utc::now(),
+            limits: &LIMITS,
+            table: &table,
+        })
+        .unwrap();
         let whole = accepted.events[0].to_value();
         assert_eq!(whole["customer_email_2"], "b@example.com");
         let shaped = accepted.events[0].to_value_for(table.rules_for("m"));
@@ -230,7 +243,14 @@ mod tests {
         // A booking's top-level CustomerEmail takes booking_customer_email; the
         // guest's Customer.Email, renamed, is removed as well.
         let booking = br#"{"ChangeDateTime":"2018-11-16T10:46:20Z","Booking":{"Id":5,"CustomerEmail":"x@example.com","Customer":{"Email":"g@example.com"}},"Changes":[]}"#;
-        let accepted = accept(booking, &BOOKING, &LIMITS, &table, chrono::Utc::now()).unwrap();
+        let accepted = accept(Input {
+            body: booking,
+            entity: &BOOKING,
+            received_at: chrono::Utc::now(),
+            limits: &LIMITS,
+            table: &table,
+        })
+        .unwrap();
         let shaped = accepted.events[0].to_value_for(table.rules_for("m"));
         assert!(!shaped.to_string().contains("example.com"), "{shaped}");
     }

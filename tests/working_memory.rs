@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use webhook_connector::config::routing_file;
 use webhook_connector::entity::{Entity, BOOKING, CUSTOMER};
-use webhook_connector::pipeline::{accept, Limits};
+use webhook_connector::pipeline::{accept, Input, Limits};
 use webhook_connector::privacy::Key;
 
 /// The bound the docs state (docs: the byte budget).
@@ -121,8 +121,14 @@ fn accepting_a_body_holds_a_bounded_multiple_of_it_beyond_its_records() {
         assert!(body.len() <= max, "{name}: {} bytes", body.len());
         let before = LIVE.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);
-        let accepted = accept(&body, entity, &LIMITS, &table, chrono::Utc::now())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let accepted = accept(Input {
+            body: &body,
+            entity,
+            received_at: chrono::Utc::now(),
+            limits: &LIMITS,
+            table: &table,
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let peak = PEAK.load(Ordering::Relaxed) - before;
         let records = accepted.record_bytes;
         drop(accepted);

@@ -99,9 +99,14 @@ pub fn run(
         .iter()
         .map(|body| {
             // The connector's own records: the same payload bytes and headers.
-            let accepted =
-                pipeline::accept(body.as_bytes(), &CUSTOMER, &limits, routing, received_at)
-                    .expect("corpus bodies are accepted");
+            let accepted = pipeline::accept(pipeline::Input {
+                body: body.as_bytes(),
+                entity: &CUSTOMER,
+                received_at,
+                limits: &limits,
+                table: routing,
+            })
+            .expect("corpus bodies are accepted");
             let events = accepted.events.len();
             let records = &accepted.records;
             let records = records

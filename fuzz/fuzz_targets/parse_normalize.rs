@@ -120,7 +120,13 @@ fn accept_checked(
     body: &[u8],
     received_at: DateTime<Utc>,
 ) -> Option<Accepted<'static>> {
-    let error = match pipeline::accept(body, entity, &LIMITS, table(), received_at) {
+    let error = match pipeline::accept(pipeline::Input {
+        body,
+        entity,
+        received_at,
+        limits: &LIMITS,
+        table: table(),
+    }) {
         Ok(accepted) => return Some(accepted),
         Err(error) => error,
     };
@@ -137,8 +143,14 @@ fn accept_checked(
                 max_request_bytes: usize::MAX,
                 ..LIMITS
             };
-            let whole = pipeline::accept(body, entity, &unlimited, table(), received_at)
-                .expect("refused only for its size, accepted without the request limit");
+            let whole = pipeline::accept(pipeline::Input {
+                body,
+                entity,
+                received_at,
+                limits: &unlimited,
+                table: table(),
+            })
+            .expect("refused only for its size, accepted without the request limit");
             assert_eq!(needed, body.len() + whole.record_bytes, "{message}");
         }
         AcceptError::NamesTooLong { limit } => {
@@ -372,11 +384,13 @@ fn check_raw_copy(
     let copy = || Some((RAW_TOPIC, meta.clone()));
     let mut asked = Vec::new();
     let result = pipeline::accept_within(
-        body,
-        entity,
-        &LIMITS,
-        table(),
-        received_at,
+        pipeline::Input {
+            body,
+            entity,
+            received_at,
+            limits: &LIMITS,
+            table: table(),
+        },
         copy(),
         &mut |bytes| {
             asked.push(bytes);
@@ -405,11 +419,13 @@ fn check_raw_copy(
     let refuse_at = body.len() % asked.len();
     let mut asks = 0;
     let result = pipeline::accept_within(
-        body,
-        entity,
-        &LIMITS,
-        table(),
-        received_at,
+        pipeline::Input {
+            body,
+            entity,
+            received_at,
+            limits: &LIMITS,
+            table: table(),
+        },
         copy(),
         &mut |_| {
             asks += 1;

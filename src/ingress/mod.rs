@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -39,6 +39,7 @@ use crate::entity::{self, Entity};
 use crate::pipeline::{self, AcceptError, Limits};
 use crate::records::{self, RawMeta, Records};
 use crate::reload::LiveTable;
+use crate::routing::RoutingTable;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 use crate::telemetry::metrics::EventCounts;
 use crate::telemetry::metrics::{self, Metrics};
@@ -159,9 +160,9 @@ impl BytePool {
     }
 }
 
-/// The answer to an accepted notification.
+/// The answer to a notification whose events Kafka acknowledged.
 #[derive(Serialize)]
-struct Accepted {
+struct Delivered {
     events: usize,
     event_ids: Vec<Uuid>,
 }
@@ -254,35 +255,23 @@ where
     .await
 }
 
+/// One notification, in its stages: receive, authenticate, accept or keep,
+/// deliver and count.
 async fn accept_notification<S, B>(
     entity: &'static Entity,
     state: &Ingress,
     headers: &HeaderMap,
     body: S,
-) -> Result<Accepted, ApiError>
+) -> Result<Delivered, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     let received_at = chrono::Utc::now();
-    // The routes in force when the request started, whatever reloads happen meanwhile.
+    // The routing table in force when the request started, whatever reloads happen meanwhile.
     let routing = state.live.current();
-    let body = {
-        let _receiving = state
-            .receiving
-            .try_acquire()
-            .map_err(|_| ApiError::Overloaded(Overload::Receiving))?;
-        let mut arriving = state.bytes.receiving.empty();
-        let read = body::read_body(headers, body, state.limits.max_body_bytes, |bytes| {
-            state.bytes.receiving.take(&mut arriving, bytes)
-        });
-        tokio::time::timeout(state.request_read_timeout, read)
-            .await
-            .map_err(|_| ApiError::BodyReadTimeout {
-                timeout_ms: state.request_read_timeout.as_millis() as u64,
-            })??
-    };
-    // The body moves from the receiving pool (freed above) to the processing one.
+    let body = receive(state, headers, body).await?;
+    // The body moves from the receiving pool (freed by now) to the processing one.
     let mut held = state.bytes.processing.empty();
     state.bytes.processing.take(&mut held, body.len())?;
     let _permit = state
@@ -290,45 +279,92 @@ where
         .try_acquire()
         .map_err(|_| ApiError::Overloaded(Overload::Requests))?;
     let _in_flight = state.metrics.webhook_in_flight();
-    if !state.secrets.is_empty() {
-        let header = headers
-            .get(signature::SIGNATURE_HEADER)
-            .map(|v| v.as_bytes());
-        signature::verify(&state.secrets, header, &body).inspect_err(|e| {
-            state.metrics.signature_failed(match e {
-                signature::SignatureError::Missing => "missing",
-                _ => "invalid",
-            })
-        })?;
-    }
+    authenticate(state, headers, &body)?;
     let request = Request {
         entity,
         headers,
         body: &body,
-        received_at: format_timestamp(received_at),
+        received_at,
     };
-    // Past the signature, a refusal for the content is kept before it is answered.
-    // The records, and the raw archive's copy, take their bytes from the budget as
-    // they are built.
+    let (accepted, held) = accept_or_keep(state, &request, &routing, held).await?;
+    deliver_and_count(state, &request, accepted, held).await
+}
+
+/// Reads the body within a receiving slot, the byte budget and
+/// `server.request_read_timeout_ms`.
+async fn receive<S, B>(state: &Ingress, headers: &HeaderMap, body: S) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let _receiving = state
+        .receiving
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded(Overload::Receiving))?;
+    let mut arriving = state.bytes.receiving.empty();
+    let read = body::read_body(headers, body, state.limits.max_body_bytes, |bytes| {
+        state.bytes.receiving.take(&mut arriving, bytes)
+    });
+    tokio::time::timeout(state.request_read_timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyReadTimeout {
+            timeout_ms: state.request_read_timeout.as_millis() as u64,
+        })?
+}
+
+/// Checks the signature when secrets are set; a failure is counted by its kind.
+fn authenticate(state: &Ingress, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if state.secrets.is_empty() {
+        return Ok(());
+    }
+    let header = headers
+        .get(signature::SIGNATURE_HEADER)
+        .map(|v| v.as_bytes());
+    signature::verify(&state.secrets, header, body).inspect_err(|e| {
+        state.metrics.signature_failed(match e {
+            signature::SignatureError::Missing => "missing",
+            _ => "invalid",
+        })
+    })?;
+    Ok(())
+}
+
+/// The acceptance step, its records (and the raw archive's copy) taking their
+/// bytes from `held` as they are built. Past the signature, a refusal for the
+/// content is kept on the dead-letter topic before it is answered.
+async fn accept_or_keep<'t>(
+    state: &'t Ingress,
+    request: &Request<'_>,
+    routing: &'t RoutingTable,
+    mut held: OwnedSemaphorePermit,
+) -> Result<(pipeline::Accepted<'t>, OwnedSemaphorePermit), ApiError> {
     let raw = state.archive.raw().map(|topic| (topic, request.meta(None)));
     let mut reserve = |bytes| state.bytes.processing.take(&mut held, bytes).is_ok();
-    let accepted = check_content_type(headers).and_then(|()| {
-        let accepted = pipeline::accept_within(
-            &body,
-            entity,
-            &state.limits,
-            &routing,
-            received_at,
-            raw,
-            &mut reserve,
-        );
-        accepted.map_err(ApiError::from)
+    let accepted = check_content_type(request.headers).and_then(|()| {
+        let input = pipeline::Input {
+            body: request.body,
+            entity: request.entity,
+            received_at: request.received_at,
+            limits: &state.limits,
+            table: routing,
+        };
+        pipeline::accept_within(input, raw, &mut reserve).map_err(ApiError::from)
     });
-    let accepted = match accepted {
-        Ok(accepted) => accepted,
-        Err(overloaded @ ApiError::Overloaded(_)) => return Err(overloaded),
-        Err(refusal) => return Err(dead_letter(state, &request, refusal, held).await),
-    };
+    match accepted {
+        Ok(accepted) => Ok((accepted, held)),
+        Err(overloaded @ ApiError::Overloaded(_)) => Err(overloaded),
+        Err(refusal) => Err(dead_letter(state, request, refusal, held).await),
+    }
+}
+
+/// Delivers the records, holding only them (counted) and the body (counted,
+/// kept for a dead letter) while Kafka answers, and counts what was delivered.
+async fn deliver_and_count(
+    state: &Ingress,
+    request: &Request<'_>,
+    accepted: pipeline::Accepted<'_>,
+    held: OwnedSemaphorePermit,
+) -> Result<Delivered, ApiError> {
     if let Some(event) = accepted.events.first() {
         tracing::Span::current().record("entity_id", event.entity_id);
     }
@@ -339,16 +375,13 @@ where
     );
     let event_ids = accepted.event_ids();
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
-    // Only the records (counted) and the body (counted, kept for a dead letter)
-    // are held while Kafka answers.
-    let records = accepted.into_records();
     let started = std::time::Instant::now();
-    if let Err(err) = state.sink.deliver(records, held).await {
+    if let Err(err) = state.sink.deliver(accepted.into_records(), held).await {
         state.metrics.delivery_failed(&failure_reason(&err));
         // Kafka refuses the records for what they are: no retry can pass.
         if err.is_content_refusal() {
             let held = state.bytes.processing.empty();
-            return Err(dead_letter(state, &request, err.into(), held).await);
+            return Err(dead_letter(state, request, err.into(), held).await);
         }
         return Err(err.into());
     }
@@ -358,7 +391,7 @@ where
         state.metrics.state_delivered(topic, tombstone);
     }
     debug!(events = event_ids.len(), "notification delivered");
-    Ok(Accepted {
+    Ok(Delivered {
         events: event_ids.len(),
         event_ids,
     })
@@ -369,8 +402,7 @@ struct Request<'r> {
     entity: &'static Entity,
     headers: &'r HeaderMap,
     body: &'r [u8],
-    /// RFC 3339 UTC.
-    received_at: String,
+    received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Request<'_> {
@@ -387,7 +419,7 @@ impl Request<'_> {
         RawMeta {
             entity: self.entity.name,
             request_id: self.request_id(),
-            received_at: self.received_at.clone(),
+            received_at: format_timestamp(self.received_at),
             content_type: content_type.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             refusal: refusal.map(|e| (e.status().as_u16(), e.code(), e.message())),
         }
