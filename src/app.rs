@@ -60,20 +60,23 @@ impl RunningServer {
     }
 }
 
-/// Binds `settings.server.listen` and serves with the routing file `routes`
+/// Binds `settings.server.listen` and serves with `routing_file`
 /// (loaded and validated by the caller) until [`RunningServer::shutdown`],
 /// reloading the routing file when it changes.
-pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningServer, StartError> {
+pub async fn start(
+    settings: &Settings,
+    routing_file: RoutingFile,
+) -> Result<RunningServer, StartError> {
     settings.check_serving()?;
-    settings.check_archive_topics(&routes.table)?;
+    settings.check_archive_topics(&routing_file.table)?;
     if settings.webhook.secrets.is_empty() {
         warn!("webhook.allow_unsigned is set and there are no secrets: anyone who can reach the endpoint can post events");
     }
-    let state = Arc::new(ingress_off_the_async_threads(settings, routes).await?);
+    let ingress = Arc::new(ingress_off_the_async_threads(settings, routing_file).await?);
     let (live, sink, metrics) = (
-        Arc::clone(&state.live),
-        Arc::clone(&state.sink),
-        Arc::clone(&state.metrics),
+        Arc::clone(&ingress.live),
+        Arc::clone(&ingress.sink),
+        Arc::clone(&ingress.metrics),
     );
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
@@ -85,7 +88,7 @@ pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningSe
     let (stop, stopped) = oneshot::channel::<()>();
     let run = Run {
         listener,
-        state,
+        ingress,
         sink,
         live,
         metrics,
@@ -106,10 +109,10 @@ pub async fn start(settings: &Settings, routes: RoutingFile) -> Result<RunningSe
 /// threads and loads its TLS material, which may sit on a slow volume.
 async fn ingress_off_the_async_threads(
     settings: &Settings,
-    routes: RoutingFile,
+    routing_file: RoutingFile,
 ) -> Result<Ingress, ProducerError> {
     let settings = settings.clone();
-    match tokio::task::spawn_blocking(move || Ingress::new(&settings, routes)).await {
+    match tokio::task::spawn_blocking(move || Ingress::new(&settings, routing_file)).await {
         Ok(ingress) => ingress,
         // A panic goes on as the caller's; the task is cancelled only when the
         // runtime shuts down, which drops this future first.
@@ -120,7 +123,7 @@ async fn ingress_off_the_async_threads(
 /// Everything a running server owns.
 struct Run {
     listener: TcpListener,
-    state: Arc<Ingress>,
+    ingress: Arc<Ingress>,
     sink: Arc<KafkaSink>,
     live: Arc<LiveTable>,
     metrics: Arc<Metrics>,
@@ -141,7 +144,7 @@ impl Run {
         ));
         let (drain, force_close) = server::serve(
             self.listener,
-            ingress::filters(self.state),
+            ingress::filters(self.ingress),
             self.metrics,
             self.server_options,
             async {

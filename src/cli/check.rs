@@ -24,13 +24,13 @@ pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let source = describe_source(&args.config);
     let file = settings.routing.file.display();
     let kafka_servers = &settings.kafka.bootstrap_servers;
-    let routes = explain::route_table(&table);
+    let route_table = explain::route_table(&table);
     let archive = |topic: Option<&str>| topic.unwrap_or("off").to_string();
     let dead_letter = archive(settings.archive.dead_letter());
     let raw = archive(settings.archive.raw());
     out(&format!(
         "settings: {source}\nrouting file: {file}\nkafka: {kafka_servers}\n\
-         dead-letter topic: {dead_letter}\nraw archive topic: {raw}\n\n{routes}"
+         dead-letter topic: {dead_letter}\nraw archive topic: {raw}\n\n{route_table}"
     ))?;
     if args.kafka {
         check_topics(&settings, &table)?;

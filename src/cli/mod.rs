@@ -148,7 +148,7 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
         origin: describe_source(arg),
         cause,
     })?;
-    load_routes(settings)
+    load_routing_file(settings)
 }
 
 /// [`load`] for `explain`: without a privacy key set, a placeholder keys what
@@ -169,20 +169,20 @@ fn load_for_dry_run(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure>
              are the same"
         );
     }
-    load_routes(settings)
+    load_routing_file(settings)
 }
 
 /// The routing file of `settings`, and the checks `load` makes across both.
-fn load_routes(settings: Settings) -> Result<(Settings, RoutingFile), Failure> {
-    let routes = routing_file::load(&settings.routing.file, settings.privacy_key().as_ref())
+fn load_routing_file(settings: Settings) -> Result<(Settings, RoutingFile), Failure> {
+    let routing_file = routing_file::load(&settings.routing.file, settings.privacy_key().as_ref())
         .map_err(Failure::RoutingFile)?;
     settings
-        .check_archive_topics(&routes.table)
+        .check_archive_topics(&routing_file.table)
         .map_err(Failure::SettingsForRoutes)?;
     // librdkafka validates its properties when a client is created; do it here so
     // `check` refuses what `run` would (e.g. an alias of acks set to 1).
     sink::producer_config(&settings.kafka, settings.server.max_in_flight_bytes)
         .create::<BaseProducer>()
         .map_err(Failure::KafkaProperties)?;
-    Ok((settings, routes))
+    Ok((settings, routing_file))
 }

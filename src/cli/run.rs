@@ -14,20 +14,20 @@ use super::{load, runtime, ConfigArg, Failure};
 const SHUTDOWN_LEFTOVER: Duration = Duration::from_secs(1);
 
 pub(super) fn run(config: &ConfigArg) -> Result<(), Failure> {
-    let (settings, routes) = load(config)?;
+    let (settings, routing_file) = load(config)?;
     telemetry::init(&settings.log);
-    reload::log_warnings(&routes.table);
+    reload::log_warnings(&routing_file.table);
     let runtime = runtime()?;
-    let result = runtime.block_on(serve(settings, routes));
+    let result = runtime.block_on(serve(settings, routing_file));
     // Work still running (a readiness probe, an acknowledgement wait) may not
     // hold the process past its grace period.
     runtime.shutdown_timeout(SHUTDOWN_LEFTOVER);
     result
 }
 
-async fn serve(settings: Settings, routes: RoutingFile) -> Result<(), Failure> {
-    let topics = routes.table.all_topics().len();
-    let server = app::start(&settings, routes).await?;
+async fn serve(settings: Settings, routing_file: RoutingFile) -> Result<(), Failure> {
+    let topics = routing_file.table.all_topics().len();
+    let server = app::start(&settings, routing_file).await?;
     info!(
         listen = %server.addr(),
         kafka = %settings.kafka.bootstrap_servers,

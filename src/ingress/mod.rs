@@ -71,14 +71,15 @@ pub struct Ingress {
 const UNSIGNED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Ingress {
-    /// The handlers' state for `settings`, serving with the routing file `routes`:
+    /// What the handlers share, for `settings`, serving with `routing_file`:
     /// the metrics, the live table, the Kafka producer (created, not yet connected)
     /// and every bound.
-    pub fn new(settings: &Settings, routes: RoutingFile) -> Result<Self, ProducerError> {
+    pub fn new(settings: &Settings, routing_file: RoutingFile) -> Result<Self, ProducerError> {
         let metrics = Arc::new(Metrics::new());
         let archive = settings.archive.topics().into_iter().map(String::from);
-        let live =
-            Arc::new(LiveTable::new(routes, Arc::clone(&metrics)).reserving(archive.collect()));
+        let live = Arc::new(
+            LiveTable::new(routing_file, Arc::clone(&metrics)).reserving(archive.collect()),
+        );
         let sink = Arc::new(KafkaSink::new(
             &settings.kafka,
             settings.server.max_in_flight_bytes,
@@ -169,9 +170,9 @@ struct Delivered {
 
 /// All endpoints, with every rejection mapped to the JSON contract.
 pub fn filters(
-    state: Arc<Ingress>,
+    ingress: Arc<Ingress>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let with_state = warp::any().map(move || Arc::clone(&state));
+    let with_ingress = warp::any().map(move || Arc::clone(&ingress));
     // Path filters come before method filters, so a known path with the wrong
     // method is a 405 and an unknown path a 404.
     let webhook = warp::path!("webhooks" / String)
@@ -179,7 +180,7 @@ pub fn filters(
             entity::by_name(&name).ok_or_else(warp::reject::not_found)
         })
         .and(warp::post())
-        .and(with_state.clone())
+        .and(with_ingress.clone())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(handle_webhook);
@@ -188,23 +189,25 @@ pub fn filters(
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
     let readyz = warp::path!("readyz")
         .and(warp::get())
-        .and(with_state.clone())
-        .then(|state: Arc<Ingress>| async move {
-            let routing = state.live.current();
-            let archive = state.archive.topics();
-            let report = state.readiness.check(&state.sink, &routing, &archive).await;
+        .and(with_ingress.clone())
+        .then(|ingress: Arc<Ingress>| async move {
+            let routing = ingress.live.current();
+            let archive = ingress.archive.topics();
+            let report = ingress
+                .readiness
+                .check(&ingress.sink, &routing, &archive)
+                .await;
             report.into_response()
         });
-    let metrics =
-        warp::path!("metrics")
-            .and(warp::get())
-            .and(with_state)
-            .map(|state: Arc<Ingress>| {
-                state.metrics.bytes_held(state.bytes.held());
-                let text = state.metrics.render();
-                warp::reply::with_header(text, header::CONTENT_TYPE, metrics::CONTENT_TYPE)
-                    .into_response()
-            });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_ingress)
+        .map(|ingress: Arc<Ingress>| {
+            ingress.metrics.bytes_held(ingress.bytes.held());
+            let text = ingress.metrics.render();
+            warp::reply::with_header(text, header::CONTENT_TYPE, metrics::CONTENT_TYPE)
+                .into_response()
+        });
     webhook
         .or(healthz)
         .unify()
@@ -218,7 +221,7 @@ pub fn filters(
 
 async fn handle_webhook<S, B>(
     entity: &'static Entity,
-    state: Arc<Ingress>,
+    ingress: Arc<Ingress>,
     headers: HeaderMap,
     body: S,
 ) -> Response
@@ -232,21 +235,23 @@ where
         entity_id = tracing::field::Empty
     );
     async move {
-        let result = accept_notification(entity, &state, &headers, body).await;
+        let result = accept_notification(entity, &ingress, &headers, body).await;
         match result {
             Ok(accepted) => {
-                state.metrics.notification(entity.name, "accepted");
+                ingress.metrics.notification(entity.name, "accepted");
                 warp::reply::json(&accepted).into_response()
             }
             Err(err) => {
-                state.metrics.notification(entity.name, err.code());
+                ingress.metrics.notification(entity.name, err.code());
                 // Larger than server.max_body_bytes: not read, so not kept.
-                if state.archive.dead_letter().is_some()
+                if ingress.archive.dead_letter().is_some()
                     && matches!(err, ApiError::Accept(AcceptError::TooLarge { .. }))
                 {
-                    state.metrics.dead_lettered(entity.name, err.code(), false);
+                    ingress
+                        .metrics
+                        .dead_lettered(entity.name, err.code(), false);
                 }
-                log_refusal(&err, &state.unsigned);
+                log_refusal(&err, &ingress.unsigned);
                 err.into_response()
             }
         }
@@ -259,7 +264,7 @@ where
 /// deliver and count.
 async fn accept_notification<S, B>(
     entity: &'static Entity,
-    state: &Ingress,
+    ingress: &Ingress,
     headers: &HeaderMap,
     body: S,
 ) -> Result<Delivered, ApiError>
@@ -269,59 +274,59 @@ where
 {
     let received_at = chrono::Utc::now();
     // The routing table in force when the request started, whatever reloads happen meanwhile.
-    let routing = state.live.current();
-    let body = receive(state, headers, body).await?;
+    let routing = ingress.live.current();
+    let body = receive(ingress, headers, body).await?;
     // The body moves from the receiving pool (freed by now) to the processing one.
-    let mut held = state.bytes.processing.empty();
-    state.bytes.processing.take(&mut held, body.len())?;
-    let _permit = state
+    let mut held = ingress.bytes.processing.empty();
+    ingress.bytes.processing.take(&mut held, body.len())?;
+    let _permit = ingress
         .in_flight
         .try_acquire()
         .map_err(|_| ApiError::Overloaded(Overload::Requests))?;
-    let _in_flight = state.metrics.webhook_in_flight();
-    authenticate(state, headers, &body)?;
+    let _in_flight = ingress.metrics.webhook_in_flight();
+    authenticate(ingress, headers, &body)?;
     let request = Request {
         entity,
         headers,
         body: &body,
         received_at,
     };
-    let (accepted, held) = accept_or_keep(state, &request, &routing, held).await?;
-    deliver_and_count(state, &request, accepted, held).await
+    let (accepted, held) = accept_or_keep(ingress, &request, &routing, held).await?;
+    deliver_and_count(ingress, &request, accepted, held).await
 }
 
 /// Reads the body within a receiving slot, the byte budget and
 /// `server.request_read_timeout_ms`.
-async fn receive<S, B>(state: &Ingress, headers: &HeaderMap, body: S) -> Result<Bytes, ApiError>
+async fn receive<S, B>(ingress: &Ingress, headers: &HeaderMap, body: S) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let _receiving = state
+    let _receiving = ingress
         .receiving
         .try_acquire()
         .map_err(|_| ApiError::Overloaded(Overload::Receiving))?;
-    let mut arriving = state.bytes.receiving.empty();
-    let read = body::read_body(headers, body, state.limits.max_body_bytes, |bytes| {
-        state.bytes.receiving.take(&mut arriving, bytes)
+    let mut arriving = ingress.bytes.receiving.empty();
+    let read = body::read_body(headers, body, ingress.limits.max_body_bytes, |bytes| {
+        ingress.bytes.receiving.take(&mut arriving, bytes)
     });
-    tokio::time::timeout(state.request_read_timeout, read)
+    tokio::time::timeout(ingress.request_read_timeout, read)
         .await
         .map_err(|_| ApiError::BodyReadTimeout {
-            timeout_ms: state.request_read_timeout.as_millis() as u64,
+            timeout_ms: ingress.request_read_timeout.as_millis() as u64,
         })?
 }
 
 /// Checks the signature when secrets are set; a failure is counted by its kind.
-fn authenticate(state: &Ingress, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    if state.secrets.is_empty() {
+fn authenticate(ingress: &Ingress, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if ingress.secrets.is_empty() {
         return Ok(());
     }
     let header = headers
         .get(signature::SIGNATURE_HEADER)
         .map(|v| v.as_bytes());
-    signature::verify(&state.secrets, header, body).inspect_err(|e| {
-        state.metrics.signature_failed(match e {
+    signature::verify(&ingress.secrets, header, body).inspect_err(|e| {
+        ingress.metrics.signature_failed(match e {
             signature::SignatureError::Missing => "missing",
             _ => "invalid",
         })
@@ -333,19 +338,22 @@ fn authenticate(state: &Ingress, headers: &HeaderMap, body: &[u8]) -> Result<(),
 /// bytes from `held` as they are built. Past the signature, a refusal for the
 /// content is kept on the dead-letter topic before it is answered.
 async fn accept_or_keep<'t>(
-    state: &'t Ingress,
+    ingress: &'t Ingress,
     request: &Request<'_>,
     routing: &'t RoutingTable,
     mut held: OwnedSemaphorePermit,
 ) -> Result<(pipeline::Accepted<'t>, OwnedSemaphorePermit), ApiError> {
-    let raw = state.archive.raw().map(|topic| (topic, request.meta(None)));
-    let mut reserve = |bytes| state.bytes.processing.take(&mut held, bytes).is_ok();
+    let raw = ingress
+        .archive
+        .raw()
+        .map(|topic| (topic, request.meta(None)));
+    let mut reserve = |bytes| ingress.bytes.processing.take(&mut held, bytes).is_ok();
     let accepted = check_content_type(request.headers).and_then(|()| {
         let input = pipeline::Input {
             body: request.body,
             entity: request.entity,
             received_at: request.received_at,
-            limits: &state.limits,
+            limits: &ingress.limits,
             table: routing,
         };
         pipeline::accept_within(input, raw, &mut reserve).map_err(ApiError::from)
@@ -353,14 +361,14 @@ async fn accept_or_keep<'t>(
     match accepted {
         Ok(accepted) => Ok((accepted, held)),
         Err(overloaded @ ApiError::Overloaded(_)) => Err(overloaded),
-        Err(refusal) => Err(dead_letter(state, request, refusal, held).await),
+        Err(refusal) => Err(dead_letter(ingress, request, refusal, held).await),
     }
 }
 
 /// Delivers the records, holding only them (counted) and the body (counted,
 /// kept for a dead letter) while Kafka answers, and counts what was delivered.
 async fn deliver_and_count(
-    state: &Ingress,
+    ingress: &Ingress,
     request: &Request<'_>,
     accepted: pipeline::Accepted<'_>,
     held: OwnedSemaphorePermit,
@@ -376,19 +384,21 @@ async fn deliver_and_count(
     let event_ids = accepted.event_ids();
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
     let started = std::time::Instant::now();
-    if let Err(err) = state.sink.deliver(accepted.into_records(), held).await {
-        state.metrics.delivery_failed(&failure_reason(&err));
+    if let Err(err) = ingress.sink.deliver(accepted.into_records(), held).await {
+        ingress.metrics.delivery_failed(&failure_reason(&err));
         // Kafka refuses the records for what they are: no retry can pass.
         if err.is_content_refusal() {
-            let held = state.bytes.processing.empty();
-            return Err(dead_letter(state, request, err.into(), held).await);
+            let held = ingress.bytes.processing.empty();
+            return Err(dead_letter(ingress, request, err.into(), held).await);
         }
         return Err(err.into());
     }
-    state.metrics.delivery_took(started.elapsed().as_secs_f64());
-    state.metrics.events_delivered(counts);
+    ingress
+        .metrics
+        .delivery_took(started.elapsed().as_secs_f64());
+    ingress.metrics.events_delivered(counts);
     if let Some((topic, tombstone)) = state_record {
-        state.metrics.state_delivered(topic, tombstone);
+        ingress.metrics.state_delivered(topic, tombstone);
     }
     debug!(events = event_ids.len(), "notification delivered");
     Ok(Delivered {
@@ -432,12 +442,12 @@ impl Request<'_> {
 /// `held`: what the request holds; only its body's bytes stay held (taken again
 /// when they were given back with a delivery).
 async fn dead_letter(
-    state: &Ingress,
+    ingress: &Ingress,
     request: &Request<'_>,
     refusal: ApiError,
     mut held: OwnedSemaphorePermit,
 ) -> ApiError {
-    let Some(topic) = state.archive.dead_letter() else {
+    let Some(topic) = ingress.archive.dead_letter() else {
         return refusal;
     };
     let meta = request.meta(Some(&refusal));
@@ -452,7 +462,7 @@ async fn dead_letter(
         Some(records) => drop(held.split(records)),
         None => {
             let missing = body - held.num_permits();
-            if let Err(overloaded) = state.bytes.processing.take(&mut held, missing) {
+            if let Err(overloaded) = ingress.bytes.processing.take(&mut held, missing) {
                 return unwritten(overloaded.to_string());
             }
         }
@@ -460,26 +470,26 @@ async fn dead_letter(
     let bytes = records::raw_bytes(body, &key, &meta);
     // A copy that could never be held (a tiny byte budget, a huge Content-Type):
     // answered, counted, not kept, rather than 503 at every retry.
-    if body + bytes > state.limits.max_request_bytes {
-        return not_kept(state, request, refusal, body + bytes);
+    if body + bytes > ingress.limits.max_request_bytes {
+        return not_kept(ingress, request, refusal, body + bytes);
     }
-    if let Err(overloaded) = state.bytes.processing.take(&mut held, bytes) {
+    if let Err(overloaded) = ingress.bytes.processing.take(&mut held, bytes) {
         return unwritten(overloaded.to_string());
     }
     let records = Records::raw(topic, key, request.body, meta);
-    match state.sink.deliver(records, held).await {
+    match ingress.sink.deliver(records, held).await {
         Ok(()) => {}
         // Kafka can never take the copy either (larger than message.max.bytes).
         Err(err) if err.is_content_refusal() => {
-            state.metrics.delivery_failed(&failure_reason(&err));
-            return not_kept(state, request, refusal, body + bytes);
+            ingress.metrics.delivery_failed(&failure_reason(&err));
+            return not_kept(ingress, request, refusal, body + bytes);
         }
         Err(err) => {
-            state.metrics.delivery_failed(&failure_reason(&err));
+            ingress.metrics.delivery_failed(&failure_reason(&err));
             return unwritten(err.to_string());
         }
     }
-    state
+    ingress
         .metrics
         .dead_lettered(request.entity.name, refusal.code(), true);
     refusal
@@ -487,8 +497,8 @@ async fn dead_letter(
 
 /// A refused notification whose dead letter can never be written: counted, logged
 /// as an error, and answered with its refusal.
-fn not_kept(state: &Ingress, request: &Request<'_>, refusal: ApiError, bytes: usize) -> ApiError {
-    state
+fn not_kept(ingress: &Ingress, request: &Request<'_>, refusal: ApiError, bytes: usize) -> ApiError {
+    ingress
         .metrics
         .dead_lettered(request.entity.name, refusal.code(), false);
     error!(

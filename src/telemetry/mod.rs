@@ -63,25 +63,25 @@ mod tests {
 pub(crate) struct Throttle {
     interval: std::time::Duration,
     /// When a warning was last let through, and what happened since.
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    last_and_count: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 impl Throttle {
     pub(crate) fn new(interval: std::time::Duration) -> Self {
         Throttle {
             interval,
-            state: std::sync::Mutex::new((None, 0)),
+            last_and_count: std::sync::Mutex::new((None, 0)),
         }
     }
 
     /// Counts one occurrence at `now`; `Some(n)`: warn now, for the `n`
     /// occurrences since the last warning (this one included).
     pub(crate) fn occurred(&self, now: std::time::Instant) -> Option<u64> {
-        let mut state = self
-            .state
+        let mut guard = self
+            .last_and_count
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (last, count) = &mut *state;
+        let (last, count) = &mut *guard;
         *count += 1;
         if last.is_some_and(|last| now.saturating_duration_since(last) < self.interval) {
             return None;
