@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::entity::{Entity, FieldType};
 use crate::event_id;
@@ -97,14 +98,45 @@ pub fn normalize(
     let Some(change_date_time) = parse_timestamp(&raw_date).map(format_timestamp) else {
         return Err(NormalizeError::InvalidChangeDateTime { value: raw_date });
     };
-    let received_at = format_timestamp(received_at);
-    let entity_id = latest.id;
+    let fixed_keys: HashSet<&str> = fixed_keys(entity).into_iter().collect();
+    let shared = Arc::new(shared_fields(entity, latest.fields, extra, &fixed_keys)?);
+    let mut events = EventMaker {
+        entity,
+        entity_id: latest.id,
+        raw_date: &raw_date,
+        change_date_time,
+        received_at: format_timestamp(received_at),
+        change_count: changes.len(),
+        shared: &shared,
+        fixed_keys: &fixed_keys,
+        shared_keys: None,
+        id_texts: (Vec::new(), Vec::new()),
+    };
+    Ok(if changes.is_empty() {
+        vec![events.event(0, None)]
+    } else {
+        changes
+            .into_iter()
+            .enumerate()
+            .map(|(index, change)| events.event(index, Some(change)))
+            .collect()
+    })
+}
 
+/// The fields every event of a notification shares: the entity's (`fields`, as
+/// sent in its latest state), then the notification's unknown top-level ones
+/// (`extra`), each under a key unique among them and against `fixed_keys`.
+fn shared_fields(
+    entity: &Entity,
+    fields: Vec<(String, Field)>,
+    extra: Vec<(String, Field)>,
+    fixed_keys: &HashSet<&str>,
+) -> Result<SharedFields, NormalizeError> {
     // Keys first, values once the keys are final: a typed field is checked under
     // the key it ends up with (`Email` after an `email` becomes `customer_email_2`).
-    let mut entity_names = Vec::with_capacity(latest.fields.len());
-    let mut shared = Vec::with_capacity(latest.fields.len() + extra.len());
-    for (name, value) in latest.fields {
+    let mut entity_names = Vec::with_capacity(fields.len());
+    let mut shared = Vec::with_capacity(fields.len() + extra.len());
+    for (name, value) in fields {
         shared.push((prefixed_snake_case(entity.prefix, &name), value));
         entity_names.push(name);
     }
@@ -116,8 +148,7 @@ pub fn normalize(
     let date_like: Vec<bool> = (shared.iter().take(entity_names.len()))
         .map(|(key, _)| is_date_time_key(key))
         .collect();
-    let fixed_keys: HashSet<&str> = fixed_keys(entity).into_iter().collect();
-    make_keys_unique(&mut shared, &fixed_keys);
+    make_keys_unique(&mut shared, fixed_keys);
     let shared = shared
         .into_iter()
         .enumerate()
@@ -129,16 +160,61 @@ pub fn normalize(
             Ok((key, value))
         })
         .collect::<Result<Vec<_>, NormalizeError>>()?;
-    let shared_fields = Arc::new(SharedFields::new(shared, entity_names.len()));
-    // The names a change's own fields must not take; built once, when the first
-    // change with unknown fields needs it.
-    let mut shared_keys: Option<HashSet<&str>> = None;
+    Ok(SharedFields::new(shared, entity_names.len()))
+}
 
-    let change_count = changes.len();
-    let mut id_texts = (Vec::new(), Vec::new());
-    let mut event = |index: usize, change: Option<Change>| {
-        let key = change.as_ref().map(|c| {
-            let (old_value, new_value) = &mut id_texts;
+/// Makes the events of one notification, one change at a time: what they all
+/// share, and what is reused from one change to the next.
+struct EventMaker<'a> {
+    entity: &'static Entity,
+    entity_id: i64,
+    /// `ChangeDateTime` as sent, hashed into the event ids.
+    raw_date: &'a str,
+    change_date_time: String,
+    received_at: String,
+    change_count: usize,
+    shared: &'a Arc<SharedFields>,
+    fixed_keys: &'a HashSet<&'static str>,
+    /// The names a change's own fields must not take; built once, when the first
+    /// change with unknown fields needs it.
+    shared_keys: Option<HashSet<&'a str>>,
+    /// The id texts of a change's old and new values, reused from change to change.
+    id_texts: (Vec<u8>, Vec<u8>),
+}
+
+impl EventMaker<'_> {
+    /// The event of the change at `index`, or of a notification without changes.
+    fn event(&mut self, index: usize, change: Option<Change>) -> FlatEvent {
+        let event_id = self.event_id(index, change.as_ref());
+        let (change_type, old_value, new_value, change_fields) = match change {
+            None => (None, Value::Null, Value::Null, Vec::new()),
+            Some(change) => (
+                Some(change.change_type),
+                change.old_value.into_flat(),
+                change.new_value.into_flat(),
+                self.change_fields(change.extra),
+            ),
+        };
+        FlatEvent {
+            event_id,
+            change_type,
+            change_index: index,
+            change_count: self.change_count,
+            change_date_time: self.change_date_time.clone(),
+            old_value,
+            new_value,
+            entity: self.entity,
+            entity_id: self.entity_id,
+            shared: Arc::clone(self.shared),
+            change_fields,
+            received_at: self.received_at.clone(),
+        }
+    }
+
+    /// The id of the event of the change at `index` (see [`event_id::of`]).
+    fn event_id(&mut self, index: usize, change: Option<&Change>) -> Uuid {
+        let key = change.map(|c| {
+            let (old_value, new_value) = &mut self.id_texts;
             old_value.clear();
             new_value.clear();
             c.old_value.write_id_json(old_value);
@@ -149,56 +225,26 @@ pub fn normalize(
                 new_value,
             }
         });
-        let event_id = event_id::of(entity, entity_id, &raw_date, index, key);
-        let (change_type, old_value, new_value, change_fields) = match change {
-            None => (None, Value::Null, Value::Null, Vec::new()),
-            Some(change) => {
-                let mut change_fields: Vec<(String, Value)> = change
-                    .extra
-                    .into_iter()
-                    .map(|(name, value)| (prefixed_snake_case("change_", &name), value.into_flat()))
-                    .collect();
-                if !change_fields.is_empty() {
-                    let taken = shared_keys.get_or_insert_with(|| {
-                        let shared = shared_fields.fields.iter().map(|(key, _)| key.as_str());
-                        fixed_keys.iter().copied().chain(shared).collect()
-                    });
-                    make_keys_unique(&mut change_fields, taken);
-                }
-                (
-                    Some(change.change_type),
-                    change.old_value.into_flat(),
-                    change.new_value.into_flat(),
-                    change_fields,
-                )
-            }
-        };
-        FlatEvent {
-            event_id,
-            change_type,
-            change_index: index,
-            change_count,
-            change_date_time: change_date_time.clone(),
-            old_value,
-            new_value,
-            entity,
-            entity_id,
-            shared: Arc::clone(&shared_fields),
-            change_fields,
-            received_at: received_at.clone(),
-        }
-    };
+        event_id::of(self.entity, self.entity_id, self.raw_date, index, key)
+    }
 
-    let events = if changes.is_empty() {
-        vec![event(0, None)]
-    } else {
-        changes
+    /// A change's unknown fields as `change_*` ones, under keys no fixed or shared
+    /// field has.
+    fn change_fields(&mut self, extra: Vec<(String, Field)>) -> Vec<(String, Value)> {
+        let mut change_fields: Vec<(String, Value)> = extra
             .into_iter()
-            .enumerate()
-            .map(|(index, change)| event(index, Some(change)))
-            .collect()
-    };
-    Ok(events)
+            .map(|(name, value)| (prefixed_snake_case("change_", &name), value.into_flat()))
+            .collect();
+        if !change_fields.is_empty() {
+            let (shared, fixed_keys) = (self.shared, self.fixed_keys);
+            let taken = self.shared_keys.get_or_insert_with(|| {
+                let shared = shared.fields.iter().map(|(key, _)| key.as_str());
+                fixed_keys.iter().copied().chain(shared).collect()
+            });
+            make_keys_unique(&mut change_fields, taken);
+        }
+        change_fields
+    }
 }
 
 /// Makes every key unique among themselves and against `reserved`: a key already

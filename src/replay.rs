@@ -447,78 +447,90 @@ impl Reader {
     /// Up to `most` records; `None` once the end is reached. Blocking.
     fn next_batch(&mut self, most: usize) -> Result<Option<Vec<RawRecord>>, ReplayError> {
         let mut batch = Vec::new();
-        while batch.len() < most {
-            let reached = (self.next.iter())
-                .all(|(p, offset)| *offset >= self.ends[p] || self.done.contains(p));
-            if self.done.len() == self.next.len() {
-                break;
-            }
-            let quiet = self.last_seen.elapsed();
-            // At the end it had at the start, and quiet (a broker may report its
-            // end early): the end.
-            if reached && quiet >= QUIET {
-                break;
-            }
-            // Short of that end and nothing for long: not the end, an error.
-            if !reached && quiet >= STALLED {
-                let behind: Vec<String> = (self.next.iter())
-                    .filter(|(p, offset)| **offset < self.ends[p] && !self.done.contains(p))
-                    .map(|(p, offset)| {
-                        format!("partition {p} at offset {offset} of {}", self.ends[p])
-                    })
-                    .collect();
-                return Err(ReplayError::Read {
-                    topic: self.topic.clone(),
-                    cause: format!(
-                        "no record for {} s before the end the topic had at the start ({}); nothing after what was replayed so far was read",
-                        STALLED.as_secs(),
-                        behind.join(", ")
-                    ),
-                });
-            }
-            let message = match self.consumer.poll(Duration::from_millis(100)) {
+        while batch.len() < most && !self.at_end()? {
+            let (partition, offset, record) = match self.consumer.poll(Duration::from_millis(100)) {
                 None if !batch.is_empty() => break,
                 None => continue,
-                Some(Err(e)) => {
-                    return Err(ReplayError::Read {
-                        topic: self.topic.clone(),
-                        cause: e.to_string(),
-                    })
-                }
-                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(self.failed(e.to_string())),
+                Some(Ok(message)) if self.done.contains(&message.partition()) => continue,
+                Some(Ok(message)) => (message.partition(), message.offset(), raw_record(&message)),
             };
-            let partition = message.partition();
-            if self.done.contains(&partition) {
-                continue;
+            if let Some(record) = self.admit(partition, offset, record) {
+                batch.push(record);
             }
-            self.last_seen = Instant::now();
-            let offset = message.offset();
-            self.next.insert(partition, offset + 1);
-            let headers = (message.headers())
-                .map(|headers| {
-                    (headers.iter())
-                        .map(|h| {
-                            let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                            (h.key.to_string(), value)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let record = RawRecord {
-                body: message.payload().unwrap_or_default().to_vec(),
-                headers,
-            };
-            // Past the end it had at the start, a record received after the replay
-            // started ends the partition: what a running connector writes meanwhile
-            // is not read. Everything before that end is read, whatever the clocks.
-            let late = record.received_at().is_some_and(|at| at >= self.started);
-            if offset >= self.ends[&partition] && late {
-                self.done.insert(partition);
-                continue;
-            }
-            batch.push(record);
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Whether the read is over: every partition is past the start, or the end
+    /// the topic had at the start is reached and [`QUIET`] (a broker may report
+    /// its end early). Short of that end and nothing for [`STALLED`]: not the
+    /// end, an error.
+    fn at_end(&self) -> Result<bool, ReplayError> {
+        if self.done.len() == self.next.len() {
+            return Ok(true);
+        }
+        let reached =
+            (self.next.iter()).all(|(p, offset)| *offset >= self.ends[p] || self.done.contains(p));
+        let quiet = self.last_seen.elapsed();
+        if !reached && quiet >= STALLED {
+            return Err(self.stalled());
+        }
+        Ok(reached && quiet >= QUIET)
+    }
+
+    /// The error of a read that stalled short of the end, naming the partitions behind.
+    fn stalled(&self) -> ReplayError {
+        let behind: Vec<String> = (self.next.iter())
+            .filter(|(p, offset)| **offset < self.ends[p] && !self.done.contains(p))
+            .map(|(p, offset)| format!("partition {p} at offset {offset} of {}", self.ends[p]))
+            .collect();
+        self.failed(format!(
+            "no record for {} s before the end the topic had at the start ({}); nothing after what was replayed so far was read",
+            STALLED.as_secs(),
+            behind.join(", ")
+        ))
+    }
+
+    /// The record read at `offset` of `partition`, unless it ends the partition:
+    /// past the end it had at the start, a record received after the replay
+    /// started ends the partition, so what a running connector writes meanwhile
+    /// is not read. Everything before that end is read, whatever the clocks.
+    fn admit(&mut self, partition: i32, offset: i64, record: RawRecord) -> Option<RawRecord> {
+        self.last_seen = Instant::now();
+        self.next.insert(partition, offset + 1);
+        let late = record.received_at().is_some_and(|at| at >= self.started);
+        if offset >= self.ends[&partition] && late {
+            self.done.insert(partition);
+            return None;
+        }
+        Some(record)
+    }
+
+    /// A read error of this topic.
+    fn failed(&self, cause: String) -> ReplayError {
+        ReplayError::Read {
+            topic: self.topic.clone(),
+            cause,
+        }
+    }
+}
+
+/// A message's value and headers.
+fn raw_record(message: &impl Message) -> RawRecord {
+    let headers = (message.headers())
+        .map(|headers| {
+            (headers.iter())
+                .map(|h| {
+                    let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                    (h.key.to_string(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RawRecord {
+        body: message.payload().unwrap_or_default().to_vec(),
+        headers,
     }
 }
 

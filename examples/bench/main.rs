@@ -28,7 +28,7 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::Value;
 
-use webhook_connector::config::{routing_file, KafkaSettings};
+use webhook_connector::config::{routing_file, KafkaSettings, Settings};
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::admin;
 
@@ -184,6 +184,8 @@ struct Soak {
 struct Connector {
     child: Child,
     port: u16,
+    /// Which connector (`this build` or a `--compare` label).
+    label: String,
 }
 
 /// A broker process, killed when dropped.
@@ -289,7 +291,11 @@ fn start_connector(variant: &Variant, kafka: &str) -> Connector {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    Connector { child, port }
+    Connector {
+        child,
+        port,
+        label: variant.label.clone(),
+    }
 }
 
 fn wrk(script: &Path, port: u16, concurrency: usize, seconds: u64, pause_ms: u64) -> WrkRun {
@@ -316,48 +322,6 @@ fn wrk(script: &Path, port: u16, concurrency: usize, seconds: u64, pause_ms: u64
             )
         });
     serde_json::from_str(line).expect("wrk's result line is JSON")
-}
-
-/// Runs one measured load and turns it into a [`Level`] (ratio filled in later).
-fn measure(
-    label: &str,
-    connector: &Connector,
-    script: &Path,
-    mean_events: f64,
-    concurrency: usize,
-    seconds: u64,
-    pause_ms: u64,
-) -> Level {
-    let pid = connector.child.id();
-    let rss = process::RssSampler::start(pid);
-    let cpu_before = process::cpu_seconds(pid);
-    let run = wrk(script, connector.port, concurrency, seconds, pause_ms);
-    let cpu = process::cpu_seconds(pid) - cpu_before;
-    let peak_rss_mib = rss.finish();
-    let failed =
-        run.non2xx + run.connect_errors + run.read_errors + run.write_errors + run.timeouts;
-    let secs = run.duration_us as f64 / 1e6;
-    let ok = run.requests.saturating_sub(run.non2xx) as f64;
-    let events = ok * mean_events;
-    Level {
-        connector: label.to_string(),
-        round: None,
-        concurrency,
-        requests_per_sec: ok / secs,
-        events_per_sec: events / secs,
-        p50_ms: run.p50_us as f64 / 1000.0,
-        p99_ms: run.p99_us as f64 / 1000.0,
-        p999_ms: run.p999_us as f64 / 1000.0,
-        cpu_seconds_per_10k_events: if events > 0.0 {
-            cpu / events * 10_000.0
-        } else {
-            0.0
-        },
-        peak_rss_mib,
-        ratio: 0.0,
-        cpu_ratio: 0.0,
-        failed_requests: failed,
-    }
 }
 
 fn machine() -> String {
@@ -388,74 +352,181 @@ fn main() {
 
 async fn run() {
     let args = Args::parse();
-    // The baseline uses the connector's producer settings, routes and ids.
-    let loaded = webhook_connector::config::Settings::load(Some(&args.config))
-        .expect("the settings file loads");
-    // Its bootstrap servers are replaced by each fresh broker's.
-    let settings = loaded.kafka.clone();
-    let routing = routing_file::load(
-        Path::new("config/routes.toml"),
-        loaded.privacy_key().as_ref(),
-    )
-    .expect("routes load")
-    .table;
-    let corpus = corpus::Corpus::generate(1000, SECRET);
-    let work = tempfile::tempdir().unwrap();
-    let script = work.path().join("corpus.lua");
-    std::fs::write(&script, corpus.wrk_script()).unwrap();
-    if let Some(path) = &args.write_script {
-        std::fs::write(path, corpus.wrk_script()).unwrap();
+    let Some(bench) = Bench::prepare(&args) else {
         return;
-    }
-    eprintln!(
-        "corpus: {} notifications, {:.0} bytes and {:.2} events on average",
-        corpus.bodies.len(),
-        corpus.mean_bytes(),
-        corpus.mean_events
-    );
-
-    let this_build = Variant {
-        label: "this build".into(),
-        binary: args.connector.clone(),
-        config: args.config.clone(),
     };
-    let mut variants = vec![this_build.clone()];
-    for variant in &args.compare {
-        let mut variant = variant.clone();
-        if variant.config.as_os_str().is_empty() {
-            variant.config = args.config.clone();
+    let (runs, baseline_runs) = bench.rounds().await;
+    let baseline = baseline::Baseline::median(&baseline_runs);
+    let mut levels = medians(&runs);
+    let best = levels
+        .iter()
+        .filter(|l| l.connector == bench.this_build().label)
+        .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
+        .cloned();
+    let mut half_load = match best {
+        Some(best) => Some(bench.half_load(&best).await),
+        None => None,
+    };
+    let soak = match args.soak_secs {
+        0 => None,
+        seconds => Some(bench.soak(seconds).await),
+    };
+    for level in levels.iter_mut().chain(half_load.iter_mut()) {
+        compare_with(level, &baseline);
+    }
+    let results = Results {
+        machine: machine(),
+        corpus_notifications: bench.corpus.bodies.len(),
+        corpus_mean_bytes: bench.corpus.mean_bytes(),
+        corpus_mean_events: bench.corpus.mean_events,
+        duration_secs: args.duration_secs,
+        rounds: args.rounds,
+        baseline,
+        baseline_runs,
+        levels,
+        runs,
+        half_load,
+        soak,
+    };
+    write_results(&args.out, &results);
+    print_table(&results);
+    eprintln!("results written to {}", args.out.display());
+    exit_if_broken(&results);
+}
+
+/// What every measurement uses: the arguments, the settings and routes the
+/// connector and the baseline share, the corpus and its wrk script, and the
+/// connectors to measure.
+struct Bench<'a> {
+    args: &'a Args,
+    /// The settings file as loaded: the baseline uses the connector's producer
+    /// settings (their bootstrap servers replaced by each fresh broker's).
+    loaded: Settings,
+    routing: RoutingTable,
+    corpus: corpus::Corpus,
+    /// The corpus's wrk script, in `_work` (removed when the bench ends).
+    script: PathBuf,
+    _work: tempfile::TempDir,
+    /// This build, then the `--compare` ones.
+    variants: Vec<Variant>,
+}
+
+impl<'a> Bench<'a> {
+    /// Loads the settings and routes and generates the corpus; `None` when
+    /// `--write-script` asks only for the corpus's wrk script.
+    fn prepare(args: &'a Args) -> Option<Bench<'a>> {
+        // The baseline uses the connector's producer settings, routes and ids.
+        let loaded = Settings::load(Some(&args.config)).expect("the settings file loads");
+        let routing = routing_file::load(
+            Path::new("config/routes.toml"),
+            loaded.privacy_key().as_ref(),
+        )
+        .expect("routes load")
+        .table;
+        let corpus = corpus::Corpus::generate(1000, SECRET);
+        let work = tempfile::tempdir().unwrap();
+        let script = work.path().join("corpus.lua");
+        std::fs::write(&script, corpus.wrk_script()).unwrap();
+        if let Some(path) = &args.write_script {
+            std::fs::write(path, corpus.wrk_script()).unwrap();
+            return None;
         }
-        variants.push(variant);
+        eprintln!(
+            "corpus: {} notifications, {:.0} bytes and {:.2} events on average",
+            corpus.bodies.len(),
+            corpus.mean_bytes(),
+            corpus.mean_events
+        );
+        Some(Bench {
+            args,
+            loaded,
+            routing,
+            corpus,
+            script,
+            _work: work,
+            variants: variants(args),
+        })
     }
 
-    // Each measurement: a fresh broker, the connector on it, a short warm-up.
-    let stack = |variant: &Variant, note: String| {
-        let (settings, routing, args, script) = (&settings, &routing, &args, &script);
-        let archive = loaded.archive.topics();
-        let variant = variant.clone();
-        async move {
-            let broker = fresh_broker(&args.tansu, settings, routing, &archive).await;
-            let connector = start_connector(&variant, &broker.bootstrap);
-            eprintln!("{}, {note}: warming up", variant.label);
-            wrk(script, connector.port, 16, 2, 0);
-            (connector, broker)
+    fn this_build(&self) -> &Variant {
+        &self.variants[0]
+    }
+
+    /// A measurement's stack: a fresh broker, the connector of `variant` on it,
+    /// a short warm-up (`note` says what for).
+    async fn stack(&self, variant: &Variant, note: &str) -> (Connector, Broker) {
+        let archive = self.loaded.archive.topics();
+        let kafka = &self.loaded.kafka;
+        let broker = fresh_broker(&self.args.tansu, kafka, &self.routing, &archive).await;
+        let connector = start_connector(variant, &broker.bootstrap);
+        eprintln!("{}, {note}: warming up", variant.label);
+        wrk(&self.script, connector.port, 16, 2, 0);
+        (connector, broker)
+    }
+
+    /// Runs one measured load and turns it into a [`Level`] (ratio filled in later).
+    fn measure(
+        &self,
+        connector: &Connector,
+        concurrency: usize,
+        seconds: u64,
+        pause_ms: u64,
+    ) -> Level {
+        let pid = connector.child.id();
+        let rss = process::RssSampler::start(pid);
+        let cpu_before = process::cpu_seconds(pid);
+        let run = wrk(&self.script, connector.port, concurrency, seconds, pause_ms);
+        let cpu = process::cpu_seconds(pid) - cpu_before;
+        let peak_rss_mib = rss.finish();
+        let failed =
+            run.non2xx + run.connect_errors + run.read_errors + run.write_errors + run.timeouts;
+        let secs = run.duration_us as f64 / 1e6;
+        let ok = run.requests.saturating_sub(run.non2xx) as f64;
+        let events = ok * self.corpus.mean_events;
+        Level {
+            connector: connector.label.clone(),
+            round: None,
+            concurrency,
+            requests_per_sec: ok / secs,
+            events_per_sec: events / secs,
+            p50_ms: run.p50_us as f64 / 1000.0,
+            p99_ms: run.p99_us as f64 / 1000.0,
+            p999_ms: run.p999_us as f64 / 1000.0,
+            cpu_seconds_per_10k_events: if events > 0.0 {
+                cpu / events * 10_000.0
+            } else {
+                0.0
+            },
+            peak_rss_mib,
+            ratio: 0.0,
+            cpu_ratio: 0.0,
+            failed_requests: failed,
         }
-    };
-    let mut runs: Vec<Level> = Vec::new();
-    let mut baseline_runs = Vec::new();
-    for round in 1..=args.rounds {
-        for &concurrency in &args.levels {
-            for variant in &variants {
-                let (connector, broker) = stack(variant, format!("c={concurrency}")).await;
-                let mut level = measure(
-                    &variant.label,
-                    &connector,
-                    &script,
-                    corpus.mean_events,
-                    concurrency,
-                    args.duration_secs,
-                    0,
-                );
+    }
+
+    /// Every round: each level of each connector, then the round's baseline,
+    /// against which the round's levels get their ratios.
+    async fn rounds(&self) -> (Vec<Level>, Vec<baseline::Baseline>) {
+        let mut runs: Vec<Level> = Vec::new();
+        let mut baseline_runs = Vec::new();
+        for round in 1..=self.args.rounds {
+            self.measure_levels(round, &mut runs).await;
+            let baseline = self.baseline(round, &runs).await;
+            for level in runs.iter_mut().filter(|l| l.round == Some(round)) {
+                compare_with(level, &baseline);
+            }
+            baseline_runs.push(baseline);
+        }
+        (runs, baseline_runs)
+    }
+
+    /// Round `round` of every concurrency level of every connector, each on a
+    /// stack of its own, added to `runs`.
+    async fn measure_levels(&self, round: usize, runs: &mut Vec<Level>) {
+        for &concurrency in &self.args.levels {
+            for variant in &self.variants {
+                let (connector, broker) = self.stack(variant, &format!("c={concurrency}")).await;
+                let mut level = self.measure(&connector, concurrency, self.args.duration_secs, 0);
                 level.round = Some(round);
                 eprintln!(
                     "round {round}, {}, c={concurrency}: {:.0} events/s, p99 {:.1} ms, {:.3} CPU s / 10k events",
@@ -467,25 +538,31 @@ async fn run() {
                 drop(broker);
             }
         }
-        // This round's baseline produces as many events as the busiest level delivered.
-        let baseline_events = args.baseline_events.unwrap_or_else(|| {
+    }
+
+    /// Round `round` of the baseline, on a fresh broker: it produces as many
+    /// events as the busiest of the `runs` so far delivered (or
+    /// `--baseline-events`).
+    async fn baseline(&self, round: usize, runs: &[Level]) -> baseline::Baseline {
+        let baseline_events = self.args.baseline_events.unwrap_or_else(|| {
             runs.iter()
-                .map(|l| (l.events_per_sec * args.duration_secs as f64) as usize)
+                .map(|l| (l.events_per_sec * self.args.duration_secs as f64) as usize)
                 .max()
                 .unwrap_or(10_000)
                 .max(10_000)
         });
         eprintln!("round {round}, baseline: producing {baseline_events} events");
-        let broker = fresh_broker(&args.tansu, &settings, &routing, &[]).await;
+        let kafka = &self.loaded.kafka;
+        let broker = fresh_broker(&self.args.tansu, kafka, &self.routing, &[]).await;
         let baseline_settings = KafkaSettings {
             bootstrap_servers: broker.bootstrap.clone(),
-            ..settings.clone()
+            ..kafka.clone()
         };
         let baseline = baseline::run(
             &baseline_settings,
-            loaded.server.max_in_flight_bytes,
-            &routing,
-            &corpus.bodies,
+            self.loaded.server.max_in_flight_bytes,
+            &self.routing,
+            &self.corpus.bodies,
             baseline_events,
         );
         drop(broker);
@@ -493,88 +570,43 @@ async fn run() {
             "round {round}, baseline: {:.0} events/s, {:.3} CPU s / 10k events",
             baseline.events_per_sec, baseline.cpu_seconds_per_10k_events
         );
-        for level in runs.iter_mut().filter(|l| l.round == Some(round)) {
-            level.ratio = level.events_per_sec / baseline.events_per_sec;
-            level.cpu_ratio =
-                level.cpu_seconds_per_10k_events / baseline.cpu_seconds_per_10k_events;
-        }
-        baseline_runs.push(baseline);
+        baseline
     }
-    let baseline = baseline::Baseline::median(&baseline_runs);
-    let mut levels = medians(&runs);
-    // Latency at half the maximum throughput: each of 64 connections pauses between
-    // its requests so that together they send about half the best rate seen. A
-    // connection's rate is 1 / (latency + pause); one correction after a first try.
-    let best = levels
-        .iter()
-        .filter(|l| l.connector == this_build.label)
-        .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
-        .cloned();
-    let mut half_load = None;
-    if let Some(best) = best {
-        let (connector, broker) = stack(&this_build, "half load".into()).await;
+
+    /// Latency at half the maximum throughput (`best`, this build's busiest
+    /// level): each of 64 connections pauses between its requests so that
+    /// together they send about half the best rate seen. A connection's rate is
+    /// 1 / (latency + pause); one correction after a first try.
+    async fn half_load(&self, best: &Level) -> Level {
+        let (connector, broker) = self.stack(self.this_build(), "half load").await;
         let concurrency = 64;
+        let seconds = self.args.duration_secs;
         let target = best.requests_per_sec / 2.0;
         let period_ms = concurrency as f64 / target * 1000.0;
         let mut pause_ms = (period_ms / 2.0).max(1.0);
-        let mut level = measure(
-            &this_build.label,
-            &connector,
-            &script,
-            corpus.mean_events,
-            concurrency,
-            args.duration_secs,
-            pause_ms as u64,
-        );
+        let mut level = self.measure(&connector, concurrency, seconds, pause_ms as u64);
         if level.requests_per_sec > 0.0 && (level.requests_per_sec / target - 1.0).abs() > 0.1 {
             let achieved_period_ms = concurrency as f64 / level.requests_per_sec * 1000.0;
             pause_ms = (pause_ms + period_ms - achieved_period_ms).max(0.0);
-            level = measure(
-                &this_build.label,
-                &connector,
-                &script,
-                corpus.mean_events,
-                concurrency,
-                args.duration_secs,
-                pause_ms.round() as u64,
-            );
+            level = self.measure(&connector, concurrency, seconds, pause_ms.round() as u64);
         }
         eprintln!(
             "half load: {:.0} req/s (max {:.0}), p99 {:.1} ms",
             level.requests_per_sec, best.requests_per_sec, level.p99_ms
         );
-        half_load = Some(level);
         drop(connector);
         drop(broker);
+        level
     }
 
-    let mut soak = None;
-    if args.soak_secs > 0 {
-        let (connector, broker) = stack(&this_build, "soak".into()).await;
+    /// `seconds` of load at concurrency 64, with the connector's RSS before the
+    /// load, every 5 s, and at the end.
+    async fn soak(&self, seconds: u64) -> Soak {
+        let (connector, broker) = self.stack(self.this_build(), "soak").await;
         let pid = connector.child.id();
         let rss_before_load_mib = process::memory_mib(pid, "VmRSS:");
-        let soak_secs = args.soak_secs;
-        let sampling = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut series = Vec::new();
-            for step in 1..=(soak_secs / 5) {
-                std::thread::sleep(
-                    (started + Duration::from_secs(step * 5))
-                        .saturating_duration_since(Instant::now()),
-                );
-                series.push((step * 5, process::memory_mib(pid, "VmRSS:")));
-            }
-            series
-        });
-        let level = measure(
-            &this_build.label,
-            &connector,
-            &script,
-            corpus.mean_events,
-            64,
-            args.soak_secs,
-            0,
-        );
+        let sampling = sample_rss(pid, seconds);
+        let level = self.measure(&connector, 64, seconds, 0);
         let rss_end_mib = process::memory_mib(pid, "VmRSS:");
         let rss_series = sampling.join().unwrap_or_default();
         let rss_start_mib = rss_series
@@ -582,8 +614,10 @@ async fn run() {
             .find(|(at, _)| *at >= 15)
             .map_or(rss_before_load_mib, |(_, mib)| *mib);
         eprintln!("soak: RSS {rss_before_load_mib:.1} before load, {rss_start_mib:.1} after 15 s, {rss_end_mib:.1} at the end");
-        soak = Some(Soak {
-            seconds: args.soak_secs,
+        drop(connector);
+        drop(broker);
+        Soak {
+            seconds,
             concurrency: 64,
             rss_before_load_mib,
             rss_start_mib,
@@ -592,42 +626,62 @@ async fn run() {
             rss_series,
             events_per_sec: level.events_per_sec,
             failed_requests: level.failed_requests,
-        });
-        drop(connector);
-        drop(broker);
+        }
     }
+}
 
-    for level in levels.iter_mut().chain(half_load.iter_mut()) {
-        level.ratio = level.events_per_sec / baseline.events_per_sec;
-        level.cpu_ratio = level.cpu_seconds_per_10k_events / baseline.cpu_seconds_per_10k_events;
-    }
-
-    let results = Results {
-        machine: machine(),
-        corpus_notifications: corpus.bodies.len(),
-        corpus_mean_bytes: corpus.mean_bytes(),
-        corpus_mean_events: corpus.mean_events,
-        duration_secs: args.duration_secs,
-        rounds: args.rounds,
-        baseline,
-        baseline_runs,
-        levels,
-        runs,
-        half_load,
-        soak,
+/// This build, then each `--compare` one (with `--config` unless it names its own).
+fn variants(args: &Args) -> Vec<Variant> {
+    let this_build = Variant {
+        label: "this build".into(),
+        binary: args.connector.clone(),
+        config: args.config.clone(),
     };
-    if let Some(dir) = args.out.parent() {
+    let mut variants = vec![this_build];
+    for variant in &args.compare {
+        let mut variant = variant.clone();
+        if variant.config.as_os_str().is_empty() {
+            variant.config = args.config.clone();
+        }
+        variants.push(variant);
+    }
+    variants
+}
+
+/// The RSS of process `pid` every 5 s for `seconds`, as (seconds in, MiB), from
+/// a thread of its own.
+fn sample_rss(pid: u32, seconds: u64) -> std::thread::JoinHandle<Vec<(u64, f64)>> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut series = Vec::new();
+        for step in 1..=(seconds / 5) {
+            std::thread::sleep(
+                (started + Duration::from_secs(step * 5)).saturating_duration_since(Instant::now()),
+            );
+            series.push((step * 5, process::memory_mib(pid, "VmRSS:")));
+        }
+        series
+    })
+}
+
+/// Sets `level`'s ratios to the `baseline`'s events/s and CPU per event.
+fn compare_with(level: &mut Level, baseline: &baseline::Baseline) {
+    level.ratio = level.events_per_sec / baseline.events_per_sec;
+    level.cpu_ratio = level.cpu_seconds_per_10k_events / baseline.cpu_seconds_per_10k_events;
+}
+
+/// Writes `results` as pretty JSON to `out`, creating its directory.
+fn write_results(out: &Path, results: &Results) {
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).unwrap();
     }
-    let json: Value = serde_json::to_value(&results).unwrap();
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&json).unwrap() + "\n",
-    )
-    .unwrap();
-    print_table(&results);
-    eprintln!("results written to {}", args.out.display());
-    let broken = broken_runs(&results);
+    let json: Value = serde_json::to_value(results).unwrap();
+    std::fs::write(out, serde_json::to_string_pretty(&json).unwrap() + "\n").unwrap();
+}
+
+/// Exits 1, naming them, when any run shows a broken connector ([`broken_runs`]).
+fn exit_if_broken(results: &Results) {
+    let broken = broken_runs(results);
     if !broken.is_empty() {
         for what in &broken {
             eprintln!("FAIL: {what}");

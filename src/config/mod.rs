@@ -115,6 +115,14 @@ pub enum SettingsError {
     Invalid { key: String, message: String },
 }
 
+/// The error for a setting `key` whose value is refused, and why.
+fn invalid(key: &str, message: &str) -> Result<(), SettingsError> {
+    Err(SettingsError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    })
+}
+
 impl SettingsError {
     /// `err`, unless it is about a setting holding a secret ([`secret_form`]): then
     /// an error naming the key and the form expected, without the value the
@@ -259,6 +267,25 @@ impl ArchiveSettings {
     pub fn topics(&self) -> Vec<&str> {
         self.dead_letter().into_iter().chain(self.raw()).collect()
     }
+
+    /// Refuses topics that are not valid names, or one topic for both.
+    fn validate(&self) -> Result<(), SettingsError> {
+        for (key, topic) in [
+            ("archive.dead_letter_topic", self.dead_letter()),
+            ("archive.raw_topic", self.raw()),
+        ] {
+            if let Some(Err(message)) = topic.map(routing_file::validate_topic) {
+                return invalid(key, &message);
+            }
+        }
+        if self.dead_letter().is_some() && self.dead_letter() == self.raw() {
+            return invalid(
+                "archive.raw_topic",
+                "is the dead-letter topic too: give each its own topic",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[privacy]`: the pseudonymisation key.
@@ -283,6 +310,22 @@ impl std::fmt::Debug for PrivacySettings {
         f.debug_struct("PrivacySettings")
             .field("key", &key)
             .finish()
+    }
+}
+
+impl PrivacySettings {
+    /// Refuses a key too short, and keyed event ids without a key.
+    fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(Err(short)) = self.key.as_deref().map(Key::new) {
+            return invalid("privacy.key", &short.to_string());
+        }
+        if self.keyed_event_ids && self.key.is_none() {
+            return invalid(
+                "privacy.keyed_event_ids",
+                "needs privacy.key (CONNECTOR__PRIVACY__KEY): the secret event ids are keyed with",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -352,6 +395,40 @@ impl ServerSettings {
     pub(crate) fn request_read_timeout(&self) -> Duration {
         Duration::from_millis(self.request_read_timeout_ms)
     }
+
+    /// Refuses limits of zero, and byte limits too small for a request.
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return invalid("server.max_in_flight", "must be at least 1");
+        }
+        if self.max_receiving == 0 {
+            return invalid("server.max_receiving", "must be at least 1");
+        }
+        if self.max_in_flight_bytes < self.max_body_bytes.saturating_mul(4)
+            || self.max_in_flight_bytes > MAX_IN_FLIGHT_BYTES
+        {
+            return invalid(
+                "server.max_in_flight_bytes",
+                &format!(
+                    "must be at least 4 x server.max_body_bytes (a quarter of it receives bodies) \
+                     and at most {MAX_IN_FLIGHT_BYTES} (512 GiB)"
+                ),
+            );
+        }
+        if self.max_header_bytes < 1024 {
+            return invalid("server.max_header_bytes", "must be at least 1024");
+        }
+        if self.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.request_read_timeout_ms == 0 {
+            return invalid("server.request_read_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `[webhook]`: what the platform's requests must carry.
@@ -388,6 +465,19 @@ impl std::fmt::Debug for WebhookSettings {
             .field("allow_unsigned", &self.allow_unsigned)
             .field("max_changes", &self.max_changes)
             .finish()
+    }
+}
+
+impl WebhookSettings {
+    /// Refuses a limit of zero changes, and empty secrets.
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_changes == 0 {
+            return invalid("webhook.max_changes", "must be at least 1");
+        }
+        if self.secrets.iter().any(String::is_empty) {
+            return invalid("webhook.secrets", "an empty secret is not allowed");
+        }
+        Ok(())
     }
 }
 
@@ -471,9 +561,38 @@ impl KafkaSettings {
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
     }
 
+    /// Refuses no brokers, a delivery timeout outside 1 ms to an hour, a
+    /// source that is not a URI reference, and properties [`check_properties`]
+    /// refuses.
+    ///
+    /// [`check_properties`]: Self::check_properties
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return invalid(
+                "kafka.bootstrap_servers",
+                "must list at least one host:port",
+            );
+        }
+        if !(1..=3_600_000).contains(&self.delivery_timeout_ms) {
+            return invalid(
+                "kafka.delivery_timeout_ms",
+                "must be between 1 and 3600000 (one hour)",
+            );
+        }
+        if !is_uri_reference(&self.cloudevents_source) {
+            return invalid(
+                "kafka.cloudevents_source",
+                "must be a URI reference of 1 to 256 bytes: ASCII letters, digits, \
+                 -._~:/?#[]@!$&'()*+,;= and %XX escapes \
+                 (e.g. urn:webhook-connector:reservation-platform)",
+            );
+        }
+        self.check_properties()
+    }
+
     /// Refuses properties the connector sets itself, in any spelling, and a
     /// `message.max.bytes` librdkafka would refuse.
-    fn validate(&self) -> Result<(), SettingsError> {
+    fn check_properties(&self) -> Result<(), SettingsError> {
         for (spelling, property, instead) in RESERVED_PROPERTIES {
             if self.properties.contains_key(spelling) {
                 let reads = match spelling == property {
@@ -554,6 +673,19 @@ impl Default for LogSettings {
             level: "info".into(),
             format: LogFormat::Pretty,
         }
+    }
+}
+
+impl LogSettings {
+    /// Refuses a level that is not a `tracing` filter.
+    fn validate(&self) -> Result<(), SettingsError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return invalid(
+                "log.level",
+                "not a log filter: use error, warn, info, debug, trace or target=level pairs",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -683,101 +815,16 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Checks every section, then what sections must agree on; the first
+    /// mistake found is the error.
     fn validate(&self) -> Result<(), SettingsError> {
-        let invalid = |key: &str, message: &str| {
-            Err(SettingsError::Invalid {
-                key: key.into(),
-                message: message.into(),
-            })
-        };
-        if self.server.max_body_bytes == 0 {
-            return invalid("server.max_body_bytes", "must be at least 1");
-        }
-        if self.server.max_in_flight == 0 {
-            return invalid("server.max_in_flight", "must be at least 1");
-        }
-        if self.server.max_receiving == 0 {
-            return invalid("server.max_receiving", "must be at least 1");
-        }
-        if self.server.max_in_flight_bytes < self.server.max_body_bytes.saturating_mul(4)
-            || self.server.max_in_flight_bytes > MAX_IN_FLIGHT_BYTES
-        {
-            return invalid(
-                "server.max_in_flight_bytes",
-                &format!(
-                    "must be at least 4 x server.max_body_bytes (a quarter of it receives bodies) \
-                     and at most {MAX_IN_FLIGHT_BYTES} (512 GiB)"
-                ),
-            );
-        }
-        if self.server.max_header_bytes < 1024 {
-            return invalid("server.max_header_bytes", "must be at least 1024");
-        }
-        if self.server.max_connections == 0 {
-            return invalid("server.max_connections", "must be at least 1");
-        }
-        if self.server.request_read_timeout_ms == 0 {
-            return invalid("server.request_read_timeout_ms", "must be at least 1");
-        }
-        if self.kafka.bootstrap_servers.trim().is_empty() {
-            return invalid(
-                "kafka.bootstrap_servers",
-                "must list at least one host:port",
-            );
-        }
-        if !(1..=3_600_000).contains(&self.kafka.delivery_timeout_ms) {
-            return invalid(
-                "kafka.delivery_timeout_ms",
-                "must be between 1 and 3600000 (one hour)",
-            );
-        }
-        if !is_uri_reference(&self.kafka.cloudevents_source) {
-            return invalid(
-                "kafka.cloudevents_source",
-                "must be a URI reference of 1 to 256 bytes: ASCII letters, digits, \
-                 -._~:/?#[]@!$&'()*+,;= and %XX escapes \
-                 (e.g. urn:webhook-connector:reservation-platform)",
-            );
-        }
+        self.server.validate()?;
         self.kafka.validate()?;
-        if self.webhook.max_changes == 0 {
-            return invalid("webhook.max_changes", "must be at least 1");
-        }
-        if self.webhook.secrets.iter().any(String::is_empty) {
-            return invalid("webhook.secrets", "an empty secret is not allowed");
-        }
-        if let Some(Err(short)) = self.privacy.key.as_deref().map(Key::new) {
-            return invalid("privacy.key", &short.to_string());
-        }
-        if self.privacy.keyed_event_ids && self.privacy.key.is_none() {
-            return invalid(
-                "privacy.keyed_event_ids",
-                "needs privacy.key (CONNECTOR__PRIVACY__KEY): the secret event ids are keyed with",
-            );
-        }
-        for (key, topic) in [
-            ("archive.dead_letter_topic", self.archive.dead_letter()),
-            ("archive.raw_topic", self.archive.raw()),
-        ] {
-            if let Some(Err(message)) = topic.map(routing_file::validate_topic) {
-                return invalid(key, &message);
-            }
-        }
-        if self.archive.dead_letter().is_some() && self.archive.dead_letter() == self.archive.raw()
-        {
-            return invalid(
-                "archive.raw_topic",
-                "is the dead-letter topic too: give each its own topic",
-            );
-        }
+        self.webhook.validate()?;
+        self.privacy.validate()?;
+        self.archive.validate()?;
         self.check_raw_records_fit()?;
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return invalid(
-                "log.level",
-                "not a log filter: use error, warn, info, debug, trace or target=level pairs",
-            );
-        }
-        Ok(())
+        self.log.validate()
     }
 
     /// Refuses a `server.max_body_bytes` whose raw copy an archive topic on could
@@ -949,80 +996,75 @@ mod tests {
         assert!(err.to_string().contains("server.listen"), "{err}");
     }
 
+    /// Loading `text` is refused with an error that starts with `key`, the setting to fix.
+    fn assert_refused_naming(key: &str, text: &str) {
+        let err = load_text(text, &[]).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{text}: {err}");
+    }
+
     #[test]
     fn invalid_values_name_the_key() {
-        for (text, key) in [
-            ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
-            ("[server]\nmax_in_flight = 0\n", "server.max_in_flight"),
+        for (key, text) in [
+            ("server.max_body_bytes", "[server]\nmax_body_bytes = 0\n"),
+            ("server.max_in_flight", "[server]\nmax_in_flight = 0\n"),
             (
-                "[server]\nrequest_read_timeout_ms = 0\n",
                 "server.request_read_timeout_ms",
+                "[server]\nrequest_read_timeout_ms = 0\n",
             ),
             (
-                "[kafka]\ndelivery_timeout_ms = 0\n",
                 "kafka.delivery_timeout_ms",
+                "[kafka]\ndelivery_timeout_ms = 0\n",
             ),
             (
-                "[kafka]\nbootstrap_servers = \" \"\n",
                 "kafka.bootstrap_servers",
+                "[kafka]\nbootstrap_servers = \" \"\n",
             ),
             (
-                "[kafka.properties]\nacks = \"1\"\n",
                 "kafka.properties.\"acks\"",
+                "[kafka.properties]\nacks = \"1\"\n",
             ),
             (
-                "[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
                 "kafka.properties.\"enable.idempotence\"",
+                "[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
             ),
-            ("[webhook]\nsecrets = [\"\"]\n", "webhook.secrets"),
-            ("[server]\nmax_receiving = 0\n", "server.max_receiving"),
+            ("webhook.secrets", "[webhook]\nsecrets = [\"\"]\n"),
+            ("server.max_receiving", "[server]\nmax_receiving = 0\n"),
             (
-                "[server]\nmax_in_flight_bytes = 1000\n",
                 "server.max_in_flight_bytes",
+                "[server]\nmax_in_flight_bytes = 1000\n",
             ),
             (
-                "[server]\nmax_header_bytes = 1023\n",
                 "server.max_header_bytes",
+                "[server]\nmax_header_bytes = 1023\n",
             ),
             (
-                "[kafka.properties]\n\"queue.buffering.max.kbytes\" = \"1\"\n",
                 "kafka.properties.\"queue.buffering.max.kbytes\"",
+                "[kafka.properties]\n\"queue.buffering.max.kbytes\" = \"1\"\n",
             ),
-            ("[log]\nlevel = \"=\"\n", "log.level"),
-            (
-                "[kafka]\ncloudevents_source = \"\"\n",
-                "kafka.cloudevents_source",
-            ),
-            (
-                "[kafka]\ncloudevents_source = \"a b\"\n",
-                "kafka.cloudevents_source",
-            ),
-            (
-                "[kafka]\ncloudevents_source = \"caf\u{e9}\"\n",
-                "kafka.cloudevents_source",
-            ),
-            (
-                "[kafka]\ncloudevents_source = \"a%zz\"\n",
-                "kafka.cloudevents_source",
-            ),
-            (
-                "[kafka]\ncloudevents_source = \"a%2\"\n",
-                "kafka.cloudevents_source",
-            ),
-            (
-                "[kafka]\ncloudevents_source = \"a%g1\"\n",
-                "kafka.cloudevents_source",
-            ),
-            (
-                "[kafka]\ncloudevents_source = \"x%2z\"\n",
-                "kafka.cloudevents_source",
-            ),
+            ("log.level", "[log]\nlevel = \"=\"\n"),
         ] {
-            let err = load_text(text, &[]).unwrap_err();
-            assert!(err.to_string().starts_with(key), "{text}: {err}");
+            assert_refused_naming(key, text);
         }
-        let long = format!("[kafka]\ncloudevents_source = \"{}\"\n", "a".repeat(257));
-        assert!(load_text(&long, &[]).is_err());
+        let err = load_text("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn the_cloudevents_source_must_be_a_uri_reference_of_1_to_256_bytes() {
+        let too_long = "a".repeat(257);
+        for refused in [
+            "",
+            "a b",
+            "caf\u{e9}",
+            "a%zz",
+            "a%2",
+            "a%g1",
+            "x%2z",
+            &too_long,
+        ] {
+            let text = format!("[kafka]\ncloudevents_source = \"{refused}\"\n");
+            assert_refused_naming("kafka.cloudevents_source", &text);
+        }
         for fine in [
             "urn:x:y",
             "https://example.com/a?b=c#d",
@@ -1036,8 +1078,6 @@ mod tests {
                 fine
             );
         }
-        let err = load_text("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("log.format"), "{err}");
     }
 
     #[test]

@@ -151,95 +151,18 @@ pub fn parse(
     };
     let document: RoutesFile =
         toml::from_str(text).map_err(|e| invalid("file", toml_message(&e, Some(text))))?;
-
-    let unmatched = document.unmatched.ok_or_else(|| {
-        invalid(
-            "[unmatched]",
-            "missing: add an [unmatched] table with a `topic` for events no route matches".into(),
-        )
-    })?;
-    let unmatched: UnmatchedEntry = unmatched
-        .try_into()
-        .map_err(|e: toml::de::Error| invalid("[unmatched]", toml_message(&e, None)))?;
-    validate_topic(&unmatched.topic).map_err(|m| invalid("[unmatched].topic", m))?;
+    let unmatched = unmatched_topic(document.unmatched)
+        .map_err(|(at, message)| invalid(&format!("[unmatched]{at}"), message))?;
 
     let mut warnings: Vec<String> = Vec::new();
     let mut routes: Vec<Route> = Vec::with_capacity(document.routes.len());
     for (index, value) in document.routes.into_iter().enumerate() {
         let named = named(&value, format!("routes[{index}]"), "name");
-        let entry: RouteEntry = value
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(&named, toml_message(&e, None)))?;
-        if entry.name.trim().is_empty() {
-            return Err(invalid(
-                &format!("{named}.name"),
-                "must not be empty".into(),
-            ));
-        }
-        if routes.iter().any(|r| r.name() == entry.name) {
-            return Err(invalid(
-                &format!("{named}.name"),
-                "duplicate route name: each route needs its own name".into(),
-            ));
-        }
-        if entry.change_types.is_empty() {
-            return Err(invalid(
-                &format!("{named}.change_types"),
-                "empty: list at least one change type or pattern".into(),
-            ));
-        }
-        if let Some(pattern) = entry.change_types.iter().find(|p| p.is_empty()) {
-            return Err(invalid(
-                &format!("{named}.change_types"),
-                format!("{pattern:?} is empty: give a change type or pattern"),
-            ));
-        }
-        if entry.topics.is_empty() {
-            return Err(invalid(
-                &format!("{named}.topics"),
-                "empty: list at least one topic".into(),
-            ));
-        }
-        for topic in &entry.topics {
-            validate_topic(topic).map_err(|m| invalid(&format!("{named}.topics"), m))?;
-        }
-        let entities = (entry.entities.as_deref().map(entities_named).transpose())
-            .map_err(|m| invalid(&format!("{named}.entities"), m))?;
-        let applies_to = entities.clone().unwrap_or_else(|| ENTITIES.to_vec());
-        let rules = RulesEntry {
-            include: entry.include,
-            exclude: entry.exclude,
-            pseudonymise: entry.pseudonymise,
-        };
-        let (envelope, known) = route_fields(&applies_to);
-        let rules = field_rules(rules, &envelope, &known, key)
-            .map_err(|(list, m)| invalid(&format!("{named}.{list}"), m))?;
-        let mut route = Route::new(entry.name, entry.change_types, entry.topics).map_err(|e| {
-            invalid(
-                &format!("{named}.change_types"),
-                format!("invalid glob: {e}"),
-            )
-        })?;
-        if let Some(entities) = entities {
-            route = route.for_entities(entities);
-        }
-        if let Some((rules, unmatched)) = rules {
-            warn_unmatched(&mut warnings, &named, unmatched);
-            let hides_values = ["old_value", "new_value"]
-                .iter()
-                .any(|field| rules.treatment(field) != Treatment::Keep);
-            if hides_values && !key.is_some_and(|k| k.keys_event_ids()) {
-                warnings.push(format!(
-                    "{named}: its topics do not receive old_value and new_value as sent, but event_id is a hash of them: whoever sees it can test guesses of them; set privacy.keyed_event_ids = true"
-                ));
-            }
-            route = route.with_rules(rules);
-        }
-        one_payload_per_topic(&route, &routes, &unmatched.topic)
-            .map_err(|m| invalid(&format!("{named}.topics"), m))?;
+        let route = route(value, &named, &routes, &unmatched, key, &mut warnings)
+            .map_err(|(at, message)| invalid(&format!("{named}{at}"), message))?;
         routes.push(route);
     }
-    let table = RoutingTable::new(routes, unmatched.topic);
+    let table = RoutingTable::new(routes, unmatched);
 
     let mut states: Vec<StateTopic> = Vec::with_capacity(document.state.len());
     for (index, value) in document.state.into_iter().enumerate() {
@@ -267,6 +190,114 @@ fn named(value: &toml::Value, position: String, key: &str) -> String {
 /// Where in an entry something is wrong (`.topic`, empty for the entry) and why.
 type EntryError = (String, String);
 
+/// `.key` and the message, for an error in an entry's `key`.
+fn at(key: &str, message: String) -> EntryError {
+    (format!(".{key}"), message)
+}
+
+/// The `[unmatched]` table's topic; the table is required.
+fn unmatched_topic(value: Option<toml::Value>) -> Result<String, EntryError> {
+    let value = value.ok_or_else(|| {
+        let message =
+            "missing: add an [unmatched] table with a `topic` for events no route matches";
+        (String::new(), message.to_string())
+    })?;
+    let entry: UnmatchedEntry = value
+        .try_into()
+        .map_err(|e: toml::de::Error| (String::new(), toml_message(&e, None)))?;
+    validate_topic(&entry.topic).map_err(|m| at("topic", m))?;
+    Ok(entry.topic)
+}
+
+/// A `[[routes]]` entry (`named` in warnings), checked against the `earlier`
+/// routes and the `unmatched` topic.
+fn route(
+    value: toml::Value,
+    named: &str,
+    earlier: &[Route],
+    unmatched: &str,
+    key: Option<&Arc<Key>>,
+    warnings: &mut Vec<String>,
+) -> Result<Route, EntryError> {
+    let entry: RouteEntry = value
+        .try_into()
+        .map_err(|e: toml::de::Error| (String::new(), toml_message(&e, None)))?;
+    check_route_lists(&entry, earlier)?;
+    let entities = (entry.entities.as_deref().map(entities_named).transpose())
+        .map_err(|m| at("entities", m))?;
+    let applies_to = entities.clone().unwrap_or_else(|| ENTITIES.to_vec());
+    let rules = RulesEntry {
+        include: entry.include,
+        exclude: entry.exclude,
+        pseudonymise: entry.pseudonymise,
+    };
+    let (envelope, known) = route_fields(&applies_to);
+    let rules = field_rules(rules, &envelope, &known, key).map_err(|(list, m)| at(list, m))?;
+    let mut route = Route::new(entry.name, entry.change_types, entry.topics)
+        .map_err(|e| at("change_types", format!("invalid glob: {e}")))?;
+    if let Some(entities) = entities {
+        route = route.for_entities(entities);
+    }
+    if let Some((rules, unmatched)) = rules {
+        warn_unmatched(warnings, named, unmatched);
+        warn_guessable_values(warnings, named, &rules, key);
+        route = route.with_rules(rules);
+    }
+    one_payload_per_topic(&route, earlier, unmatched).map_err(|m| at("topics", m))?;
+    Ok(route)
+}
+
+/// A route's name (set, and not one of the `earlier` routes'), change types and
+/// topics (at least one each, none empty, every topic a valid name).
+fn check_route_lists(entry: &RouteEntry, earlier: &[Route]) -> Result<(), EntryError> {
+    if entry.name.trim().is_empty() {
+        return Err(at("name", "must not be empty".into()));
+    }
+    if earlier.iter().any(|r| r.name() == entry.name) {
+        return Err(at(
+            "name",
+            "duplicate route name: each route needs its own name".into(),
+        ));
+    }
+    if entry.change_types.is_empty() {
+        return Err(at(
+            "change_types",
+            "empty: list at least one change type or pattern".into(),
+        ));
+    }
+    if let Some(pattern) = entry.change_types.iter().find(|p| p.is_empty()) {
+        return Err(at(
+            "change_types",
+            format!("{pattern:?} is empty: give a change type or pattern"),
+        ));
+    }
+    if entry.topics.is_empty() {
+        return Err(at("topics", "empty: list at least one topic".into()));
+    }
+    for topic in &entry.topics {
+        validate_topic(topic).map_err(|m| at("topics", m))?;
+    }
+    Ok(())
+}
+
+/// Warns when a route's `rules` hide `old_value` or `new_value` but event ids,
+/// hashes of them, are not keyed.
+fn warn_guessable_values(
+    warnings: &mut Vec<String>,
+    named: &str,
+    rules: &FieldRules,
+    key: Option<&Arc<Key>>,
+) {
+    let hides_values = ["old_value", "new_value"]
+        .iter()
+        .any(|field| rules.treatment(field) != Treatment::Keep);
+    if hides_values && !key.is_some_and(|k| k.keys_event_ids()) {
+        warnings.push(format!(
+            "{named}: its topics do not receive old_value and new_value as sent, but event_id is a hash of them: whoever sees it can test guesses of them; set privacy.keyed_event_ids = true"
+        ));
+    }
+}
+
 /// A `[[state]]` entry (`named` in messages and warnings), checked against the
 /// routes' `table` and the `earlier` state topics.
 fn state_topic(
@@ -277,7 +308,6 @@ fn state_topic(
     key: Option<&Arc<Key>>,
     warnings: &mut Vec<String>,
 ) -> Result<StateTopic, EntryError> {
-    let at = |key: &str, message: String| (format!(".{key}"), message);
     let entry: StateEntry = value
         .try_into()
         .map_err(|e: toml::de::Error| (String::new(), toml_message(&e, None)))?;
@@ -348,7 +378,7 @@ fn erasure_topic(
     let entry: ErasureEntry = value
         .try_into()
         .map_err(|e: toml::de::Error| (String::new(), toml_message(&e, None)))?;
-    validate_topic(&entry.topic).map_err(|m| (".topic".to_string(), m))?;
+    validate_topic(&entry.topic).map_err(|m| at("topic", m))?;
     if table.all_topics().contains(entry.topic.as_str())
         || states.iter().any(|s| s.topic == entry.topic)
     {
@@ -356,7 +386,7 @@ fn erasure_topic(
             "{:?} is already used: erasure events need a topic of their own",
             entry.topic
         );
-        return Err((".topic".into(), message));
+        return Err(at("topic", message));
     }
     Ok(entry.topic)
 }

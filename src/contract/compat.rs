@@ -240,10 +240,22 @@ mod tests {
         assert_eq!(problems, Vec::<String>::new());
     }
 
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+
+    /// Each edit of `base()` is reported with its expected problem among others.
+    fn assert_reported(cases: Vec<(&str, Edit)>) {
+        for (expected, edit) in cases {
+            let problems = problems_after(edit);
+            assert!(
+                problems.iter().any(|p| p == expected),
+                "expected {expected:?} in {problems:?}"
+            );
+        }
+    }
+
     #[test]
-    fn every_other_change_is_reported() {
-        type Edit = Box<dyn FnOnce(&mut Value)>;
-        let cases: Vec<(&str, Edit)> = vec![
+    fn every_change_to_a_named_field_is_reported() {
+        assert_reported(vec![
             (
                 "kind: removed",
                 Box::new(|s| {
@@ -299,6 +311,12 @@ mod tests {
                 "kind: changed from {\"type\":[\"string\",\"null\"]} to false",
                 Box::new(|s| s["properties"]["kind"] = json!(false)),
             ),
+        ]);
+    }
+
+    #[test]
+    fn every_change_to_what_is_required_is_reported() {
+        assert_reported(vec![
             (
                 "\"kind\": required now",
                 Box::new(|s| s["required"] = json!(["id", "when", "kind"])),
@@ -307,6 +325,12 @@ mod tests {
                 "\"when\": no longer required",
                 Box::new(|s| s["required"] = json!(["id"])),
             ),
+        ]);
+    }
+
+    #[test]
+    fn every_change_to_the_open_set_is_reported() {
+        assert_reported(vec![
             (
                 r#"extra_count: type changed from ["string", "number", "boolean", "null"] to ["integer"] (narrowed: "string", "number", "boolean", "null" refused; widened: "integer" unexpected)"#,
                 Box::new(|s| s["properties"]["extra_count"] = json!({"type": "integer"})),
@@ -331,6 +355,12 @@ mod tests {
                 "additionalProperties changed from false to true",
                 Box::new(|s| s["additionalProperties"] = json!(true)),
             ),
+        ]);
+    }
+
+    #[test]
+    fn every_change_to_the_object_s_own_keywords_is_reported() {
+        assert_reported(vec![
             (
                 "maxProperties changed from null to 10",
                 Box::new(|s| s["maxProperties"] = json!(10)),
@@ -339,14 +369,7 @@ mod tests {
                 "type changed from \"object\" to \"array\"",
                 Box::new(|s| s["type"] = json!("array")),
             ),
-        ];
-        for (expected, edit) in cases {
-            let problems = problems_after(edit);
-            assert!(
-                problems.iter().any(|p| p == expected),
-                "expected {expected:?} in {problems:?}"
-            );
-        }
+        ]);
     }
 
     #[test]

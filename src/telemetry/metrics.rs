@@ -111,7 +111,6 @@ fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metri
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("webhook_connector");
         let metrics = Metrics {
             requests: Family::default(),
             in_flight: Gauge::default(),
@@ -128,72 +127,101 @@ impl Metrics {
             change_types: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
+        Metrics {
+            registry: metrics.registry(),
+            ..metrics
+        }
+    }
+
+    /// A registry of every metric under its name and help text, in the order
+    /// `/metrics` lists them.
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("webhook_connector");
+        self.register_requests(&mut registry);
+        self.register_records(&mut registry);
+        self.register_operations(&mut registry);
+        registry
+    }
+
+    /// The HTTP side: requests answered and in flight, the bytes they hold, and
+    /// what became of their notifications.
+    fn register_requests(&self, registry: &mut Registry) {
         add(
-            &mut registry,
+            registry,
             "http_requests",
             "HTTP requests answered, by endpoint and status",
-            &metrics.requests,
+            &self.requests,
         );
         add(
-            &mut registry,
+            registry,
             "webhook_requests_in_flight",
             "Webhook requests being processed now",
-            &metrics.in_flight,
+            &self.in_flight,
         );
-        add(&mut registry, "held_bytes", "Bytes of request bodies and produced records held now (bounded by server.max_in_flight_bytes)", &metrics.bytes_held);
+        add(registry, "held_bytes", "Bytes of request bodies and produced records held now (bounded by server.max_in_flight_bytes)", &self.bytes_held);
         add(
-            &mut registry,
+            registry,
             "notifications",
             "Webhook notifications by endpoint (entity) and result: accepted, or the error code they were refused with",
-            &metrics.notifications,
+            &self.notifications,
         );
+    }
+
+    /// The Kafka side: records acknowledged or kept as dead letters, and how
+    /// delivery went.
+    fn register_records(&self, registry: &mut Registry) {
         add(
-            &mut registry,
+            registry,
             "events",
             "Events acknowledged by Kafka, by change type and topic",
-            &metrics.events,
+            &self.events,
         );
         add(
-            &mut registry,
+            registry,
             "state_records",
             "State records acknowledged by Kafka, by state topic and kind (state or tombstone)",
-            &metrics.state_records,
+            &self.state_records,
         );
         add(
-            &mut registry,
+            registry,
             "dead_letters",
             "Notifications refused for their content and kept on the dead-letter topic (stored=true), or too large to keep (stored=false), by endpoint and reason",
-            &metrics.dead_letters,
+            &self.dead_letters,
         );
         add(
-            &mut registry,
+            registry,
             "kafka_delivery_duration_seconds",
             "Time from producing a notification's events to Kafka's acknowledgement of all of them",
-            &metrics.delivery_seconds,
+            &self.delivery_seconds,
         );
         add(
-            &mut registry,
+            registry,
             "kafka_delivery_failures",
             "Notifications whose events Kafka did not all acknowledge, by reason",
-            &metrics.delivery_failures,
+            &self.delivery_failures,
         );
+    }
+
+    /// What operators watch besides the traffic: refused signatures, routing
+    /// reloads, replaced producers, and the version running.
+    fn register_operations(&self, registry: &mut Registry) {
         add(
-            &mut registry,
+            registry,
             "signature_failures",
             "Requests refused for a missing or invalid signature",
-            &metrics.signature_failures,
+            &self.signature_failures,
         );
         add(
-            &mut registry,
+            registry,
             "routing_reloads",
             "Routing file reloads, by result (ok, failed)",
-            &metrics.routing_reloads,
+            &self.routing_reloads,
         );
         add(
-            &mut registry,
+            registry,
             "kafka_producer_replacements",
             "Kafka producers replaced after they could no longer produce",
-            &metrics.producer_replacements,
+            &self.producer_replacements,
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -202,15 +230,11 @@ impl Metrics {
             })
             .set(1);
         add(
-            &mut registry,
+            registry,
             "build_info",
             "Version of the running connector",
             &build_info,
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
     }
 
     /// The metrics in the OpenMetrics text format.
