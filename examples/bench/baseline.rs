@@ -93,35 +93,7 @@ pub fn run(
     bodies: &[String],
     events: usize,
 ) -> Baseline {
-    let received_at = chrono::Utc::now();
-    let limits = pipeline::Limits::of(&Settings::default());
-    let notifications: Vec<Notification> = bodies
-        .iter()
-        .map(|body| {
-            // The connector's own records: the same payload bytes and headers.
-            let accepted = pipeline::accept(pipeline::Input {
-                body: body.as_bytes(),
-                entity: &CUSTOMER,
-                received_at,
-                limits: &limits,
-                table: routing,
-            })
-            .expect("corpus bodies are accepted");
-            let events = accepted.events.len();
-            let records = &accepted.records;
-            let records = records
-                .records
-                .iter()
-                .map(|record| Prepared {
-                    topic: record.topic.to_string(),
-                    key: record.key.clone(),
-                    payload: records.payload(record).map(<[u8]>::to_vec),
-                    headers: headers_of(record, &kafka.cloudevents_source),
-                })
-                .collect();
-            Notification { records, events }
-        })
-        .collect();
+    let notifications = prepare(kafka, routing, bodies);
     let context = CountingContext::default();
     let counts = Arc::clone(&context.0);
     let producer: ThreadedProducer<CountingContext> = sink::producer_config(kafka, queue_bytes)
@@ -166,6 +138,36 @@ pub fn run(
         events_per_sec: produced_events as f64 / elapsed.as_secs_f64(),
         cpu_seconds_per_10k_events: cpu / produced_events as f64 * 10_000.0,
     }
+}
+
+/// The connector's own records of each body: the same value bytes and headers.
+fn prepare(kafka: &KafkaSettings, routing: &RoutingTable, bodies: &[String]) -> Vec<Notification> {
+    let received_at = chrono::Utc::now();
+    let limits = pipeline::Limits::of(&Settings::default());
+    let prepare = |body: &String| {
+        let accepted = pipeline::accept(pipeline::Input {
+            body: body.as_bytes(),
+            entity: &CUSTOMER,
+            received_at,
+            limits: &limits,
+            table: routing,
+        })
+        .expect("corpus bodies are accepted");
+        let records = &accepted.records;
+        let prepared = (records.records.iter())
+            .map(|record| Prepared {
+                topic: record.topic.to_string(),
+                key: record.key.clone(),
+                payload: records.payload(record).map(<[u8]>::to_vec),
+                headers: headers_of(record, &kafka.cloudevents_source),
+            })
+            .collect();
+        Notification {
+            records: prepared,
+            events: accepted.events.len(),
+        }
+    };
+    bodies.iter().map(prepare).collect()
 }
 
 /// Hands one record to librdkafka, waiting while its queue is full.
