@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{assert_published_event, run_binary};
+use common::{assert_published_event, run_binary, run_forget, settings_file};
 
 use serde_json::Value;
 
@@ -15,24 +15,27 @@ const PRIVACY_KEY: (&str, &str) = (
     "cli-test-key-of-at-least-32-bytes",
 );
 
-/// Runs the binary with unsigned requests allowed (as the quick start does) and
-/// a privacy key.
+/// Unsigned requests allowed, as the quick start does.
+const UNSIGNED: (&str, &str) = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
+
+/// Runs the binary with unsigned requests allowed and a privacy key.
 fn connector(args: &[&str]) -> Output {
-    run_binary(
-        args,
-        &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true"), PRIVACY_KEY],
-    )
+    run_binary(args, &[UNSIGNED, PRIVACY_KEY])
+}
+
+/// The standard error of `command` (`run` or `check`) of the example settings
+/// with `env`, after checking it exited 64.
+fn refused(command: &str, env: &[(&str, &str)]) -> String {
+    let output = run_binary(&[command, "--config", "config/default.toml"], env);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{command}: {stderr}");
+    stderr
 }
 
 #[test]
 fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
     for command in ["run", "check"] {
-        let output = run_binary(
-            &[command, "--config", "config/default.toml"],
-            &[PRIVACY_KEY],
-        );
-        assert_eq!(output.status.code(), Some(64), "{command}");
-        let stderr = text(&output.stderr);
+        let stderr = refused(command, &[PRIVACY_KEY]);
         assert!(stderr.contains("webhook.secrets: is empty"), "{stderr}");
         assert!(stderr.contains("CONNECTOR__WEBHOOK__SECRETS="), "{stderr}");
         assert!(
@@ -49,69 +52,33 @@ fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
 
 #[test]
 fn the_example_routes_need_a_privacy_key_of_32_bytes() {
-    let unsigned = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
-    // The example settings key event ids with it.
-    let output = run_binary(&["check", "--config", "config/default.toml"], &[unsigned]);
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("privacy.keyed_event_ids: needs privacy.key (CONNECTOR__PRIVACY__KEY)"),
-        "{stderr}"
-    );
-    // And its routes pseudonymise.
-    let plain_ids = ("CONNECTOR__PRIVACY__KEYED_EVENT_IDS", "false");
-    let output = run_binary(
-        &["check", "--config", "config/default.toml"],
-        &[unsigned, plain_ids],
-    );
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains(
-            "config/routes.toml: routes[0] (\"contact-details\").pseudonymise: needs privacy.key (CONNECTOR__PRIVACY__KEY)"
-        ),
-        "{stderr}"
-    );
     let short = ("CONNECTOR__PRIVACY__KEY", "too-short");
-    let output = run_binary(
-        &["check", "--config", "config/default.toml"],
-        &[unsigned, short],
-    );
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("privacy.key: must be at least 32 bytes"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("too-short"),
-        "the key is never printed: {stderr}"
-    );
+    for (env, why) in [
+        // The example settings key event ids with it.
+        (
+            vec![UNSIGNED],
+            "privacy.keyed_event_ids: needs privacy.key (CONNECTOR__PRIVACY__KEY)",
+        ),
+        // And its routes pseudonymise.
+        (
+            vec![UNSIGNED, ("CONNECTOR__PRIVACY__KEYED_EVENT_IDS", "false")],
+            "config/routes.toml: routes[0] (\"contact-details\").pseudonymise: needs privacy.key (CONNECTOR__PRIVACY__KEY)",
+        ),
+        (vec![UNSIGNED, short], "privacy.key: must be at least 32 bytes"),
+    ] {
+        let stderr = refused("check", &env);
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(
+            !stderr.contains("too-short"),
+            "the key is never printed: {stderr}"
+        );
+    }
 }
 
 #[test]
 fn forget_without_an_erasure_topic_exits_64_before_reaching_kafka() {
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, "[unmatched]\ntopic = \"u\"\n").unwrap();
-    let settings = dir.path().join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "[routing]\nfile = {:?}\n[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n",
-            routes.display().to_string()
-        ),
-    )
-    .unwrap();
-    let output = connector(&[
-        "forget",
-        "--config",
-        settings.to_str().unwrap(),
-        "--entity",
-        "customer",
-        "--id",
-        "862",
-    ]);
+    let (_dir, settings) = settings_file("127.0.0.1:1", "[unmatched]\ntopic = \"u\"\n");
+    let output = run_forget(&settings, "customer", "862", &[UNSIGNED, PRIVACY_KEY]);
     assert_eq!(output.status.code(), Some(64));
     let stderr = text(&output.stderr);
     assert!(

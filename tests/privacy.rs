@@ -117,12 +117,7 @@ fn succeeded(output: &std::process::Output) -> String {
 /// has `rules` and whose other route sends the same events whole; the 4 events as
 /// the shaped topic and the whole topic received them, and the ids answered.
 async fn shaped_beside_whole(label: &str, rules: &str) -> (Vec<Record>, Vec<Record>, Vec<String>) {
-    let (shaped, whole, unrouted) = (
-        unique_topic(label),
-        unique_topic("whole"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&shaped, &whole, &unrouted]).await;
+    let [shaped, whole, unrouted] = new_topics([label, "whole", "unrouted"]).await;
     let routes = [
         unmatched(&unrouted),
         route(label, &["Customer*"], &shaped, rules),
@@ -235,13 +230,8 @@ async fn an_exclude_list_removes_what_it_names_and_nothing_else() {
 
 #[tokio::test]
 async fn pseudonymised_fields_are_keyed_hmac_tokens_stable_across_requests_and_topics() {
-    let (tokens, emails, unrouted) = (
-        unique_topic("tokens"),
-        unique_topic("emails"),
-        unique_topic("unrouted"),
-    );
-    let (other_key, other_unrouted) = (unique_topic("other-key"), unique_topic("unrouted"));
-    create_topics(&[&tokens, &emails, &unrouted, &other_key, &other_unrouted]).await;
+    let [tokens, emails, unrouted, other_key, other_unrouted] =
+        new_topics(["tokens", "emails", "unrouted", "other-key", "unrouted"]).await;
     let every_token = r#"pseudonymise = ["old_value", "new_value", "customer_email", "customer_mobile_number", "customer_related_provider_id", "customer_*_opt_in_text"]"#;
     let email_token = r#"include = ["customer_email"]
 pseudonymise = ["customer_email"]"#;
@@ -378,8 +368,7 @@ pseudonymise = ["customer_email"]"#;
 
 #[tokio::test]
 async fn a_customer_change_then_a_deletion_leave_its_latest_state_then_a_tombstone() {
-    let (state, unrouted) = (unique_topic("state"), unique_topic("unrouted"));
-    create_topics(&[&state, &unrouted]).await;
+    let [state, unrouted] = new_topics(["state", "unrouted"]).await;
     let routes = format!(
         "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\nexclude = [\"customer_email\"]\n",
         unmatched(&unrouted)
@@ -460,12 +449,7 @@ async fn a_customer_change_then_a_deletion_leave_its_latest_state_then_a_tombsto
 
 #[tokio::test]
 async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() {
-    let (state, erasures, unrouted) = (
-        unique_topic("state"),
-        unique_topic("erasures"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&state, &erasures, &unrouted]).await;
+    let [state, erasures, unrouted] = new_topics(["state", "erasures", "unrouted"]).await;
     // As the shipped routing file: the state topic's rules need the key.
     let routes = format!(
         "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\npseudonymise = [\"customer_email\"]\n\n[erasure]\ntopic = {erasures:?}\n",
@@ -473,14 +457,8 @@ async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() 
     );
     let table = routing_table(&routes, &keyed_settings(KEY));
     let (_dir, settings) = settings_file(&kafka(), &routes);
-    let settings = settings.to_str().unwrap();
     let forget = |entity: &str, id: &str| {
-        run_binary(
-            &[
-                "forget", "--config", settings, "--entity", entity, "--id", id,
-            ],
-            &[("CONNECTOR__PRIVACY__KEY", KEY)],
-        )
+        run_forget(&settings, entity, id, &[("CONNECTOR__PRIVACY__KEY", KEY)])
     };
     let _turn = shared().await;
 
@@ -577,8 +555,7 @@ async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() 
 
 #[tokio::test]
 async fn forget_without_an_erasure_topic_exits_64_and_writes_nothing() {
-    let (state, unrouted) = (unique_topic("state"), unique_topic("unrouted"));
-    create_topics(&[&state, &unrouted]).await;
+    let [state, unrouted] = new_topics(["state", "unrouted"]).await;
     let routes = format!(
         "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n",
         unmatched(&unrouted)
@@ -587,18 +564,7 @@ async fn forget_without_an_erasure_topic_exits_64_and_writes_nothing() {
     let (_dir, settings) = settings_file(&kafka(), &routes);
     let _turn = shared().await;
 
-    let output = run_binary(
-        &[
-            "forget",
-            "--config",
-            settings.to_str().unwrap(),
-            "--entity",
-            "customer",
-            "--id",
-            "862",
-        ],
-        &[],
-    );
+    let output = run_forget(&settings, "customer", "862", &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("no [erasure] topic"), "{stderr}");
@@ -609,12 +575,8 @@ async fn forget_without_an_erasure_topic_exits_64_and_writes_nothing() {
 
 #[tokio::test]
 async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
-    let (routed, state, erasures, unrouted) = (
-        unique_topic("routed"),
-        unique_topic("state"),
-        unique_topic("erasures"),
-        unique_topic("unrouted"),
-    );
+    let [routed, state, erasures, unrouted] =
+        unique_topics(["routed", "state", "erasures", "unrouted"]);
     let routes = format!(
         "{}{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n\n[erasure]\ntopic = {erasures:?}\n",
         unmatched(&unrouted),
@@ -696,11 +658,7 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
 
 #[tokio::test]
 async fn a_state_topic_that_exists_without_compaction_fails_create_topics_and_check() {
-    let (state, erasures, unrouted) = (
-        unique_topic("plain-state"),
-        unique_topic("erasures"),
-        unique_topic("unrouted"),
-    );
+    let [state, erasures, unrouted] = unique_topics(["plain-state", "erasures", "unrouted"]);
     let _turn = shared().await;
     // Created by someone else, with the default policy (delete).
     create_topics(&[&state]).await;
@@ -752,13 +710,8 @@ fn keyed_id(key: &str, plain: &str) -> String {
 
 #[tokio::test]
 async fn keyed_event_ids_are_keyed_hashes_of_the_plain_ones_the_same_on_every_topic() {
-    let (hidden, whole, state, unrouted) = (
-        unique_topic("hidden"),
-        unique_topic("whole"),
-        unique_topic("state"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&hidden, &whole, &state, &unrouted]).await;
+    let [hidden, whole, state, unrouted] =
+        new_topics(["hidden", "whole", "state", "unrouted"]).await;
     let routes = format!(
         "{}{}{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n",
         unmatched(&unrouted),

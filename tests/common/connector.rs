@@ -104,6 +104,20 @@ pub async fn connector_on_own_broker(
     (broker, topic, connector)
 }
 
+/// [`connector_on_own_broker`] with `delivery_timeout`, warmed up ([`warm_up`]):
+/// its producer holds a producer id from the broker, ready for the broker to fail.
+pub async fn warm_connector_on_own_broker(
+    label: &str,
+    delivery_timeout: Duration,
+) -> (Broker, String, Connector) {
+    let (broker, topic, connector) = connector_on_own_broker(label, |s| {
+        s.kafka.delivery_timeout_ms = delivery_timeout.as_millis() as u64;
+    })
+    .await;
+    warm_up(&connector.endpoint()).await;
+    (broker, topic, connector)
+}
+
 /// Posts the seed sample to `endpoint` until it is answered 200 (at most 10 s):
 /// the connector's producer is then connected and has its producer id, which
 /// librdkafka takes about a second to get after the producer is created.
