@@ -79,6 +79,18 @@ fn replay_settings(routes_toml: &str, more_toml: &str) -> (tempfile::TempDir, St
     (dir, path.to_str().unwrap().to_string())
 }
 
+/// A routing file taking customer events to `customers`, the others to
+/// `unrouted`.
+fn customer_routes(unrouted: &str, customers: &str) -> String {
+    routes_toml(unrouted, &[("customers", &["Customer*"], &[customers])])
+}
+
+/// Settings lines for `replay`: 100 changes allowed (more than
+/// [`dead_lettering`] allows), and the `[archive]` table of `archive` lines.
+fn allowing_more_changes(archive: &str) -> String {
+    format!("[webhook]\nmax_changes = 100\n\n[archive]\n{archive}")
+}
+
 /// Runs `webhook-connector replay --config <settings> <args>`.
 fn replay(settings: &str, args: &[&str]) -> Output {
     let mut all = vec!["replay", "--config", settings];
@@ -547,7 +559,7 @@ async fn an_accepted_notification_is_archived_raw_beside_its_events() {
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     settings.archive.dead_letter_topic = dead.clone();
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let routes = customer_routes(&unrouted, &customers);
     let connector = start_connector(settings, &routes).await;
     let _turn = shared().await;
 
@@ -671,7 +683,7 @@ async fn replay_fills_a_new_route_with_what_live_posts_would_have_written_and_no
 async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_allows_it() {
     let [dead, customers, unrouted, reference] =
         new_topics(["dead", "customers", "unrouted", "reference"]).await;
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let routes = customer_routes(&unrouted, &customers);
     let connector = start_connector(dead_lettering(&dead), &routes).await;
     // What a connector allowing the changes makes of the same body, live.
     let mut allowing = test_settings();
@@ -679,7 +691,7 @@ async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_
     let live = start_connector(allowing, &routes_toml(&reference, &[])).await;
     let (_dir, config) = replay_settings(
         &routes,
-        &format!("[webhook]\nmax_changes = 100\n\n[archive]\ndead_letter_topic = {dead:?}\n"),
+        &allowing_more_changes(&format!("dead_letter_topic = {dead:?}\n")),
     );
     let _turn = shared().await;
 
@@ -724,15 +736,12 @@ async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_
 async fn a_dead_letter_accepted_by_replay_is_archived_raw_as_a_live_notification_is() {
     let [dead, raw, customers, unrouted] =
         new_topics(["dead", "raw", "customers", "unrouted"]).await;
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let routes = customer_routes(&unrouted, &customers);
     let mut settings = dead_lettering(&dead);
     settings.archive.raw_topic = raw.clone();
     let connector = start_connector(settings, &routes).await;
-    let archive = format!("[archive]\ndead_letter_topic = {dead:?}\nraw_topic = {raw:?}\n");
-    let (_dir, config) = replay_settings(
-        &routes,
-        &format!("[webhook]\nmax_changes = 100\n\n{archive}"),
-    );
+    let archive = format!("dead_letter_topic = {dead:?}\nraw_topic = {raw:?}\n");
+    let (_dir, config) = replay_settings(&routes, &allowing_more_changes(&archive));
     let _turn = shared().await;
 
     let refused = post(
@@ -768,11 +777,11 @@ async fn a_dead_letter_accepted_by_replay_is_archived_raw_as_a_live_notification
 #[tokio::test]
 async fn notifications_refused_again_stay_dead_letters_and_replay_exits_65() {
     let [dead, customers, unrouted] = new_topics(["dead", "customers", "unrouted"]).await;
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let routes = customer_routes(&unrouted, &customers);
     let connector = start_connector(dead_lettering(&dead), &routes).await;
     let (_dir, config) = replay_settings(
         &routes,
-        &format!("[webhook]\nmax_changes = 100\n\n[archive]\ndead_letter_topic = {dead:?}\n"),
+        &allowing_more_changes(&format!("dead_letter_topic = {dead:?}\n")),
     );
     let _turn = shared().await;
 
