@@ -121,26 +121,6 @@ pub fn explain_as_run(
     Ok(described(&accepted, routing))
 }
 
-/// [`explain_as_run`] with only the acceptance step's `limits`: no raw archive
-/// copy, no record size limit.
-pub fn explain(
-    body: &[u8],
-    entity: Option<&'static Entity>,
-    limits: &Limits,
-    routing: &RoutingTable,
-    received_at: DateTime<Utc>,
-) -> Result<Explained, ExplainError> {
-    let entity = entity_of(body, entity)?;
-    let accepted = pipeline::accept(pipeline::Input {
-        body,
-        entity,
-        received_at,
-        limits,
-        table: routing,
-    })?;
-    Ok(described(&accepted, routing))
-}
-
 /// What `explain` prints of `accepted`.
 fn described(accepted: &Accepted<'_>, routing: &RoutingTable) -> Explained {
     let events = (accepted.routed())
@@ -244,19 +224,27 @@ mod tests {
     use crate::config::routing_file;
     use crate::entity::{BOOKING, CUSTOMER};
 
-    const ROUTES: &str = r#"
-        [unmatched]
-        topic = "unrouted"
-        [[routes]]
-        name = "contact"
-        entities = ["customer"]
-        change_types = ["CustomerEmailChanged", "CustomerSmsChanged"]
-        topics = ["contact"]
-        [[routes]]
-        name = "marketing"
-        change_types = ["Customer*Marketing*Changed"]
-        topics = ["marketing"]
-    "#;
+    /// Two routes, one naming its entity, and the unmatched topic.
+    const ROUTES: &str = include_str!("../tests/fixtures/routes/contact_and_marketing.toml");
+
+    /// [`explain_as_run`] with only the acceptance step's `limits` (no raw archive
+    /// copy, no record size limit), received now.
+    fn explain(
+        body: &[u8],
+        entity: Option<&'static Entity>,
+        limits: &Limits,
+        table: &RoutingTable,
+    ) -> Result<Explained, ExplainError> {
+        let entity = entity_of(body, entity)?;
+        let accepted = pipeline::accept(pipeline::Input {
+            body,
+            entity,
+            received_at: Utc::now(),
+            limits,
+            table,
+        })?;
+        Ok(described(&accepted, table))
+    }
 
     const LIMITS: Limits = Limits {
         max_body_bytes: 262_144,
@@ -268,7 +256,7 @@ mod tests {
     fn explains_the_seed_sample() {
         let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
-        let explained = explain(body, None, &LIMITS, &table, Utc::now()).unwrap();
+        let explained = explain(body, None, &LIMITS, &table).unwrap();
         let topics: Vec<Vec<&str>> = (explained.events.iter())
             .map(|e| e.topics.keys().map(String::as_str).collect())
             .collect();
@@ -283,7 +271,7 @@ mod tests {
     #[test]
     fn explain_refuses_what_the_endpoint_refuses() {
         let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
-        let err = explain(b"{", Some(&CUSTOMER), &LIMITS, &table, Utc::now())
+        let err = explain(b"{", Some(&CUSTOMER), &LIMITS, &table)
             .err()
             .unwrap();
         assert!(
@@ -295,9 +283,7 @@ mod tests {
             ..LIMITS
         };
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
-        let err = explain(body, None, &tight, &table, Utc::now())
-            .err()
-            .unwrap();
+        let err = explain(body, None, &tight, &table).err().unwrap();
         assert!(
             matches!(
                 err,
@@ -306,7 +292,7 @@ mod tests {
             "{err}"
         );
         // A customer body posted to the booking endpoint is refused there.
-        let err = explain(body, Some(&BOOKING), &LIMITS, &table, Utc::now())
+        let err = explain(body, Some(&BOOKING), &LIMITS, &table)
             .err()
             .unwrap();
         assert_eq!(err.to_string(), "Booking: missing field");
@@ -332,7 +318,7 @@ mod tests {
             assert!(err.ends_with("pass --entity (customer, booking)"), "{err}");
         }
         let table = routing_file::parse(ROUTES, "routes.toml", None).unwrap();
-        let explained = explain(booking, None, &LIMITS, &table, Utc::now()).unwrap();
+        let explained = explain(booking, None, &LIMITS, &table).unwrap();
         assert_eq!(explained.events.len(), 2);
         assert!(explained.events.iter().all(|e| e.key == "51234"));
         assert_eq!(explained.events[0].topics["unrouted"]["entity"], "booking");
@@ -355,29 +341,10 @@ mod tests {
         assert!(lines[3].ends_with("unrouted   all"), "{text}");
     }
 
-    const PRIVATE_ROUTES: &str = r#"
-        [unmatched]
-        topic = "unrouted"
-        [[routes]]
-        name = "contact"
-        entities = ["customer"]
-        change_types = ["CustomerEmailChanged", "CustomerSmsChanged"]
-        topics = ["contact"]
-        include = ["new_value", "customer_email"]
-        pseudonymise = ["new_value"]
-        [[routes]]
-        name = "marketing"
-        entities = ["customer"]
-        change_types = ["Customer*Marketing*Changed", "CustomerSmsChanged"]
-        topics = ["marketing"]
-        exclude = ["customer_email", "customer_mobile_number", "notification_*"]
-        [[state]]
-        entity = "customer"
-        topic = "customer.state"
-        exclude = ["customer_email"]
-        [erasure]
-        topic = "erasures"
-    "#;
+    /// [`ROUTES`] with field rules (one matching no field), a state topic and an
+    /// erasure topic.
+    const PRIVATE_ROUTES: &str =
+        include_str!("../tests/fixtures/routes/contact_and_marketing_with_field_rules.toml");
 
     fn private_table() -> RoutingTable {
         let key = crate::privacy::Key::new(&"k".repeat(32)).unwrap();
@@ -427,27 +394,15 @@ mod tests {
     fn explain_shows_each_topic_s_payload_and_the_state_record() {
         let table = private_table();
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
-        let explained = explain(body, None, &LIMITS, &table, Utc::now()).unwrap();
+        let explained = explain(body, None, &LIMITS, &table).unwrap();
         // CustomerSmsChanged reaches both topics, each with its own payload.
         let sms = &explained.events[0];
         assert_eq!(sms.change_type.as_deref(), Some("CustomerSmsChanged"));
         let contact = sms.topics["contact"].as_object().unwrap();
         let keys: Vec<&str> = contact.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "event_id",
-                "schema_version",
-                "change_type",
-                "change_index",
-                "change_count",
-                "change_date_time",
-                "new_value",
-                "customer_id",
-                "customer_email",
-                "received_at"
-            ]
-        );
+        let included = "event_id schema_version change_type change_index change_count \
+            change_date_time new_value customer_id customer_email received_at";
+        assert_eq!(keys.join(" "), included);
         let token = contact["new_value"].as_str().unwrap();
         assert!(
             token.starts_with("hmac-sha256:")

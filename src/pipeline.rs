@@ -251,6 +251,22 @@ mod tests {
         .unwrap()
     }
 
+    /// `body` as it comes to the endpoint of `entity` now, within `limits`.
+    fn input<'a, 't>(
+        body: &'a [u8],
+        entity: &'static Entity,
+        limits: &'a Limits,
+        table: &'t RoutingTable,
+    ) -> Input<'a, 't> {
+        Input {
+            body,
+            entity,
+            received_at: Utc::now(),
+            limits,
+            table,
+        }
+    }
+
     fn body(changes: usize) -> Vec<u8> {
         let changes: Vec<String> = (0..changes)
             .map(|i| format!(r#"{{"ChangeType":"T{i}"}}"#))
@@ -273,14 +289,7 @@ mod tests {
             r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"Customer":{{"Preferences":{{"Notifications":{{"Email":{{{flags}}},"Sms":{{{flags}}},"Push":{{{flags}}}}}}}}}}},"Changes":[]}}"#
         );
         let routes = table();
-        let accepted = accept(Input {
-            body: body.as_bytes(),
-            entity: &BOOKING,
-            received_at: Utc::now(),
-            limits: &LIMITS,
-            table: &routes,
-        })
-        .unwrap();
+        let accepted = accept(input(body.as_bytes(), &BOOKING, &LIMITS, &routes)).unwrap();
         let event = accepted.events[0].to_value();
         assert_eq!(
             event["booking_customer_preferences_notifications_push_flag9"],
@@ -297,14 +306,7 @@ mod tests {
         let body = format!(
             r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"A":{state}}},"Changes":[]}}"#
         );
-        let err = accept(Input {
-            body: body.as_bytes(),
-            entity: &BOOKING,
-            received_at: Utc::now(),
-            limits: &LIMITS,
-            table: &routes,
-        })
-        .unwrap_err();
+        let err = accept(input(body.as_bytes(), &BOOKING, &LIMITS, &routes)).unwrap_err();
         assert_eq!(err, AcceptError::NamesTooLong { limit: 4 * 4096 });
         assert!(
             err.to_string()
@@ -316,47 +318,19 @@ mod tests {
             r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Booking":{{"Id":1,"A":{{{}}}}},"Changes":[]}}"#,
             members.join(",")
         );
-        assert!(accept(Input {
-            body: wide.as_bytes(),
-            entity: &BOOKING,
-            received_at: Utc::now(),
-            limits: &LIMITS,
-            table: &routes
-        })
-        .is_ok());
+        assert!(accept(input(wide.as_bytes(), &BOOKING, &LIMITS, &routes)).is_ok());
         let customer = body.replace("Booking", "Customer");
-        assert!(accept(Input {
-            body: customer.as_bytes(),
-            entity: &CUSTOMER,
-            received_at: Utc::now(),
-            limits: &LIMITS,
-            table: &routes
-        })
-        .is_ok());
+        assert!(accept(input(customer.as_bytes(), &CUSTOMER, &LIMITS, &routes)).is_ok());
     }
 
     fn refusal(body: &[u8], limits: &Limits) -> AcceptError {
-        accept(Input {
-            body,
-            entity: &CUSTOMER,
-            received_at: Utc::now(),
-            limits,
-            table: &table(),
-        })
-        .unwrap_err()
+        accept(input(body, &CUSTOMER, limits, &table())).unwrap_err()
     }
 
     #[test]
     fn accepts_up_to_the_limits_and_routes_every_event() {
         let table = table();
-        let accepted = accept(Input {
-            body: &body(4),
-            entity: &CUSTOMER,
-            received_at: Utc::now(),
-            limits: &LIMITS,
-            table: &table,
-        })
-        .unwrap();
+        let accepted = accept(input(&body(4), &CUSTOMER, &LIMITS, &table)).unwrap();
         assert_eq!(accepted.events.len(), 4);
         assert_eq!(
             accepted.topics,
@@ -366,16 +340,10 @@ mod tests {
         assert_eq!(accepted.routed().nth(1).unwrap().1, ["a", "b"]);
         let seed = include_bytes!("../tests/fixtures/seed_sample.json");
         assert_eq!(
-            accept(Input {
-                body: seed,
-                entity: &CUSTOMER,
-                received_at: Utc::now(),
-                limits: &LIMITS,
-                table: &table
-            })
-            .unwrap()
-            .events
-            .len(),
+            accept(input(seed, &CUSTOMER, &LIMITS, &table))
+                .unwrap()
+                .events
+                .len(),
             4
         );
     }
@@ -406,40 +374,19 @@ mod tests {
             max_body_bytes: body(1).len(),
             ..LIMITS
         };
-        assert!(accept(Input {
-            body: &body(1),
-            entity: &CUSTOMER,
-            received_at: Utc::now(),
-            limits: &exact,
-            table: &table()
-        })
-        .is_ok());
+        assert!(accept(input(&body(1), &CUSTOMER, &exact, &table())).is_ok());
     }
 
     #[test]
     fn refuses_records_larger_than_a_request_may_hold() {
         let table = table();
-        let accepted = accept(Input {
-            body: &body(2),
-            entity: &CUSTOMER,
-            received_at: Utc::now(),
-            limits: &LIMITS,
-            table: &table,
-        })
-        .unwrap();
+        let accepted = accept(input(&body(2), &CUSTOMER, &LIMITS, &table)).unwrap();
         let needed = body(2).len() + accepted.record_bytes;
         let exact = Limits {
             max_request_bytes: needed,
             ..LIMITS
         };
-        assert!(accept(Input {
-            body: &body(2),
-            entity: &CUSTOMER,
-            received_at: Utc::now(),
-            limits: &exact,
-            table: &table
-        })
-        .is_ok());
+        assert!(accept(input(&body(2), &CUSTOMER, &exact, &table)).is_ok());
         let short = Limits {
             max_request_bytes: needed - 1,
             ..LIMITS
@@ -459,13 +406,7 @@ mod tests {
         let within = |limits: &Limits, room: usize| {
             let mut asked = Vec::new();
             let result = accept_within(
-                Input {
-                    body: &body(2),
-                    entity: &CUSTOMER,
-                    received_at: Utc::now(),
-                    limits,
-                    table: &table,
-                },
+                input(&body(2), &CUSTOMER, limits, &table),
                 None,
                 &mut |bytes| {
                     asked.push(bytes);

@@ -462,7 +462,7 @@ impl FieldRules {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -568,16 +568,20 @@ mod tests {
 
     #[test]
     fn glob_regexes_are_pinned_as_the_published_schemas_carry_them() {
-        // Outside braces a comma and a closing brace are themselves.
-        assert_eq!(glob_regex("a,b"), "a,b");
-        assert_eq!(glob_regex("a}b"), "a\\}b");
-        // A closed brace ends its alternatives.
-        assert_eq!(glob_regex("{a,b},c"), "(?:a|b),c");
-        assert_eq!(glob_regex("{a,{b,c}},d"), "(?:a|(?:b|c)),d");
-        // In a class, what ECMA 262's unicode mode needs escaped is escaped.
-        assert_eq!(glob_regex("[a^[]"), "[a\\^\\[]");
-        assert_eq!(glob_regex("[\\]x"), "[\\\\]x");
-        assert_eq!(glob_regex("[!]a]"), "[^\\]a]");
+        for (glob, regex) in [
+            // Outside braces a comma and a closing brace are themselves.
+            ("a,b", "a,b"),
+            ("a}b", "a\\}b"),
+            // A closed brace ends its alternatives.
+            ("{a,b},c", "(?:a|b),c"),
+            ("{a,{b,c}},d", "(?:a|(?:b|c)),d"),
+            // In a class, what ECMA 262's unicode mode needs escaped is escaped.
+            ("[a^[]", "[a\\^\\[]"),
+            ("[\\]x", "[\\\\]x"),
+            ("[!]a]", "[^\\]a]"),
+        ] {
+            assert_eq!(glob_regex(glob), regex, "{glob}");
+        }
     }
 
     #[test]
@@ -793,10 +797,22 @@ mod tests {
         assert_eq!(rules(None, &[], &[]).unwrap().summary(), "-");
     }
 
+    /// Mostly one of `words`, now and then a made-up word matching the regex
+    /// `made_up` (one time in seven). The routing tests draw change-type words so.
+    pub(crate) fn arb_word_of(
+        words: &'static [&'static str],
+        made_up: &'static str,
+    ) -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => proptest::sample::select(words).prop_map(String::from),
+            1 => made_up,
+        ]
+    }
+
     /// Parts of flat field names: the contract's words, and made-up ones (never
     /// an envelope name).
     fn arb_part() -> impl Strategy<Value = String> {
-        let words = vec![
+        let words = &[
             "customer",
             "booking",
             "email",
@@ -806,10 +822,7 @@ mod tests {
             "value",
             "new",
         ];
-        prop_oneof![
-            6 => proptest::sample::select(words).prop_map(String::from),
-            1 => "x[a-z]{0,2}",
-        ]
+        arb_word_of(words, "x[a-z]{0,2}")
     }
 
     /// A flat field name: `customer_email`, `customer_group_sms_marketing`,
@@ -830,12 +843,14 @@ mod tests {
         proptest::collection::vec(part, 1..4).prop_map(|parts| parts.join("_"))
     }
 
-    /// Whether `glob` (literal characters, `*` any run) matches all of `text`:
-    /// the oracle's matcher, not `globset`.
-    fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
+    /// Whether `glob` (literal characters, `*` any run, and in the routing
+    /// tests' change-type globs `?` one character) matches all of `text`: the
+    /// oracles' matcher, not `globset`.
+    pub(crate) fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
         match glob.split_first() {
             None => text.is_empty(),
             Some((b'*', rest)) => (0..=text.len()).any(|at| glob_matches(rest, &text[at..])),
+            Some((b'?', rest)) => !text.is_empty() && glob_matches(rest, &text[1..]),
             Some((c, rest)) => text.first() == Some(c) && glob_matches(rest, &text[1..]),
         }
     }

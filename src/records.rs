@@ -580,17 +580,7 @@ mod tests {
             .set("message.max.bytes", "1000")
             .create()
             .unwrap();
-        let record = Record {
-            topic: "t",
-            key: "862".into(),
-            entity: "customer",
-            kind: Kind::Event {
-                event_id: Uuid::nil(),
-                change_type: Some("CustomerSmsChanged".into()),
-                change_date_time: "2018-11-16T10:46:20Z".into(),
-            },
-            payload: None,
-        };
+        let record = event_record(Some("CustomerSmsChanged"));
         let headers = headers_of(&record, "urn:x");
         let fixed = wire_bytes(3, 0, &headers);
         assert!(fixed < 1000, "{fixed}");
@@ -629,23 +619,40 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn headers_carry_the_event_and_its_cloudevents_attributes() {
-        let event = |change_type: Option<&str>| Kind::Event {
-            event_id: Uuid::nil(),
-            change_type: change_type.map(String::from),
-            change_date_time: "2018-11-16T10:46:20Z".into(),
-        };
-        let record = Record {
+    /// `(name, value)` pairs as [`pairs`] gives them.
+    fn owned(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        (pairs.iter())
+            .map(|(k, v)| (k.to_string(), v.map(String::from)))
+            .collect()
+    }
+
+    /// The seed sample's first event for customer 862 on topic `t`, with
+    /// `change_type`.
+    fn event_record(change_type: Option<&str>) -> Record<'static> {
+        Record {
             topic: "t",
             key: "862".into(),
             entity: "customer",
-            kind: event(Some("CustomerSmsChanged")),
+            kind: Kind::Event {
+                event_id: Uuid::nil(),
+                change_type: change_type.map(String::from),
+                change_date_time: "2018-11-16T10:46:20Z".into(),
+            },
             payload: Some(Slot::whole(0, 0)),
-        };
+        }
+    }
+
+    #[test]
+    fn headers_carry_the_event_and_its_cloudevents_attributes() {
         let nil = Uuid::nil().to_string();
-        let expected = |change_type: Option<&str>, ce_type: &str| {
-            [
+        for (change_type, ce_type) in [
+            (
+                Some("CustomerSmsChanged"),
+                "webhook-connector.customer.CustomerSmsChanged",
+            ),
+            (None, "webhook-connector.customer"),
+        ] {
+            let expected = owned(&[
                 ("event_id", Some(nil.as_str())),
                 ("entity", Some("customer")),
                 ("change_type", change_type),
@@ -657,55 +664,43 @@ mod tests {
                 ("ce_type", Some(ce_type)),
                 ("ce_time", Some("2018-11-16T10:46:20Z")),
                 ("ce_subject", Some("862")),
-            ]
-            .map(|(k, v)| (k.to_string(), v.map(String::from)))
-            .to_vec()
-        };
-        assert_eq!(
-            pairs(&headers_of(&record, "urn:x")),
-            expected(
-                Some("CustomerSmsChanged"),
-                "webhook-connector.customer.CustomerSmsChanged"
-            )
-        );
-        let none = Record {
-            kind: event(None),
-            ..record
-        };
-        assert_eq!(
-            pairs(&headers_of(&none, "urn:x")),
-            expected(None, "webhook-connector.customer")
-        );
-        // Within what a record reserves for its headers: the fixed bytes plus four
-        // times the change type (sent as it is, and escaped in `ce_type`).
+            ]);
+            let record = event_record(change_type);
+            assert_eq!(pairs(&headers_of(&record, "urn:x")), expected);
+        }
+    }
+
+    #[test]
+    fn headers_take_at_most_the_fixed_bytes_plus_four_times_the_change_type() {
+        // Within what a record reserves for its headers: the change type is sent as
+        // it is, and escaped in `ce_type`.
         assert!(crate::entity::ENTITIES
             .iter()
             .all(|e| e.name.len() <= MAX_ENTITY_NAME_BYTES));
         let worst = "\n\u{85}".repeat(50);
         let record = Record {
-            kind: event(Some(&worst)),
             key: i64::MIN.to_string(),
             entity: "e".repeat(MAX_ENTITY_NAME_BYTES).leak(),
-            ..none
+            ..event_record(Some(&worst))
         };
         let bytes: usize = pairs(&headers_of(&record, &"s".repeat(256)))
             .iter()
             .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
             .sum();
         assert!(bytes <= HEADER_BYTES + 4 * worst.len(), "{bytes}");
+    }
 
-        // A state record says which entity; a tombstone has no content type.
+    #[test]
+    fn a_state_record_says_which_entity_and_a_tombstone_has_no_content_type() {
         let state = Record {
             kind: Kind::State,
-            entity: "customer",
-            ..record
+            ..event_record(None)
         };
-        let state_headers = [
+        let state_headers = owned(&[
             ("entity", Some("customer")),
             ("schema_version", Some("1")),
             ("content-type", Some("application/json")),
-        ]
-        .map(|(k, v)| (k.to_string(), v.map(String::from)));
+        ]);
         assert_eq!(pairs(&headers_of(&state, "urn:x")), state_headers);
         assert_eq!(state.what(), "(state record)");
         let tombstone = Record {
@@ -744,24 +739,31 @@ mod tests {
         );
         assert_eq!(erasure.what(), "(erasure event)");
         let headers = headers_of(erasure, "urn:x");
-        let ce_type = headers
-            .iter()
-            .find(|h| h.key == "ce_type")
-            .unwrap()
-            .value
-            .unwrap();
-        assert_eq!(ce_type, b"webhook-connector.customer.Erased");
-        let ce_time = headers
-            .iter()
-            .find(|h| h.key == "ce_time")
-            .unwrap()
-            .value
-            .unwrap();
-        assert_eq!(ce_time, at.as_bytes());
+        let header = |name: &str| headers.iter().find(|h| h.key == name).unwrap().value;
+        assert_eq!(
+            header("ce_type"),
+            Some(&b"webhook-connector.customer.Erased"[..])
+        );
+        assert_eq!(header("ce_time"), Some(at.as_bytes()));
         // Without a state topic, only the erasure event.
         let records = Records::erasure(&crate::entity::BOOKING, 5, None, "e", id, at);
         assert_eq!(records.records.len(), 1);
         assert_eq!(records.records[0].entity, "booking");
+    }
+
+    /// What event and state records hold, by the formula a reservation follows:
+    /// value, key, the fixed header bytes, four times the change type and
+    /// librdkafka's overhead.
+    fn held(records: &Records) -> usize {
+        (records.records.iter())
+            .map(|r| {
+                r.value_len()
+                    + r.key.len()
+                    + HEADER_BYTES
+                    + 4 * r.change_type().map_or(0, str::len)
+                    + RECORD_OVERHEAD_BYTES
+            })
+            .sum()
     }
 
     #[test]
@@ -788,18 +790,7 @@ mod tests {
             assert_eq!(record.key, "862");
         }
         // What was reserved is what the records hold.
-        let held: usize = records
-            .records
-            .iter()
-            .map(|r| {
-                r.value_len()
-                    + r.key.len()
-                    + HEADER_BYTES
-                    + 4 * r.change_type().map_or(0, str::len)
-                    + RECORD_OVERHEAD_BYTES
-            })
-            .sum();
-        assert_eq!(accepted.record_bytes, held);
+        assert_eq!(accepted.record_bytes, held(&records));
     }
 
     #[test]
@@ -843,18 +834,7 @@ mod tests {
             accepted.state.as_ref().unwrap().1.as_deref().unwrap()
         );
         // What was reserved is what the records hold, the state record included.
-        let held: usize = records
-            .records
-            .iter()
-            .map(|r| {
-                r.value_len()
-                    + r.key.len()
-                    + HEADER_BYTES
-                    + 4 * r.change_type().map_or(0, str::len)
-                    + RECORD_OVERHEAD_BYTES
-            })
-            .sum();
-        assert_eq!(accepted.record_bytes, held);
+        assert_eq!(accepted.record_bytes, held(records));
         // A deletion: the state record is a tombstone, still counted.
         let deleted =
             String::from_utf8_lossy(SEED).replace("CustomerSmsChanged", "CustomerDeleted");
@@ -887,12 +867,6 @@ mod tests {
         );
         assert_eq!(records.payload(record), Some(&body[..]));
         assert_eq!(record.what(), "(dead letter)");
-        let owned = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.map(String::from)))
-                .collect()
-        };
         assert_eq!(
             pairs(&headers_of(record, "urn:x")),
             owned(&[

@@ -206,6 +206,15 @@ mod tests {
         (dir, file, LiveTable::new(loaded, Arc::new(Metrics::new())))
     }
 
+    /// Asserts that `live` counted exactly one failed reload.
+    fn assert_one_failed_reload(live: &LiveTable) {
+        let metrics = live.metrics.render();
+        assert!(
+            metrics.contains("routing_reloads_total{result=\"failed\"} 1"),
+            "{metrics}"
+        );
+    }
+
     #[test]
     fn a_reloaded_file_may_not_name_an_archive_topic() {
         let (_dir, file, live) = live_on(FIRST);
@@ -271,11 +280,7 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         live.check_file();
         live.check_file();
-        let metrics = live.metrics.render();
-        assert!(
-            metrics.contains("routing_reloads_total{result=\"failed\"} 1"),
-            "{metrics}"
-        );
+        assert_one_failed_reload(&live);
         assert_eq!(live.current().unmatched_topic(), "first");
     }
 
@@ -332,10 +337,6 @@ mod tests {
         assert_eq!(live.current().unmatched_topic(), "first");
         live.check_file();
         live.check_file();
-        let failed = live.metrics.render();
-        assert!(
-            failed.contains("routing_reloads_total{result=\"failed\"} 1"),
-            "{failed}"
-        );
+        assert_one_failed_reload(&live);
     }
 }

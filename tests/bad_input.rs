@@ -56,8 +56,7 @@ async fn every_bad_request_gets_its_documented_answer_and_produces_nothing() {
     let bookings = corpus.case.iter().filter(to_booking).count();
     assert!(bookings >= 15, "the corpus has {bookings} booking cases");
 
-    let (topic, pseudonymised) = (unique_topic("corpus"), unique_topic("corpus-pseudonymised"));
-    create_topics(&[&topic, &pseudonymised]).await;
+    let [topic, pseudonymised] = new_topics(["corpus", "corpus-pseudonymised"]).await;
     let mut settings = test_settings();
     settings.webhook.secrets = vec![SECRET.into()];
     settings.server.max_body_bytes = 65536;

@@ -59,12 +59,9 @@ async fn wait_for_a_replacement(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_producer_is_replaced_the_probe_and_the_webhook_are_answered_promptly() {
-    let (mut broker, topic, connector) = connector_on_own_broker("replaced", |s| {
-        s.kafka.delivery_timeout_ms = DELIVERY_TIMEOUT.as_millis() as u64;
-    })
-    .await;
     // With a producer id from the broker about to die.
-    warm_up(&connector.endpoint()).await;
+    let (mut broker, topic, connector) =
+        warm_connector_on_own_broker("replaced", DELIVERY_TIMEOUT).await;
     let _turn = alone().await;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -31,11 +31,8 @@ fn row(entity: &str, change_type: &str, event_id: &str) -> (String, String, Stri
 #[tokio::test]
 async fn the_signed_booking_sample_reaches_kafka_with_its_key_every_header_and_every_field() {
     const SECRET: &str = "booking-secret";
-    let bookings = unique_topic("bookings");
-    create_topics(&[&bookings]).await;
-    let mut settings = test_settings();
-    settings.webhook.secrets = vec![SECRET.into()];
-    let connector = start_connector(settings, &routes_toml(&bookings, &[])).await;
+    let (bookings, connector) =
+        connector_on_new_topic("bookings", |s| s.webhook.secrets = vec![SECRET.into()]).await;
 
     let body = booking_sample();
     let signature = sign(SECRET, &body);
@@ -123,11 +120,8 @@ async fn the_signed_booking_sample_reaches_kafka_with_its_key_every_header_and_e
 
 #[tokio::test]
 async fn routes_naming_an_entity_take_only_its_events_and_routes_naming_none_take_both() {
-    let bookings = unique_topic("bookings");
-    let customers = unique_topic("customers");
-    let any = unique_topic("any");
-    let unrouted = unique_topic("unrouted");
-    create_topics(&[&bookings, &customers, &any, &unrouted]).await;
+    let [bookings, customers, any, unrouted] =
+        new_topics(["bookings", "customers", "any", "unrouted"]).await;
     // The two entity routes' patterns overlap: each takes every *Changed event,
     // and the booking route every *Created one too.
     let routes = format!(
@@ -207,9 +201,7 @@ topics = ["{any}"]
 
 #[tokio::test]
 async fn a_booking_and_a_customer_with_the_same_id_and_change_get_different_event_ids() {
-    let all = unique_topic("all");
-    create_topics(&[&all]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&all, &[])).await;
+    let (all, connector) = connector_on_new_topic("all", |_| {}).await;
     // The seed sample's first change, under either key.
     let body = |key: &str| {
         json!({

@@ -5,7 +5,9 @@ mod common;
 
 use std::process::Output;
 
-use common::{assert_published_event, run_binary};
+use common::{
+    assert_published_event, routes_file, run_binary, run_forget, settings_file, temp_file,
+};
 
 use serde_json::Value;
 
@@ -15,24 +17,25 @@ const PRIVACY_KEY: (&str, &str) = (
     "cli-test-key-of-at-least-32-bytes",
 );
 
-/// Runs the binary with unsigned requests allowed (as the quick start does) and
-/// a privacy key.
+/// Unsigned requests allowed, as the quick start does.
+const UNSIGNED: (&str, &str) = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
+
+/// Runs the binary with unsigned requests allowed and a privacy key.
 fn connector(args: &[&str]) -> Output {
-    run_binary(
-        args,
-        &[("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true"), PRIVACY_KEY],
-    )
+    run_binary(args, &[UNSIGNED, PRIVACY_KEY])
+}
+
+/// The standard error of `command` (`run` or `check`) of the example settings
+/// with `env`, after checking it exited 64.
+fn refused(command: &str, env: &[(&str, &str)]) -> String {
+    let output = run_binary(&[command, "--config", "config/default.toml"], env);
+    stderr_of(&output, 64)
 }
 
 #[test]
 fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
     for command in ["run", "check"] {
-        let output = run_binary(
-            &[command, "--config", "config/default.toml"],
-            &[PRIVACY_KEY],
-        );
-        assert_eq!(output.status.code(), Some(64), "{command}");
-        let stderr = text(&output.stderr);
+        let stderr = refused(command, &[PRIVACY_KEY]);
         assert!(stderr.contains("webhook.secrets: is empty"), "{stderr}");
         assert!(stderr.contains("CONNECTOR__WEBHOOK__SECRETS="), "{stderr}");
         assert!(
@@ -49,71 +52,34 @@ fn run_and_check_refuse_an_open_endpoint_unless_told_to_allow_it() {
 
 #[test]
 fn the_example_routes_need_a_privacy_key_of_32_bytes() {
-    let unsigned = ("CONNECTOR__WEBHOOK__ALLOW_UNSIGNED", "true");
-    // The example settings key event ids with it.
-    let output = run_binary(&["check", "--config", "config/default.toml"], &[unsigned]);
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("privacy.keyed_event_ids: needs privacy.key (CONNECTOR__PRIVACY__KEY)"),
-        "{stderr}"
-    );
-    // And its routes pseudonymise.
-    let plain_ids = ("CONNECTOR__PRIVACY__KEYED_EVENT_IDS", "false");
-    let output = run_binary(
-        &["check", "--config", "config/default.toml"],
-        &[unsigned, plain_ids],
-    );
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains(
-            "config/routes.toml: routes[0] (\"contact-details\").pseudonymise: needs privacy.key (CONNECTOR__PRIVACY__KEY)"
-        ),
-        "{stderr}"
-    );
     let short = ("CONNECTOR__PRIVACY__KEY", "too-short");
-    let output = run_binary(
-        &["check", "--config", "config/default.toml"],
-        &[unsigned, short],
-    );
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("privacy.key: must be at least 32 bytes"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("too-short"),
-        "the key is never printed: {stderr}"
-    );
+    for (env, why) in [
+        // The example settings key event ids with it.
+        (
+            vec![UNSIGNED],
+            "privacy.keyed_event_ids: needs privacy.key (CONNECTOR__PRIVACY__KEY)",
+        ),
+        // And its routes pseudonymise.
+        (
+            vec![UNSIGNED, ("CONNECTOR__PRIVACY__KEYED_EVENT_IDS", "false")],
+            "config/routes.toml: routes[0] (\"contact-details\").pseudonymise: needs privacy.key (CONNECTOR__PRIVACY__KEY)",
+        ),
+        (vec![UNSIGNED, short], "privacy.key: must be at least 32 bytes"),
+    ] {
+        let stderr = refused("check", &env);
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(
+            !stderr.contains("too-short"),
+            "the key is never printed: {stderr}"
+        );
+    }
 }
 
 #[test]
 fn forget_without_an_erasure_topic_exits_64_before_reaching_kafka() {
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, "[unmatched]\ntopic = \"u\"\n").unwrap();
-    let settings = dir.path().join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "[routing]\nfile = {:?}\n[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n",
-            routes.display().to_string()
-        ),
-    )
-    .unwrap();
-    let output = connector(&[
-        "forget",
-        "--config",
-        settings.to_str().unwrap(),
-        "--entity",
-        "customer",
-        "--id",
-        "862",
-    ]);
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
+    let (_dir, settings) = settings_file("127.0.0.1:1", "[unmatched]\ntopic = \"u\"\n");
+    let output = run_forget(&settings, "customer", "862", &[UNSIGNED, PRIVACY_KEY]);
+    let stderr = stderr_of(&output, 64);
     assert!(
         stderr.contains("the routing file has no [erasure] topic"),
         "{stderr}"
@@ -123,6 +89,13 @@ fn forget_without_an_erasure_topic_exits_64_before_reaching_kafka() {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The standard error of a run, after checking it exited with `code`.
+fn stderr_of(output: &Output, code: i32) -> String {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    stderr
 }
 
 #[test]
@@ -159,22 +132,14 @@ fn check_prints_the_route_table_of_the_example_config() {
 
 #[test]
 fn check_fails_with_exit_64_naming_file_route_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(
-        &routes,
+    let (dir, routes) = routes_file(
         "[unmatched]\ntopic = \"u\"\n[[routes]]\nname = \"r\"\nchange_types = []\ntopics = [\"t\"]\n",
-    )
-    .unwrap();
+    );
     let settings = dir.path().join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!("[routing]\nfile = {:?}\n", routes.display().to_string()),
-    )
-    .unwrap();
+    let routing = format!("[routing]\nfile = {:?}\n", routes.display().to_string());
+    std::fs::write(&settings, routing).unwrap();
     let output = connector(&["check", "--config", settings.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = text(&output.stderr);
+    let stderr = stderr_of(&output, 64);
     assert!(
         stderr.contains(&format!(
             "{}: routes[0] (\"r\").change_types: empty",
@@ -186,16 +151,10 @@ fn check_fails_with_exit_64_naming_file_route_and_key() {
 
 #[test]
 fn a_bad_setting_exits_64_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("settings.toml");
-    std::fs::write(&settings, "[server]\nmax_in_flight = 0\n").unwrap();
+    let (_dir, settings) = temp_file("settings.toml", "[server]\nmax_in_flight = 0\n");
     let output = connector(&["check", "--config", settings.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(64));
-    assert!(
-        text(&output.stderr).contains("server.max_in_flight"),
-        "{}",
-        text(&output.stderr)
-    );
+    let stderr = stderr_of(&output, 64);
+    assert!(stderr.contains("server.max_in_flight"), "{stderr}");
 }
 
 #[test]
@@ -314,27 +273,19 @@ fn explain_detects_a_booking_or_takes_the_entity_it_is_told() {
 
     // Told otherwise, it answers as that endpoint would.
     let output = explain(&["--entity", "customer", "tests/fixtures/booking_sample.json"]);
-    assert_eq!(output.status.code(), Some(65));
-    assert!(
-        text(&output.stderr).contains("Customer: missing field"),
-        "{}",
-        text(&output.stderr)
-    );
+    let stderr = stderr_of(&output, 65);
+    assert!(stderr.contains("Customer: missing field"), "{stderr}");
     let output = explain(&["--entity", "table", "tests/fixtures/booking_sample.json"]);
-    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output, 2);
     assert!(
-        text(&output.stderr).contains("unknown entity; use customer, booking"),
-        "{}",
-        text(&output.stderr)
+        stderr.contains("unknown entity; use customer, booking"),
+        "{stderr}"
     );
 
     // A body it cannot tell: exit 65, asking for --entity.
-    let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("body.json");
-    std::fs::write(&body, r#"{"ChangeDateTime":"x","Changes":[]}"#).unwrap();
+    let (_dir, body) = temp_file("body.json", r#"{"ChangeDateTime":"x","Changes":[]}"#);
     let output = explain(&[body.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(65));
-    let stderr = text(&output.stderr);
+    let stderr = stderr_of(&output, 65);
     assert!(
         stderr.contains(
             "it has none of the keys Customer, Booking; pass --entity (customer, booking)"
@@ -343,9 +294,17 @@ fn explain_detects_a_booking_or_takes_the_entity_it_is_told() {
     );
 }
 
+/// The standard error of `explain` of the example settings on a body file
+/// holding `body`, with `env`, after checking it exited 65.
+fn explain_refused(body: &str, env: &[(&str, &str)]) -> String {
+    let (_dir, file) = temp_file("body.json", body);
+    let args = ["explain", "--config", "config/default.toml"];
+    let output = run_binary(&[&args[..], &[file.to_str().unwrap()]].concat(), env);
+    stderr_of(&output, 65)
+}
+
 #[test]
 fn explain_refuses_what_the_endpoint_refuses_with_exit_65() {
-    let dir = tempfile::tempdir().unwrap();
     let changes: Vec<String> = (0..101)
         .map(|i| format!(r#"{{"ChangeType":"T{i}"}}"#))
         .collect();
@@ -370,73 +329,34 @@ fn explain_refuses_what_the_endpoint_refuses_with_exit_65() {
             "larger than the limit of 262144 bytes",
         ),
     ];
-    for (text_of_body, expected) in cases {
-        let body = dir.path().join("body.json");
-        std::fs::write(&body, text_of_body).unwrap();
-        let output = connector(&[
-            "explain",
-            "--config",
-            "config/default.toml",
-            body.to_str().unwrap(),
-        ]);
-        assert_eq!(output.status.code(), Some(65), "{expected}");
-        let stderr = text(&output.stderr);
+    for (body, expected) in cases {
+        let stderr = explain_refused(&body, &[UNSIGNED, PRIVACY_KEY]);
         assert!(stderr.contains(expected), "{stderr}");
     }
     // Records larger than one request may hold under a small byte budget.
-    let body = dir.path().join("body.json");
     let changes: Vec<String> = (0..10)
         .map(|i| format!(r#"{{"ChangeType":"T{i}"}}"#))
         .collect();
-    std::fs::write(
-        &body,
-        format!(
-            r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1,"Pad":"{}"}},"Changes":[{}]}}"#,
-            "x".repeat(1000),
-            changes.join(",")
-        ),
-    )
-    .unwrap();
-    let output = run_binary(
-        &[
-            "explain",
-            "--config",
-            "config/default.toml",
-            body.to_str().unwrap(),
-        ],
-        &[
-            ("CONNECTOR__SERVER__MAX_BODY_BYTES", "4000"),
-            ("CONNECTOR__SERVER__MAX_IN_FLIGHT_BYTES", "16000"),
-            PRIVACY_KEY,
-        ],
+    let body = format!(
+        r#"{{"ChangeDateTime":"2018-11-12T10:15:00","Customer":{{"Id":1,"Pad":"{}"}},"Changes":[{}]}}"#,
+        "x".repeat(1000),
+        changes.join(",")
     );
-    {
-        let expected = "more than one request may hold (12000";
-        assert_eq!(output.status.code(), Some(65), "{expected}");
-        let stderr = text(&output.stderr);
-        assert!(stderr.contains(expected), "{stderr}");
-    }
+    let small_budget = [
+        ("CONNECTOR__SERVER__MAX_BODY_BYTES", "4000"),
+        ("CONNECTOR__SERVER__MAX_IN_FLIGHT_BYTES", "16000"),
+        PRIVACY_KEY,
+    ];
+    let stderr = explain_refused(&body, &small_budget);
+    assert!(
+        stderr.contains("more than one request may hold (12000"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn explain_refuses_a_malformed_body_with_exit_65() {
-    let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("body.json");
-    std::fs::write(
-        &body,
-        r#"{"ChangeDateTime": "x", "Customer": {}, "Changes": []}"#,
-    )
-    .unwrap();
-    let output = connector(&[
-        "explain",
-        "--config",
-        "config/default.toml",
-        body.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(65));
-    assert!(
-        text(&output.stderr).contains("Customer.Id: missing field"),
-        "{}",
-        text(&output.stderr)
-    );
+    let body = r#"{"ChangeDateTime": "x", "Customer": {}, "Changes": []}"#;
+    let stderr = explain_refused(body, &[UNSIGNED, PRIVACY_KEY]);
+    assert!(stderr.contains("Customer.Id: missing field"), "{stderr}");
 }

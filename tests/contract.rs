@@ -323,16 +323,7 @@ fn the_asyncapi_document_of_fan_out_and_overlapping_globs_passes_the_official_pa
             ("everything", &["*"], &["audit", "all.unrouted"]),
         ],
     );
-    let (dir, routes_file) = routes_file(&routes);
-    let settings = dir.path().join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "[kafka]\nbootstrap_servers = \"k1:9092,k2:9092\"\n[routing]\nfile = {:?}\n",
-            routes_file.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (_dir, settings) = settings_file("k1:9092,k2:9092", &routes);
     let text = connector(&["asyncapi", "--config", settings.to_str().unwrap()]);
     assert_valid_asyncapi(&text);
     let document: Value = serde_json::from_str(&text).unwrap();

@@ -165,6 +165,11 @@ fn assert_acknowledged_are_in_kafka(bootstrap: &str, topic: &str, outcomes: &[&O
     assert!(checked > 0, "no request was answered 200");
 }
 
+/// The outcomes that started at an instant `when` holds for.
+fn started<'a>(all: &[&'a Outcome], when: impl Fn(Instant) -> bool) -> Vec<&'a Outcome> {
+    all.iter().copied().filter(|o| when(o.started)).collect()
+}
+
 /// Counts of outcomes by status and error (or by why no answer came).
 fn summary(outcomes: &[&Outcome]) -> String {
     let mut counts = std::collections::BTreeMap::new();
@@ -193,6 +198,29 @@ fn assert_all(outcomes: &[&Outcome], what: &str, check: impl Fn(&Outcome) -> boo
 /// processed (or panics after 10 s): the load is in flight.
 async fn wait_for_requests_in_flight(url: &str, count: u32) {
     wait_for_metric_to(url, IN_FLIGHT, |n| n >= Some(f64::from(count))).await
+}
+
+/// A load of [`run_load`] senders, flowing.
+struct Load {
+    stop: Arc<AtomicBool>,
+    senders: tokio::task::JoinHandle<Vec<Outcome>>,
+}
+
+impl Load {
+    /// Starts `clients` senders to `endpoint` of the connector at `url` and
+    /// waits until the load flows ([`wait_for_load`]).
+    async fn start(url: &str, endpoint: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders = tokio::spawn(run_load(endpoint, clients, Arc::clone(&stop)));
+        wait_for_load(url).await;
+        Load { stop, senders }
+    }
+
+    /// Stops the senders; every request's outcome.
+    async fn stop(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.senders.await.unwrap()
+    }
 }
 
 /// Polls `{url}/metrics` until the load flows (a hundred notifications accepted)
@@ -237,16 +265,10 @@ async fn send_and_stall(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() {
     let timeout = Duration::from_millis(1000);
-    let (broker, topic, connector) = connector_on_own_broker("paused", |s| {
-        s.kafka.delivery_timeout_ms = timeout.as_millis() as u64;
-    })
-    .await;
-    warm_up(&connector.endpoint()).await;
+    let (broker, topic, connector) = warm_connector_on_own_broker("paused", timeout).await;
     let _turn = alone().await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
-    wait_for_load(&connector.url).await;
+    let load = Load::start(&connector.url, connector.endpoint(), 16).await;
     broker.pause();
     let paused_at = Instant::now();
     // Time passing: the pause outlasts the delivery timeout three times over.
@@ -255,37 +277,26 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
     let resumed_at = Instant::now();
     // Time passing: the load runs on while the connector recovers, and beyond.
     tokio::time::sleep(Duration::from_millis(4000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let outcomes = load.await.unwrap();
+    let outcomes = load.stop().await;
     let all: Vec<&Outcome> = outcomes.iter().collect();
 
     assert_all(&all, "answered", |o| o.status.is_some());
     // Nobody sent during the pause waits longer than the delivery timeout plus 1 s.
-    let sent_in_pause: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started >= paused_at && o.started < resumed_at)
-        .collect();
+    let sent_in_pause = started(&all, |at| at >= paused_at && at < resumed_at);
     assert_all(
         &sent_in_pause,
         "answered within the delivery timeout plus 1 s",
         |o| o.elapsed <= timeout + Duration::from_millis(1000),
     );
     // Requests whose whole delivery window fell inside the pause were refused.
-    let during: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started > paused_at + Duration::from_millis(200))
-        .filter(|o| o.started + timeout + Duration::from_millis(500) < resumed_at)
-        .collect();
+    let during = started(&all, |at| {
+        at > paused_at + Duration::from_millis(200)
+            && at + timeout + Duration::from_millis(500) < resumed_at
+    });
     assert!(!during.is_empty(), "{}", summary(&all));
     assert_all(&during, "503 during the pause", |o| o.status == Some(503));
     // 200s came back without restarting the connector.
-    let late: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started > resumed_at + Duration::from_millis(2500))
-        .collect();
+    let late = started(&all, |at| at > resumed_at + Duration::from_millis(2500));
     assert!(!late.is_empty(), "{}", summary(&all));
     assert_all(&late, "200 again after the pause", |o| {
         o.status == Some(200)
@@ -298,18 +309,13 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
     let delivery_timeout = Duration::from_millis(2000);
-    let (mut broker, topic, connector) = connector_on_own_broker("restarted", |s| {
-        s.kafka.delivery_timeout_ms = delivery_timeout.as_millis() as u64;
-    })
-    .await;
     // With a producer id from the broker about to die, so the new one has never
     // heard of it.
-    warm_up(&connector.endpoint()).await;
+    let (mut broker, topic, connector) =
+        warm_connector_on_own_broker("restarted", delivery_timeout).await;
     let _turn = alone().await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(run_load(connector.endpoint(), 16, Arc::clone(&stop)));
-    wait_for_load(&connector.url).await;
+    let load = Load::start(&connector.url, connector.endpoint(), 16).await;
     broker.kill();
     // The old broker is gone: nothing started from now on can be acknowledged by it.
     let killed_at = Instant::now();
@@ -319,8 +325,7 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
     let restarted_at = Instant::now();
     // Time passing: the load runs on while the connector recovers, and beyond.
     tokio::time::sleep(Duration::from_millis(6000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let outcomes = load.await.unwrap();
+    let outcomes = load.stop().await;
     let all: Vec<&Outcome> = outcomes.iter().collect();
 
     // Every request was answered, none later than a delivery could take.
@@ -340,22 +345,14 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
         "in flight at the kill: 200 or 503 kafka_*",
         |o| o.is_200_or_503(&["kafka_unavailable", "kafka_refused"]),
     );
-    let late: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started > restarted_at + Duration::from_millis(4000))
-        .collect();
+    let late = started(&all, |at| at > restarted_at + Duration::from_millis(4000));
     assert!(!late.is_empty(), "{}", summary(&all));
     assert_all(&late, "200 again after the restart", |o| {
         o.status == Some(200)
     });
     // Every 200 to a request started since the kill was acknowledged by the new
     // broker, so it is there (the old one took its records with it).
-    let since_the_kill: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started >= killed_at)
-        .collect();
+    let since_the_kill = started(&all, |at| at >= killed_at);
     assert_acknowledged_are_in_kafka(&broker.bootstrap(), &topic, &since_the_kill);
     // The recovery came from replacing the producer, not from luck.
     let replacements = metric(
@@ -403,12 +400,11 @@ async fn too_many_requests_in_flight_get_503_at_once() {
 #[tokio::test]
 async fn a_stalled_body_gets_408_and_gives_its_slot_back() {
     let _turn = shared().await;
-    let topic = unique_topic("stalled");
-    create_topics(&[&topic]).await;
-    let mut settings = test_settings();
-    settings.server.max_in_flight = 1;
-    settings.server.request_read_timeout_ms = 500;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (topic, connector) = connector_on_new_topic("stalled", |s| {
+        s.server.max_in_flight = 1;
+        s.server.request_read_timeout_ms = 500;
+    })
+    .await;
 
     let (answer, took) = send_and_stall(
         &connector,
@@ -439,9 +435,7 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     let _turn = alone().await;
 
     let clients = 16;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(run_load(process.endpoint(), clients, Arc::clone(&stop)));
-    wait_for_load(&process.url).await;
+    let load = Load::start(&process.url, process.endpoint(), clients).await;
     // Every client's request held in the connector by a frozen broker, so each
     // one is being processed (none on its way) when the signal comes.
     broker.pause();
@@ -463,19 +457,14 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     let exited_after = signalled_at.elapsed();
     // Time passing: the clients keep sending for a moment after the exit.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let outcomes = load.await.unwrap();
+    let outcomes = load.stop().await;
     let all: Vec<&Outcome> = outcomes.iter().collect();
 
     assert_eq!(exit.code(), Some(0));
     assert!(exited_after < Duration::from_millis(grace_ms + 500));
     // Every request started before the signal was answered: 200, or 503
     // shutting_down near the end of the grace period; never a dropped connection.
-    let before: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started < signalled_at)
-        .collect();
+    let before = started(&all, |at| at < signalled_at);
     let in_flight = before.iter().filter(|o| o.spans(signalled_at)).count();
     assert!(in_flight >= clients, "{in_flight} in flight at the signal");
     assert_all(
@@ -484,11 +473,7 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
         |o| o.is_200_or_503(&["shutting_down"]),
     );
     // After the process is gone, requests are refused at the connection.
-    let late: Vec<&Outcome> = all
-        .iter()
-        .copied()
-        .filter(|o| o.started > signalled_at + exited_after)
-        .collect();
+    let late = started(&all, |at| at > signalled_at + exited_after);
     assert!(!late.is_empty(), "{}", summary(&all));
     assert_all(&late, "refused once the connector is gone", |o| {
         o.status.is_none()
@@ -522,11 +507,10 @@ async fn requests_still_waiting_when_the_grace_period_ends_get_503_not_200() {
 #[tokio::test]
 async fn a_client_stalling_in_its_headers_is_disconnected() {
     let _turn = shared().await;
-    let topic = unique_topic("stalled-headers");
-    create_topics(&[&topic]).await;
-    let mut settings = test_settings();
-    settings.server.request_read_timeout_ms = 500;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (_topic, connector) = connector_on_new_topic("stalled-headers", |s| {
+        s.server.request_read_timeout_ms = 500
+    })
+    .await;
     let (answer, took) = send_and_stall(
         &connector,
         b"POST /webhooks/customer HTTP/1.1\r\nHost: x\r\nContent-Ty",

@@ -215,8 +215,7 @@ async fn connections_that_send_nothing_are_closed_and_starve_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_slow_senders_announcing_256_kib_add_at_most_32_mib_of_memory() {
-    let topic = unique_topic("announced");
-    create_topics(&[&topic]).await;
+    let [topic] = new_topics(["announced"]).await;
     // Quiet: every sender hanging up at the end is a warning.
     let quiet = [("CONNECTOR__LOG__LEVEL", "error")];
     let process = spawn_connector(&kafka(), &routes_toml(&topic, &[]), &quiet).await;
@@ -353,8 +352,7 @@ async fn invented_change_types_keep_metrics_small_and_labels_bounded() {
 #[tokio::test]
 async fn a_key_with_a_newline_cannot_forge_a_log_line() {
     let _turn = shared().await;
-    let topic = unique_topic("forged-log");
-    create_topics(&[&topic]).await;
+    let [topic] = new_topics(["forged-log"]).await;
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("connector.log");
     let log = std::fs::File::create(&log_path).unwrap();

@@ -26,6 +26,32 @@ async fn wait_for_status(url: &str, status: u16, within: Duration) -> String {
     }
 }
 
+/// The routing reloads counted with `result` (`ok` or `failed`).
+fn reloads(result: &str) -> String {
+    format!("webhook_connector_routing_reloads_total{{result=\"{result}\"}}")
+}
+
+/// A connector sending everything to `topic` that checks its routing file for
+/// changes every 100 ms.
+async fn watching_connector(topic: &str) -> Connector {
+    let mut settings = test_settings();
+    settings.routing.watch_interval_ms = 100;
+    start_connector(settings, &routes_toml(topic, &[])).await
+}
+
+/// Writes `routes_toml` over the connector's routing file and waits until its
+/// reload is counted with `result`.
+async fn replace_routing_file(connector: &Connector, routes_toml: &str, result: &str) {
+    std::fs::write(&connector.routes_file, routes_toml).unwrap();
+    wait_for_metric(&connector.url, &reloads(result), 1.0).await;
+}
+
+/// Posts the seed sample to `endpoint` and checks it is accepted.
+async fn post_seed_sample(endpoint: &str) {
+    let answer = post(endpoint, seed_sample(), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+}
+
 #[tokio::test]
 async fn readiness_turns_503_while_the_broker_is_stopped_and_200_when_it_returns() {
     let (broker, _topic, connector) = connector_on_own_broker("ready", |_| {}).await;
@@ -66,9 +92,7 @@ async fn readiness_names_a_routed_topic_missing_from_kafka() {
 
 #[tokio::test]
 async fn metrics_report_counts_that_match_the_requests_sent() {
-    let contact = unique_topic("contact");
-    let marketing = unique_topic("marketing");
-    create_topics(&[&contact, &marketing]).await;
+    let [contact, marketing] = new_topics(["contact", "marketing"]).await;
     let routes = routes_toml(
         &marketing,
         &[("contact", &["CustomerSmsChanged"], &[&contact])],
@@ -144,9 +168,7 @@ async fn metrics_report_counts_that_match_the_requests_sent() {
 
 #[tokio::test]
 async fn every_answer_carries_a_request_id() {
-    let topic = unique_topic("ids");
-    create_topics(&[&topic]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let (_topic, connector) = connector_on_new_topic("ids", |_| {}).await;
     let given = post(
         &connector.endpoint(),
         seed_sample(),
@@ -167,28 +189,12 @@ async fn every_answer_carries_a_request_id() {
 
 #[tokio::test]
 async fn a_changed_routing_file_applies_to_later_requests() {
-    let first = unique_topic("first");
-    let second = unique_topic("second");
-    create_topics(&[&first, &second]).await;
-    let mut settings = test_settings();
-    settings.routing.watch_interval_ms = 100;
-    let connector = start_connector(settings, &routes_toml(&first, &[])).await;
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
+    let [first, second] = new_topics(["first", "second"]).await;
+    let connector = watching_connector(&first).await;
+    post_seed_sample(&connector.endpoint()).await;
 
-    std::fs::write(&connector.routes_file, routes_toml(&second, &[])).unwrap();
-    wait_for_metric(
-        &connector.url,
-        "webhook_connector_routing_reloads_total{result=\"ok\"}",
-        1.0,
-    )
-    .await;
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
+    replace_routing_file(&connector, &routes_toml(&second, &[]), "ok").await;
+    post_seed_sample(&connector.endpoint()).await;
 
     read_exactly(&first, 4);
     read_exactly(&second, 4);
@@ -197,44 +203,22 @@ async fn a_changed_routing_file_applies_to_later_requests() {
 
 #[tokio::test]
 async fn an_invalid_routing_file_keeps_the_old_table() {
-    let topic = unique_topic("kept");
-    create_topics(&[&topic]).await;
-    let mut settings = test_settings();
-    settings.routing.watch_interval_ms = 100;
-    let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    let (topic, connector) =
+        connector_on_new_topic("kept", |s| s.routing.watch_interval_ms = 100).await;
 
     let broken = routes_toml(&topic, &[("bad", &[], &["elsewhere"])]);
-    std::fs::write(&connector.routes_file, broken).unwrap();
-    wait_for_metric(
-        &connector.url,
-        "webhook_connector_routing_reloads_total{result=\"failed\"}",
-        1.0,
-    )
-    .await;
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
+    replace_routing_file(&connector, &broken, "failed").await;
+    post_seed_sample(&connector.endpoint()).await;
     read_exactly(&topic, 4);
     let (_, _, text) = get_text(&format!("{}/metrics", connector.url)).await;
-    assert_eq!(
-        metric(
-            &text,
-            "webhook_connector_routing_reloads_total{result=\"ok\"}"
-        ),
-        None
-    );
+    assert_eq!(metric(&text, &reloads("ok")), None);
     connector.stop().await;
 }
 
 #[tokio::test]
 async fn a_reload_never_reroutes_a_request_in_flight() {
-    let old = unique_topic("old");
-    let new = unique_topic("new");
-    create_topics(&[&old, &new]).await;
-    let mut settings = test_settings();
-    settings.routing.watch_interval_ms = 100;
-    let connector = start_connector(settings, &routes_toml(&old, &[])).await;
+    let [old, new] = new_topics(["old", "new"]).await;
+    let connector = watching_connector(&old).await;
 
     // The request starts (headers and half its body) under the old table...
     let body = seed_sample();
@@ -254,13 +238,7 @@ async fn a_reload_never_reroutes_a_request_in_flight() {
     })
     .await;
     // ...the table changes while it is in flight...
-    std::fs::write(&connector.routes_file, routes_toml(&new, &[])).unwrap();
-    wait_for_metric(
-        &connector.url,
-        "webhook_connector_routing_reloads_total{result=\"ok\"}",
-        1.0,
-    )
-    .await;
+    replace_routing_file(&connector, &routes_toml(&new, &[]), "ok").await;
     // ...and it completes under the table it started with.
     stream.write_all(tail).await.unwrap();
     let mut answer = String::new();
@@ -269,19 +247,14 @@ async fn a_reload_never_reroutes_a_request_in_flight() {
     read_exactly(&old, 4);
     read_exactly(&new, 0);
     // A request that starts now uses the new table.
-    assert_eq!(
-        post(&connector.endpoint(), seed_sample(), &[]).await.status,
-        200
-    );
+    post_seed_sample(&connector.endpoint()).await;
     read_exactly(&new, 4);
     connector.stop().await;
 }
 
 #[tokio::test]
 async fn sighup_reloads_the_routing_file() {
-    let first = unique_topic("first");
-    let second = unique_topic("second");
-    create_topics(&[&first, &second]).await;
+    let [first, second] = new_topics(["first", "second"]).await;
     // No polling: only the signal may reload.
     let mut process = spawn_connector(
         &kafka(),
@@ -296,15 +269,10 @@ async fn sighup_reloads_the_routing_file() {
     // Time passing: long enough for a watcher to have seen the change, were
     // there one.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
+    post_seed_sample(&endpoint).await;
     process.signal("-HUP");
-    wait_for_metric(
-        &url,
-        "webhook_connector_routing_reloads_total{result=\"ok\"}",
-        1.0,
-    )
-    .await;
-    assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
+    wait_for_metric(&url, &reloads("ok"), 1.0).await;
+    post_seed_sample(&endpoint).await;
 
     process.signal("-TERM");
     assert!(process.child.0.wait().unwrap().success());

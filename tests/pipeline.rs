@@ -21,10 +21,7 @@ fn notification(id: i64, change_date_time: &str, changes: Value) -> String {
 
 #[tokio::test]
 async fn seed_sample_reaches_the_routed_topics_with_key_headers_and_every_field() {
-    let contact = unique_topic("contact");
-    let marketing = unique_topic("marketing");
-    let unrouted = unique_topic("unrouted");
-    create_topics(&[&contact, &marketing, &unrouted]).await;
+    let [contact, marketing, unrouted] = new_topics(["contact", "marketing", "unrouted"]).await;
     let routes = routes_toml(
         &unrouted,
         &[
@@ -140,10 +137,7 @@ async fn seed_sample_reaches_the_routed_topics_with_key_headers_and_every_field(
 
 #[tokio::test]
 async fn fans_out_to_every_topic_of_every_matching_route() {
-    let contact = unique_topic("contact");
-    let audit = unique_topic("audit");
-    let unrouted = unique_topic("unrouted");
-    create_topics(&[&contact, &audit, &unrouted]).await;
+    let [contact, audit, unrouted] = new_topics(["contact", "audit", "unrouted"]).await;
     let routes = routes_toml(
         &unrouted,
         &[
@@ -177,9 +171,7 @@ async fn fans_out_to_every_topic_of_every_matching_route() {
 
 #[tokio::test]
 async fn unknown_change_types_and_empty_notifications_reach_the_unmatched_topic() {
-    let contact = unique_topic("contact");
-    let unrouted = unique_topic("unrouted");
-    create_topics(&[&contact, &unrouted]).await;
+    let [contact, unrouted] = new_topics(["contact", "unrouted"]).await;
     let routes = routes_toml(
         &unrouted,
         &[("contact", &["CustomerEmailChanged"], &[&contact])],
@@ -224,9 +216,7 @@ async fn unknown_change_types_and_empty_notifications_reach_the_unmatched_topic(
 
 #[tokio::test]
 async fn every_timestamp_shape_and_value_type_survives_the_trip() {
-    let all = unique_topic("all");
-    let unrouted = unique_topic("unrouted");
-    create_topics(&[&all, &unrouted]).await;
+    let [all, unrouted] = new_topics(["all", "unrouted"]).await;
     let connector = start_connector(
         test_settings(),
         &routes_toml(&unrouted, &[("all", &["*"], &[&all])]),
@@ -284,9 +274,7 @@ async fn every_timestamp_shape_and_value_type_survives_the_trip() {
 
 #[tokio::test]
 async fn numbers_reach_kafka_digit_for_digit() {
-    let topic = unique_topic("numbers");
-    create_topics(&[&topic]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&topic, &[])).await;
+    let (topic, connector) = connector_on_new_topic("numbers", |_| {}).await;
     let body = r#"{"ChangeDateTime":"2018-11-12T10:15:00",
         "Customer":{"Id":3,"Huge":123456789012345678901234567890,"Precise":0.1000000000000000055511151231257827,"Plain":12.50},
         "Changes":[{"ChangeType":"CustomerThingChanged","OldValue":18446744073709551617,"NewValue":-99999999999999999999.5}]}"#;
@@ -307,9 +295,7 @@ async fn numbers_reach_kafka_digit_for_digit() {
 
 #[tokio::test]
 async fn the_same_notification_twice_gives_the_same_event_ids() {
-    let all = unique_topic("all");
-    create_topics(&[&all]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&all, &[])).await;
+    let (all, connector) = connector_on_new_topic("all", |_| {}).await;
     let first = post(&connector.endpoint(), seed_sample(), &[]).await;
     let second = post(&connector.endpoint(), seed_sample(), &[]).await;
     assert_eq!(first.status, 200);
@@ -330,9 +316,7 @@ async fn the_same_notification_twice_gives_the_same_event_ids() {
 #[tokio::test]
 async fn malformed_bodies_get_400_and_produce_nothing() {
     // Their messages are checked in process, in tests/http_contract.rs.
-    let all = unique_topic("all");
-    create_topics(&[&all]).await;
-    let connector = start_connector(test_settings(), &routes_toml(&all, &[])).await;
+    let (all, connector) = connector_on_new_topic("all", |_| {}).await;
     for (body, code, _) in malformed_bodies() {
         let answer = post(&connector.endpoint(), body.clone(), &[]).await;
         assert_eq!(answer.status, 400, "{body}: {:?}", answer.json);
@@ -350,12 +334,7 @@ async fn malformed_bodies_get_400_and_produce_nothing() {
 async fn refused_sizes_and_content_types_produce_nothing() {
     // Paths, methods and the probes without Kafka are checked in process, in
     // tests/http_contract.rs; here: over a real socket, what reaches Kafka.
-    let all = unique_topic("all");
-    create_topics(&[&all]).await;
-    let mut settings = test_settings();
-    settings.server.max_body_bytes = 4096;
-    let connector = start_connector(settings, &routes_toml(&all, &[])).await;
-    let client = http_client();
+    let (all, connector) = connector_on_new_topic("all", |s| s.server.max_body_bytes = 4096).await;
 
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000));
     let too_large = post(&connector.endpoint(), big.clone(), &[]).await;
@@ -376,39 +355,16 @@ async fn refused_sizes_and_content_types_produce_nothing() {
     .await;
     assert_eq!(chunked.status, 413);
 
-    let text = answer(
-        client
-            .post(connector.endpoint())
-            .header("content-type", "text/plain")
-            .body(seed_sample())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let endpoint = connector.endpoint();
+    let text = post_with_content_type(&endpoint, seed_sample(), Some("text/plain"), &[]).await;
     assert_eq!(text.status, 415);
     assert_eq!(text.json["error"], json!("unsupported_media_type"));
 
-    let with_charset = answer(
-        client
-            .post(connector.endpoint())
-            .header("content-type", "Application/JSON; charset=utf-8")
-            .body(seed_sample())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let json_with_charset = Some("Application/JSON; charset=utf-8");
+    let with_charset =
+        post_with_content_type(&endpoint, seed_sample(), json_with_charset, &[]).await;
     assert_eq!(with_charset.status, 200, "{:?}", with_charset.json);
-    let without = answer(
-        client
-            .post(connector.endpoint())
-            .body(seed_sample())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let without = post_with_content_type(&endpoint, seed_sample(), None, &[]).await;
     assert_eq!(without.status, 200, "{:?}", without.json);
 
     let ready = get_json(&format!("{}/readyz", connector.url)).await;
@@ -452,11 +408,10 @@ async fn a_route_to_a_missing_topic_answers_503_never_200() {
 
 #[tokio::test]
 async fn signed_requests_are_verified_when_secrets_are_set() {
-    let all = unique_topic("all");
-    create_topics(&[&all]).await;
-    let mut settings = test_settings();
-    settings.webhook.secrets = vec!["old-secret".into(), "new-secret".into()];
-    let connector = start_connector(settings, &routes_toml(&all, &[])).await;
+    let (all, connector) = connector_on_new_topic("all", |s| {
+        s.webhook.secrets = vec!["old-secret".into(), "new-secret".into()]
+    })
+    .await;
     let body = seed_sample();
     let sign = webhook_connector::ingress::signature::sign;
 

@@ -115,23 +115,17 @@ fn succeeded(output: &std::process::Output) -> String {
 
 /// Posts the seed sample (with unknown fields) to a connector whose route `label`
 /// has `rules` and whose other route sends the same events whole; the 4 events as
-/// the shaped topic and the whole topic received them, and the ids answered.
-async fn shaped_beside_whole(label: &str, rules: &str) -> (Vec<Record>, Vec<Record>, Vec<String>) {
-    let (shaped, whole, unrouted) = (
-        unique_topic(label),
-        unique_topic("whole"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&shaped, &whole, &unrouted]).await;
+/// the shaped topic and the whole topic received them, after checking the shaped
+/// ones carry the event ids answered, in order.
+async fn shaped_beside_whole(label: &str, rules: &str) -> (Vec<Record>, Vec<Record>) {
+    let [shaped, whole, unrouted] = new_topics([label, "whole", "unrouted"]).await;
     let routes = [
         unmatched(&unrouted),
         route(label, &["Customer*"], &shaped, rules),
         route("whole", &["Customer*"], &whole, ""),
     ]
     .concat();
-    let settings = test_settings();
-    let table = routing_table(&routes, &settings);
-    let connector = start_connector(settings, &routes).await;
+    let (connector, table) = start_connector_and_table(test_settings(), &routes).await;
     let _turn = shared().await;
 
     let answer = post(&connector.endpoint(), seed_with_unknown_fields(), &[]).await;
@@ -145,14 +139,17 @@ async fn shaped_beside_whole(label: &str, rules: &str) -> (Vec<Record>, Vec<Reco
     ])
     .try_into()
     .unwrap();
+    for (i, shaped) in shaped.iter().enumerate() {
+        assert_eq!(shaped.value["event_id"], json!(ids[i]), "event {i}");
+    }
     connector.stop().await;
-    (shaped, full, ids)
+    (shaped, full)
 }
 
 #[tokio::test]
 async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_envelope() {
     let rules = r#"include = ["new_value", "customer_email", "customer_receive_*"]"#;
-    let (shaped, full, ids) = shaped_beside_whole("included", rules).await;
+    let (shaped, full) = shaped_beside_whole("included", rules).await;
     let included_fields = [
         "new_value",
         "customer_email",
@@ -177,7 +174,6 @@ async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_enve
         );
     }
     for (i, (shaped, full)) in shaped.iter().zip(&full).enumerate() {
-        assert_eq!(shaped.value["event_id"], json!(ids[i]), "event {i}");
         // Exactly the envelope and the included fields, valued and ordered as in
         // the whole event on the topic without rules.
         let kept: BTreeSet<&str> = keys(&shaped.value).into_iter().collect();
@@ -199,7 +195,7 @@ async fn a_topic_with_an_include_list_receives_exactly_those_fields_and_the_enve
 #[tokio::test]
 async fn an_exclude_list_removes_what_it_names_and_nothing_else() {
     let rules = r#"exclude = ["old_value", "customer_email", "customer_*_opt_in_text"]"#;
-    let (shaped, full, ids) = shaped_beside_whole("excluded", rules).await;
+    let (shaped, full) = shaped_beside_whole("excluded", rules).await;
     let removed = [
         "old_value",
         "customer_email",
@@ -209,7 +205,6 @@ async fn an_exclude_list_removes_what_it_names_and_nothing_else() {
         "customer_restaurant_sms_marketing_opt_in_text",
     ];
     for (i, (shaped, full)) in shaped.iter().zip(&full).enumerate() {
-        assert_eq!(shaped.value["event_id"], json!(ids[i]), "event {i}");
         for field in removed {
             assert!(full.value.get(field).is_some(), "{field} in {}", full.value);
             assert!(
@@ -235,13 +230,8 @@ async fn an_exclude_list_removes_what_it_names_and_nothing_else() {
 
 #[tokio::test]
 async fn pseudonymised_fields_are_keyed_hmac_tokens_stable_across_requests_and_topics() {
-    let (tokens, emails, unrouted) = (
-        unique_topic("tokens"),
-        unique_topic("emails"),
-        unique_topic("unrouted"),
-    );
-    let (other_key, other_unrouted) = (unique_topic("other-key"), unique_topic("unrouted"));
-    create_topics(&[&tokens, &emails, &unrouted, &other_key, &other_unrouted]).await;
+    let [tokens, emails, unrouted, other_key, other_unrouted] =
+        new_topics(["tokens", "emails", "unrouted", "other-key", "unrouted"]).await;
     let every_token = r#"pseudonymise = ["old_value", "new_value", "customer_email", "customer_mobile_number", "customer_related_provider_id", "customer_*_opt_in_text"]"#;
     let email_token = r#"include = ["customer_email"]
 pseudonymise = ["customer_email"]"#;
@@ -256,10 +246,9 @@ pseudonymise = ["customer_email"]"#;
         route("emails", &["CustomerSmsChanged"], &other_key, email_token),
     ]
     .concat();
-    let table = routing_table(&routes, &keyed_settings(KEY));
-    let other_table = routing_table(&other_routes, &keyed_settings(OTHER_KEY));
-    let connector = start_connector(keyed_settings(KEY), &routes).await;
-    let other = start_connector(keyed_settings(OTHER_KEY), &other_routes).await;
+    let (connector, table) = start_connector_and_table(keyed_settings(KEY), &routes).await;
+    let (other, other_table) =
+        start_connector_and_table(keyed_settings(OTHER_KEY), &other_routes).await;
     let _turn = shared().await;
 
     // The seed sample, then another customer with the same email address; and
@@ -378,15 +367,12 @@ pseudonymise = ["customer_email"]"#;
 
 #[tokio::test]
 async fn a_customer_change_then_a_deletion_leave_its_latest_state_then_a_tombstone() {
-    let (state, unrouted) = (unique_topic("state"), unique_topic("unrouted"));
-    create_topics(&[&state, &unrouted]).await;
+    let [state, unrouted] = new_topics(["state", "unrouted"]).await;
     let routes = format!(
         "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\nexclude = [\"customer_email\"]\n",
         unmatched(&unrouted)
     );
-    let settings = test_settings();
-    let table = routing_table(&routes, &settings);
-    let connector = start_connector(settings, &routes).await;
+    let (connector, table) = start_connector_and_table(test_settings(), &routes).await;
     let _turn = shared().await;
 
     let changed = post(&connector.endpoint(), seed_sample(), &[]).await;
@@ -460,12 +446,7 @@ async fn a_customer_change_then_a_deletion_leave_its_latest_state_then_a_tombsto
 
 #[tokio::test]
 async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() {
-    let (state, erasures, unrouted) = (
-        unique_topic("state"),
-        unique_topic("erasures"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&state, &erasures, &unrouted]).await;
+    let [state, erasures, unrouted] = new_topics(["state", "erasures", "unrouted"]).await;
     // As the shipped routing file: the state topic's rules need the key.
     let routes = format!(
         "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\npseudonymise = [\"customer_email\"]\n\n[erasure]\ntopic = {erasures:?}\n",
@@ -473,14 +454,8 @@ async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() 
     );
     let table = routing_table(&routes, &keyed_settings(KEY));
     let (_dir, settings) = settings_file(&kafka(), &routes);
-    let settings = settings.to_str().unwrap();
     let forget = |entity: &str, id: &str| {
-        run_binary(
-            &[
-                "forget", "--config", settings, "--entity", entity, "--id", id,
-            ],
-            &[("CONNECTOR__PRIVACY__KEY", KEY)],
-        )
+        run_forget(&settings, entity, id, &[("CONNECTOR__PRIVACY__KEY", KEY)])
     };
     let _turn = shared().await;
 
@@ -577,8 +552,7 @@ async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() 
 
 #[tokio::test]
 async fn forget_without_an_erasure_topic_exits_64_and_writes_nothing() {
-    let (state, unrouted) = (unique_topic("state"), unique_topic("unrouted"));
-    create_topics(&[&state, &unrouted]).await;
+    let [state, unrouted] = new_topics(["state", "unrouted"]).await;
     let routes = format!(
         "{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n",
         unmatched(&unrouted)
@@ -587,18 +561,7 @@ async fn forget_without_an_erasure_topic_exits_64_and_writes_nothing() {
     let (_dir, settings) = settings_file(&kafka(), &routes);
     let _turn = shared().await;
 
-    let output = run_binary(
-        &[
-            "forget",
-            "--config",
-            settings.to_str().unwrap(),
-            "--entity",
-            "customer",
-            "--id",
-            "862",
-        ],
-        &[],
-    );
+    let output = run_forget(&settings, "customer", "862", &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("no [erasure] topic"), "{stderr}");
@@ -609,12 +572,8 @@ async fn forget_without_an_erasure_topic_exits_64_and_writes_nothing() {
 
 #[tokio::test]
 async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
-    let (routed, state, erasures, unrouted) = (
-        unique_topic("routed"),
-        unique_topic("state"),
-        unique_topic("erasures"),
-        unique_topic("unrouted"),
-    );
+    let [routed, state, erasures, unrouted] =
+        unique_topics(["routed", "state", "erasures", "unrouted"]);
     let routes = format!(
         "{}{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n\n[erasure]\ntopic = {erasures:?}\n",
         unmatched(&unrouted),
@@ -696,11 +655,7 @@ async fn create_topics_makes_the_state_topic_compacted_and_only_it() {
 
 #[tokio::test]
 async fn a_state_topic_that_exists_without_compaction_fails_create_topics_and_check() {
-    let (state, erasures, unrouted) = (
-        unique_topic("plain-state"),
-        unique_topic("erasures"),
-        unique_topic("unrouted"),
-    );
+    let [state, erasures, unrouted] = unique_topics(["plain-state", "erasures", "unrouted"]);
     let _turn = shared().await;
     // Created by someone else, with the default policy (delete).
     create_topics(&[&state]).await;
@@ -752,13 +707,8 @@ fn keyed_id(key: &str, plain: &str) -> String {
 
 #[tokio::test]
 async fn keyed_event_ids_are_keyed_hashes_of_the_plain_ones_the_same_on_every_topic() {
-    let (hidden, whole, state, unrouted) = (
-        unique_topic("hidden"),
-        unique_topic("whole"),
-        unique_topic("state"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&hidden, &whole, &state, &unrouted]).await;
+    let [hidden, whole, state, unrouted] =
+        new_topics(["hidden", "whole", "state", "unrouted"]).await;
     let routes = format!(
         "{}{}{}\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n",
         unmatched(&unrouted),
@@ -772,9 +722,8 @@ async fn keyed_event_ids_are_keyed_hashes_of_the_plain_ones_the_same_on_every_to
     );
     let mut settings = keyed_settings(KEY);
     settings.privacy.keyed_event_ids = true;
-    let table = routing_table(&routes, &settings);
+    let (connector, table) = start_connector_and_table(settings, &routes).await;
     assert!(table.warnings().is_empty(), "{:?}", table.warnings());
-    let connector = start_connector(settings, &routes).await;
     let _turn = shared().await;
 
     let answer = post(&connector.endpoint(), seed_sample(), &[]).await;

@@ -79,6 +79,18 @@ fn replay_settings(routes_toml: &str, more_toml: &str) -> (tempfile::TempDir, St
     (dir, path.to_str().unwrap().to_string())
 }
 
+/// A routing file taking customer events to `customers`, the others to
+/// `unrouted`.
+fn customer_routes(unrouted: &str, customers: &str) -> String {
+    routes_toml(unrouted, &[("customers", &["Customer*"], &[customers])])
+}
+
+/// Settings lines for `replay`: 100 changes allowed (more than
+/// [`dead_lettering`] allows), and the `[archive]` table of `archive` lines.
+fn allowing_more_changes(archive: &str) -> String {
+    format!("[webhook]\nmax_changes = 100\n\n[archive]\n{archive}")
+}
+
 /// Runs `webhook-connector replay --config <settings> <args>`.
 fn replay(settings: &str, args: &[&str]) -> Output {
     let mut all = vec!["replay", "--config", settings];
@@ -190,8 +202,7 @@ async fn post_both_samples(connector: &Connector) -> (Answer, Answer) {
 
 #[tokio::test]
 async fn every_refusal_for_the_content_is_kept_byte_for_byte_with_why_and_then_answered() {
-    let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
-    create_topics(&[&dead, &routed]).await;
+    let [dead, routed] = new_topics(["dead", "routed"]).await;
     let mut settings = dead_lettering(&dead);
     // A quarter for bodies arriving, 12,000 bytes for a request being processed.
     settings.server.max_body_bytes = 4_000;
@@ -372,7 +383,7 @@ async fn a_refusal_is_answered_only_once_kafka_acknowledged_its_dead_letter() {
 
 #[tokio::test]
 async fn a_refusal_that_cannot_be_kept_is_answered_503_with_retry_after_and_writes_nothing() {
-    let (dead, routed) = (unique_topic("dead-missing"), unique_topic("routed"));
+    let [dead, routed] = unique_topics(["dead-missing", "routed"]);
     create_topics(&[&routed]).await;
     let mut settings = dead_lettering(&dead);
     settings.kafka.delivery_timeout_ms = 3000;
@@ -424,12 +435,7 @@ async fn a_refusal_that_cannot_be_kept_is_answered_503_with_retry_after_and_writ
 
 #[tokio::test]
 async fn a_notification_that_fits_only_without_its_raw_copy_is_refused_413_and_kept() {
-    let (raw, dead, routed) = (
-        unique_topic("raw"),
-        unique_topic("dead"),
-        unique_topic("routed"),
-    );
-    create_topics(&[&raw, &dead, &routed]).await;
+    let [raw, dead, routed] = new_topics(["raw", "dead", "routed"]).await;
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     settings.archive.dead_letter_topic = dead.clone();
@@ -459,8 +465,7 @@ async fn a_notification_that_fits_only_without_its_raw_copy_is_refused_413_and_k
 
 #[tokio::test]
 async fn a_notification_with_a_record_larger_than_message_max_bytes_is_refused_413_and_kept() {
-    let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
-    create_topics(&[&dead, &routed]).await;
+    let [dead, routed] = new_topics(["dead", "routed"]).await;
     let mut settings = test_settings();
     settings.archive.dead_letter_topic = dead.clone();
     settings.server.max_body_bytes = 65_536;
@@ -497,8 +502,7 @@ async fn a_notification_with_a_record_larger_than_message_max_bytes_is_refused_4
 #[tokio::test]
 async fn a_request_failing_the_signature_check_is_never_dead_lettered() {
     const SECRET: &str = "dead-letter-secret";
-    let (dead, routed) = (unique_topic("dead"), unique_topic("routed"));
-    create_topics(&[&dead, &routed]).await;
+    let [dead, routed] = new_topics(["dead", "routed"]).await;
     let mut settings = test_settings();
     settings.webhook.secrets = vec![SECRET.into()];
     settings.archive.dead_letter_topic = dead.clone();
@@ -550,17 +554,12 @@ async fn a_request_failing_the_signature_check_is_never_dead_lettered() {
 
 #[tokio::test]
 async fn an_accepted_notification_is_archived_raw_beside_its_events() {
-    let (raw, dead, customers, unrouted) = (
-        unique_topic("raw"),
-        unique_topic("dead"),
-        unique_topic("customers"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&raw, &dead, &customers, &unrouted]).await;
+    let [raw, dead, customers, unrouted] =
+        new_topics(["raw", "dead", "customers", "unrouted"]).await;
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     settings.archive.dead_letter_topic = dead.clone();
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let routes = customer_routes(&unrouted, &customers);
     let connector = start_connector(settings, &routes).await;
     let _turn = shared().await;
 
@@ -635,13 +634,7 @@ async fn an_accepted_notification_is_archived_raw_beside_its_events() {
 
 #[tokio::test]
 async fn replay_fills_a_new_route_with_what_live_posts_would_have_written_and_nothing_else() {
-    let (raw, live, unrouted, added) = (
-        unique_topic("raw"),
-        unique_topic("live"),
-        unique_topic("unrouted"),
-        unique_topic("added"),
-    );
-    create_topics(&[&raw, &live, &unrouted, &added]).await;
+    let [raw, live, unrouted, added] = new_topics(["raw", "live", "unrouted", "added"]).await;
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     let routes = routes_toml(&unrouted, &[("live", &["Customer*"], &[&live])]);
@@ -688,14 +681,9 @@ async fn replay_fills_a_new_route_with_what_live_posts_would_have_written_and_no
 
 #[tokio::test]
 async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_allows_it() {
-    let (dead, customers, unrouted, reference) = (
-        unique_topic("dead"),
-        unique_topic("customers"),
-        unique_topic("unrouted"),
-        unique_topic("reference"),
-    );
-    create_topics(&[&dead, &customers, &unrouted, &reference]).await;
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let [dead, customers, unrouted, reference] =
+        new_topics(["dead", "customers", "unrouted", "reference"]).await;
+    let routes = customer_routes(&unrouted, &customers);
     let connector = start_connector(dead_lettering(&dead), &routes).await;
     // What a connector allowing the changes makes of the same body, live.
     let mut allowing = test_settings();
@@ -703,7 +691,7 @@ async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_
     let live = start_connector(allowing, &routes_toml(&reference, &[])).await;
     let (_dir, config) = replay_settings(
         &routes,
-        &format!("[webhook]\nmax_changes = 100\n\n[archive]\ndead_letter_topic = {dead:?}\n"),
+        &allowing_more_changes(&format!("dead_letter_topic = {dead:?}\n")),
     );
     let _turn = shared().await;
 
@@ -746,22 +734,14 @@ async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_
 
 #[tokio::test]
 async fn a_dead_letter_accepted_by_replay_is_archived_raw_as_a_live_notification_is() {
-    let (dead, raw, customers, unrouted) = (
-        unique_topic("dead"),
-        unique_topic("raw"),
-        unique_topic("customers"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&dead, &raw, &customers, &unrouted]).await;
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let [dead, raw, customers, unrouted] =
+        new_topics(["dead", "raw", "customers", "unrouted"]).await;
+    let routes = customer_routes(&unrouted, &customers);
     let mut settings = dead_lettering(&dead);
     settings.archive.raw_topic = raw.clone();
     let connector = start_connector(settings, &routes).await;
-    let archive = format!("[archive]\ndead_letter_topic = {dead:?}\nraw_topic = {raw:?}\n");
-    let (_dir, config) = replay_settings(
-        &routes,
-        &format!("[webhook]\nmax_changes = 100\n\n{archive}"),
-    );
+    let archive = format!("dead_letter_topic = {dead:?}\nraw_topic = {raw:?}\n");
+    let (_dir, config) = replay_settings(&routes, &allowing_more_changes(&archive));
     let _turn = shared().await;
 
     let refused = post(
@@ -796,17 +776,12 @@ async fn a_dead_letter_accepted_by_replay_is_archived_raw_as_a_live_notification
 
 #[tokio::test]
 async fn notifications_refused_again_stay_dead_letters_and_replay_exits_65() {
-    let (dead, customers, unrouted) = (
-        unique_topic("dead"),
-        unique_topic("customers"),
-        unique_topic("unrouted"),
-    );
-    create_topics(&[&dead, &customers, &unrouted]).await;
-    let routes = routes_toml(&unrouted, &[("customers", &["Customer*"], &[&customers])]);
+    let [dead, customers, unrouted] = new_topics(["dead", "customers", "unrouted"]).await;
+    let routes = customer_routes(&unrouted, &customers);
     let connector = start_connector(dead_lettering(&dead), &routes).await;
     let (_dir, config) = replay_settings(
         &routes,
-        &format!("[webhook]\nmax_changes = 100\n\n[archive]\ndead_letter_topic = {dead:?}\n"),
+        &allowing_more_changes(&format!("dead_letter_topic = {dead:?}\n")),
     );
     let _turn = shared().await;
 
@@ -846,14 +821,8 @@ async fn notifications_refused_again_stay_dead_letters_and_replay_exits_65() {
 
 #[tokio::test]
 async fn a_dry_run_prints_each_record_it_would_write_and_writes_none() {
-    let (raw, live, unrouted, added, state) = (
-        unique_topic("raw"),
-        unique_topic("live"),
-        unique_topic("unrouted"),
-        unique_topic("added"),
-        unique_topic("state"),
-    );
-    create_topics(&[&raw, &live, &unrouted, &added, &state]).await;
+    let [raw, live, unrouted, added, state] =
+        new_topics(["raw", "live", "unrouted", "added", "state"]).await;
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     let routes = routes_toml(&unrouted, &[("live", &["Customer*"], &[&live])]);
@@ -914,12 +883,7 @@ struct Archiving {
 }
 
 async fn archiving() -> Archiving {
-    let (raw, unrouted, added) = (
-        unique_topic("raw"),
-        unique_topic("unrouted"),
-        unique_topic("added"),
-    );
-    create_topics(&[&raw, &unrouted, &added]).await;
+    let [raw, unrouted, added] = new_topics(["raw", "unrouted", "added"]).await;
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     let connector = start_connector(settings, &routes_toml(&unrouted, &[])).await;
@@ -1006,12 +970,8 @@ async fn since_and_until_replay_only_the_notifications_received_between_them() {
 
 #[tokio::test]
 async fn replay_exits_69_when_kafka_refuses_its_records_or_its_topic_is_missing() {
-    let (raw, unrouted, missing) = (
-        unique_topic("raw"),
-        unique_topic("unrouted"),
-        unique_topic("missing"),
-    );
-    create_topics(&[&raw, &unrouted]).await;
+    let [raw, unrouted] = new_topics(["raw", "unrouted"]).await;
+    let missing = unique_topic("missing");
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     let connector = start_connector(settings, &routes_toml(&unrouted, &[])).await;
@@ -1081,13 +1041,7 @@ fn numbered_notification(at: &str, changes: usize, first: usize) -> String {
 
 #[tokio::test]
 async fn replay_keeps_one_entity_s_notifications_in_the_order_they_were_read() {
-    let (raw, unrouted, added, state) = (
-        unique_topic("raw"),
-        unique_topic("unrouted"),
-        unique_topic("added"),
-        unique_topic("state"),
-    );
-    create_topics(&[&raw, &unrouted, &added, &state]).await;
+    let [raw, unrouted, added, state] = new_topics(["raw", "unrouted", "added", "state"]).await;
     let mut settings = test_settings();
     settings.archive.raw_topic = raw.clone();
     let connector = start_connector(settings, &routes_toml(&unrouted, &[])).await;

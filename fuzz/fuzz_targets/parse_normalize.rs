@@ -44,45 +44,7 @@ const LIMITS: Limits = Limits {
 /// A table with a literal name, globs, a route to two topics, routes sharing a
 /// topic, routes naming their entities, a route with field rules, the unmatched
 /// topic and a state topic for customers.
-const ROUTES: &str = r#"
-[unmatched]
-topic = "customer.unrouted"
-
-[[routes]]
-name = "contact"
-change_types = ["CustomerEmailChanged", "CustomerSmsChanged"]
-topics = ["customer.contact", "customer.audit"]
-
-[[routes]]
-name = "marketing"
-change_types = ["Customer*Marketing*Changed", "?{a,b}[xyz]*"]
-topics = ["customer.marketing"]
-
-[[routes]]
-name = "lifecycle"
-entities = ["customer"]
-change_types = ["Customer*Created", "Customer*Deleted"]
-topics = ["customer.lifecycle", "customer.audit"]
-
-[[routes]]
-name = "bookings"
-entities = ["booking"]
-change_types = ["Booking*", "*Created"]
-topics = ["booking.changes", "customer.audit"]
-
-[[routes]]
-name = "minimal"
-change_types = ["*Changed"]
-topics = ["minimal"]
-include = ["*_value", "customer_e*", "booking_customer_*", "change_*"]
-exclude = ["customer_extra"]
-pseudonymise = ["new_value", "customer_email", "booking_customer_*"]
-
-[[state]]
-entity = "customer"
-topic = "customer.state"
-exclude = ["customer_email"]
-"#;
+const ROUTES: &str = include_str!("../../tests/fixtures/routes/fuzz.toml");
 
 fn table() -> &'static RoutingTable {
     static TABLE: OnceLock<RoutingTable> = OnceLock::new();
@@ -381,22 +343,22 @@ fn check_raw_copy(
     let key = accepted.events[0].key();
     let raw = records::raw_bytes(body.len(), &key, &meta);
     let needed = body.len() + accepted.record_bytes + raw;
-    let copy = || Some((RAW_TOPIC, meta.clone()));
-    let mut asked = Vec::new();
-    let result = pipeline::accept_within(
-        pipeline::Input {
+    // Accepted with the copy, `reserve` asked for every record's bytes.
+    let accept_with_copy = |reserve: &mut dyn FnMut(usize) -> bool| {
+        let input = pipeline::Input {
             body,
             entity,
             received_at,
             limits: &LIMITS,
             table: table(),
-        },
-        copy(),
-        &mut |bytes| {
-            asked.push(bytes);
-            true
-        },
-    );
+        };
+        pipeline::accept_within(input, Some((RAW_TOPIC, meta.clone())), reserve)
+    };
+    let mut asked = Vec::new();
+    let result = accept_with_copy(&mut |bytes| {
+        asked.push(bytes);
+        true
+    });
     let limit = LIMITS.max_request_bytes;
     let with_raw = match result {
         Ok(with_raw) => with_raw,
@@ -418,20 +380,10 @@ fn check_raw_copy(
 
     let refuse_at = body.len() % asked.len();
     let mut asks = 0;
-    let result = pipeline::accept_within(
-        pipeline::Input {
-            body,
-            entity,
-            received_at,
-            limits: &LIMITS,
-            table: table(),
-        },
-        copy(),
-        &mut |_| {
-            asks += 1;
-            asks <= refuse_at
-        },
-    );
+    let result = accept_with_copy(&mut |_| {
+        asks += 1;
+        asks <= refuse_at
+    });
     assert_eq!(result.err(), Some(AcceptError::NoRoom));
     assert_eq!(asks, refuse_at + 1, "asked again after a refusal");
 }

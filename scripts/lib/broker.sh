@@ -59,27 +59,48 @@ ensure_system_packages() {
   return 1
 }
 
+# install_once DIR CHECK LOCK MESSAGE COMMAND ARG...: unless DIR/CHECK exists,
+# logs MESSAGE and runs COMMAND STAGING ARG..., which must install into the
+# empty directory STAGING (DIR.partial) and leave STAGING/CHECK there; STAGING is
+# then moved to DIR. One install at a time, even when two scripts start
+# together: the lock file LOCK is held throughout. Fails when DIR/CHECK is
+# missing after. The validators' npm tools (scripts/lib/validators.sh) install
+# through it too.
+install_once() {
+  local dir="$1" check="$2" lock="$3" message="$4"
+  shift 4
+  mkdir -p "$CACHE_DIR"
+  (
+    flock 9
+    if [ -e "$dir/$check" ]; then exit 0; fi
+    log "$message"
+    local staging="$dir.partial"
+    rm -rf "$staging"
+    mkdir -p "$staging"
+    "$1" "$staging" "${@:2}" && [ -e "$staging/$check" ] || { rm -rf "$staging"; exit 1; }
+    rm -rf "$dir"
+    mv "$staging" "$dir"
+  ) 9>"$lock"
+  [ -e "$dir/$check" ]
+}
+
+# cargo_install_tansu STAGING: builds Tansu into STAGING/bin.
+cargo_install_tansu() {
+  # A build directory in the cache lets an interrupted install resume.
+  CARGO_TARGET_DIR="$CACHE_DIR/tansu-build" cargo install tansu \
+    --version "$TANSU_VERSION" --locked --features dynostore --root "$1" >&2 &&
+    rm -rf "$CACHE_DIR/tansu-build"
+}
+
 # Installs Tansu into the cache unless it is there already; prints nothing.
 ensure_broker_installed() {
   if [ -x "$TANSU_BIN" ]; then
     return 0
   fi
-  mkdir -p "$CACHE_DIR"
-  (
-    # One install at a time, even when two scripts start together.
-    flock 9
-    if [ -x "$TANSU_BIN" ]; then exit 0; fi
-    log "Installing the Tansu broker $TANSU_VERSION into $CACHE_DIR (once; about 8-10 minutes on 2 cores)"
-    local staging="$CACHE_DIR/tansu-$TANSU_VERSION.partial"
-    rm -rf "$staging"
-    # A build directory in the cache lets an interrupted install resume.
-    CARGO_TARGET_DIR="$CACHE_DIR/tansu-build" cargo install tansu \
-      --version "$TANSU_VERSION" --locked --features dynostore --root "$staging" >&2
-    rm -rf "$CACHE_DIR/tansu-$TANSU_VERSION"
-    mv "$staging" "$CACHE_DIR/tansu-$TANSU_VERSION"
-    rm -rf "$CACHE_DIR/tansu-build"
-  ) 9>"$CACHE_DIR/install.lock"
-  [ -x "$TANSU_BIN" ] || { echo "error: Tansu install failed" >&2; return 1; }
+  install_once "$CACHE_DIR/tansu-$TANSU_VERSION" bin/tansu "$CACHE_DIR/install.lock" \
+    "Installing the Tansu broker $TANSU_VERSION into $CACHE_DIR (once; about 8-10 minutes on 2 cores)" \
+    cargo_install_tansu && [ -x "$TANSU_BIN" ] ||
+    { echo "error: Tansu install failed" >&2; return 1; }
 }
 
 # True when nothing listens on 127.0.0.1:$1.

@@ -22,8 +22,9 @@ LINK_CHECKER_DIR="$CACHE_DIR/link-checker-remark-$LINK_CHECKER_REMARK_VERSION-va
 # npm_tool DIR WHAT CHECK PACKAGE...: installs the npm PACKAGEs (name@version)
 # into DIR unless DIR/CHECK exists already (then prints nothing). WHAT names the
 # tool in messages. The install goes to DIR.partial and is moved in place only
-# once it is complete, one install at a time (a lock of its own per tool, so it
-# never waits behind a Tansu build in another clone). Fails naming what is
+# once it is complete, one install at a time (`install_once` of
+# scripts/lib/broker.sh, with a lock of its own per tool, so it never waits
+# behind a Tansu build in another clone). Fails naming what is
 # missing when Node.js or npm is absent, or when the install fails.
 npm_tool() {
   local dir="$1" what="$2" check="$3"
@@ -41,29 +42,24 @@ npm_tool() {
     echo "  install it with: sudo apt-get install -y nodejs npm" >&2
     return 1
   fi
-  mkdir -p "$CACHE_DIR"
-  (
-    flock 9
-    if [ -e "$dir/$check" ]; then exit 0; fi
-    log "Installing $what ($*) into $CACHE_DIR (once)"
-    local staging="$dir.partial"
-    rm -rf "$staging"
-    mkdir -p "$staging"
-    # A package.json of its own keeps npm from installing into a parent project.
-    printf '{ "name": "webhook-connector-tool-cache", "private": true }\n' >"$staging/package.json"
-    # --ignore-scripts: no tool here needs an install script (it also skips a
-    # telemetry postinstall, @scarf/scarf, of one of the parser's dependencies).
-    npm install --prefix "$staging" --no-audit --no-fund --omit=dev --ignore-scripts \
-      --save-exact --no-update-notifier --loglevel=error "$@" >&2 &&
-      [ -e "$staging/$check" ] || { rm -rf "$staging"; exit 1; }
-    rm -rf "$dir"
-    mv "$staging" "$dir"
-  ) 9>"$dir.lock"
-  [ -e "$dir/$check" ] || {
+  install_once "$dir" "$check" "$dir.lock" "Installing $what ($*) into $CACHE_DIR (once)" \
+    npm_install "$@" || {
     echo "error: installing $what (npm install $*) failed" >&2
     echo "  see npm's messages above; npm must reach its registry, $(npm config get registry 2>/dev/null)" >&2
     return 1
   }
+}
+
+# npm_install STAGING PACKAGE...: installs the npm PACKAGEs into STAGING.
+npm_install() {
+  local staging="$1"
+  shift
+  # A package.json of its own keeps npm from installing into a parent project.
+  printf '{ "name": "webhook-connector-tool-cache", "private": true }\n' >"$staging/package.json"
+  # --ignore-scripts: no tool here needs an install script (it also skips a
+  # telemetry postinstall, @scarf/scarf, of one of the parser's dependencies).
+  npm install --prefix "$staging" --no-audit --no-fund --omit=dev --ignore-scripts \
+    --save-exact --no-update-notifier --loglevel=error "$@" >&2
 }
 
 # Installs @asyncapi/parser into $ASYNCAPI_PARSER_DIR unless it is there

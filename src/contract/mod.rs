@@ -52,29 +52,27 @@ mod tests {
 
     #[test]
     fn the_cloudevents_type_names_the_change_type_on_one_line() {
-        assert_eq!(
-            cloudevents_type("customer", Some("CustomerSmsChanged")),
-            "webhook-connector.customer.CustomerSmsChanged"
-        );
-        assert_eq!(
-            cloudevents_type("booking", Some("BookingStatusChanged")),
-            "webhook-connector.booking.BookingStatusChanged"
-        );
-        assert_eq!(
-            cloudevents_type("customer", None),
-            "webhook-connector.customer"
-        );
-        assert_eq!(
-            cloudevents_type("booking", None),
-            "webhook-connector.booking"
-        );
-        assert_eq!(
-            cloudevents_type("customer", Some("")),
-            "webhook-connector.customer."
-        );
-        assert_eq!(
-            cloudevents_type("customer", Some("a\nb%\u{85}")),
-            "webhook-connector.customer.a%0Ab%25%C2%85"
-        );
+        for (entity, change_type, ce_type) in [
+            (
+                "customer",
+                Some("CustomerSmsChanged"),
+                "webhook-connector.customer.CustomerSmsChanged",
+            ),
+            (
+                "booking",
+                Some("BookingStatusChanged"),
+                "webhook-connector.booking.BookingStatusChanged",
+            ),
+            ("customer", None, "webhook-connector.customer"),
+            ("booking", None, "webhook-connector.booking"),
+            ("customer", Some(""), "webhook-connector.customer."),
+            (
+                "customer",
+                Some("a\nb%\u{85}"),
+                "webhook-connector.customer.a%0Ab%25%C2%85",
+            ),
+        ] {
+            assert_eq!(cloudevents_type(entity, change_type), ce_type);
+        }
     }
 }

@@ -44,6 +44,19 @@ pub fn unique_topic(label: &str) -> String {
     format!("test.{label}.{}-{nanos}-{n}", std::process::id())
 }
 
+/// A [`unique_topic`] name per label, not created.
+pub fn unique_topics<const N: usize>(labels: [&str; N]) -> [String; N] {
+    labels.map(unique_topic)
+}
+
+/// New topics on the test broker: a [`unique_topic`] name per label, created by
+/// [`create_topics`].
+pub async fn new_topics<const N: usize>(labels: [&str; N]) -> [String; N] {
+    let topics = unique_topics(labels);
+    create_topics(&topics.each_ref().map(String::as_str)).await;
+    topics
+}
+
 /// Creates single-partition topics, so reading one back gives production order.
 pub async fn create_topics(topics: &[&str]) {
     create_topics_on(&kafka(), topics).await

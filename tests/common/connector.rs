@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use webhook_connector::app::{self, RunningServer};
 use webhook_connector::config::routing_file;
 use webhook_connector::config::Settings;
+use webhook_connector::routing::RoutingTable;
 
 use super::broker::{create_topics, create_topics_on, kafka, kafka_settings, unique_topic, Broker};
-use super::fixtures::{routes_file, routes_toml, seed_sample};
+use super::fixtures::{routes_file, routes_toml, routing_table, seed_sample};
 use super::http::{http_client, post, wait_for_metric, Answer, IN_FLIGHT};
 use super::process::{free_port, send_signal, KillOnDrop};
 
@@ -74,6 +75,16 @@ pub async fn start_connector(mut settings: Settings, routes_toml: &str) -> Conne
     }
 }
 
+/// [`start_connector`], and the routing table it loads from `routes_toml` (for
+/// [`super::kafka::Check::for_topic`]).
+pub async fn start_connector_and_table(
+    settings: Settings,
+    routes_toml: &str,
+) -> (Connector, RoutingTable) {
+    let table = routing_table(routes_toml, &settings);
+    (start_connector(settings, routes_toml).await, table)
+}
+
 /// A new topic on the test broker and an in-process connector sending everything
 /// there; `configure` adjusts the connector's settings first.
 pub async fn connector_on_new_topic(
@@ -101,6 +112,20 @@ pub async fn connector_on_own_broker(
     settings.kafka.bootstrap_servers = broker.bootstrap();
     configure(&mut settings);
     let connector = start_connector(settings, &routes_toml(&topic, &[])).await;
+    (broker, topic, connector)
+}
+
+/// [`connector_on_own_broker`] with `delivery_timeout`, warmed up ([`warm_up`]):
+/// its producer holds a producer id from the broker, ready for the broker to fail.
+pub async fn warm_connector_on_own_broker(
+    label: &str,
+    delivery_timeout: Duration,
+) -> (Broker, String, Connector) {
+    let (broker, topic, connector) = connector_on_own_broker(label, |s| {
+        s.kafka.delivery_timeout_ms = delivery_timeout.as_millis() as u64;
+    })
+    .await;
+    warm_up(&connector.endpoint()).await;
     (broker, topic, connector)
 }
 

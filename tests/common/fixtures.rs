@@ -50,13 +50,19 @@ pub fn routes_toml(unmatched: &str, routes: &[(&str, &[&str], &[&str])]) -> Stri
     text
 }
 
+/// `contents` written to a file `name` in a new temporary directory, which
+/// lives as long as the returned handle.
+pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, contents).unwrap();
+    (dir, file)
+}
+
 /// `routes_toml` written to `routes.toml` in a new temporary directory, which
 /// lives as long as the returned handle.
 pub fn routes_file(routes_toml: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("routes.toml");
-    std::fs::write(&file, routes_toml).unwrap();
-    (dir, file)
+    temp_file("routes.toml", routes_toml)
 }
 
 /// The routing table of `routes_toml` as a connector with `settings` (its

@@ -1,5 +1,6 @@
 //! Child processes: a free port to start one on, signals, and killing on drop.
 
+use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,16 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
         command.env(name, value);
     }
     command.output().expect("the binary runs")
+}
+
+/// Runs `webhook-connector forget` of the `entity` whose id is `id`, with the
+/// settings file `settings` and `env`, until it exits.
+pub fn run_forget(settings: &Path, entity: &str, id: &str, env: &[(&str, &str)]) -> Output {
+    let settings = settings.to_str().expect("a UTF-8 path");
+    let args = [
+        "forget", "--config", settings, "--entity", entity, "--id", id,
+    ];
+    run_binary(&args, env)
 }
 
 /// A loopback port free at the time of the call.
