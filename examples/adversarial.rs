@@ -332,7 +332,7 @@ fn check(
     .flatten()
     {
         let value: serde_json::Map<String, Value> =
-            serde_json::from_slice(records.payload(record).expect("an event has a value"))
+            serde_json::from_slice(records.value(record).expect("an event has a value"))
                 .expect("a record value parses");
         match table.rules_for(record.topic) {
             None => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP-level acceptance step (pipeline::accept with small limits and a
 # fixed routing table, which builds the records, then pipeline::accept_within with
-# the raw archive's copy) with libFuzzer for the given number of seconds (default
+# the raw topic's copy) with libFuzzer for the given number of seconds (default
 # 600). Not part of CI (CI only checks that the fuzz crate builds: .ci/run).
 #
 # Needs cargo-fuzz (installed from crates.io when missing), a C++ compiler (for

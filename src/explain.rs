@@ -83,7 +83,7 @@ fn entity_of(
 /// The flat events of a webhook body of `entity` (detected from the body when
 /// `None`) and their topics, exactly as `run` with `settings` would produce them;
 /// refused exactly when the endpoint `POST /webhooks/<entity>` would refuse the
-/// body: by the acceptance step (with the raw archive's copy counted when it is
+/// body: by the acceptance step (with the raw topic's copy counted when it is
 /// on), or for a record larger than `message.max.bytes`.
 pub fn explain_as_run(
     body: &[u8],
@@ -227,7 +227,7 @@ mod tests {
     /// Two routes, one naming its entity, and the unmatched topic.
     const ROUTES: &str = include_str!("../tests/fixtures/routes/contact_and_marketing.toml");
 
-    /// [`explain_as_run`] with only the acceptance step's `limits` (no raw archive
+    /// [`explain_as_run`] with only the acceptance step's `limits` (no raw topic
     /// copy, no record size limit), received now.
     fn explain(
         body: &[u8],
@@ -391,11 +391,11 @@ mod tests {
     }
 
     #[test]
-    fn explain_shows_each_topic_s_payload_and_the_state_record() {
+    fn explain_shows_each_topic_s_value_and_the_state_record() {
         let table = private_table();
         let body = include_bytes!("../tests/fixtures/seed_sample.json");
         let explained = explain(body, None, &LIMITS, &table).unwrap();
-        // CustomerSmsChanged reaches both topics, each with its own payload.
+        // CustomerSmsChanged reaches both topics, each with its own value.
         let sms = &explained.events[0];
         assert_eq!(sms.change_type.as_deref(), Some("CustomerSmsChanged"));
         let contact = sms.topics["contact"].as_object().unwrap();

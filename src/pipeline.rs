@@ -141,7 +141,7 @@ pub fn accept<'t>(input: Input<'_, 't>) -> Result<Accepted<'t>, AcceptError> {
 /// its headers say about the request.
 pub type RawCopy<'t> = (&'t str, RawMeta);
 
-/// [`accept`], with the body's `raw` copy after its records when the raw archive
+/// [`accept`], with the body's `raw` copy after its records when the raw topic
 /// is on, taking the records' bytes from `reserve` (the caller's byte budget)
 /// record by record as they are built: after a `false`, the records are only
 /// measured, and the request is refused with [`AcceptError::NoRoom`], or
@@ -180,7 +180,7 @@ pub fn accept_within<'t>(
     };
     let mut records = Records::build_within(&events, &topics, table, state.clone(), &mut take)
         .map_err(refused)?;
-    // The raw archive's copy is counted like the records: a notification that can
+    // The raw topic's copy is counted like the records: a notification that can
     // never fit with it is refused (and kept) rather than answered 503 at every retry.
     if let Some((topic, meta)) = raw {
         let key = events[0].key();

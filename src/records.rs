@@ -31,11 +31,11 @@ pub struct Record<'t> {
     /// The entity's name (`customer`).
     pub entity: &'static str,
     pub kind: Kind,
-    /// Where the value is in [`Records::payloads`]; `None`: a tombstone.
-    pub payload: Option<Slot>,
+    /// Where the value is in [`Records::buffers`]; `None`: a tombstone.
+    pub value: Option<Slot>,
 }
 
-/// Where a record's value is: a buffer of [`Records::payloads`] and its range there.
+/// Where a record's value is: a buffer of [`Records::buffers`] and its range there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     pub buffer: usize,
@@ -70,7 +70,7 @@ pub enum Kind {
         /// RFC 3339 UTC, the header `ce_time`.
         requested_at: String,
     },
-    /// A notification as it arrived: on the raw archive, or, with why it was
+    /// A notification as it arrived: on the raw topic, or, with why it was
     /// refused, on the dead-letter topic.
     Raw(RawMeta),
 }
@@ -106,14 +106,14 @@ impl Record<'_> {
 
     /// The bytes of its value (0: a tombstone).
     pub fn value_len(&self) -> usize {
-        self.payload.as_ref().map_or(0, |slot| slot.range.len())
+        self.value.as_ref().map_or(0, |slot| slot.range.len())
     }
 
     /// What the record is, for error messages: the event's change type.
     pub fn what(&self) -> &str {
         match &self.kind {
             Kind::Event { change_type, .. } => change_type.as_deref().unwrap_or("(no change)"),
-            Kind::State if self.payload.is_none() => "(state tombstone)",
+            Kind::State if self.value.is_none() => "(state tombstone)",
             Kind::State => "(state record)",
             Kind::Erasure { .. } => "(erasure event)",
             Kind::Raw(RawMeta { refusal: None, .. }) => "(raw notification)",
@@ -138,7 +138,7 @@ impl Record<'_> {
 /// copied, twice its size at once, as it grows).
 #[derive(Debug)]
 pub struct Records<'t> {
-    pub payloads: Vec<Vec<u8>>,
+    pub buffers: Vec<Vec<u8>>,
     pub records: Vec<Record<'t>>,
 }
 
@@ -194,7 +194,7 @@ impl<'t> Records<'t> {
         state: Option<StateRecord<'t>>,
         reserve: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Records<'t>, usize> {
-        let mut payloads = Vec::new();
+        let mut buffers = Vec::new();
         let mut kept = Kept {
             records: Vec::with_capacity(topics.iter().map(Vec::len).sum::<usize>() + 1),
             total: 0,
@@ -204,7 +204,7 @@ impl<'t> Records<'t> {
         let mut shapes = Shapes::default();
         for (event, topics) in events.iter().zip(topics) {
             let key = event.key();
-            let (buffer, mut values) = (payloads.len(), Vec::new());
+            let (buffer, mut values) = (buffers.len(), Vec::new());
             // One serialization per distinct rules among the event's topics.
             let mut written: Vec<(Option<&FieldRules>, Range<usize>)> = Vec::new();
             for topic in topics {
@@ -227,34 +227,34 @@ impl<'t> Records<'t> {
                         change_type: event.change_type.clone(),
                         change_date_time: event.change_date_time.clone(),
                     },
-                    payload: Some(Slot { buffer, range }),
+                    value: Some(Slot { buffer, range }),
                 };
                 kept.push(record);
             }
             if kept.refused {
-                payloads.clear();
+                buffers.clear();
             } else {
                 values.shrink_to_fit();
-                payloads.push(values);
+                buffers.push(values);
             }
         }
         if let (Some((topic, value)), Some(event)) = (state, events.first()) {
-            let payload = value.map(|value| {
-                payloads.push(value);
-                Slot::whole(payloads.len() - 1, payloads[payloads.len() - 1].len())
+            let slot = value.map(|value| {
+                buffers.push(value);
+                Slot::whole(buffers.len() - 1, buffers[buffers.len() - 1].len())
             });
             let record = Record {
                 topic,
                 key: event.key(),
                 entity: event.entity.name,
                 kind: Kind::State,
-                payload,
+                value: slot,
             };
             kept.push(record);
         }
         match kept.refused {
             false => Ok(Records {
-                payloads,
+                buffers,
                 records: kept.records,
             }),
             true => Err(kept.total),
@@ -279,7 +279,7 @@ impl<'t> Records<'t> {
                 key: key.clone(),
                 entity: entity.name,
                 kind: Kind::State,
-                payload: None,
+                value: None,
             });
         }
         let event = state::erasure_event(entity, id, erasure_id, &requested_at, state_topic);
@@ -292,10 +292,10 @@ impl<'t> Records<'t> {
                 erasure_id,
                 requested_at,
             },
-            payload: Some(Slot::whole(0, value.len())),
+            value: Some(Slot::whole(0, value.len())),
         });
         Records {
-            payloads: vec![value],
+            buffers: vec![value],
             records,
         }
     }
@@ -303,7 +303,7 @@ impl<'t> Records<'t> {
     /// One raw record: `body` with `meta`, keyed by `key`, to `topic`.
     pub fn raw(topic: &'t str, key: String, body: &[u8], meta: RawMeta) -> Records<'t> {
         let mut records = Records {
-            payloads: Vec::with_capacity(1),
+            buffers: Vec::with_capacity(1),
             records: Vec::with_capacity(1),
         };
         records.push_raw(topic, key, body, meta);
@@ -312,13 +312,13 @@ impl<'t> Records<'t> {
 
     /// Appends a raw record: `body` with `meta`, keyed by `key`, to `topic`.
     pub fn push_raw(&mut self, topic: &'t str, key: String, body: &[u8], meta: RawMeta) {
-        self.payloads.push(body.to_vec());
+        self.buffers.push(body.to_vec());
         self.records.push(Record {
             topic,
             key,
             entity: meta.entity,
             kind: Kind::Raw(meta),
-            payload: Some(Slot::whole(self.payloads.len() - 1, body.len())),
+            value: Some(Slot::whole(self.buffers.len() - 1, body.len())),
         });
     }
 
@@ -330,13 +330,13 @@ impl<'t> Records<'t> {
     }
 
     /// The value of `record`; `None`: a tombstone.
-    pub fn payload(&self, record: &Record<'_>) -> Option<&[u8]> {
-        (record.payload.as_ref()).map(|slot| &self.payloads[slot.buffer][slot.range.clone()])
+    pub fn value(&self, record: &Record<'_>) -> Option<&[u8]> {
+        (record.value.as_ref()).map(|slot| &self.buffers[slot.buffer][slot.range.clone()])
     }
 
     /// The bytes of the records' values, each written once.
     pub fn value_bytes(&self) -> usize {
-        self.payloads.iter().map(Vec::len).sum()
+        self.buffers.iter().map(Vec::len).sum()
     }
 
     /// The topics of these records, each once, sorted.
@@ -486,7 +486,7 @@ pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(header("entity", entity))
                 .insert(header("schema_version", Some(&schema_version)));
-            match record.payload {
+            match record.value {
                 Some(_) => headers.insert(header("content-type", Some("application/json"))),
                 None => headers,
             }
@@ -638,7 +638,7 @@ mod tests {
                 change_type: change_type.map(String::from),
                 change_date_time: "2018-11-16T10:46:20Z".into(),
             },
-            payload: Some(Slot::whole(0, 0)),
+            value: Some(Slot::whole(0, 0)),
         }
     }
 
@@ -704,7 +704,7 @@ mod tests {
         assert_eq!(pairs(&headers_of(&state, "urn:x")), state_headers);
         assert_eq!(state.what(), "(state record)");
         let tombstone = Record {
-            payload: None,
+            value: None,
             ..state
         };
         assert_eq!(pairs(&headers_of(&tombstone, "urn:x")), state_headers[..2]);
@@ -728,10 +728,10 @@ mod tests {
         assert_eq!(records.records.len(), 2);
         let (tombstone, erasure) = (&records.records[0], &records.records[1]);
         assert_eq!((tombstone.topic, tombstone.key.as_str()), ("s", "862"));
-        assert_eq!(records.payload(tombstone), None);
+        assert_eq!(records.value(tombstone), None);
         assert_eq!((erasure.topic, erasure.key.as_str()), ("e", "862"));
         let value: serde_json::Value =
-            serde_json::from_slice(records.payload(erasure).unwrap()).unwrap();
+            serde_json::from_slice(records.value(erasure).unwrap()).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"erasure_id": id, "schema_version": 1, "entity": "customer",
@@ -778,10 +778,10 @@ mod tests {
         let records = Records::build(&accepted.events, &accepted.topics, &table, None);
         let topics: Vec<&str> = records.records.iter().map(|r| r.topic).collect();
         assert_eq!(topics, ["a", "b", "u", "u", "u"]);
-        assert_eq!(records.records[0].payload, records.records[1].payload);
+        assert_eq!(records.records[0].value, records.records[1].value);
         assert_eq!(records.distinct_topics(), ["a", "b", "u"]);
         for (record, event) in records.records.iter().skip(1).zip(&accepted.events) {
-            assert_eq!(records.payload(record).unwrap(), event.to_json());
+            assert_eq!(records.value(record).unwrap(), event.to_json());
             let Kind::Event { event_id, .. } = &record.kind else {
                 panic!("an event")
             };
@@ -794,7 +794,7 @@ mod tests {
     }
 
     #[test]
-    fn each_topic_gets_its_rules_payload_once_per_rules_and_the_state_record_comes_last() {
+    fn each_topic_gets_its_rules_value_once_per_rules_and_the_state_record_comes_last() {
         let key = std::sync::Arc::new(crate::privacy::Key::new(&"k".repeat(32)).unwrap());
         let table = crate::config::routing_file::parse(
             "[unmatched]\ntopic = \"u\"\n\
@@ -815,12 +815,11 @@ mod tests {
             &records.records[1],
             &records.records[2],
         );
-        assert_ne!(a.payload, b.payload);
-        assert_eq!(b.payload, c.payload, "one serialization per rules");
+        assert_ne!(a.value, b.value);
+        assert_eq!(b.value, c.value, "one serialization per rules");
         let event = &accepted.events[0];
-        assert_eq!(records.payload(a).unwrap(), event.to_json());
-        let minimal: serde_json::Value =
-            serde_json::from_slice(records.payload(b).unwrap()).unwrap();
+        assert_eq!(records.value(a).unwrap(), event.to_json());
+        let minimal: serde_json::Value = serde_json::from_slice(records.value(b).unwrap()).unwrap();
         assert_eq!(minimal, event.to_value_for(table.rules_for("b")));
         assert_eq!(minimal["new_value"], key.token(&serde_json::json!("3")));
         assert!(minimal.get("customer_email").is_none());
@@ -830,7 +829,7 @@ mod tests {
             (Kind::State, "862")
         );
         assert_eq!(
-            records.payload(state).unwrap(),
+            records.value(state).unwrap(),
             accepted.state.as_ref().unwrap().1.as_deref().unwrap()
         );
         // What was reserved is what the records hold, the state record included.
@@ -841,7 +840,7 @@ mod tests {
         let accepted = accept_seed(deleted.as_bytes(), &table);
         let records = &accepted.records;
         let state = records.records.last().unwrap();
-        assert_eq!((state.topic, records.payload(state)), ("s", None));
+        assert_eq!((state.topic, records.value(state)), ("s", None));
         assert_eq!(state.what(), "(state tombstone)");
     }
 
@@ -865,7 +864,7 @@ mod tests {
             (record.topic, record.key.as_str(), record.entity),
             ("dead", "req-1", "booking")
         );
-        assert_eq!(records.payload(record), Some(&body[..]));
+        assert_eq!(records.value(record), Some(&body[..]));
         assert_eq!(record.what(), "(dead letter)");
         assert_eq!(
             pairs(&headers_of(record, "urn:x")),
@@ -896,7 +895,7 @@ mod tests {
         };
         let mut records = Records::raw("a", "1".into(), b"{}", archived.clone());
         records.push_raw("b", "2".into(), b"[]", archived);
-        assert_eq!(records.payload(&records.records[1]), Some(&b"[]"[..]));
+        assert_eq!(records.value(&records.records[1]), Some(&b"[]"[..]));
         assert_eq!(records.records[1].what(), "(raw notification)");
         let headers = pairs(&headers_of(&records.records[0], "urn:x"));
         assert_eq!(headers.len(), 4);

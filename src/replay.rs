@@ -1,5 +1,5 @@
 //! The `replay` command (docs/replay.md): raw notifications, read from the
-//! raw archive or the dead-letter topic, through the current acceptance step and
+//! raw topic or the dead-letter topic, through the current acceptance step and
 //! routing again, produced with the ids a live request would get.
 //!
 //! [`plan`] is pure: one raw record in, the records to write (or why it is
@@ -38,7 +38,7 @@ const STALLED: Duration = Duration::from_secs(30);
 /// What to replay.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// The raw archive or dead-letter topic to read.
+    /// The raw topic or dead-letter topic to read.
     pub from: String,
     /// Only notifications received at or after this.
     pub since: Option<DateTime<Utc>>,
@@ -48,7 +48,7 @@ pub struct Options {
     pub only_topics: Vec<String>,
     /// Print what would be written instead of writing it.
     pub dry_run: bool,
-    /// The raw archive topic, when on: a notification accepted now is counted
+    /// The raw topic, when on: a notification accepted now is counted
     /// with its raw copy and archived, as a live request would be (unless
     /// `only_topics` leaves it out, or it is the topic read).
     pub raw_topic: Option<String>,
@@ -57,7 +57,7 @@ pub struct Options {
 /// Why a replay could not run (or not to the end).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("--only-topic {0:?} is not a topic of the routing file (or the raw archive)")]
+    #[error("--only-topic {0:?} is not a topic of the routing file (or the raw topic)")]
     UnknownTopic(String),
     #[error("cannot read {topic}: {cause}")]
     Read { topic: String, cause: String },
@@ -119,7 +119,7 @@ pub fn plan<'t>(
     if !pipeline::content_type_accepted(content_type) {
         return Plan::Refused("unsupported_media_type");
     }
-    // The raw archive's copy is counted as live counts it, so replay accepts
+    // The raw topic's copy is counted as live counts it, so replay accepts
     // exactly what the endpoint accepts.
     let copy = options.raw_topic.as_deref().map(|topic| {
         let meta = RawMeta {
@@ -146,7 +146,7 @@ pub fn plan<'t>(
         Err(refusal) => Plan::Refused(refusal_code(&refusal)),
         Ok(accepted) => {
             let mut records = accepted.into_records();
-            // Read from the raw archive: it holds the notification already.
+            // Read from the raw topic: it holds the notification already.
             records.records.retain(|r| r.topic != options.from);
             if !options.only_topics.is_empty() {
                 records
@@ -597,7 +597,7 @@ mod tests {
         let all = Options::default();
         let replayed = write(plan(&seed(), &table, &limits, &all));
         assert_eq!(
-            replayed.payloads, live.payloads,
+            replayed.buffers, live.buffers,
             "same values, received_at included"
         );
         let topics = |r: &Records<'_>| -> Vec<(String, Kind)> {
@@ -705,14 +705,14 @@ mod tests {
         let records = write(plan(&dead, &table, &limits, &archiving));
         let last = records.records.last().unwrap();
         assert_eq!((last.topic, last.key.as_str()), ("raw", "862"));
-        assert_eq!(records.payload(last), Some(SEED));
+        assert_eq!(records.value(last), Some(SEED));
         let Kind::Raw(meta) = &last.kind else {
             panic!("a raw record")
         };
         assert_eq!(meta.request_id, "req-7");
         assert_eq!(meta.received_at, AT);
         assert_eq!(meta.refusal, None);
-        // --only-topic without the archive leaves it out.
+        // --only-topic without the raw topic leaves it out.
         let only = Options {
             only_topics: vec!["sms".into()],
             ..archiving
@@ -745,12 +745,12 @@ mod tests {
             Plan::Write(_)
         ));
         // The copy does not fit beside them: refused, as the endpoint refuses it,
-        // also when replaying the raw archive itself (where nothing is archived).
-        let from_archive = Options {
+        // also when replaying the raw topic itself (where nothing is archived).
+        let from_raw_topic = Options {
             from: "raw".into(),
             ..archiving.clone()
         };
-        for options in [&archiving, &from_archive] {
+        for options in [&archiving, &from_raw_topic] {
             assert!(matches!(
                 plan(&seed(), &table, &limits, options),
                 Plan::Refused("payload_too_large")
@@ -760,7 +760,7 @@ mod tests {
             &seed(),
             &table,
             &Limits::of(&Settings::default()),
-            &from_archive,
+            &from_raw_topic,
         ));
         assert!(!records.records.is_empty());
         assert!(records.records.iter().all(|r| r.topic != "raw"));

@@ -1,7 +1,7 @@
 //! Keeping what the platform sent, and sending it again (issue 13:
 //! docs/replay.md), against a real broker: the dead-letter topic keeps every
 //! notification refused for its content, byte for byte with why, before the
-//! refusal is answered; the raw archive keeps every accepted notification in the
+//! refusal is answered; the raw topic keeps every accepted notification in the
 //! delivery of its events; `replay`, run as an operator would run it, sends
 //! either through the current acceptance step and routing again. Raw and
 //! dead-letter records are read back as written ([`read_raw_exactly`], which
@@ -444,7 +444,7 @@ async fn a_notification_that_fits_only_without_its_raw_copy_is_refused_413_and_k
     settings.server.max_in_flight_bytes = 16_000;
     let connector = start_connector(settings, &routes_toml(&routed, &[])).await;
     // Two changes of a 2.5 KB customer: the body and its records fit in the
-    // 12,000 bytes, not with the raw archive's copy of the body besides.
+    // 12,000 bytes, not with the raw topic's copy of the body besides.
     let body = padded_body(2, 2_500);
     let _turn = shared().await;
 

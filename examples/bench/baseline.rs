@@ -1,5 +1,5 @@
 //! The baseline: the cheapest way to produce the connector's records for the same
-//! notifications. Every record (topic, key, payload bytes, headers) is built before
+//! notifications. Every record (topic, key, value bytes, headers) is built before
 //! the clock starts, then produced with the connector's producer settings (acks,
 //! idempotence, compression, linger, queue bounds) through a `ThreadedProducer`
 //! whose delivery callback only counts. No HTTP, no parsing, no per-record futures:
@@ -25,7 +25,7 @@ use crate::process;
 struct Prepared {
     topic: String,
     key: String,
-    payload: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
     headers: OwnedHeaders,
 }
 
@@ -158,7 +158,7 @@ fn prepare(kafka: &KafkaSettings, routing: &RoutingTable, bodies: &[String]) -> 
             .map(|record| Prepared {
                 topic: record.topic.to_string(),
                 key: record.key.clone(),
-                payload: records.payload(record).map(<[u8]>::to_vec),
+                value: records.value(record).map(<[u8]>::to_vec),
                 headers: headers_of(record, &kafka.cloudevents_source),
             })
             .collect();
@@ -175,7 +175,7 @@ fn send(producer: &ThreadedProducer<CountingContext>, record: &Prepared) {
     let mut next = BaseRecord::to(&record.topic)
         .key(&record.key)
         .headers(record.headers.clone());
-    next.payload = record.payload.as_deref();
+    next.payload = record.value.as_deref();
     loop {
         match producer.send(next) {
             Ok(()) => return,

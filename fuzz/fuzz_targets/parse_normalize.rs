@@ -169,7 +169,7 @@ fn check_records(entity: &Entity, accepted: &Accepted) {
         assert_eq!(record.kind, Kind::State);
         assert_eq!(record.topic, "customer.state");
         assert_eq!(record.key, accepted.events[0].entity_id.to_string());
-        if let Some(value) = records.payload(record) {
+        if let Some(value) = records.value(record) {
             let value: Value = serde_json::from_slice(value).expect("a state record parses back");
             assert_eq!(
                 value["customer_id"],
@@ -178,7 +178,7 @@ fn check_records(entity: &Entity, accepted: &Accepted) {
             assert!(value.get("customer_email").is_none());
         }
         assert_eq!(
-            records.payload(record),
+            records.value(record),
             accepted.state.as_ref().and_then(|(_, v)| v.as_deref())
         );
         variable += record.value_len() + record.key.len();
@@ -226,9 +226,9 @@ fn check_event_records(entity: &Entity, accepted: &Accepted) -> usize {
                 (event.event_id, &event.change_type)
             );
             assert_eq!((record.topic, record.key.as_str()), (*topic, &*event.key()));
-            let payload = records.payload(record).expect("an event has a value");
-            assert_eq!(payload.len(), record.value_len());
-            let value: Value = serde_json::from_slice(payload)
+            let value_bytes = records.value(record).expect("an event has a value");
+            assert_eq!(value_bytes.len(), record.value_len());
+            let value: Value = serde_json::from_slice(value_bytes)
                 .unwrap_or_else(|e| panic!("record {index} does not parse back: {e}"));
             let rules = table().rules_for(topic);
             assert_eq!(value, event.to_value_for(rules), "record {index}");
@@ -265,14 +265,14 @@ fn check_buffers(accepted: &Accepted) {
     let state_value = accepted.state.as_ref().and_then(|(_, v)| v.as_ref());
     let events = accepted.events.len();
     assert_eq!(
-        records.payloads.len(),
+        records.buffers.len(),
         events + usize::from(state_value.is_some())
     );
     let mut index = 0;
     for (buffer, (_, topics)) in accepted.routed().enumerate() {
         let mut slots = Vec::new();
         for topic in topics {
-            let slot = records.records[index].payload.as_ref().expect("a value");
+            let slot = records.records[index].value.as_ref().expect("a value");
             assert_eq!(
                 slot.buffer, buffer,
                 "record {index} outside its event's buffer"
@@ -288,7 +288,7 @@ fn check_buffers(accepted: &Accepted) {
             assert_eq!(range.start, end, "a gap or an overlap in buffer {buffer}");
             range.end
         });
-        let values = &records.payloads[buffer];
+        let values = &records.buffers[buffer];
         assert_eq!(
             end,
             values.len(),
@@ -301,13 +301,13 @@ fn check_buffers(accepted: &Accepted) {
             buffer: events,
             range: 0..value.len(),
         };
-        assert_eq!(record.payload.as_ref(), Some(&whole));
+        assert_eq!(record.value.as_ref(), Some(&whole));
     }
-    for (buffer, values) in records.payloads.iter().enumerate() {
+    for (buffer, values) in records.buffers.iter().enumerate() {
         let (len, capacity) = (values.len(), values.capacity());
         assert_eq!(capacity, len, "buffer {buffer} is oversized");
     }
-    let written: usize = records.payloads.iter().map(Vec::len).sum();
+    let written: usize = records.buffers.iter().map(Vec::len).sum();
     assert_eq!(records.value_bytes(), written);
 }
 
@@ -375,7 +375,7 @@ fn check_raw_copy(
     let last = records.records.last().expect("the raw record");
     assert_eq!((last.topic, last.key.as_str()), (RAW_TOPIC, key.as_str()));
     assert_eq!(last.kind, Kind::Raw(meta.clone()));
-    assert_eq!(records.payload(last), Some(body));
+    assert_eq!(records.value(last), Some(body));
     assert_eq!(last.held_bytes(), raw);
 
     let refuse_at = body.len() % asked.len();

@@ -30,7 +30,7 @@ pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let raw = archive(settings.archive.raw());
     out(&format!(
         "settings: {source}\nrouting file: {file}\nkafka: {kafka_servers}\n\
-         dead-letter topic: {dead_letter}\nraw archive topic: {raw}\n\n{route_table}"
+         dead-letter topic: {dead_letter}\nraw topic: {raw}\n\n{route_table}"
     ))?;
     if args.kafka {
         check_topics(&settings, &table)?;

@@ -62,7 +62,7 @@ enum Command {
     /// (when it has one) and an erasure event to the routing file's [erasure]
     /// topic, so consumers can erase it too.
     Forget(forget::Args),
-    /// Run raw notifications from the raw archive or the dead-letter topic through
+    /// Run raw notifications from the raw topic or the dead-letter topic through
     /// the current acceptance step and routing again, producing the records (with
     /// the same event ids) a live request would have produced. Exit 0: every
     /// notification read was replayed (or skipped by --since/--until); 65: some
@@ -71,7 +71,7 @@ enum Command {
     Replay(replay::Args),
     /// Create every topic the routing file and [archive] name that does not exist
     /// yet: routed, unmatched, state (compacted: cleanup.policy=compact), erasure,
-    /// dead-letter and raw archive topics.
+    /// dead-letter and raw topics.
     CreateTopics(create_topics::Args),
 }
 

@@ -1,4 +1,4 @@
-//! `replay`: run raw notifications from the raw archive or the dead-letter topic
+//! `replay`: run raw notifications from the raw topic or the dead-letter topic
 //! through the current acceptance step and routing again (docs/replay.md).
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,7 +42,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         only_topics: args.only_topics,
         dry_run: args.dry_run,
         // A notification accepted now is archived as a live one would be
-        // (counted always; not written into the archive it is read from).
+        // (counted always; not written into the raw topic it is read from).
         raw_topic: settings.archive.raw().map(String::from),
     };
     let bar = progress_bar();

@@ -84,7 +84,7 @@ pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// The `message.max.bytes` librdkafka accepts.
 const MESSAGE_MAX_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1000..=1_000_000_000;
 
-/// What a raw copy of a body (a dead-letter or raw archive record) adds to the
+/// What a raw copy of a body (a dead-letter or raw topic record) adds to the
 /// body, but the request's `Content-Type` header (at most `server.max_header_bytes`):
 /// its other headers (entity, request id of at most 128 bytes, received_at, the
 /// refusal's status, code and message of at most 4 KiB, and their names), its key
@@ -258,7 +258,7 @@ impl ArchiveSettings {
         Some(self.dead_letter_topic.as_str()).filter(|t| !t.is_empty())
     }
 
-    /// The raw archive topic, when on.
+    /// The raw topic, when on.
     pub fn raw(&self) -> Option<&str> {
         Some(self.raw_topic.as_str()).filter(|t| !t.is_empty())
     }
@@ -707,7 +707,7 @@ impl Settings {
         ))
     }
 
-    /// The most bytes a raw copy of a body (a dead-letter or raw archive record)
+    /// The most bytes a raw copy of a body (a dead-letter or raw topic record)
     /// takes as Kafka counts it: the largest body, the largest `Content-Type` (at
     /// most `server.max_header_bytes`, three times over: each byte outside ASCII
     /// is kept as U+FFFD, three bytes in UTF-8) and [`RAW_RECORD_MARGIN_BYTES`].

@@ -4,7 +4,7 @@
 //! says what to fix: unknown keys, missing or empty lists, unknown entities,
 //! invalid globs, invalid Kafka topic names, duplicate route names, field rules
 //! that contradict themselves, name the envelope or pseudonymise without a key,
-//! two payloads for one topic and a topic used for two kinds of records are all
+//! two record shapes for one topic and a topic used for two kinds of records are all
 //! refused at load. A field rule matching no field the contract names is a
 //! warning ([`RoutingTable::warnings`]).
 
@@ -243,7 +243,7 @@ fn route(
         warn_guessable_values(warnings, named, &rules, key);
         route = route.with_rules(rules);
     }
-    one_payload_per_topic(&route, earlier, unmatched).map_err(|m| at("topics", m))?;
+    one_record_shape_per_topic(&route, earlier, unmatched).map_err(|m| at("topics", m))?;
     Ok(route)
 }
 
@@ -437,9 +437,13 @@ fn warn_unmatched(warnings: &mut Vec<String>, named: &str, unmatched: Vec<String
     }
 }
 
-/// A topic has one payload: every route naming it has the same rules, and the
+/// A topic has one record shape: every route naming it has the same rules, and the
 /// unmatched topic, which takes whole events, gets no rules.
-fn one_payload_per_topic(route: &Route, before: &[Route], unmatched: &str) -> Result<(), String> {
+fn one_record_shape_per_topic(
+    route: &Route,
+    before: &[Route],
+    unmatched: &str,
+) -> Result<(), String> {
     for topic in route.topics() {
         if topic == unmatched && route.rules().is_some() {
             return Err(format!(
@@ -456,7 +460,7 @@ fn one_payload_per_topic(route: &Route, before: &[Route], unmatched: &str) -> Re
         });
         if let Some(other) = other {
             return Err(format!(
-                "{topic:?} is also fed by route {:?} with other field rules (include, exclude, pseudonymise): a topic has one payload, so give both routes the same rules or use another topic",
+                "{topic:?} is also fed by route {:?} with other field rules (include, exclude, pseudonymise): a topic has one record shape, so give both routes the same rules or use another topic",
                 other.name()
             ));
         }
@@ -804,7 +808,7 @@ mod tests {
     }
 
     #[test]
-    fn a_topic_has_one_payload() {
+    fn a_topic_has_one_record_shape() {
         let at = "routes.toml: routes[1] (\"marketing-opt-ins\").topics";
         // Another route feeding the same topic with other rules (or none).
         let shared = EXAMPLE.replace("\"customer.audit\"", "\"customer.contact-details\"");
@@ -818,7 +822,7 @@ mod tests {
             err.contains("also fed by route \"contact-details\" with other field rules"),
             "{err}"
         );
-        // The same rules in another order are the same payload.
+        // The same rules in another order are the same record shape.
         let both = text.replace(
             "topics = [\"customer.contact-details\", \"customer.marketing-opt-ins\"]",
             "topics = [\"customer.contact-details\", \"customer.marketing-opt-ins\"]\nexclude = [\"customer_email\"]",

@@ -23,7 +23,7 @@ pub fn document(kafka: &KafkaSettings, table: &RoutingTable) -> Value {
     document_with_archive(kafka, &ArchiveSettings::default(), table)
 }
 
-/// [`document`] with the `[archive]` topics (dead-letter, raw archive) as channels.
+/// [`document`] with the `[archive]` topics (dead-letter, raw topic) as channels.
 pub fn document_with_archive(
     kafka: &KafkaSettings,
     archive: &ArchiveSettings,
@@ -276,7 +276,7 @@ fn erasure_channel(kafka: &KafkaSettings, topic: &str) -> Value {
     })
 }
 
-/// The channel of the dead-letter topic (`refused`) or the raw archive: the
+/// The channel of the dead-letter topic (`refused`) or the raw topic: the
 /// notifications as they arrived, for `webhook-connector replay`.
 fn raw_channel(topic: &str, refused: bool) -> Value {
     let text = |description: &str| json!({"type": "string", "description": description});

@@ -61,7 +61,7 @@ pub struct Ingress {
     pub in_flight: Semaphore,
     pub bytes: ByteBudget,
     pub readiness: Readiness,
-    /// `[archive]`: the dead-letter and raw archive topics.
+    /// `[archive]`: the dead-letter and raw topics.
     pub archive: ArchiveSettings,
     /// Signature refusals since the last warning about them.
     unsigned: Throttle,
@@ -334,7 +334,7 @@ fn authenticate(ingress: &Ingress, headers: &HeaderMap, body: &[u8]) -> Result<(
     Ok(())
 }
 
-/// The acceptance step, its records (and the raw archive's copy) taking their
+/// The acceptance step, its records (and the raw topic's copy) taking their
 /// bytes from `held` as they are built. Past the signature, a refusal for the
 /// content is kept on the dead-letter topic before it is answered.
 async fn accept_or_keep<'t>(

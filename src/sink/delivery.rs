@@ -246,7 +246,7 @@ impl KafkaSink {
         });
         // librdkafka copies each value: an event's buffer is freed as soon as its
         // last record is in, not when the request ends.
-        let mut values = std::mem::take(&mut records.payloads);
+        let mut values = std::mem::take(&mut records.buffers);
         for (index, (record, headers)) in
             (records.records.iter()).zip(headers.drain(..)).enumerate()
         {
@@ -259,11 +259,11 @@ impl KafkaSink {
                 index,
             };
             let value =
-                (record.payload.as_ref()).map(|slot| &values[slot.buffer][slot.range.clone()]);
+                (record.value.as_ref()).map(|slot| &values[slot.buffer][slot.range.clone()]);
             self.enqueue(producer, records, (record, value, headers), ack, deadline)
                 .await?;
-            let buffer = record.payload.as_ref().map(|slot| slot.buffer);
-            let next = (records.records.get(index + 1)).and_then(|r| r.payload.as_ref());
+            let buffer = record.value.as_ref().map(|slot| slot.buffer);
+            let next = (records.records.get(index + 1)).and_then(|r| r.value.as_ref());
             if let Some(buffer) = buffer.filter(|b| next.is_none_or(|n| n.buffer != *b)) {
                 values[buffer] = Vec::new();
             }

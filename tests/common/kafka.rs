@@ -206,7 +206,7 @@ pub fn read_all_on(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<Record>
     read(bootstrap, topic, Until::Quiet(quiet), &Check::published())
 }
 
-/// A record read back as it was written, for the raw archive and dead-letter
+/// A record read back as it was written, for the raw topic and dead-letter
 /// topics: their values are request bodies, byte for byte (JSON or not), so
 /// nothing is parsed or checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
