@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs (once) and starts a local Kafka-compatible broker,
+# installs HAProxy (Debian's package) for the replica test when it is missing,
 # installs (once) the official AsyncAPI parser the tests validate the generated
 # AsyncAPI document with (scripts/validate-asyncapi.cjs, needs Node.js and npm),
 # checks the links of README.md and docs/ (scripts/check-links.sh; a broken one
@@ -75,6 +76,8 @@ trap finish EXIT
 ensure_system_packages "${BUILD_PACKAGES[@]}"
 ensure_broker_installed
 ensure_system_packages nodejs npm
+# The load balancer of the replica test (tests/replicas.rs).
+ensure_system_packages haproxy
 ensure_asyncapi_parser
 ensure_link_checker
 log "Checking the links of README.md, docs/ and bench/HISTORY.md (scripts/check-links.sh)"

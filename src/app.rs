@@ -1,6 +1,7 @@
 //! Assembles the pipeline and runs the HTTP server until asked to stop.
 //!
-//! Shutdown: stop accepting, let in-flight requests finish within
+//! Shutdown: `/readyz` answers 503 first (for the drain delay the caller waits,
+//! see [`RunningServer::stop_being_ready`]), then stop accepting, let in-flight requests finish within
 //! `server.shutdown_grace_ms` (those still waiting for Kafka near its end are
 //! answered 503), then flush the producer with what is left of it.
 
@@ -41,6 +42,7 @@ pub enum StartError {
 /// A started server: where it listens and how to stop it.
 pub struct RunningServer {
     addr: SocketAddr,
+    ingress: Arc<Ingress>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -51,10 +53,17 @@ impl RunningServer {
         self.addr
     }
 
+    /// Answers `/readyz` with 503 from now on while serving on, so load balancers
+    /// take this replica out before [`RunningServer::shutdown`] stops accepting.
+    pub fn stop_being_ready(&self) {
+        self.ingress.readiness.stop();
+    }
+
     /// Stops accepting, drains in-flight requests and flushes the producer;
     /// returns when done or when the grace period is over. An error means the
     /// server task panicked (the panic was printed when it happened).
     pub async fn shutdown(self) -> Result<(), tokio::task::JoinError> {
+        self.stop_being_ready();
         let _ = self.stop.send(());
         self.task.await
     }
@@ -88,7 +97,7 @@ pub async fn start(
     let (stop, stopped) = oneshot::channel::<()>();
     let run = Run {
         listener,
-        ingress,
+        ingress: Arc::clone(&ingress),
         sink,
         live,
         metrics,
@@ -102,7 +111,12 @@ pub async fn start(
         hangups: reload::hangups(),
     };
     let task = tokio::spawn(run.until(stopped));
-    Ok(RunningServer { addr, stop, task })
+    Ok(RunningServer {
+        addr,
+        ingress,
+        stop,
+        task,
+    })
 }
 
 /// [`Ingress::new`] on a blocking thread: creating the producer starts librdkafka's

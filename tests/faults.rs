@@ -8,191 +8,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-/// One request of a load run.
-#[derive(Debug, Clone)]
-struct Outcome {
-    started: Instant,
-    elapsed: Duration,
-    /// `None` when no HTTP answer came (connection refused or reset, or no answer
-    /// within the client's timeout): then `failure` says why.
-    status: Option<u16>,
-    event_ids: Vec<String>,
-    /// The `error` code of an error answer.
-    error: String,
-    /// The `message` of an error answer.
-    message: String,
-    /// Why no HTTP answer came.
-    failure: Option<String>,
-}
-
-impl Outcome {
-    fn ended(&self) -> Instant {
-        self.started + self.elapsed
-    }
-
-    /// Whether it started before `at` and ended after it.
-    fn spans(&self, at: Instant) -> bool {
-        self.started < at && self.ended() > at
-    }
-
-    /// Whether it is a 200, or a 503 with one of `codes`.
-    fn is_200_or_503(&self, codes: &[&str]) -> bool {
-        match self.status {
-            Some(200) => true,
-            Some(503) => codes.contains(&self.error.as_str()),
-            _ => false,
-        }
-    }
-}
-
-/// Runs `clients` concurrent senders of distinct two-change notifications until
-/// `stop` is set; returns every request's outcome.
-async fn run_load(endpoint: String, clients: usize, stop: Arc<AtomicBool>) -> Vec<Outcome> {
-    static NEXT_CUSTOMER: AtomicI64 = AtomicI64::new(1);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (http, endpoint, stop) = (http.clone(), endpoint.clone(), Arc::clone(&stop));
-        tasks.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let customer = NEXT_CUSTOMER.fetch_add(1, Ordering::Relaxed);
-                let body = json!({
-                    "ChangeDateTime": "2018-11-16T10:46:20.7741026Z",
-                    "Customer": {"Id": customer, "Email": "x@example.com"},
-                    "Changes": [
-                        {"ChangeType": "CustomerEmailChanged", "OldValue": "a", "NewValue": "b"},
-                        {"ChangeType": "CustomerSmsChanged", "OldValue": "1", "NewValue": "2"},
-                    ],
-                })
-                .to_string();
-                let started = Instant::now();
-                let response = http
-                    .post(&endpoint)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let outcome = match response {
-                    Ok(response) => answered(started, response).await,
-                    Err(error) => not_answered(started, &error),
-                };
-                if outcome.status.is_none() {
-                    // Refused while the connector is down: do not spin.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                outcomes.push(outcome);
-            }
-            outcomes
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("a load client does not panic"));
-    }
-    all
-}
-
-/// The outcome of a request started at `started` and answered with `response`.
-async fn answered(started: Instant, response: reqwest::Response) -> Outcome {
-    let status = response.status().as_u16();
-    let body = response.bytes().await;
-    let elapsed = started.elapsed();
-    let json: serde_json::Value = match &body {
-        Ok(bytes) => serde_json::from_slice(bytes).unwrap_or_default(),
-        Err(_) => serde_json::Value::Null,
-    };
-    let text = |field: &str| json[field].as_str().unwrap_or_default().to_string();
-    let event_ids = json["event_ids"]
-        .as_array()
-        .map(|a| a.iter().map(|i| i.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default();
-    Outcome {
-        started,
-        elapsed,
-        // An answer whose body broke off is no answer.
-        status: body.is_ok().then_some(status),
-        event_ids,
-        error: text("error"),
-        message: text("message"),
-        failure: body
-            .err()
-            .map(|e| format!("{status}, then the body broke off: {e:?}")),
-    }
-}
-
-/// The outcome of a request started at `started` that got no answer.
-fn not_answered(started: Instant, error: &reqwest::Error) -> Outcome {
-    Outcome {
-        started,
-        elapsed: started.elapsed(),
-        status: None,
-        event_ids: Vec::new(),
-        error: String::new(),
-        message: String::new(),
-        failure: Some(format!("{error:?}")),
-    }
-}
-
-/// Asserts every 200 among `outcomes` has both its events in `topic`.
-fn assert_acknowledged_are_in_kafka(bootstrap: &str, topic: &str, outcomes: &[&Outcome]) {
-    let in_kafka: BTreeSet<String> = read_all_on(bootstrap, topic, Duration::from_secs(3))
-        .into_iter()
-        .map(|r| r.value["event_id"].as_str().unwrap().to_string())
-        .collect();
-    let mut checked = 0;
-    for outcome in outcomes.iter().filter(|o| o.status == Some(200)) {
-        assert_eq!(outcome.event_ids.len(), 2, "{outcome:?}");
-        for id in &outcome.event_ids {
-            assert!(
-                in_kafka.contains(id),
-                "answered 200 but {id} is not in Kafka: {outcome:?}"
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked > 0, "no request was answered 200");
-}
-
-/// The outcomes that started at an instant `when` holds for.
-fn started<'a>(all: &[&'a Outcome], when: impl Fn(Instant) -> bool) -> Vec<&'a Outcome> {
-    all.iter().copied().filter(|o| when(o.started)).collect()
-}
-
-/// Counts of outcomes by status and error (or by why no answer came).
-fn summary(outcomes: &[&Outcome]) -> String {
-    let mut counts = std::collections::BTreeMap::new();
-    for o in outcomes {
-        let failure = o.failure.as_deref().unwrap_or_default();
-        let key = format!("{:?} {} {}{failure}", o.status, o.error, o.message);
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    format!("{counts:#?}")
-}
-
-/// Asserts every outcome passes `check`, showing a few that do not.
-fn assert_all(outcomes: &[&Outcome], what: &str, check: impl Fn(&Outcome) -> bool) {
-    let failing: Vec<&&Outcome> = outcomes.iter().filter(|o| !check(o)).collect();
-    assert!(
-        failing.is_empty(),
-        "{what}: {} of {} fail, e.g. {:#?}\n{}",
-        failing.len(),
-        outcomes.len(),
-        &failing[..failing.len().min(3)],
-        summary(outcomes)
-    );
-}
 
 /// Polls `{url}/metrics` until at least `count` webhook requests are being
 /// processed (or panics after 10 s): the load is in flight.
@@ -200,27 +19,12 @@ async fn wait_for_requests_in_flight(url: &str, count: u32) {
     wait_for_metric_to(url, IN_FLIGHT, |n| n >= Some(f64::from(count))).await
 }
 
-/// A load of [`run_load`] senders, flowing.
-struct Load {
-    stop: Arc<AtomicBool>,
-    senders: tokio::task::JoinHandle<Vec<Outcome>>,
-}
-
-impl Load {
-    /// Starts `clients` senders to `endpoint` of the connector at `url` and
-    /// waits until the load flows ([`wait_for_load`]).
-    async fn start(url: &str, endpoint: String, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let senders = tokio::spawn(run_load(endpoint, clients, Arc::clone(&stop)));
-        wait_for_load(url).await;
-        Load { stop, senders }
-    }
-
-    /// Stops the senders; every request's outcome.
-    async fn stop(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.senders.await.unwrap()
-    }
+/// Starts `clients` unsigned senders to `endpoint` of the connector at `url`, and
+/// waits until the load flows ([`wait_for_load`]).
+async fn start_load(url: &str, endpoint: String, clients: usize) -> Load {
+    let load = Load::start(Senders::unsigned(endpoint, clients));
+    wait_for_load(url).await;
+    load
 }
 
 /// Polls `{url}/metrics` until the load flows (a hundred notifications accepted)
@@ -229,10 +33,6 @@ async fn wait_for_load(url: &str) {
     wait_for_metric_to(url, ACCEPTED, |n| n >= Some(100.0)).await;
     wait_for_requests_in_flight(url, 4).await;
 }
-
-/// The series of notifications accepted at the customer endpoint.
-const ACCEPTED: &str =
-    "webhook_connector_notifications_total{endpoint=\"customer\",result=\"accepted\"}";
 
 /// Polls until a new connection to `port` is refused (or panics after 5 s): the
 /// connector took the signal and stopped accepting.
@@ -268,7 +68,7 @@ async fn broker_paused_beyond_the_delivery_timeout_loses_nothing_and_recovers() 
     let (broker, topic, connector) = warm_connector_on_own_broker("paused", timeout).await;
     let _turn = alone().await;
 
-    let load = Load::start(&connector.url, connector.endpoint(), 16).await;
+    let load = start_load(&connector.url, connector.endpoint(), 16).await;
     broker.pause();
     let paused_at = Instant::now();
     // Time passing: the pause outlasts the delivery timeout three times over.
@@ -315,7 +115,7 @@ async fn broker_killed_and_restarted_the_connector_recovers_without_restart() {
         warm_connector_on_own_broker("restarted", delivery_timeout).await;
     let _turn = alone().await;
 
-    let load = Load::start(&connector.url, connector.endpoint(), 16).await;
+    let load = start_load(&connector.url, connector.endpoint(), 16).await;
     broker.kill();
     // The old broker is gone: nothing started from now on can be acknowledged by it.
     let killed_at = Instant::now();
@@ -435,7 +235,7 @@ async fn sigterm_under_load_drains_flushes_and_exits_zero() {
     let _turn = alone().await;
 
     let clients = 16;
-    let load = Load::start(&process.url, process.endpoint(), clients).await;
+    let load = start_load(&process.url, process.endpoint(), clients).await;
     // Every client's request held in the connector by a frozen broker, so each
     // one is being processed (none on its way) when the signal comes.
     broker.pause();
@@ -562,6 +362,76 @@ async fn drains_on(signal: &str) {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
     read_exactly_on(&broker.bootstrap(), &topic, 8);
+}
+
+/// Sends SIGTERM to a connector run with `drain_delay_ms`, and checks the drain
+/// delay: `/readyz` answers 503 at once while new connections are still accepted
+/// and answered 200. Returns when that is seen, with the time of the signal.
+async fn terminated_in_its_drain_delay(
+    drain_delay_ms: &str,
+) -> (Broker, String, ConnectorProcess, Instant) {
+    let (broker, topic, process) = process_on_own_broker(
+        "drain-delay",
+        &[("CONNECTOR__SERVER__DRAIN_DELAY_MS", drain_delay_ms)],
+    )
+    .await;
+    let endpoint = process.endpoint();
+    assert_eq!(post(&endpoint, seed_sample(), &[]).await.status, 200);
+    assert_eq!(
+        get_json(&format!("{}/readyz", process.url)).await.status,
+        200
+    );
+    let signalled_at = Instant::now();
+    process.signal("-TERM");
+    let readyz = get_json(&format!("{}/readyz", process.url)).await;
+    assert_eq!(readyz.status, 503, "{:?}", readyz.json);
+    assert_eq!(readyz.json["reasons"], json!(["shutting down"]));
+    // A new connection (the test client opens one per request) is served.
+    let answer = post(&endpoint, seed_sample(), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    (broker, topic, process, signalled_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_readiness_fails_first_and_requests_are_served_for_the_drain_delay() {
+    let _turn = shared().await;
+    let (broker, topic, mut process, signalled_at) = terminated_in_its_drain_delay("1500").await;
+    assert!(signalled_at.elapsed() < Duration::from_millis(1000));
+    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(signalled_at.elapsed())).await;
+    assert!(
+        process.child.0.try_wait().unwrap().is_none(),
+        "gone before the drain delay"
+    );
+    assert_eq!(
+        post(&process.endpoint(), seed_sample(), &[]).await.status,
+        200
+    );
+    let exit = tokio::task::spawn_blocking(move || process.child.0.wait().unwrap())
+        .await
+        .unwrap();
+    let exited_after = signalled_at.elapsed();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        exited_after >= Duration::from_millis(1500) && exited_after < Duration::from_millis(4000),
+        "{exited_after:?}"
+    );
+    // The first request's events and those of the two in the drain delay.
+    read_exactly_on(&broker.bootstrap(), &topic, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_drain_delay_short() {
+    let _turn = shared().await;
+    for second in ["-TERM", "-INT"] {
+        let (_broker, _topic, mut process, _) = terminated_in_its_drain_delay("60000").await;
+        let second_at = Instant::now();
+        process.signal(second);
+        let exit = tokio::task::spawn_blocking(move || process.child.0.wait().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(exit.code(), Some(0));
+        assert!(second_at.elapsed() < Duration::from_secs(3), "{second}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

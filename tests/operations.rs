@@ -1,9 +1,10 @@
 //! What an operator relies on: readiness that follows Kafka, metrics that match the
-//! traffic, request ids, routing hot reload (file change, invalid file, SIGHUP,
-//! requests in flight) and `check --kafka`.
+//! traffic, request ids, routing hot reload (file change, a ConfigMap's symlink
+//! swap, invalid file, SIGHUP, requests in flight) and `check --kafka`.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -212,6 +213,76 @@ async fn an_invalid_routing_file_keeps_the_old_table() {
     read_exactly(&topic, 4);
     let (_, _, text) = get_text(&format!("{}/metrics", connector.url)).await;
     assert_eq!(metric(&text, &reloads("ok")), None);
+    connector.stop().await;
+}
+
+/// A directory laid out as the kubelet mounts a ConfigMap: the data in a
+/// timestamped directory, `..data` a symlink to it, and the file a symlink through
+/// `..data`.
+struct ConfigMapVolume {
+    root: PathBuf,
+    version: u32,
+}
+
+impl ConfigMapVolume {
+    const FILE: &'static str = "routes.toml";
+
+    fn create(root: &Path, routes_toml: &str) -> ConfigMapVolume {
+        let mut volume = ConfigMapVolume {
+            root: root.to_path_buf(),
+            version: 0,
+        };
+        volume.update(routes_toml);
+        std::os::unix::fs::symlink(Path::new("..data").join(Self::FILE), volume.file()).unwrap();
+        volume
+    }
+
+    /// The path the connector is given: `<root>/routes.toml`.
+    fn file(&self) -> PathBuf {
+        self.root.join(Self::FILE)
+    }
+
+    /// Updates the data as the kubelet does: writes a new timestamped directory,
+    /// points a new symlink at it, renames that over `..data` (atomically), and
+    /// removes the old directory.
+    fn update(&mut self, routes_toml: &str) {
+        self.version += 1;
+        let data = format!(
+            "..2026_12_07_10_00_{:02}.{}",
+            self.version,
+            1000 + self.version
+        );
+        std::fs::create_dir(self.root.join(&data)).unwrap();
+        std::fs::write(self.root.join(&data).join(Self::FILE), routes_toml).unwrap();
+        let staged = self.root.join("..data_tmp");
+        std::os::unix::fs::symlink(&data, &staged).unwrap();
+        let old = std::fs::read_link(self.root.join("..data")).ok();
+        std::fs::rename(&staged, self.root.join("..data")).unwrap();
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.root.join(old)).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_update_is_taken_and_a_broken_one_refused() {
+    let [first, second] = new_topics(["configmap-first", "configmap-second"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut volume = ConfigMapVolume::create(dir.path(), &routes_toml(&first, &[]));
+    let mut settings = test_settings();
+    settings.routing.watch_interval_ms = 100;
+    let connector = start_connector_on(settings, volume.file(), dir).await;
+    post_seed_sample(&connector.endpoint()).await;
+
+    volume.update(&routes_toml(&second, &[]));
+    wait_for_metric(&connector.url, &reloads("ok"), 1.0).await;
+    post_seed_sample(&connector.endpoint()).await;
+    volume.update(&routes_toml(&second, &[("bad", &[], &["elsewhere"])]));
+    wait_for_metric(&connector.url, &reloads("failed"), 1.0).await;
+    post_seed_sample(&connector.endpoint()).await;
+
+    read_exactly(&first, 4);
+    read_exactly(&second, 8);
     connector.stop().await;
 }
 

@@ -1,5 +1,7 @@
-//! `run`: serve the webhook endpoints until SIGINT or SIGTERM, then drain within
-//! the grace period.
+//! `run`: serve the webhook endpoints until SIGTERM or SIGINT, then drain within
+//! the grace period. On SIGTERM `/readyz` fails first and the server goes on
+//! serving for `server.drain_delay_ms`, so load balancers take the replica out
+//! before it stops accepting; a second SIGTERM, or SIGINT, cuts that short.
 
 use std::time::Duration;
 
@@ -35,7 +37,10 @@ async fn serve(settings: Settings, routing_file: RoutingFile) -> Result<(), Fail
         endpoints = %entity::endpoints(),
         "webhook-connector listening"
     );
-    wait_for_stop_signal().await;
+    let mut signals = StopSignals::watch();
+    if signals.next().await == Stop::Terminate {
+        drain_delay(&server, settings.server.drain_delay(), &mut signals).await;
+    }
     info!(
         grace_ms = settings.server.shutdown_grace_ms,
         "stopping: draining in-flight requests"
@@ -51,18 +56,49 @@ async fn serve(settings: Settings, routing_file: RoutingFile) -> Result<(), Fail
     }
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(error) => {
-            warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+/// Serves on with `/readyz` failing for `delay`, or until the next signal.
+async fn drain_delay(server: &app::RunningServer, delay: Duration, signals: &mut StopSignals) {
+    server.stop_being_ready();
+    info!(
+        drain_delay_ms = delay.as_millis() as u64,
+        "SIGTERM: /readyz answers 503; serving on for the drain delay before stopping"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        _ = signals.next() => info!("another signal: the drain delay is cut short"),
+    }
+}
+
+/// Which signal asked the process to stop.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    Terminate,
+    Interrupt,
+}
+
+/// SIGTERM and SIGINT, watched from start-up on.
+struct StopSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn watch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let terminate = signal(SignalKind::terminate())
+            .inspect_err(|error| warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only"))
+            .ok();
+        StopSignals { terminate }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) -> Stop {
+        let Some(terminate) = self.terminate.as_mut() else {
             let _ = tokio::signal::ctrl_c().await;
+            return Stop::Interrupt;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+            _ = terminate.recv() => Stop::Terminate,
         }
     }
 }

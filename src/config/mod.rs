@@ -356,9 +356,16 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// A request body must arrive within this; a slower client gets 408 and its slot back.
     pub request_read_timeout_ms: u64,
+    /// On SIGTERM: how long `/readyz` answers 503 while requests are still accepted
+    /// and answered, so load balancers take the replica out before it stops
+    /// accepting. A second SIGTERM, or SIGINT, skips it.
+    pub drain_delay_ms: u64,
     /// How long a shutdown waits for in-flight requests and the producer flush.
     pub shutdown_grace_ms: u64,
 }
+
+/// The longest drain delay: a replica kept serving past this is stuck, not draining.
+const MAX_DRAIN_DELAY_MS: u64 = 300_000;
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -371,6 +378,7 @@ impl Default for ServerSettings {
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
             request_read_timeout_ms: 10_000,
+            drain_delay_ms: 5_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -390,6 +398,10 @@ impl ServerSettings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 
     pub(crate) fn request_read_timeout(&self) -> Duration {
@@ -426,6 +438,12 @@ impl ServerSettings {
         }
         if self.request_read_timeout_ms == 0 {
             return invalid("server.request_read_timeout_ms", "must be at least 1");
+        }
+        if self.drain_delay_ms > MAX_DRAIN_DELAY_MS {
+            return invalid(
+                "server.drain_delay_ms",
+                &format!("must be at most {MAX_DRAIN_DELAY_MS} (5 minutes)"),
+            );
         }
         Ok(())
     }
@@ -1029,6 +1047,10 @@ mod tests {
             ),
             ("webhook.secrets", "[webhook]\nsecrets = [\"\"]\n"),
             ("server.max_receiving", "[server]\nmax_receiving = 0\n"),
+            (
+                "server.drain_delay_ms",
+                "[server]\ndrain_delay_ms = 300001\n",
+            ),
             (
                 "server.max_in_flight_bytes",
                 "[server]\nmax_in_flight_bytes = 1000\n",

@@ -1,6 +1,8 @@
 //! `GET /readyz`: ready only while Kafka answers a metadata request and every
-//! routed topic exists. The answer is cached for a second so probes cost nothing.
+//! routed topic exists, and not once the process is stopping. The answer is
+//! cached for a second so probes cost nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Readiness {
     last: Mutex<Option<(Instant, Report)>>,
+    /// Set on SIGTERM: load balancers are to take the replica out.
+    stopping: AtomicBool,
 }
 
 /// What `/readyz` answers.
@@ -46,6 +50,11 @@ impl Report {
 }
 
 impl Readiness {
+    /// From now on, not ready: the process is stopping.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
     /// Whether every topic a request may write to exists: `routing`'s and the
     /// `archive` ones.
     pub async fn check(
@@ -54,6 +63,12 @@ impl Readiness {
         routing: &RoutingTable,
         archive: &[&str],
     ) -> Report {
+        if self.stopping.load(Ordering::Acquire) {
+            return Report {
+                ready: false,
+                reasons: vec!["shutting down".into()],
+            };
+        }
         let mut last = self.last.lock().await;
         if let Some((at, report)) = last.as_ref() {
             if at.elapsed() < CACHE_FOR {

@@ -58,8 +58,18 @@ pub fn test_settings() -> Settings {
 
 /// Starts a connector with `routes_toml` as its routing file (written to a
 /// temporary file it watches).
-pub async fn start_connector(mut settings: Settings, routes_toml: &str) -> Connector {
+pub async fn start_connector(settings: Settings, routes_toml: &str) -> Connector {
     let (dir, routes_file) = routes_file(routes_toml);
+    start_connector_on(settings, routes_file, dir).await
+}
+
+/// Starts a connector watching the routing file at `routes_file`, which lives in
+/// `dir` (kept as long as the connector runs).
+pub async fn start_connector_on(
+    mut settings: Settings,
+    routes_file: PathBuf,
+    dir: tempfile::TempDir,
+) -> Connector {
     settings.routing.file = routes_file.clone();
     let routes = routing_file::load(&routes_file, settings.privacy_key().as_ref())
         .expect("the routing file is valid");
@@ -203,8 +213,28 @@ pub async fn spawn_connector_logging(
     env: &[(&str, &str)],
     log: impl Into<std::process::Stdio>,
 ) -> ConnectorProcess {
+    let at = Listen {
+        port: free_port(),
+        log: log.into(),
+    };
+    spawn_connector_at(at, bootstrap, routes_toml, env).await
+}
+
+/// Where a spawned connector listens (a loopback port) and where its log goes.
+pub struct Listen {
+    pub port: u16,
+    pub log: std::process::Stdio,
+}
+
+/// [`spawn_connector`] listening `at` a given port, its log (stderr) going to `at.log`.
+pub async fn spawn_connector_at(
+    at: Listen,
+    bootstrap: &str,
+    routes_toml: &str,
+    env: &[(&str, &str)],
+) -> ConnectorProcess {
     let (dir, routes_file) = routes_file(routes_toml);
-    let port = free_port();
+    let Listen { port, log } = at;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-connector"));
     command
         .args(["run", "--config", "config/default.toml"])
@@ -220,6 +250,8 @@ pub async fn spawn_connector_logging(
         // The example's dead-letter topic is not on the test broker: off unless a
         // test sets it.
         .env("CONNECTOR__ARCHIVE__DEAD_LETTER_TOPIC", "")
+        // SIGTERM stops accepting at once unless a test sets a drain delay.
+        .env("CONNECTOR__SERVER__DRAIN_DELAY_MS", "0")
         .env("CONNECTOR__LOG__LEVEL", "warn");
     for (name, value) in env {
         command.env(name, value);

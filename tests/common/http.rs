@@ -181,5 +181,8 @@ pub async fn wait_for_metric(url: &str, series: &str, value: f64) {
 
 /// The series of webhook requests being processed.
 pub const IN_FLIGHT: &str = "webhook_connector_webhook_requests_in_flight";
+/// The series of notifications accepted at the customer endpoint.
+pub const ACCEPTED: &str =
+    "webhook_connector_notifications_total{endpoint=\"customer\",result=\"accepted\"}";
 /// The series of bytes of bodies and records held.
 pub const HELD_BYTES: &str = "webhook_connector_held_bytes";

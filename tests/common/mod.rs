@@ -7,6 +7,7 @@
 //! - [`connector`]: a connector in this process, or the binary as a process;
 //! - [`contract`]: the committed JSON Schema every event read back must match;
 //! - [`fixtures`]: request bodies and routing files;
+//! - [`load`]: a steady load of notifications, its outcomes and their checks;
 //! - [`process`]: free ports, signals and child processes;
 //! - [`turns`]: which tests run alone and which beside each other.
 //!
@@ -22,6 +23,7 @@ pub mod contract;
 pub mod fixtures;
 pub mod http;
 pub mod kafka;
+pub mod load;
 pub mod process;
 pub mod turns;
 
@@ -31,5 +33,6 @@ pub use contract::*;
 pub use fixtures::*;
 pub use http::*;
 pub use kafka::*;
+pub use load::*;
 pub use process::*;
 pub use turns::*;
