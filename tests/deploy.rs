@@ -1,9 +1,10 @@
 //! The monitoring files of deploy/ name metrics the connector exports: every
 //! metric of every `expr` of deploy/grafana/dashboard.json and
 //! deploy/prometheus/rules.yaml, and every input series of the rules' unit tests
-//! (deploy/prometheus/rules_test.yaml), is read against a live `/metrics` of a
-//! connector in this process (on a loopback port, Kafka out of reach: no broker
-//! needed). A renamed metric fails here, where `promtool` alone would still pass
+//! (deploy/prometheus/rules_test.yaml), is read against a live `/metrics` of
+//! connectors in this process, after traffic that gives every labelled metric a
+//! series (on the test broker, and with Kafka out of reach for a delivery
+//! failure). A renamed metric fails here, where `promtool` alone would still pass
 //! (its unit tests feed the rules the series they name). The other way round,
 //! every metric the connector exports has a place on the dashboard.
 //!
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 use common::*;
 use webhook_connector::config::{KafkaSettings, Settings};
+use webhook_connector::ingress::signature::{sign, SIGNATURE_HEADER};
 
 /// Series Prometheus makes itself, not the connector: `up` of each target.
 const PROMETHEUS_SERIES: &[&str] = &["up"];
@@ -26,9 +28,32 @@ const PROMETHEUS_SERIES: &[&str] = &["up"];
 /// aggregation operators (written `sum by (...) (...)` too), their modifiers,
 /// the set and matching operators.
 const KEYWORDS: &[&str] = &[
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
-    "count_values", "group", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "and", "or", "unless", "offset", "bool", "atan2", "inf", "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "atan2",
+    "inf",
+    "nan",
 ];
 
 fn root() -> PathBuf {
@@ -169,8 +194,56 @@ fn yaml_values(text: &str, key: &str) -> Vec<String> {
     values
 }
 
-/// A connector's `/metrics` after one webhook request, Kafka out of reach.
+/// The secret the test connector's webhooks are signed with.
+const SECRET: &str = "deploy-test-secret";
+
+/// What a running connector's `/metrics` lists once every labelled metric has a
+/// child (a labelled counter has no line at all before its first increment): a
+/// connector on the test broker with a state topic and the dead-letter topic on
+/// takes a signed sample (events, a state record, the delivery time), an
+/// unsigned body (401) and a signed broken one (a dead letter), then an invalid
+/// routing file (a failed reload); a second one, Kafka out of reach, times out
+/// delivering (a delivery failure).
 async fn live_metrics() -> String {
+    let [unrouted, state, dead_letters] = new_topics(["unrouted", "state", "dead-letters"]).await;
+    let routes = format!(
+        "[unmatched]\ntopic = {unrouted:?}\n\n[[state]]\nentity = \"customer\"\ntopic = {state:?}\n"
+    );
+    let mut settings = test_settings();
+    settings.webhook.allow_unsigned = false;
+    settings.webhook.secrets = vec![SECRET.into()];
+    settings.archive.dead_letter_topic = dead_letters;
+    let _turn = shared().await;
+    let connector = start_connector(settings, &routes).await;
+    let signed = |body: &[u8]| sign(SECRET, body);
+    let sample = seed_sample();
+    let answer = post(
+        &connector.endpoint(),
+        sample.clone(),
+        &[(SIGNATURE_HEADER, &signed(&sample))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(post(&connector.endpoint(), "{", &[]).await.status, 401);
+    let broken = post(
+        &connector.endpoint(),
+        "{",
+        &[(SIGNATURE_HEADER, &signed(b"{"))],
+    )
+    .await;
+    assert_eq!(broken.status, 400, "{broken:?}");
+    std::fs::write(&connector.routes_file, "not a routing file").unwrap();
+    let failed = "webhook_connector_routing_reloads_total{result=\"failed\"}";
+    wait_for_metric(&connector.url, failed, 1.0).await;
+    let mut text = metrics_text(&connector.url).await;
+    connector.stop().await;
+    text.push_str(&metrics_without_kafka().await);
+    text
+}
+
+/// `/metrics` of a connector whose Kafka is out of reach after a delivery that
+/// timed out.
+async fn metrics_without_kafka() -> String {
     let mut settings = Settings {
         kafka: KafkaSettings {
             bootstrap_servers: "127.0.0.1:1".into(),
@@ -182,7 +255,10 @@ async fn live_metrics() -> String {
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.webhook.allow_unsigned = true;
     let connector = start_connector(settings, &routes_toml("test.unrouted", &[])).await;
-    assert_eq!(post(&connector.endpoint(), "{", &[]).await.status, 400);
+    assert_eq!(
+        post(&connector.endpoint(), seed_sample(), &[]).await.status,
+        503
+    );
     let text = metrics_text(&connector.url).await;
     connector.stop().await;
     text
@@ -206,53 +282,46 @@ fn unknown(
         .collect()
 }
 
-#[tokio::test]
-async fn every_metric_the_dashboard_and_the_rules_name_is_exported() {
-    let exported = exported(&live_metrics().await);
-    assert!(
-        exported.contains("webhook_connector_http_requests_total"),
-        "the TYPE lines were read: {exported:?}"
-    );
+/// The metrics of `deploy/` that the connector does not export; panics if the
+/// files yielded too few names to be read right.
+fn named_but_not_exported(exported: &BTreeSet<String>) -> Vec<String> {
     let rules = read("deploy/prometheus/rules.yaml");
     let recorded: BTreeSet<String> = yaml_values(&rules, "record").into_iter().collect();
+    let none = BTreeSet::new();
+    let sources = [
+        ("dashboard.json", dashboard_exprs(), &none),
+        ("rules.yaml", yaml_values(&rules, "expr"), &recorded),
+        (
+            "rules_test.yaml",
+            yaml_values(&read("deploy/prometheus/rules_test.yaml"), "series"),
+            &recorded,
+        ),
+    ];
     let mut missing = Vec::new();
     let mut named = BTreeSet::new();
-    for expr in dashboard_exprs() {
-        let names = metric_names(&expr);
-        missing.extend(unknown(&names, "dashboard.json", &exported, &BTreeSet::new()));
-        named.extend(names);
+    for (source, exprs, recorded) in sources {
+        for expr in exprs {
+            let names = metric_names(&expr);
+            missing.extend(unknown(&names, source, exported, recorded));
+            named.extend(names);
+        }
     }
-    for expr in yaml_values(&rules, "expr") {
-        let names = metric_names(&expr);
-        missing.extend(unknown(&names, "rules.yaml", &exported, &recorded));
-        named.extend(names);
-    }
-    for series in yaml_values(&read("deploy/prometheus/rules_test.yaml"), "series") {
-        let names = metric_names(&series);
-        missing.extend(unknown(&names, "rules_test.yaml", &exported, &recorded));
-    }
-    assert!(
-        missing.is_empty(),
-        "metrics named in deploy/ that the connector does not export:\n{}\nexported: {exported:?}",
-        missing.join("\n")
-    );
     assert!(
         named.len() > 10 && recorded.len() >= 5,
         "the exprs were read: {named:?}, {recorded:?}"
     );
+    missing
 }
 
-#[tokio::test]
-async fn every_exported_metric_has_a_place_on_the_dashboard() {
-    let exported = exported(&live_metrics().await);
-    let on_dashboard: BTreeSet<String> = dashboard_exprs()
-        .iter()
+/// The metrics `exported` that no panel of the dashboard shows.
+fn exported_but_not_on_the_dashboard(exported: &BTreeSet<String>) -> Vec<String> {
+    let on_dashboard: BTreeSet<String> = (dashboard_exprs().iter())
         .flat_map(|expr| metric_names(expr))
         .collect();
     let histograms: BTreeSet<&str> = (exported.iter())
         .filter_map(|name| name.strip_suffix("_bucket"))
         .collect();
-    let absent: Vec<&String> = (exported.iter())
+    (exported.iter())
         .filter(|name| !on_dashboard.contains(*name))
         .filter(|name| {
             // A histogram is shown by its buckets (quantiles) and sum / count.
@@ -261,7 +330,27 @@ async fn every_exported_metric_has_a_place_on_the_dashboard() {
                 .find_map(|suffix| name.strip_suffix(suffix));
             !base.is_some_and(|base| histograms.contains(base))
         })
-        .collect();
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_rules_name_the_metrics_the_connector_exports() {
+    let exported = exported(&live_metrics().await);
+    for family in ["events_total", "state_records_total", "dead_letters_total"] {
+        let name = format!("webhook_connector_{family}");
+        assert!(
+            exported.contains(&name),
+            "{name} was exercised: {exported:?}"
+        );
+    }
+    let missing = named_but_not_exported(&exported);
+    assert!(
+        missing.is_empty(),
+        "metrics named in deploy/ that the connector does not export:\n{}\nexported: {exported:?}",
+        missing.join("\n")
+    );
+    let absent = exported_but_not_on_the_dashboard(&exported);
     assert!(
         absent.is_empty(),
         "exported but on no panel of deploy/grafana/dashboard.json: {absent:?}"
