@@ -16,12 +16,13 @@ kafka_port=$(pick_port 9092)
 http_port=$(pick_port 8080)
 broker_log="$PWD/target/quickstart-broker.log"
 connector_pid=""
-# Stops the connector (SIGTERM, then SIGKILL if it is still there after 15 s)
+# Stops the connector (SIGINT: no drain delay for a local run; SIGKILL if it is
+# still there after 15 s)
 # and the broker.
 cleanup() {
   trap - EXIT INT TERM
   if [ -n "$connector_pid" ] && kill -0 "$connector_pid" 2>/dev/null; then
-    kill -TERM "$connector_pid" 2>/dev/null || true
+    kill -INT "$connector_pid" 2>/dev/null || true
     for _ in $(seq 1 150); do
       kill -0 "$connector_pid" 2>/dev/null || break
       sleep 0.1

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const SECRET: &str = "replicas-test-secret";
-/// Well past HAProxy's time to take a replica out (2 failed checks, 250 ms apart).
+/// Well past HAProxy's time to take a replica out (its next check, within 250 ms).
 const DRAIN_DELAY_MS: &str = "2000";
 const REPLICAS: usize = 3;
 
@@ -50,14 +50,29 @@ impl LoadBalancer {
         }
     }
 
-    /// HAProxy's status of replica `index` (`UP`, `DOWN`, `UP 1/2`, ...), if it
-    /// answers.
+    /// HAProxy's status of replica `index` (`UP`, `DOWN`, ...), if it answers.
     async fn status(&self, index: usize) -> Option<String> {
+        self.stat(index, "status").await
+    }
+
+    /// The errors HAProxy counted on replica `index`: connections refused or
+    /// failed (`econ`) and answers broken off (`eresp`).
+    async fn errors(&self, index: usize) -> u64 {
+        let mut errors = 0;
+        for column in ["econ", "eresp"] {
+            let value = self.stat(index, column).await.expect("the stats answer");
+            errors += value.parse::<u64>().unwrap_or(0);
+        }
+        errors
+    }
+
+    /// The `column` of replica `index` in HAProxy's CSV statistics.
+    async fn stat(&self, index: usize, column: &str) -> Option<String> {
         let response = http_client().get(&self.stats).send().await.ok()?;
         let csv = response.text().await.ok()?;
         let mut lines = csv.lines();
         let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
-        let column = header.iter().position(|c| *c == "status")?;
+        let column = header.iter().position(|c| *c == column)?;
         let name = format!("r{index}");
         lines
             .map(|line| line.split(',').collect::<Vec<_>>())
@@ -83,9 +98,9 @@ impl LoadBalancer {
     }
 }
 
-/// Round robin over the replicas, `/readyz` checked every 250 ms (out after 2
-/// failures, back after 1 success), and no retries, as Kubernetes Services and
-/// most ingresses do for POSTs.
+/// Round robin over the replicas, `/readyz` checked every 250 ms (out after one
+/// failure, back after one success; a check may take 2 s, as a probe of Kafka may),
+/// and no retries, as Kubernetes Services and most ingresses do for POSTs.
 fn haproxy_config(front: u16, stats: u16, ports: &[u16]) -> String {
     let servers: String = (ports.iter().enumerate())
         .map(|(i, port)| format!("    server r{i} 127.0.0.1:{port} check\n"))
@@ -93,11 +108,11 @@ fn haproxy_config(front: u16, stats: u16, ports: &[u16]) -> String {
     format!(
         "global\n    maxconn 512\n\n\
          defaults\n    mode http\n    retries 0\n    timeout connect 1s\n    \
-         timeout client 30s\n    timeout server 30s\n\n\
+         timeout client 30s\n    timeout server 30s\n    timeout check 2s\n\n\
          frontend webhooks\n    bind 127.0.0.1:{front}\n    default_backend replicas\n\n\
          backend replicas\n    balance roundrobin\n    option httpchk\n    \
          http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host replicas\n    \
-         http-check expect status 200\n    default-server inter 250ms fall 2 rise 1\n\
+         http-check expect status 200\n    default-server inter 250ms fall 1 rise 1\n\
          {servers}\n\
          listen stats\n    bind 127.0.0.1:{stats}\n    stats enable\n    stats uri /stats\n"
     )
@@ -138,11 +153,19 @@ impl Replicas {
         spawn_connector_at(at, &self.bootstrap, &self.routes, &env).await
     }
 
-    /// SIGTERM to replica `index`, and once it has exited 0, starts it again.
+    /// SIGTERM to replica `index`, and once it has exited 0 (within its drain
+    /// delay, grace period and 3 s), starts it again.
     async fn restart(&mut self, index: usize) {
         let old = &mut self.running[index];
         old.signal("-TERM");
-        let exit = (tokio::task::block_in_place(|| old.child.0.wait())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2 + 10 + 3);
+        let exit = loop {
+            if let Some(exit) = old.child.0.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "r{index} still running");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(exit.code(), Some(0), "r{index}");
         self.running[index] = self.spawn(index).await;
     }
@@ -200,12 +223,22 @@ async fn rolling_restarts_fail_no_request_and_a_kill_fails_only_until_the_next_h
     assert_all(&restarts, "during the rolling restart: 200", |o| {
         o.status == Some(200)
     });
+    // HAProxy took the killed replica out at its next check.
+    let taken_out = out_at - killed_at;
+    assert!(
+        taken_out < Duration::from_millis(250 + 750),
+        "{taken_out:?}"
+    );
     let failed: Vec<&&Outcome> = all.iter().filter(|o| o.status != Some(200)).collect();
     assert_all(
         &all,
         "failed only when on the killed replica before it was out",
         |o| o.status == Some(200) || (o.ended() >= killed_at && o.started <= out_at),
     );
+    // And only there: HAProxy counted no error on the other replicas.
+    for index in 1..REPLICAS {
+        assert_eq!(balancer.errors(index).await, 0, "r{index}");
+    }
     eprintln!(
         "{} requests, {} during the rolling restart, all 200; {} failed at the kill -9 \
          (taken out {:?} after it)",

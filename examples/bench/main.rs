@@ -256,7 +256,8 @@ async fn fresh_broker(
 impl Drop for Connector {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            // SIGINT: stopping at once, with no drain delay to wait out.
+            .args(["-INT", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
     }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::config::Settings;
@@ -28,6 +29,8 @@ pub(super) fn run(config: &ConfigArg) -> Result<(), Failure> {
 }
 
 async fn serve(settings: Settings, routing_file: RoutingFile) -> Result<(), Failure> {
+    // Watched before the server starts: a signal during start-up stops it once started.
+    let mut signals = StopSignals::watch();
     let topics = routing_file.table.all_topics().len();
     let server = app::start(&settings, routing_file).await?;
     info!(
@@ -37,7 +40,6 @@ async fn serve(settings: Settings, routing_file: RoutingFile) -> Result<(), Fail
         endpoints = %entity::endpoints(),
         "webhook-connector listening"
     );
-    let mut signals = StopSignals::watch();
     if signals.next().await == Stop::Terminate {
         drain_delay(&server, settings.server.drain_delay(), &mut signals).await;
     }
@@ -76,29 +78,40 @@ enum Stop {
     Interrupt,
 }
 
-/// SIGTERM and SIGINT, watched from start-up on.
+/// SIGTERM and SIGINT, each a stream that keeps what arrives until it is read.
 struct StopSignals {
-    terminate: Option<tokio::signal::unix::Signal>,
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
 }
 
 impl StopSignals {
     fn watch() -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        let terminate = signal(SignalKind::terminate())
-            .inspect_err(|error| warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only"))
-            .ok();
-        StopSignals { terminate }
+        let watch = |kind: SignalKind, name: &str| {
+            signal(kind)
+                .inspect_err(|error| warn!(%error, "cannot watch {name}"))
+                .ok()
+        };
+        StopSignals {
+            terminate: watch(SignalKind::terminate(), "SIGTERM"),
+            interrupt: watch(SignalKind::interrupt(), "SIGINT"),
+        }
     }
 
-    /// The next SIGTERM or SIGINT.
+    /// The next SIGTERM or SIGINT (never, when neither can be watched).
     async fn next(&mut self) -> Stop {
-        let Some(terminate) = self.terminate.as_mut() else {
-            let _ = tokio::signal::ctrl_c().await;
-            return Stop::Interrupt;
-        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => Stop::Interrupt,
-            _ = terminate.recv() => Stop::Terminate,
+            () = next_of(&mut self.interrupt) => Stop::Interrupt,
+            () = next_of(&mut self.terminate) => Stop::Terminate,
         }
+    }
+}
+
+/// The next signal `stream` receives; never, when it could not be watched.
+async fn next_of(stream: &mut Option<Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

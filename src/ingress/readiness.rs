@@ -63,12 +63,24 @@ impl Readiness {
         routing: &RoutingTable,
         archive: &[&str],
     ) -> Report {
+        let report = self.kafka_report(sink, routing, archive).await;
+        // Checked after the wait for the probe, which may have seen the stop come.
         if self.stopping.load(Ordering::Acquire) {
             return Report {
                 ready: false,
                 reasons: vec!["shutting down".into()],
             };
         }
+        report
+    }
+
+    /// The last report, or a new one when it is older than [`CACHE_FOR`].
+    async fn kafka_report(
+        &self,
+        sink: &Arc<KafkaSink>,
+        routing: &RoutingTable,
+        archive: &[&str],
+    ) -> Report {
         let mut last = self.last.lock().await;
         if let Some((at, report)) = last.as_ref() {
             if at.elapsed() < CACHE_FOR {

@@ -574,6 +574,17 @@ fn thousands_of_names_meeting_in_one_stay_unique_in_linear_time() {
 }
 
 #[test]
+fn a_suffix_already_taken_is_skipped_and_the_next_one_remembered() {
+    let mut fields: Vec<(String, ())> = ["a", "a_2", "a", "a", "b"]
+        .iter()
+        .map(|k| (k.to_string(), ()))
+        .collect();
+    make_keys_unique(&mut fields, &HashSet::from(["b"]));
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a", "a_2", "a_3", "a_4", "b_2"]);
+}
+
+#[test]
 fn snake_case_examples() {
     for (raw, expected) in [
         ("RelatedProviderId", "related_provider_id"),
@@ -586,6 +597,8 @@ fn snake_case_examples() {
         ("Address2Line", "address2_line"),
         ("already_snake", "already_snake"),
         ("First Name", "first_name"),
+        // A letter with no case is no word boundary: nor is what follows it.
+        ("中Ab", "中ab"),
         ("", ""),
     ] {
         assert_eq!(prefixed_snake_case("", raw), expected, "{raw}");

@@ -564,6 +564,31 @@ mod tests {
     }
 
     #[test]
+    fn a_body_or_a_change_of_the_wrong_type_says_what_was_expected() {
+        use crate::entity::BOOKING;
+        for (body, entity, expected) in [
+            (
+                &b"[1]"[..],
+                &CUSTOMER,
+                "expected a customer notification object",
+            ),
+            (
+                &b"7"[..],
+                &BOOKING,
+                "expected a booking notification object",
+            ),
+            (
+                &br#"{"ChangeDateTime":"x","Customer":{"Id":1},"Changes":[5]}"#[..],
+                &CUSTOMER,
+                "expected a change object",
+            ),
+        ] {
+            let err = parse(body, entity).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
     fn refuses_duplicate_keys() {
         let body = br#"{"ChangeDateTime":"x","Customer":{"Id":1,"Id":2},"Changes":[]}"#;
         let err = parse(body, &CUSTOMER).unwrap_err();

@@ -201,9 +201,16 @@ pub fn read_exactly_on_with(
     records
 }
 
-/// Every record of `topic`: reads until none arrived for `quiet` (at most 60 s).
-pub fn read_all_on(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<Record> {
-    read(bootstrap, topic, Until::Quiet(quiet), &Check::published())
+/// Every record of `topic` written before this call: reads up to a marker
+/// written now (at most 60 s).
+pub fn read_all_before_now_on(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let marker = write_marker(bootstrap, topic);
+    read(
+        bootstrap,
+        topic,
+        Until::Marker(&marker),
+        &Check::published(),
+    )
 }
 
 /// A record read back as it was written, for the raw topic and dead-letter
@@ -298,10 +305,8 @@ const SENTINEL_KEY: &str = "test-sentinel";
 enum Until<'a> {
     /// Once `count` records arrived, or after 15 s with fewer.
     Count(usize),
-    /// At the marker record with this payload; panics when it is not seen in 15 s.
+    /// At the marker record with this payload; panics when it is not seen in 60 s.
     Marker(&'a str),
-    /// Once nothing arrived for this long, or after 60 s.
-    Quiet(Duration),
 }
 
 /// Reads partition 0 of `topic` from the beginning, skipping marker records,
@@ -321,15 +326,14 @@ fn poll_until<R>(
     let consumer = consumer_of(bootstrap, topic);
     let give_up = Instant::now()
         + match until {
-            Until::Quiet(_) => Duration::from_secs(60),
-            Until::Count(_) | Until::Marker(_) => Duration::from_secs(15),
+            Until::Count(_) => Duration::from_secs(15),
+            // Behind a marker may be a load run's thousands of records.
+            Until::Marker(_) => Duration::from_secs(60),
         };
-    let mut last_seen = Instant::now();
     let mut records = Vec::new();
     loop {
         let done = match until {
             Until::Count(count) => records.len() >= count,
-            Until::Quiet(quiet) => last_seen.elapsed() >= quiet,
             Until::Marker(_) => false,
         };
         if done {
@@ -338,7 +342,7 @@ fn poll_until<R>(
         if Instant::now() >= give_up {
             if let Until::Marker(_) = until {
                 panic!(
-                    "topic {topic}: marker not seen after 15 s; read {} records",
+                    "topic {topic}: marker not seen after 60 s; read {} records",
                     records.len()
                 );
             }
@@ -349,7 +353,6 @@ fn poll_until<R>(
             Some(Err(e)) => panic!("topic {topic}: consumer error: {e}"),
             Some(Ok(message)) => message,
         };
-        last_seen = Instant::now();
         if message.key() != Some(SENTINEL_KEY.as_bytes()) {
             records.push(record(&message));
             continue;

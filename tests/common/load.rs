@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use webhook_connector::ingress::signature::{sign, SIGNATURE_HEADER};
 
-use super::kafka::read_all_on;
+use super::kafka::read_all_before_now_on;
 
 /// One request of a load run.
 #[derive(Debug, Clone)]
@@ -162,7 +162,7 @@ fn not_answered(started: Instant, error: &reqwest::Error) -> Outcome {
 
 /// Asserts every 200 among `outcomes` has both its events in `topic`.
 pub fn assert_acknowledged_are_in_kafka(bootstrap: &str, topic: &str, outcomes: &[&Outcome]) {
-    let in_kafka: BTreeSet<String> = read_all_on(bootstrap, topic, Duration::from_secs(3))
+    let in_kafka: BTreeSet<String> = read_all_before_now_on(bootstrap, topic)
         .into_iter()
         .map(|r| r.value["event_id"].as_str().unwrap().to_string())
         .collect();
