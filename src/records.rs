@@ -565,6 +565,41 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_record_counts_its_body_key_header_values_and_fixed_costs() {
+        let meta = RawMeta {
+            entity: "customer",
+            request_id: "req-1".into(),
+            received_at: "2026-12-07T10:00:00Z".into(),
+            content_type: Some("application/json".into()),
+            refusal: Some((400, "invalid_json", "bad".into())),
+        };
+        // 8 + 5 + 20 + 16 bytes of values, 3 + 12 + 3 of the refusal's, 7 header
+        // names and allocations of 20 + 48.
+        let fixed = 7 * (20 + 48) + RECORD_OVERHEAD_BYTES;
+        assert_eq!(raw_bytes(100, "862", &meta), 100 + 3 + 49 + 18 + fixed);
+        let bare = RawMeta {
+            content_type: None,
+            refusal: None,
+            ..meta
+        };
+        assert_eq!(raw_bytes(0, "", &bare), 33 + fixed);
+    }
+
+    #[test]
+    fn value_bytes_sums_the_buffers_once_each() {
+        let meta = RawMeta {
+            entity: "customer",
+            request_id: "r".into(),
+            received_at: "t".into(),
+            content_type: None,
+            refusal: None,
+        };
+        let mut records = Records::raw("a", "1".into(), b"{}", meta.clone());
+        records.push_raw("b", "2".into(), b"[1,2]", meta);
+        assert_eq!(records.value_bytes(), 2 + 5);
+    }
+
+    #[test]
     fn varints_take_a_byte_per_seven_bits_of_the_zigzagged_length() {
         for (length, bytes) in [(0, 1), (63, 1), (64, 2), (8191, 2), (8192, 3)] {
             assert_eq!(varint_bytes(length), bytes, "{length}");

@@ -156,6 +156,7 @@ async fn metrics_report_counts_that_match_the_requests_sent() {
         ("webhook_connector_kafka_delivery_duration_seconds_count", 3.0),
         ("webhook_connector_webhook_requests_in_flight", 0.0),
         ("webhook_connector_kafka_producer_replacements_total", 0.0),
+        ("webhook_connector_held_bytes_limit", 134_217_728.0),
     ];
     for (series, value) in expect {
         assert_eq!(metric(&text, series), Some(value), "{series} in:\n{text}");

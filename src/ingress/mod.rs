@@ -76,6 +76,7 @@ impl Ingress {
     /// and every bound.
     pub fn new(settings: &Settings, routing_file: RoutingFile) -> Result<Self, ProducerError> {
         let metrics = Arc::new(Metrics::new());
+        metrics.bytes_held_limit(settings.server.max_in_flight_bytes);
         let archive = settings.archive.topics().into_iter().map(String::from);
         let live = Arc::new(
             LiveTable::new(routing_file, Arc::clone(&metrics)).reserving(archive.collect()),

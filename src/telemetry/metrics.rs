@@ -86,6 +86,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     in_flight: Gauge,
     bytes_held: Gauge,
+    bytes_held_limit: Gauge,
     notifications: Family<NotificationLabels, Counter>,
     events: Family<EventLabels, Counter>,
     state_records: Family<StateLabels, Counter>,
@@ -115,6 +116,7 @@ impl Metrics {
             requests: Family::default(),
             in_flight: Gauge::default(),
             bytes_held: Gauge::default(),
+            bytes_held_limit: Gauge::default(),
             notifications: Family::default(),
             events: Family::default(),
             state_records: Family::default(),
@@ -159,6 +161,12 @@ impl Metrics {
             &self.in_flight,
         );
         add(registry, "held_bytes", "Bytes of request bodies and produced records held now (bounded by server.max_in_flight_bytes)", &self.bytes_held);
+        add(
+            registry,
+            "held_bytes_limit",
+            "The most bytes held at once: server.max_in_flight_bytes",
+            &self.bytes_held_limit,
+        );
         add(
             registry,
             "notifications",
@@ -264,6 +272,12 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Sets the gauge of the most bytes held at once (`server.max_in_flight_bytes`).
+    pub(crate) fn bytes_held_limit(&self, bytes: usize) {
+        self.bytes_held_limit
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Sets the gauge of bytes held (read when `/metrics` is rendered).
