@@ -287,7 +287,10 @@ impl Keys {
     }
 }
 
-/// Writes one nested value into the texts.
+/// Writes one nested value into the texts. It takes the visits serde_json makes
+/// when it reads a value inside an object or array (with `arbitrary_precision`,
+/// decimals arrive as a map holding their digits; never an option); any other
+/// one is an error.
 struct Text<'t>(&'t mut Texts);
 
 impl<'de> DeserializeSeed<'de> for Text<'_> {
@@ -315,13 +318,6 @@ impl<'de> Visitor<'de> for Text<'_> {
         self.0.push_json(&v);
         Ok(())
     }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        match Number::from_f64(v) {
-            Some(n) => self.0.push_json(&n),
-            None => self.0.push(b"null"),
-        }
-        Ok(())
-    }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
         self.0.push_json(v);
         Ok(())
@@ -329,13 +325,6 @@ impl<'de> Visitor<'de> for Text<'_> {
     fn visit_unit<E>(self) -> Result<(), E> {
         self.0.push(b"null");
         Ok(())
-    }
-    fn visit_none<E>(self) -> Result<(), E> {
-        self.0.push(b"null");
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.0.write_seq(seq)
@@ -365,6 +354,38 @@ mod tests {
         } else {
             Plain.deserialize(&mut json)
         }
+    }
+
+    /// A deserializer that hands over bytes, which no JSON text gives.
+    fn bytes() -> serde::de::value::BytesDeserializer<'static, serde::de::value::Error> {
+        serde::de::value::BytesDeserializer::new(b"x")
+    }
+
+    #[test]
+    fn what_is_no_json_value_is_refused_saying_what_was_expected() {
+        let err = Plain.deserialize(bytes()).unwrap_err().to_string();
+        assert!(err.contains("expected any JSON value"), "{err}");
+        let mut texts = Texts {
+            exact: Vec::new(),
+            id: None,
+            id_differs: false,
+        };
+        let err = Text(&mut texts).deserialize(bytes()).unwrap_err();
+        assert!(err.to_string().contains("expected any JSON value"), "{err}");
+    }
+
+    #[test]
+    fn an_object_s_keys_are_a_list_while_few_and_a_set_beyond() {
+        let mut keys = Keys::default();
+        for i in 0..Keys::FEW {
+            assert!(keys.insert(&i.to_string()));
+        }
+        assert!(!keys.insert("0"));
+        assert_eq!((keys.few.len(), keys.many.len()), (Keys::FEW, 0));
+        assert!(keys.insert("x"));
+        assert_eq!((keys.few.len(), keys.many.len()), (0, Keys::FEW + 1));
+        assert!(!keys.insert("0") && !keys.insert("x"));
+        assert_eq!(keys.len(), Keys::FEW + 1);
     }
 
     #[test]

@@ -149,3 +149,25 @@ impl<'de> Visitor<'de> for Member<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_that_is_no_json_value_is_refused_saying_what_was_expected() {
+        let mut flat = Flat {
+            fields: Vec::new(),
+            name_bytes: 0,
+            budget: 100,
+            over: false,
+        };
+        let member = Member {
+            path: "A".into(),
+            flat: &mut flat,
+        };
+        let bytes = serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(b"x");
+        let err = member.deserialize(bytes).unwrap_err().to_string();
+        assert!(err.contains("expected any JSON value"), "{err}");
+    }
+}
