@@ -158,6 +158,20 @@ fn a_bad_setting_exits_64_naming_the_key() {
 }
 
 #[test]
+fn a_kafka_property_librdkafka_refuses_is_named_but_its_secret_value_never_shown() {
+    let text = "[routing]\nfile = \"config/routes.toml\"\n\n[webhook]\nallow_unsigned = true\n\n\
+                [kafka.properties]\n\"SASL.Password\" = \"hunter2-cli-secret\"\n";
+    let (_dir, settings) = temp_file("settings.toml", text);
+    let output = run_binary(
+        &["check", "--config", settings.to_str().unwrap()],
+        &[PRIVACY_KEY],
+    );
+    let stderr = stderr_of(&output, 64);
+    assert!(stderr.contains("\"SASL.Password\""), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn explain_prints_the_events_and_their_topics() {
     let output = connector(&[
         "explain",

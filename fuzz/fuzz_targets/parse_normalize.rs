@@ -11,7 +11,7 @@
 //! objects, every key once (fewer, exactly as the rules shape them, on a topic with
 //! rules), carrying the event id and the entity's id, written once per event and
 //! rules in one buffer per event of exactly their size. Accepted again with the
-//! raw archive's copy (`pipeline::accept_within`), the copy is counted and asked
+//! raw topic's copy (`pipeline::accept_within`), the copy is counted and asked
 //! for like the records, and a budget refusing at any ask gives `NoRoom`. Every
 //! input is tried as each entity's body (customer, booking).
 #![no_main]
@@ -54,7 +54,7 @@ fn table() -> &'static RoutingTable {
     })
 }
 
-/// The raw archive's topic when the copy is on (`archive.raw_topic`).
+/// The raw topic's topic when the copy is on (`archive.raw_topic`).
 const RAW_TOPIC: &str = "webhooks.raw";
 
 fuzz_target!(|body: &[u8]| {
@@ -320,7 +320,7 @@ fn same_rules(a: Option<&FieldRules>, b: Option<&FieldRules>) -> bool {
     }
 }
 
-/// The body again through `pipeline::accept_within`, with the raw archive's copy,
+/// The body again through `pipeline::accept_within`, with the raw topic's copy,
 /// as the endpoint and replay run it: the copy is counted like the records (so
 /// replay accepts what live accepts). Granted every ask, the request holds
 /// exactly what it asked for, one ask per record, the raw record last with the

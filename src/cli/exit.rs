@@ -1,7 +1,6 @@
 //! Why a command failed, and the one place that says which exit code each failure
 //! gets (64: configuration, 65: bad input file or data, 69: Kafka unavailable, 1: anything else).
 
-use rdkafka::error::KafkaError;
 use webhook_connector::app::StartError;
 use webhook_connector::config::routing_file::RoutingFileError;
 use webhook_connector::config::SettingsError;
@@ -38,9 +37,9 @@ pub(crate) enum Failure {
     SettingsForRoutes(#[source] SettingsError),
     #[error("invalid routing file")]
     RoutingFile(#[source] RoutingFileError),
-    /// librdkafka refuses a `kafka.properties` entry.
+    /// librdkafka refuses a `kafka.properties` entry (its value never shown).
     #[error("invalid settings: kafka.properties: {0}")]
-    KafkaProperties(KafkaError),
+    KafkaProperties(String),
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("the server stopped with an error: {0}")]

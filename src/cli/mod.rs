@@ -183,6 +183,6 @@ fn load_routing_file(settings: Settings) -> Result<(Settings, RoutingFile), Fail
     // `check` refuses what `run` would (e.g. an alias of acks set to 1).
     sink::producer_config(&settings.kafka, settings.server.max_in_flight_bytes)
         .create::<BaseProducer>()
-        .map_err(Failure::KafkaProperties)?;
+        .map_err(|error| Failure::KafkaProperties(sink::without_values(&error)))?;
     Ok((settings, routing_file))
 }

@@ -2,9 +2,9 @@
 //!
 //! `POST /webhooks/<entity>` (one endpoint per [`crate::entity::ENTITIES`] row:
 //! `customer`, `booking`) runs the whole pipeline for one notification:
-//! content type -> body (a receiving slot, bytes from the byte budget) -> a
-//! processing slot -> signature -> the acceptance step ([`crate::pipeline`]) ->
-//! records (their bytes reserved) -> deliver, and answers 200 only once Kafka
+//! body (a receiving slot, bytes from the byte budget) -> processing bytes -> a
+//! processing slot -> signature -> content type -> the acceptance step
+//! ([`crate::pipeline`]; records, their bytes reserved) -> deliver, and answers 200 only once Kafka
 //! acknowledged every event. Every bound refuses at once (503 + `Retry-After`)
 //! rather than queueing, so no sender can make others wait. `GET /healthz` and `GET /readyz` are the probes, `GET /metrics`
 //! the Prometheus metrics. Every failure is an [`ApiError`], turned into the JSON
@@ -384,8 +384,9 @@ async fn deliver_and_count(
     );
     let event_ids = accepted.event_ids();
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
+    let records = accepted.into_records();
     let started = std::time::Instant::now();
-    if let Err(err) = ingress.sink.deliver(accepted.into_records(), held).await {
+    if let Err(err) = ingress.sink.deliver(records, held).await {
         ingress.metrics.delivery_failed(&failure_reason(&err));
         // Kafka refuses the records for what they are: no retry can pass.
         if err.is_content_refusal() {

@@ -39,6 +39,13 @@ pub struct Report {
 }
 
 impl Report {
+    fn stopping() -> Report {
+        Report {
+            ready: false,
+            reasons: vec!["shutting down".into()],
+        }
+    }
+
     pub fn into_response(self) -> Response {
         let status = if self.ready {
             StatusCode::OK
@@ -63,15 +70,19 @@ impl Readiness {
         routing: &RoutingTable,
         archive: &[&str],
     ) -> Report {
-        let report = self.kafka_report(sink, routing, archive).await;
-        // Checked after the wait for the probe, which may have seen the stop come.
-        if self.stopping.load(Ordering::Acquire) {
-            return Report {
-                ready: false,
-                reasons: vec!["shutting down".into()],
-            };
+        if self.is_stopping() {
+            return Report::stopping();
         }
-        report
+        let report = self.kafka_report(sink, routing, archive).await;
+        // Again after the wait for the probe, which may have seen the stop come.
+        match self.is_stopping() {
+            true => Report::stopping(),
+            false => report,
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// The last report, or a new one when it is older than [`CACHE_FOR`].

@@ -20,7 +20,7 @@ pub struct ProducerError(pub(super) KafkaError);
 /// configuration errors quote the value they refuse (`Client config error: ...
 /// sasl.password hunter2`). For a property whose name says it holds a secret,
 /// librdkafka's own description is left out too (it may quote the value).
-pub(crate) fn without_values(error: &KafkaError) -> String {
+pub fn without_values(error: &KafkaError) -> String {
     match error {
         KafkaError::ClientConfig(_, _, key, _) if is_secret_property(key) => {
             format!("librdkafka refused the property {key:?} (its value is not shown)")

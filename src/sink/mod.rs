@@ -17,7 +17,7 @@ mod config;
 mod delivery;
 mod recovery;
 
-pub(crate) use classify::without_values;
+pub use classify::without_values;
 pub use classify::{first_oversized, DeliveryError, ProducerError};
 pub(crate) use config::client_config;
 pub use config::producer_config;
