@@ -384,15 +384,10 @@ async fn terminated_in_its_drain_delay(
     let signalled_at = Instant::now();
     process.signal("-TERM");
     // The signal is taken by the process's own thread: soon, not at once.
-    let readyz = loop {
-        let readyz = get_json(&format!("{}/readyz", process.url)).await;
-        if readyz.status == 503 || signalled_at.elapsed() > Duration::from_secs(1) {
-            break readyz;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(readyz.status, 503, "{:?}", readyz.json);
-    assert_eq!(readyz.json["reasons"], json!(["shutting down"]));
+    let readyz = format!("{}/readyz", process.url);
+    let body = wait_for_status(&readyz, 503, Duration::from_secs(1)).await;
+    let reasons = serde_json::from_str::<serde_json::Value>(&body).unwrap()["reasons"].clone();
+    assert_eq!(reasons, json!(["shutting down"]), "{body}");
     // A new connection (the test client opens one per request) is served.
     let answer = post(&endpoint, seed_sample(), &[]).await;
     assert_eq!(answer.status, 200, "{:?}", answer.json);

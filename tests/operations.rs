@@ -5,27 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Polls `url` until it answers `status`, or panics after `within`.
-async fn wait_for_status(url: &str, status: u16, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let (got, _, body) = get_text(url).await;
-        if got == status {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} still answers {got}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The routing reloads counted with `result` (`ok` or `failed`).
 fn reloads(result: &str) -> String {

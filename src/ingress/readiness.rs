@@ -70,15 +70,14 @@ impl Readiness {
         routing: &RoutingTable,
         archive: &[&str],
     ) -> Report {
-        if self.is_stopping() {
-            return Report::stopping();
+        if !self.is_stopping() {
+            let report = self.kafka_report(sink, routing, archive).await;
+            // Asked again: the stop may have come while the probe ran.
+            if !self.is_stopping() {
+                return report;
+            }
         }
-        let report = self.kafka_report(sink, routing, archive).await;
-        // Again after the wait for the probe, which may have seen the stop come.
-        match self.is_stopping() {
-            true => Report::stopping(),
-            false => report,
-        }
+        Report::stopping()
     }
 
     fn is_stopping(&self) -> bool {

@@ -157,6 +157,22 @@ pub async fn metrics_text(url: &str) -> String {
     get_text(&format!("{url}/metrics")).await.2
 }
 
+/// Polls `url` until it answers `status` (its body), or panics after `within`.
+pub async fn wait_for_status(url: &str, status: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, _, body) = get_text(url).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} still answers {got}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `{url}/metrics` until `check` holds for the value of `series` (absent:
 /// `None`), or panics after 10 s.
 pub async fn wait_for_metric_to(url: &str, series: &str, check: impl Fn(Option<f64>) -> bool) {

@@ -191,8 +191,7 @@ pub fn read_exactly_on_with(
     count: usize,
     check: &Check,
 ) -> Vec<Record> {
-    let marker = write_marker(bootstrap, topic);
-    let records = read(bootstrap, topic, Until::Marker(&marker), check);
+    let records = read_to_new_marker(bootstrap, topic, check);
     assert_eq!(
         records.len(),
         count,
@@ -204,13 +203,14 @@ pub fn read_exactly_on_with(
 /// Every record of `topic` written before this call: reads up to a marker
 /// written now (at most 60 s).
 pub fn read_all_before_now_on(bootstrap: &str, topic: &str) -> Vec<Record> {
+    read_to_new_marker(bootstrap, topic, &Check::published())
+}
+
+/// Writes a marker to `topic` and reads every record before it, each checked
+/// by `check`.
+fn read_to_new_marker(bootstrap: &str, topic: &str, check: &Check) -> Vec<Record> {
     let marker = write_marker(bootstrap, topic);
-    read(
-        bootstrap,
-        topic,
-        Until::Marker(&marker),
-        &Check::published(),
-    )
+    read(bootstrap, topic, Until::Marker(&marker), check)
 }
 
 /// A record read back as it was written, for the raw topic and dead-letter
