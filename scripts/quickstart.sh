@@ -17,8 +17,7 @@ http_port=$(pick_port 8080)
 broker_log="$PWD/target/quickstart-broker.log"
 connector_pid=""
 # Stops the connector (SIGINT: no drain delay for a local run; SIGKILL if it is
-# still there after 15 s)
-# and the broker.
+# still there after 15 s) and the broker.
 cleanup() {
   trap - EXIT INT TERM
   if [ -n "$connector_pid" ] && kill -0 "$connector_pid" 2>/dev/null; then
