@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -16,6 +17,7 @@ use crate::entity::Entity;
 use crate::records::Records;
 use crate::routing::RoutingTable;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
+use crate::telemetry::traces;
 
 /// Why nothing (or not everything) was written.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +53,7 @@ pub async fn forget(
     let state_topic = table.state_for(entity).map(|s| s.topic.as_str());
     let erasure_id = Uuid::new_v4();
     let requested_at = now.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    let records = Records::erasure(
+    let mut records = Records::erasure(
         entity,
         id,
         state_topic,
@@ -65,7 +67,10 @@ pub async fn forget(
         .acquire_owned()
         .await
         .expect("the semaphore is open");
-    sink.deliver(records, held).await?;
+    let span = tracing::info_span!("forget", otel.kind = "producer", entity = entity.name);
+    let context = traces::start(&span, None);
+    records.trace = Some(traces::record_headers(&context));
+    sink.deliver(records, held).instrument(span).await?;
     Ok(Forgotten {
         state_topic: state_topic.map(String::from),
         erasure_topic: erasure_topic.to_string(),

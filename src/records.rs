@@ -2,8 +2,10 @@
 //! flat event as JSON, headers `event_id`, `entity`, `change_type` (null value
 //! when there is none), `schema_version`, `content-type` and the CloudEvents binary-mode
 //! attributes (`ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
-//! `ce_subject`). Built before anything is produced, so a request's size is
-//! known, and reserved, first.
+//! `ce_subject`), and the W3C trace context of the span that produced them
+//! (`traceparent`, `tracestate`, and for CloudEvents `ce_traceparent`,
+//! `ce_tracestate`: [`TraceHeaders`]). Built before anything is produced, so a
+//! request's size is known, and reserved, first.
 
 use std::ops::Range;
 
@@ -101,7 +103,12 @@ impl Record<'_> {
         // The change type is sent twice: in `change_type`, and in `ce_type`, where
         // an escaped character takes at most three times its bytes.
         let change_type = 4 * self.change_type().map_or(0, str::len);
-        value + self.key.len() + HEADER_BYTES + change_type + RECORD_OVERHEAD_BYTES
+        value
+            + self.key.len()
+            + HEADER_BYTES
+            + change_type
+            + TRACE_HEADER_BYTES
+            + RECORD_OVERHEAD_BYTES
     }
 
     /// The bytes of its value (0: a tombstone).
@@ -140,6 +147,55 @@ impl Record<'_> {
 pub struct Records<'t> {
     pub buffers: Vec<Vec<u8>>,
     pub records: Vec<Record<'t>>,
+    /// The trace context every record carries; set by whoever delivers them,
+    /// from the span that does.
+    pub trace: Option<TraceHeaders>,
+}
+
+/// The W3C trace context a request's records carry (docs/tracing.md):
+/// `traceparent` names the connector's span that produced them, and `tracestate`
+/// is the sender's, cut to [`MAX_TRACESTATE_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceHeaders {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// The most bytes of `tracestate` a record carries (W3C Trace Context asks that
+/// at least 512 be passed on): whole entries past it are dropped, the last first.
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// The bytes of a version-00 `traceparent`.
+const TRACEPARENT_BYTES: usize = 55;
+
+/// What the trace headers of one record hold at most: four names (48 bytes), two
+/// `traceparent` and two `tracestate` values, and four header allocations.
+const TRACE_HEADER_BYTES: usize = 48 + 2 * TRACEPARENT_BYTES + 2 * MAX_TRACESTATE_BYTES + 4 * 48;
+
+impl TraceHeaders {
+    /// `traceparent` with the `tracestate` entries (comma-separated) that fit in
+    /// [`MAX_TRACESTATE_BYTES`]; none: no `tracestate`.
+    pub fn new(traceparent: String, tracestate: &str) -> Self {
+        let mut kept = String::new();
+        for entry in tracestate
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let separator = usize::from(!kept.is_empty());
+            if kept.len() + separator + entry.len() > MAX_TRACESTATE_BYTES {
+                break;
+            }
+            if separator == 1 {
+                kept.push(',');
+            }
+            kept.push_str(entry);
+        }
+        TraceHeaders {
+            traceparent,
+            tracestate: (!kept.is_empty()).then_some(kept),
+        }
+    }
 }
 
 /// The records [`Records::build_within`] keeps while `reserve` grants their bytes,
@@ -256,6 +312,7 @@ impl<'t> Records<'t> {
             false => Ok(Records {
                 buffers,
                 records: kept.records,
+                trace: None,
             }),
             true => Err(kept.total),
         }
@@ -297,6 +354,7 @@ impl<'t> Records<'t> {
         Records {
             buffers: vec![value],
             records,
+            trace: None,
         }
     }
 
@@ -305,6 +363,7 @@ impl<'t> Records<'t> {
         let mut records = Records {
             buffers: Vec::with_capacity(1),
             records: Vec::with_capacity(1),
+            trace: None,
         };
         records.push_raw(topic, key, body, meta);
         records
@@ -327,6 +386,15 @@ impl<'t> Records<'t> {
     /// two topics counts twice).
     pub fn held_bytes(&self) -> usize {
         self.records.iter().map(Record::held_bytes).sum()
+    }
+
+    /// Every record's headers ([`headers_of`]), in order, with `source` as the
+    /// CloudEvents source and the records' trace context.
+    pub fn headers(&self, source: &str) -> Vec<OwnedHeaders> {
+        let trace = self.trace.as_ref();
+        (self.records.iter())
+            .map(|record| headers_of(record, source, trace))
+            .collect()
     }
 
     /// The value of `record`; `None`: a tombstone.
@@ -386,8 +454,8 @@ impl<'r> Shapes<'r> {
 }
 
 /// The bytes a raw record of a `body`-byte body, keyed by `key`, with `meta`,
-/// holds once enqueued: the body, key, header names and values, librdkafka's
-/// allocation per header and per record.
+/// holds once enqueued: the body, key, header names and values (the trace
+/// context's as for every record), librdkafka's allocation per header and per record.
 pub fn raw_bytes(body: usize, key: &str, meta: &RawMeta) -> usize {
     let values = meta.entity.len()
         + meta.request_id.len()
@@ -398,7 +466,7 @@ pub fn raw_bytes(body: usize, key: &str, meta: &RawMeta) -> usize {
             .as_ref()
             .map_or(0, |(_, code, message)| 3 + code.len() + message.len());
     // Seven header names (at most 20 bytes each) and allocations (48 each).
-    body + key.len() + values + 7 * (20 + 48) + RECORD_OVERHEAD_BYTES
+    body + key.len() + values + 7 * (20 + 48) + TRACE_HEADER_BYTES + RECORD_OVERHEAD_BYTES
 }
 
 /// The most bytes librdkafka adds around a record's key, value and headers when it
@@ -454,8 +522,34 @@ const _: () = assert!(
 /// value, `content-type`; an erasure event the CloudEvents attributes too; a
 /// raw record its request's `entity`, `request_id`, `received_at` and
 /// `request_content_type` (null when it had none), and when it was refused,
-/// `error_status`, `error_code` and `error_message`.
-pub fn headers_of(record: &Record<'_>, source: &str) -> OwnedHeaders {
+/// `error_status`, `error_code` and `error_message`. Then `trace`, when there is
+/// one: `traceparent` and `tracestate` on every record, and as the CloudEvents
+/// distributed-tracing extension (`ce_traceparent`, `ce_tracestate`) on those
+/// with CloudEvents attributes.
+pub fn headers_of(record: &Record<'_>, source: &str, trace: Option<&TraceHeaders>) -> OwnedHeaders {
+    let headers = own_headers(record, source);
+    let Some(trace) = trace else {
+        return headers;
+    };
+    let cloudevent = matches!(record.kind, Kind::Event { .. } | Kind::Erasure { .. });
+    let names: &[(&str, &str)] = match cloudevent {
+        true => &[
+            ("traceparent", "tracestate"),
+            ("ce_traceparent", "ce_tracestate"),
+        ],
+        false => &[("traceparent", "tracestate")],
+    };
+    names.iter().fold(headers, |headers, (parent, state)| {
+        let headers = headers.insert(header(parent, Some(&trace.traceparent)));
+        match trace.tracestate.as_deref() {
+            Some(tracestate) => headers.insert(header(state, Some(tracestate))),
+            None => headers,
+        }
+    })
+}
+
+/// The headers of `record` but the trace context's.
+fn own_headers(record: &Record<'_>, source: &str) -> OwnedHeaders {
     let schema_version = SCHEMA_VERSION.to_string();
     let entity = Some(record.entity);
     match &record.kind {
@@ -575,7 +669,7 @@ mod tests {
         };
         // 8 + 5 + 20 + 16 bytes of values, 3 + 12 + 3 of the refusal's, 7 header
         // names and allocations of 20 + 48.
-        let fixed = 7 * (20 + 48) + RECORD_OVERHEAD_BYTES;
+        let fixed = 7 * (20 + 48) + TRACE_HEADER_BYTES + RECORD_OVERHEAD_BYTES;
         assert_eq!(raw_bytes(100, "862", &meta), 100 + 3 + 49 + 18 + fixed);
         let bare = RawMeta {
             content_type: None,
@@ -616,7 +710,7 @@ mod tests {
             .create()
             .unwrap();
         let record = event_record(Some("CustomerSmsChanged"));
-        let headers = headers_of(&record, "urn:x");
+        let headers = headers_of(&record, "urn:x", None);
         let fixed = wire_bytes(3, 0, &headers);
         assert!(fixed < 1000, "{fixed}");
         let send = |value: &[u8]| {
@@ -701,7 +795,7 @@ mod tests {
                 ("ce_subject", Some("862")),
             ]);
             let record = event_record(change_type);
-            assert_eq!(pairs(&headers_of(&record, "urn:x")), expected);
+            assert_eq!(pairs(&headers_of(&record, "urn:x", None)), expected);
         }
     }
 
@@ -718,11 +812,78 @@ mod tests {
             entity: "e".repeat(MAX_ENTITY_NAME_BYTES).leak(),
             ..event_record(Some(&worst))
         };
-        let bytes: usize = pairs(&headers_of(&record, &"s".repeat(256)))
+        let bytes: usize = pairs(&headers_of(&record, &"s".repeat(256), None))
             .iter()
             .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
             .sum();
         assert!(bytes <= HEADER_BYTES + 4 * worst.len(), "{bytes}");
+        // The trace context at its largest, with an allocation per header.
+        let tracestate = format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES - 2));
+        let trace = TraceHeaders::new(TRACEPARENT.into(), &tracestate);
+        let traced: usize = pairs(&headers_of(&record, "s", Some(&trace)))
+            .iter()
+            .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
+            .sum::<usize>()
+            - pairs(&headers_of(&record, "s", None))
+                .iter()
+                .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
+                .sum::<usize>();
+        assert_eq!(traced + 4 * 48, TRACE_HEADER_BYTES);
+    }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_trace_context_follows_the_own_headers_and_cloudevents_get_it_twice() {
+        let full = TraceHeaders::new(TRACEPARENT.into(), "a=1, b=2");
+        let bare = TraceHeaders::new(TRACEPARENT.into(), "");
+        let event = event_record(Some("CustomerSmsChanged"));
+        let names = |record: &Record<'_>, trace| -> Vec<String> {
+            let pairs = pairs(&headers_of(record, "urn:x", Some(trace)));
+            let own = pairs.len() - pairs.iter().filter(|(k, _)| k.contains("trace")).count();
+            assert_eq!(
+                pairs[..own],
+                self::pairs(&headers_of(record, "urn:x", None))
+            );
+            let trace = pairs[own..].iter();
+            trace
+                .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap()))
+                .collect()
+        };
+        assert_eq!(
+            names(&event, &full),
+            [
+                format!("traceparent={TRACEPARENT}"),
+                "tracestate=a=1,b=2".into(),
+                format!("ce_traceparent={TRACEPARENT}"),
+                "ce_tracestate=a=1,b=2".into(),
+            ]
+        );
+        assert_eq!(names(&event, &bare).len(), 2);
+        let state = Record {
+            kind: Kind::State,
+            ..event_record(None)
+        };
+        assert_eq!(names(&state, &full).len(), 2);
+        assert_eq!(names(&state, &bare), [format!("traceparent={TRACEPARENT}")]);
+    }
+
+    #[test]
+    fn tracestate_keeps_the_whole_entries_that_fit() {
+        let entry = |i: usize| format!("k{i:02}={}", "v".repeat(60));
+        let entries: Vec<String> = (0..20).map(entry).collect();
+        let kept = TraceHeaders::new(TRACEPARENT.into(), &entries.join(" , "));
+        let kept = kept.tracestate.unwrap();
+        // 64-byte entries and commas: 7 fit in 512 bytes (7 * 64 + 6), 8 do not.
+        assert_eq!(kept, entries[..7].join(","));
+        let exact = format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES - 2));
+        assert_eq!(
+            TraceHeaders::new(String::new(), &exact).tracestate,
+            Some(exact.clone())
+        );
+        let over = format!("{exact}v,k2=x");
+        assert_eq!(TraceHeaders::new(String::new(), &over).tracestate, None);
+        assert_eq!(TraceHeaders::new(String::new(), " , ").tracestate, None);
     }
 
     #[test]
@@ -736,13 +897,16 @@ mod tests {
             ("schema_version", Some("1")),
             ("content-type", Some("application/json")),
         ]);
-        assert_eq!(pairs(&headers_of(&state, "urn:x")), state_headers);
+        assert_eq!(pairs(&headers_of(&state, "urn:x", None)), state_headers);
         assert_eq!(state.what(), "(state record)");
         let tombstone = Record {
             value: None,
             ..state
         };
-        assert_eq!(pairs(&headers_of(&tombstone, "urn:x")), state_headers[..2]);
+        assert_eq!(
+            pairs(&headers_of(&tombstone, "urn:x", None)),
+            state_headers[..2]
+        );
         assert_eq!(tombstone.what(), "(state tombstone)");
         assert_eq!(tombstone.change_type(), None);
     }
@@ -773,7 +937,7 @@ mod tests {
                                "customer_id": 862, "requested_at": at, "state_topic": "s"})
         );
         assert_eq!(erasure.what(), "(erasure event)");
-        let headers = headers_of(erasure, "urn:x");
+        let headers = headers_of(erasure, "urn:x", None);
         let header = |name: &str| headers.iter().find(|h| h.key == name).unwrap().value;
         assert_eq!(
             header("ce_type"),
@@ -796,6 +960,7 @@ mod tests {
                     + r.key.len()
                     + HEADER_BYTES
                     + 4 * r.change_type().map_or(0, str::len)
+                    + TRACE_HEADER_BYTES
                     + RECORD_OVERHEAD_BYTES
             })
             .sum()
@@ -902,7 +1067,7 @@ mod tests {
         assert_eq!(records.value(record), Some(&body[..]));
         assert_eq!(record.what(), "(dead letter)");
         assert_eq!(
-            pairs(&headers_of(record, "urn:x")),
+            pairs(&headers_of(record, "urn:x", None)),
             owned(&[
                 ("entity", Some("booking")),
                 ("request_id", Some("req-1")),
@@ -914,7 +1079,8 @@ mod tests {
             ])
         );
         // What a raw record reserves covers what it holds.
-        let held: usize = pairs(&headers_of(record, "urn:x"))
+        let trace = TraceHeaders::new(TRACEPARENT.into(), &"k=v,".repeat(200));
+        let held: usize = pairs(&headers_of(record, "urn:x", Some(&trace)))
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len) + 48)
             .sum::<usize>()
@@ -932,7 +1098,7 @@ mod tests {
         records.push_raw("b", "2".into(), b"[]", archived);
         assert_eq!(records.value(&records.records[1]), Some(&b"[]"[..]));
         assert_eq!(records.records[1].what(), "(raw notification)");
-        let headers = pairs(&headers_of(&records.records[0], "urn:x"));
+        let headers = pairs(&headers_of(&records.records[0], "urn:x", None));
         assert_eq!(headers.len(), 4);
         assert_eq!(
             headers[3],

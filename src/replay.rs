@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use opentelemetry::trace::SpanContext;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Settings;
 use crate::entity;
@@ -25,6 +28,7 @@ use crate::pipeline::{self, Limits};
 use crate::records::{Kind, RawMeta, Record, Records};
 use crate::routing::RoutingTable;
 use crate::sink::{first_oversized, without_values, DeliveryError, KafkaSink, ProducerError};
+use crate::telemetry::traces;
 
 /// Notifications delivered at once.
 const CONCURRENCY: usize = 32;
@@ -291,7 +295,7 @@ pub async fn replay(
                         held = 0;
                     }
                     held += bytes;
-                    deliveries.push(records);
+                    deliveries.push((records, traces::archived(&record.headers)));
                 }
             }
         }
@@ -312,18 +316,19 @@ fn describe(record: &Record<'_>) -> String {
     format!("{}  key {}  {what}", record.topic, record.key)
 }
 
-/// Delivers every notification's records: one entity's notifications one after
-/// the other, in the order read (so its events and state keep their order),
-/// [`CONCURRENCY`] entities at a time; for each notification, the topics of its
-/// records and whether Kafka acknowledged them all.
+/// Delivers every notification's records (with the trace context it was archived
+/// with): one entity's notifications one after the other, in the order read (so
+/// its events and state keep their order), [`CONCURRENCY`] entities at a time;
+/// for each notification, the topics of its records and whether Kafka
+/// acknowledged them all.
 async fn deliver_all(
     sink: &Arc<KafkaSink>,
-    deliveries: Vec<Records<'_>>,
+    deliveries: Vec<Delivery<'_>>,
 ) -> Vec<(Vec<String>, Result<(), DeliveryError>)> {
     // Each notification's records share its entity's id as their key.
-    let mut by_entity: Vec<Vec<Records<'_>>> = Vec::new();
+    let mut by_entity: Vec<Vec<Delivery<'_>>> = Vec::new();
     let mut chain_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for records in deliveries {
+    for (records, archived) in deliveries {
         let key = records
             .records
             .first()
@@ -333,7 +338,7 @@ async fn deliver_all(
             by_entity.push(Vec::new());
             by_entity.len() - 1
         });
-        by_entity[chain].push(records);
+        by_entity[chain].push((records, archived));
     }
     // Each delivery holds a permit of a pool that is never short: the byte budget
     // is the live endpoint's; a replay is bounded by its batch instead.
@@ -343,7 +348,7 @@ async fn deliver_all(
             let pool = Arc::clone(&pool);
             async move {
                 let mut results = Vec::with_capacity(chain.len());
-                for records in chain {
+                for (records, archived) in chain {
                     let topics = records
                         .records
                         .iter()
@@ -353,7 +358,8 @@ async fn deliver_all(
                         .acquire_owned()
                         .await
                         .expect("never closed");
-                    results.push((topics, sink.deliver(records, held).await));
+                    let delivered = deliver_traced(sink, records, held, archived.as_ref());
+                    results.push((topics, delivered.await));
                 }
                 results
             }
@@ -362,6 +368,27 @@ async fn deliver_all(
         .collect()
         .await;
     chains.into_iter().flatten().collect()
+}
+
+/// A notification's records and the trace context it was archived with.
+type Delivery<'t> = (Records<'t>, Option<SpanContext>);
+
+/// Delivers `records` within a `replay` span in the trace of `archived` (the
+/// request that was archived; a new trace without one), linked to it: the
+/// records carry the replay span's context.
+async fn deliver_traced(
+    sink: &Arc<KafkaSink>,
+    mut records: Records<'_>,
+    held: OwnedSemaphorePermit,
+    archived: Option<&SpanContext>,
+) -> Result<(), DeliveryError> {
+    let span = tracing::info_span!("replay", otel.kind = "producer");
+    let context = traces::start(&span, archived);
+    if let Some(archived) = archived {
+        span.add_link(archived.clone());
+    }
+    records.trace = Some(traces::record_headers(&context));
+    sink.deliver(records, held).instrument(span).await
 }
 
 /// Reads a topic from its beginning to its end: the high watermarks at the

@@ -15,7 +15,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use webhook_connector::config::{KafkaSettings, Settings};
 use webhook_connector::entity::CUSTOMER;
-use webhook_connector::records::headers_of;
+use webhook_connector::records::TraceHeaders;
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::{pipeline, sink};
 
@@ -153,18 +153,23 @@ fn prepare(kafka: &KafkaSettings, routing: &RoutingTable, bodies: &[String]) -> 
             table: routing,
         })
         .expect("corpus bodies are accepted");
-        let records = &accepted.records;
-        let prepared = (records.records.iter())
-            .map(|record| Prepared {
+        let events = accepted.events.len();
+        let mut records = accepted.into_records();
+        // The trace context a request without one gets: a new sampled trace.
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        records.trace = Some(TraceHeaders::new(traceparent.into(), ""));
+        let headers = records.headers(&kafka.cloudevents_source);
+        let prepared = (records.records.iter().zip(headers))
+            .map(|(record, headers)| Prepared {
                 topic: record.topic.to_string(),
                 key: record.key.clone(),
                 value: records.value(record).map(<[u8]>::to_vec),
-                headers: headers_of(record, &kafka.cloudevents_source),
+                headers,
             })
             .collect();
         Notification {
             records: prepared,
-            events: accepted.events.len(),
+            events,
         }
     };
     bodies.iter().map(prepare).collect()

@@ -37,6 +37,9 @@ pub(crate) enum Failure {
     SettingsForRoutes(#[source] SettingsError),
     #[error("invalid routing file")]
     RoutingFile(#[source] RoutingFileError),
+    /// Traces cannot be exported as `[traces]` and the `OTEL_*` variables say.
+    #[error("invalid trace export settings: {0}")]
+    Traces(String),
     /// librdkafka refuses a `kafka.properties` entry (its value never shown).
     #[error("invalid settings: kafka.properties: {0}")]
     KafkaProperties(String),
@@ -81,7 +84,7 @@ impl Failure {
         use Failure::*;
         match self {
             Settings { .. } | NotServable(_) | SettingsForRoutes(_) => CONFIG,
-            RoutingFile(_) | KafkaProperties(_) => CONFIG,
+            RoutingFile(_) | KafkaProperties(_) | Traces(_) => CONFIG,
             Start(StartError::Settings(_)) => CONFIG,
             Replay(ReplayError::UnknownTopic(_)) => CONFIG,
             Forget(ForgetError::NoErasureTopic) => CONFIG,

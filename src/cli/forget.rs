@@ -5,7 +5,9 @@ use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::entity::Entity;
 use webhook_connector::forget;
 
-use super::{load, out, parse_entity, runtime, ConfigArg, Failure};
+use webhook_connector::telemetry::traces::Exporter;
+
+use super::{init_telemetry, load, out, parse_entity, runtime, ConfigArg, Failure};
 
 #[derive(clap::Args)]
 pub(super) struct Args {
@@ -21,9 +23,12 @@ pub(super) struct Args {
 
 pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let (settings, RoutingFile { table, .. }) = load(&args.config)?;
+    let exporter = init_telemetry(&settings)?;
     let (entity, id) = (args.entity, args.id);
     let now = chrono::Utc::now();
-    let done = runtime()?.block_on(forget::forget(&settings, &table, entity, id, now))?;
+    let done = runtime()?.block_on(forget::forget(&settings, &table, entity, id, now));
+    exporter.map(Exporter::shutdown);
+    let done = done?;
     let name = entity.name;
     match &done.state_topic {
         Some(topic) => out(&format!("tombstone  {topic}  key {}\n", done.key))?,

@@ -18,7 +18,7 @@ use rdkafka::producer::BaseProducer;
 use webhook_connector::config::routing_file::{self, RoutingFile};
 use webhook_connector::config::Settings;
 use webhook_connector::entity::{self, Entity};
-use webhook_connector::sink;
+use webhook_connector::{sink, telemetry};
 
 pub(crate) use exit::Failure;
 
@@ -149,6 +149,15 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
         cause,
     })?;
     load_routing_file(settings)
+}
+
+/// Installs logging and, when `[traces]` or the `OTEL_*` variables name an OTLP
+/// endpoint, trace export; the exporter to shut down before exiting, if any.
+fn init_telemetry(settings: &Settings) -> Result<Option<telemetry::traces::Exporter>, Failure> {
+    let export = (settings.traces)
+        .export(|name| std::env::var(name).ok())
+        .map_err(|err| Failure::Traces(err.to_string()))?;
+    telemetry::init(&settings.log, export.as_ref()).map_err(Failure::Traces)
 }
 
 /// [`load`] for `explain`: without a privacy key set, a placeholder keys what

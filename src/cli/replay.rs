@@ -5,7 +5,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::replay::{self, Summary};
 
-use super::{load, out, parse_time, runtime, ConfigArg, Failure};
+use webhook_connector::telemetry::traces::Exporter;
+
+use super::{init_telemetry, load, out, parse_time, runtime, ConfigArg, Failure};
 
 type Time = chrono::DateTime<chrono::Utc>;
 
@@ -35,6 +37,7 @@ pub(super) struct Args {
 /// fails when a notification was not acknowledged or was refused again.
 pub(super) fn run(args: Args) -> Result<(), Failure> {
     let (settings, RoutingFile { table, .. }) = load(&args.config)?;
+    let exporter = init_telemetry(&settings)?;
     let options = replay::Options {
         from: args.from,
         since: args.since,
@@ -57,7 +60,9 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
             let _ = out(&format!("would write  {line}\n"));
         })
     };
-    let summary = runtime.block_on(replay::replay(&settings, &table, &options, progress, print))?;
+    let summary = runtime.block_on(replay::replay(&settings, &table, &options, progress, print));
+    exporter.map(Exporter::shutdown);
+    let summary = summary?;
     bar.finish_and_clear();
     out(&summary.render(options.dry_run))?;
     outcome(&summary)

@@ -9,22 +9,24 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::config::Settings;
-use webhook_connector::{app, entity, reload, telemetry};
+use webhook_connector::telemetry::traces::Exporter;
+use webhook_connector::{app, entity, reload};
 
-use super::{load, runtime, ConfigArg, Failure};
+use super::{init_telemetry, load, runtime, ConfigArg, Failure};
 
 /// How long past the grace period shutdown may take before the process exits anyway.
 const SHUTDOWN_LEFTOVER: Duration = Duration::from_secs(1);
 
 pub(super) fn run(config: &ConfigArg) -> Result<(), Failure> {
     let (settings, routing_file) = load(config)?;
-    telemetry::init(&settings.log);
+    let exporter = init_telemetry(&settings)?;
     reload::log_warnings(&routing_file.table);
     let runtime = runtime()?;
     let result = runtime.block_on(serve(settings, routing_file));
     // Work still running (a readiness probe, an acknowledgement wait) may not
     // hold the process past its grace period.
     runtime.shutdown_timeout(SHUTDOWN_LEFTOVER);
+    exporter.map(Exporter::shutdown);
     result
 }
 

@@ -6,6 +6,9 @@
 //! to fix, so a typo never turns into a silent default.
 
 pub mod routing_file;
+pub mod traces;
+
+pub use traces::TracesSettings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -237,6 +240,7 @@ pub struct Settings {
     pub privacy: PrivacySettings,
     pub archive: ArchiveSettings,
     pub log: LogSettings,
+    pub traces: TracesSettings,
 }
 
 /// `[archive]`: what the platform sent, kept raw in Kafka (docs/replay.md).
@@ -842,6 +846,7 @@ impl Settings {
         self.privacy.validate()?;
         self.archive.validate()?;
         self.check_raw_records_fit()?;
+        self.traces.validate()?;
         self.log.validate()
     }
 

@@ -15,6 +15,7 @@ mod error;
 mod readiness;
 pub(crate) mod server;
 pub mod signature;
+mod spans;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,9 +23,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures::Stream;
+use opentelemetry::trace::SpanContext;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, error, warn, Instrument};
+use tracing::{debug, error, warn, Instrument, Span};
 use uuid::Uuid;
 use warp::http::{header, HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -43,7 +45,7 @@ use crate::routing::RoutingTable;
 use crate::sink::{DeliveryError, KafkaSink, ProducerError};
 use crate::telemetry::metrics::EventCounts;
 use crate::telemetry::metrics::{self, Metrics};
-use crate::telemetry::{escape, Throttle};
+use crate::telemetry::{escape, traces, Throttle};
 
 /// What the handlers share.
 pub struct Ingress {
@@ -230,16 +232,13 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let span = tracing::info_span!(
-        "webhook",
-        entity = entity.name,
-        entity_id = tracing::field::Empty
-    );
+    let (span, trace) = spans::server(entity, traces::incoming(&headers).as_ref());
     async move {
-        let result = accept_notification(entity, &ingress, &headers, body).await;
+        let result = accept_notification(entity, &ingress, &headers, body, &trace).await;
         match result {
             Ok(accepted) => {
                 ingress.metrics.notification(entity.name, "accepted");
+                spans::answered(&Span::current(), StatusCode::OK, None);
                 warp::reply::json(&accepted).into_response()
             }
             Err(err) => {
@@ -252,6 +251,7 @@ where
                         .metrics
                         .dead_lettered(entity.name, err.code(), false);
                 }
+                spans::answered(&Span::current(), err.status(), Some(err.code()));
                 log_refusal(&err, &ingress.unsigned);
                 err.into_response()
             }
@@ -262,12 +262,13 @@ where
 }
 
 /// One notification, in its stages: receive, authenticate, accept or keep,
-/// deliver and count.
+/// deliver and count; `trace`: the server span's context.
 async fn accept_notification<S, B>(
     entity: &'static Entity,
     ingress: &Ingress,
     headers: &HeaderMap,
     body: S,
+    trace: &SpanContext,
 ) -> Result<Delivered, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
@@ -285,12 +286,13 @@ where
         .try_acquire()
         .map_err(|_| ApiError::Overloaded(Overload::Requests))?;
     let _in_flight = ingress.metrics.webhook_in_flight();
-    authenticate(ingress, headers, &body)?;
+    spans::verify().in_scope(|| authenticate(ingress, headers, &body))?;
     let request = Request {
         entity,
         headers,
         body: &body,
         received_at,
+        trace,
     };
     let (accepted, held) = accept_or_keep(ingress, &request, &routing, held).await?;
     deliver_and_count(ingress, &request, accepted, held).await
@@ -311,11 +313,13 @@ where
     let read = body::read_body(headers, body, ingress.limits.max_body_bytes, |bytes| {
         ingress.bytes.receiving.take(&mut arriving, bytes)
     });
-    tokio::time::timeout(ingress.request_read_timeout, read)
+    let body = tokio::time::timeout(ingress.request_read_timeout, read)
         .await
         .map_err(|_| ApiError::BodyReadTimeout {
             timeout_ms: ingress.request_read_timeout.as_millis() as u64,
-        })?
+        })??;
+    spans::body_size(body.len());
+    Ok(body)
 }
 
 /// Checks the signature when secrets are set; a failure is counted by its kind.
@@ -349,7 +353,9 @@ async fn accept_or_keep<'t>(
         .raw()
         .map(|topic| (topic, request.meta(None)));
     let mut reserve = |bytes| ingress.bytes.processing.take(&mut held, bytes).is_ok();
-    let accepted = check_content_type(request.headers).and_then(|()| {
+    let span = spans::accept(request.entity);
+    let accepted = span.in_scope(|| {
+        check_content_type(request.headers)?;
         let input = pipeline::Input {
             body: request.body,
             entity: request.entity,
@@ -359,6 +365,15 @@ async fn accept_or_keep<'t>(
         };
         pipeline::accept_within(input, raw, &mut reserve).map_err(ApiError::from)
     });
+    match &accepted {
+        Ok(accepted) => {
+            let changes = accepted.events.iter().filter(|e| e.change_type.is_some());
+            span.record("webhook.events", accepted.events.len());
+            span.record("webhook.changes", changes.count());
+        }
+        Err(refusal) => spans::refused(&span, refusal.code(), refusal.status().is_server_error()),
+    }
+    drop(span);
     match accepted {
         Ok(accepted) => Ok((accepted, held)),
         Err(overloaded @ ApiError::Overloaded(_)) => Err(overloaded),
@@ -386,7 +401,7 @@ async fn deliver_and_count(
     let state_record = (accepted.state.as_ref()).map(|(topic, value)| (*topic, value.is_none()));
     let records = accepted.into_records();
     let started = std::time::Instant::now();
-    if let Err(err) = ingress.sink.deliver(records, held).await {
+    if let Err(err) = deliver(ingress, records, held, request.trace).await {
         ingress.metrics.delivery_failed(&failure_reason(&err));
         // Kafka refuses the records for what they are: no retry can pass.
         if err.is_content_refusal() {
@@ -409,12 +424,38 @@ async fn deliver_and_count(
     })
 }
 
+/// Delivers `records` within a producer span under the span of `parent`, whose
+/// context they carry.
+async fn deliver(
+    ingress: &Ingress,
+    mut records: Records<'_>,
+    held: OwnedSemaphorePermit,
+    parent: &SpanContext,
+) -> Result<(), DeliveryError> {
+    let span = spans::deliver(&mut records, parent);
+    let result = ingress
+        .sink
+        .deliver(records, held)
+        .instrument(span.clone())
+        .await;
+    if let Err(err) = &result {
+        let reason = failure_reason(err);
+        traces::set_attributes(&span, || {
+            vec![opentelemetry::KeyValue::new("error.type", reason)]
+        });
+        spans::refused(&span, "delivery_failed", true);
+    }
+    result
+}
+
 /// What a raw record says about the request it keeps.
 struct Request<'r> {
     entity: &'static Entity,
     headers: &'r HeaderMap,
     body: &'r [u8],
     received_at: chrono::DateTime<chrono::Utc>,
+    /// The server span's context.
+    trace: &'r SpanContext,
 }
 
 impl Request<'_> {
@@ -479,7 +520,7 @@ async fn dead_letter(
         return unwritten(overloaded.to_string());
     }
     let records = Records::raw(topic, key, request.body, meta);
-    match ingress.sink.deliver(records, held).await {
+    match deliver(ingress, records, held, request.trace).await {
         Ok(()) => {}
         // Kafka can never take the copy either (larger than message.max.bytes).
         Err(err) if err.is_content_refusal() => {

@@ -9,7 +9,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 
 use crate::config::{is_secret_property, KafkaSettings};
-use crate::records::{headers_of, wire_bytes, Record, Records};
+use crate::records::{wire_bytes, Record, Records};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +89,7 @@ impl DeliveryError {
 /// for its size against `settings`' `message.max.bytes` (for `explain` and a
 /// replay's dry run, which enqueue nothing).
 pub fn first_oversized(records: &Records<'_>, settings: &KafkaSettings) -> Option<DeliveryError> {
-    let headers: Vec<_> = (records.records.iter())
-        .map(|record| headers_of(record, &settings.cloudevents_source))
-        .collect();
+    let headers = records.headers(&settings.cloudevents_source);
     oversized(records, &headers, settings.max_message_bytes())
 }
 
@@ -216,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_first_record_over_message_max_bytes_is_named_with_its_size() {
-        use crate::records::{headers_of, RawMeta};
+        use crate::records::RawMeta;
         let meta = RawMeta {
             entity: "customer",
             request_id: "r".into(),
@@ -226,9 +224,7 @@ mod tests {
         };
         let mut records = Records::raw("small", "1".into(), &[b'x'; 10], meta.clone());
         records.push_raw("large", "1".into(), &[b'x'; 2000], meta);
-        let headers: Vec<_> = (records.records.iter())
-            .map(|r| headers_of(r, "urn:x"))
-            .collect();
+        let headers = records.headers("urn:x");
         let large = wire_bytes(1, 2000, &headers[1]);
         assert!(oversized(&records, &headers, large).is_none());
         let error = oversized(&records, &headers, large - 1).unwrap();

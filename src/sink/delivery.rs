@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{oversized, refused, DeliveryError, ProducerError};
 use super::config::producer_config;
 use crate::config::KafkaSettings;
-use crate::records::{headers_of, Record, Records};
+use crate::records::{Record, Records};
 
 /// The connector's producer: librdkafka's delivery reports are served on its own
 /// polling thread and counted by [`Reports`].
@@ -231,9 +231,7 @@ impl KafkaSink {
         let deadline = Instant::now() + self.delivery_timeout;
         // Every record is checked before any is enqueued: a request with a record
         // Kafka can never take is refused whole (a content refusal).
-        let mut headers: Vec<_> = (records.records.iter())
-            .map(|record| headers_of(record, &self.cloudevents_source))
-            .collect();
+        let mut headers = records.headers(&self.cloudevents_source);
         if let Some(refusal) = oversized(records, &headers, self.max_message_bytes) {
             return Err(refusal);
         }

@@ -231,6 +231,19 @@ impl Metrics {
             "Kafka producers replaced after they could no longer produce",
             &self.producer_replacements,
         );
+        let spans = &super::traces::SPANS;
+        add(
+            registry,
+            "trace_spans_exported",
+            "Spans the OTLP collector took (traces export, docs/tracing.md)",
+            &spans.exported,
+        );
+        add(
+            registry,
+            "trace_spans_dropped",
+            "Spans dropped, not exported, by reason: queue_full (more than traces.max_queued_spans waiting), export_failed (the collector did not take them)",
+            &spans.dropped,
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {

@@ -1,28 +1,96 @@
 //! Logging (`tracing`, pretty for people or JSON for collectors; librdkafka's own
-//! lines arrive through the `log` bridge) and Prometheus metrics ([`metrics`]).
+//! lines arrive through the `log` bridge), traces ([`traces`]: W3C trace context
+//! and OpenTelemetry spans over OTLP) and Prometheus metrics ([`metrics`]).
 
 pub mod metrics;
+pub mod traces;
 
 use std::borrow::Cow;
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::config::traces::Export;
 use crate::config::{LogFormat, LogSettings};
+use traces::{Exporter, TraceIds};
 
-/// Installs the global subscriber; `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(settings: &LogSettings) {
+/// Installs the global subscriber: logs as `log` says (`RUST_LOG`, when set,
+/// wins over `log.level`), and the connector's spans exported as `export` says
+/// (`None`: not exported). Returns the exporter, to shut down before exiting;
+/// `None` when nothing is exported, or a subscriber was installed already (tests
+/// start several servers in one process: the first one stays).
+pub fn init(log: &LogSettings, export: Option<&Export>) -> Result<Option<Exporter>, String> {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match settings.format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match log.format {
+        LogFormat::Pretty => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs
+            .fmt_fields(JsonFields::new())
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .with_filter(filter)
+            .boxed(),
     };
-    // Already installed (tests start several servers in one process): keep it.
-    let _ = result;
+    let mut layers = vec![logs];
+    let mut exporter = None;
+    if let Some(export) = export {
+        let (layer, installed) = traces::layer(export)?;
+        // The connector's spans, whatever the log level.
+        let ours = Targets::new().with_target("webhook_connector", tracing::Level::INFO);
+        layers.push(layer.with_filter(ours).boxed());
+        exporter = Some(installed);
+    }
+    match tracing_subscriber::registry().with(layers).try_init() {
+        Ok(()) => Ok(exporter),
+        Err(_) => {
+            exporter.map(Exporter::shutdown);
+            Ok(None)
+        }
+    }
+}
+
+/// A JSON log line with `trace_id` and `span_id` first when it is logged within
+/// a span that has them ([`traces::start`]): logs and traces join on them.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.event_scope().and_then(|scope| {
+            (scope.into_iter()).find_map(|span| span.extensions().get::<TraceIds>().cloned())
+        });
+        let Some(ids) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
+                ids.trace_id, ids.span_id
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// Text from a sender made safe for a log line: control characters (a newline

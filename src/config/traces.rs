@@ -1,0 +1,373 @@
+//! `[traces]`: OpenTelemetry traces exported over OTLP/HTTP (docs/tracing.md),
+//! and how the standard `OTEL_*` environment variables combine with it: a
+//! variable that is set wins over its setting. Pure: the environment is passed in.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{invalid, SettingsError};
+
+/// `[traces]`. Export is off unless an endpoint is set, here or in the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesSettings {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); `/v1/traces`
+    /// is appended. `OTEL_EXPORTER_OTLP_ENDPOINT`. Empty: no export.
+    pub endpoint: String,
+    /// The resource's `service.name`. `OTEL_SERVICE_NAME`.
+    pub service_name: String,
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
+    /// `parentbased_always_off` or `parentbased_traceidratio`. `OTEL_TRACES_SAMPLER`.
+    pub sampler: String,
+    /// The ratio of the `traceidratio` samplers, 0 to 1. `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler_arg: f64,
+    /// More resource attributes (`deployment.environment.name = "prod"`).
+    /// `OTEL_RESOURCE_ATTRIBUTES` adds to them and wins for the keys it names.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// The most finished spans waiting for export; more are dropped and counted
+    /// (`webhook_connector_trace_spans_dropped_total{reason="queue_full"}`).
+    pub max_queued_spans: usize,
+}
+
+impl Default for TracesSettings {
+    fn default() -> Self {
+        TracesSettings {
+            endpoint: String::new(),
+            service_name: "webhook-connector".into(),
+            sampler: "parentbased_always_on".into(),
+            sampler_arg: 1.0,
+            resource_attributes: BTreeMap::new(),
+            max_queued_spans: 2048,
+        }
+    }
+}
+
+/// Which spans are recorded and exported (the OpenTelemetry samplers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// Recorded when the trace id falls within the ratio.
+    Ratio(f64),
+    /// As the incoming parent says; a new trace as the inner sampler says.
+    ParentBased(Root),
+}
+
+/// The sampler of new traces behind [`Sampler::ParentBased`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Root {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+}
+
+impl Sampler {
+    /// The sampler called `name`, with `arg` as its ratio.
+    fn parse(name: &str, arg: f64) -> Option<Sampler> {
+        Some(match name.trim() {
+            "always_on" => Sampler::AlwaysOn,
+            "always_off" => Sampler::AlwaysOff,
+            "traceidratio" => Sampler::Ratio(arg),
+            "parentbased_always_on" => Sampler::ParentBased(Root::AlwaysOn),
+            "parentbased_always_off" => Sampler::ParentBased(Root::AlwaysOff),
+            "parentbased_traceidratio" => Sampler::ParentBased(Root::Ratio(arg)),
+            _ => return None,
+        })
+    }
+}
+
+/// Where and how spans are exported, settings and environment combined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    /// The full URL spans are posted to.
+    pub traces_url: String,
+    /// `OTEL_SERVICE_NAME`, which wins over every other `service.name`.
+    pub service_name: Option<String>,
+    pub sampler: Sampler,
+    /// The settings' resource attributes, `service.name` the setting's; those of
+    /// `OTEL_RESOURCE_ATTRIBUTES` are added over them when the exporter is made.
+    pub resource_attributes: BTreeMap<String, String>,
+    pub max_queued_spans: usize,
+}
+
+const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio";
+
+impl TracesSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        let endpoint = self.endpoint.trim();
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return invalid("traces.endpoint", "not an http:// or https:// URL");
+        }
+        if Sampler::parse(&self.sampler, self.sampler_arg).is_none() {
+            return invalid("traces.sampler", &format!("not a sampler: use {SAMPLERS}"));
+        }
+        if !(0.0..=1.0).contains(&self.sampler_arg) {
+            return invalid("traces.sampler_arg", "not a ratio from 0 to 1");
+        }
+        if self.max_queued_spans == 0 {
+            return invalid("traces.max_queued_spans", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// What to export, with the environment `env` (a variable's value, when it
+    /// is set and not empty) over the settings; `Ok(None)`: export is off (no
+    /// endpoint, `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`).
+    /// `Err`: a variable that cannot be used, named with why.
+    pub fn export(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Export>, SettingsError> {
+        let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let disabled =
+            env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let exporter = env("OTEL_TRACES_EXPORTER");
+        match exporter.as_deref().map(str::trim) {
+            _ if disabled => return Ok(None),
+            None | Some("otlp") => {}
+            Some("none") => return Ok(None),
+            Some(_) => {
+                return invalid_var("OTEL_TRACES_EXPORTER", "only otlp and none are supported")
+            }
+        }
+        let base = |url: &str| format!("{}/v1/traces", url.trim().trim_end_matches('/'));
+        let traces_url = match (
+            env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(url), _) => url.trim().to_string(),
+            (None, Some(url)) => base(&url),
+            (None, None) if self.endpoint.trim().is_empty() => return Ok(None),
+            (None, None) => base(&self.endpoint),
+        };
+        if !(traces_url.starts_with("http://") || traces_url.starts_with("https://")) {
+            return invalid_var(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "not an http:// or https:// URL",
+            );
+        }
+        Ok(Some(Export {
+            traces_url,
+            service_name: env("OTEL_SERVICE_NAME"),
+            sampler: self.sampler(&env)?,
+            resource_attributes: self.resource(),
+            max_queued_spans: self.max_queued_spans,
+        }))
+    }
+
+    /// The resource attributes of the settings, with `service_name`.
+    fn resource(&self) -> BTreeMap<String, String> {
+        let mut attributes = self.resource_attributes.clone();
+        attributes.insert("service.name".into(), self.service_name.clone());
+        attributes
+    }
+
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` over the settings.
+    fn sampler(&self, env: &impl Fn(&str) -> Option<String>) -> Result<Sampler, SettingsError> {
+        let arg = match env("OTEL_TRACES_SAMPLER_ARG") {
+            None => self.sampler_arg,
+            Some(text) => match text.trim().parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+                _ => return invalid_var("OTEL_TRACES_SAMPLER_ARG", "not a ratio from 0 to 1"),
+            },
+        };
+        match env("OTEL_TRACES_SAMPLER") {
+            None => Ok(Sampler::parse(&self.sampler, arg).expect("checked at load")),
+            Some(name) => match Sampler::parse(&name, arg) {
+                Some(sampler) => Ok(sampler),
+                None => invalid_var(
+                    "OTEL_TRACES_SAMPLER",
+                    &format!("not a sampler: use {SAMPLERS}"),
+                ),
+            },
+        }
+    }
+}
+
+/// A refused environment variable, named like a setting.
+fn invalid_var<T>(name: &str, message: &str) -> Result<T, SettingsError> {
+    Err(SettingsError::Invalid {
+        key: name.into(),
+        message: message.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(
+        settings: &TracesSettings,
+        vars: &[(&str, &str)],
+    ) -> Result<Option<Export>, SettingsError> {
+        settings.export(|name| {
+            (vars.iter())
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn with_endpoint() -> TracesSettings {
+        TracesSettings {
+            endpoint: "http://collector:4318/".into(),
+            ..TracesSettings::default()
+        }
+    }
+
+    #[test]
+    fn off_without_an_endpoint_or_when_disabled() {
+        assert_eq!(export(&TracesSettings::default(), &[]).unwrap(), None);
+        assert_eq!(
+            export(
+                &TracesSettings::default(),
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]
+            )
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            export(&with_endpoint(), &[("OTEL_SDK_DISABLED", "TRUE")]).unwrap(),
+            None
+        );
+        assert_eq!(
+            export(&with_endpoint(), &[("OTEL_TRACES_EXPORTER", "none")]).unwrap(),
+            None
+        );
+        assert!(export(&with_endpoint(), &[("OTEL_SDK_DISABLED", "false")])
+            .unwrap()
+            .is_some());
+        let zipkin = export(&with_endpoint(), &[("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert!(
+            zipkin.to_string().contains("OTEL_TRACES_EXPORTER"),
+            "{zipkin}"
+        );
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_settings() {
+        let settings = with_endpoint();
+        let from_settings = export(&settings, &[]).unwrap().unwrap();
+        assert_eq!(from_settings.traces_url, "http://collector:4318/v1/traces");
+        assert_eq!(from_settings.service_name, None);
+        let service = from_settings.resource_attributes.get("service.name");
+        assert_eq!(service.map(String::as_str), Some("webhook-connector"));
+        assert_eq!(from_settings.sampler, Sampler::ParentBased(Root::AlwaysOn));
+        assert_eq!(from_settings.max_queued_spans, 2048);
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel:4318"),
+            ("OTEL_SERVICE_NAME", "hooks"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+        ];
+        let from_env = export(&settings, &vars).unwrap().unwrap();
+        assert_eq!(from_env.traces_url, "https://otel:4318/v1/traces");
+        assert_eq!(from_env.service_name.as_deref(), Some("hooks"));
+        assert_eq!(from_env.sampler, Sampler::ParentBased(Root::Ratio(0.01)));
+        let signal = [
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x"),
+            vars[0],
+        ];
+        assert_eq!(
+            export(&TracesSettings::default(), &signal)
+                .unwrap()
+                .unwrap()
+                .traces_url,
+            "http://t:1/x"
+        );
+    }
+
+    #[test]
+    fn every_sampler_by_name() {
+        for (name, sampler) in [
+            ("always_on", Sampler::AlwaysOn),
+            ("always_off", Sampler::AlwaysOff),
+            ("traceidratio", Sampler::Ratio(0.5)),
+            (
+                "parentbased_always_on",
+                Sampler::ParentBased(Root::AlwaysOn),
+            ),
+            (
+                "parentbased_always_off",
+                Sampler::ParentBased(Root::AlwaysOff),
+            ),
+            (
+                "parentbased_traceidratio",
+                Sampler::ParentBased(Root::Ratio(0.5)),
+            ),
+        ] {
+            assert_eq!(Sampler::parse(name, 0.5), Some(sampler));
+            let vars = [
+                ("OTEL_TRACES_SAMPLER", name),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+            ];
+            assert_eq!(
+                export(&with_endpoint(), &vars).unwrap().unwrap().sampler,
+                sampler
+            );
+        }
+        assert_eq!(Sampler::parse("jaeger_remote", 1.0), None);
+    }
+
+    #[test]
+    fn unusable_values_are_named() {
+        for (vars, named) in [
+            (
+                &[("OTEL_TRACES_SAMPLER", "sometimes")][..],
+                "OTEL_TRACES_SAMPLER",
+            ),
+            (
+                &[("OTEL_TRACES_SAMPLER_ARG", "1.5")],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                &[("OTEL_TRACES_SAMPLER_ARG", "half")],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+        ] {
+            let err = export(&with_endpoint(), vars).unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
+        for (settings, key) in [
+            (
+                TracesSettings {
+                    endpoint: "collector".into(),
+                    ..Default::default()
+                },
+                "traces.endpoint",
+            ),
+            (
+                TracesSettings {
+                    sampler: "x".into(),
+                    ..Default::default()
+                },
+                "traces.sampler",
+            ),
+            (
+                TracesSettings {
+                    sampler_arg: -0.1,
+                    ..Default::default()
+                },
+                "traces.sampler_arg",
+            ),
+            (
+                TracesSettings {
+                    max_queued_spans: 0,
+                    ..Default::default()
+                },
+                "traces.max_queued_spans",
+            ),
+        ] {
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        assert!(with_endpoint().validate().is_ok());
+    }
+}

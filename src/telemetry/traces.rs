@@ -1,0 +1,388 @@
+//! Traces (docs/tracing.md): the W3C trace context taken from a request
+//! ([`incoming`]), the spans of its work ([`start`]) and the context its records
+//! carry ([`record_headers`]). Spans are exported over OTLP/HTTP with the
+//! OpenTelemetry SDK when `[traces]` or the `OTEL_*` variables name an endpoint
+//! ([`layer`]); otherwise nothing is exported, and the records still carry the
+//! request's trace id with span ids of their own.
+//!
+//! Export never holds a request: finished spans wait in a bounded queue
+//! (`traces.max_queued_spans`) for the SDK's batch exporter, on a thread of its
+//! own; spans that do not fit, or that the collector did not take, are dropped
+//! and counted ([`SPANS`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::resource::{
+    EnvResourceDetector, ResourceDetector, TelemetryResourceDetector,
+};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracer,
+    SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
+};
+use opentelemetry_sdk::Resource;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tracing::Span;
+use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
+use tracing_subscriber::registry::LookupSpan;
+use warp::http::HeaderMap;
+
+use crate::config::traces::{Export, Root, Sampler};
+use crate::records::TraceHeaders;
+
+/// Spans handed to the collector, and spans dropped (process-wide, as the
+/// exporter is): served as `webhook_connector_trace_spans_exported_total` and
+/// `webhook_connector_trace_spans_dropped_total{reason}`.
+pub struct SpanCounts {
+    pub exported: Counter,
+    pub dropped: Family<DropLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `queue_full`: more finished spans than `traces.max_queued_spans`;
+    /// `export_failed`: the collector did not take them (unreachable, refused,
+    /// timed out).
+    reason: &'static str,
+}
+
+impl SpanCounts {
+    fn dropped(&self, reason: &'static str, spans: usize) {
+        self.dropped
+            .get_or_create(&DropLabels { reason })
+            .inc_by(spans as u64);
+    }
+}
+
+pub static SPANS: LazyLock<SpanCounts> = LazyLock::new(|| {
+    let counts = SpanCounts {
+        exported: Counter::default(),
+        dropped: Family::default(),
+    };
+    // Both reasons are served from the start, at 0.
+    counts.dropped(QUEUE_FULL, 0);
+    counts.dropped(EXPORT_FAILED, 0);
+    counts
+});
+
+const QUEUE_FULL: &str = "queue_full";
+const EXPORT_FAILED: &str = "export_failed";
+
+/// Whether spans are exported (set once, by [`super::init`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported: attributes only they show are made only then.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Sets the attributes `make` returns on `span`'s exported span, when spans are exported.
+pub fn set_attributes(span: &Span, make: impl FnOnce() -> Vec<KeyValue>) {
+    if exporting() {
+        for attribute in make() {
+            span.set_attribute(attribute.key, attribute.value);
+        }
+    }
+}
+
+/// The ids of a span as logs show them (`trace_id`, `span_id`), kept in the
+/// span's extensions by [`start`].
+#[derive(Debug, Clone)]
+pub(crate) struct TraceIds {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// The W3C trace context of a request's `traceparent` and `tracestate`, when it
+/// has a valid one; a malformed one is ignored (a new trace starts).
+pub fn incoming(headers: &HeaderMap) -> Option<SpanContext> {
+    extract(&Headers(headers))
+}
+
+/// The trace context an archived record carries (its `traceparent` and
+/// `tracestate` headers), when it has a valid one.
+pub fn archived(headers: &BTreeMap<String, Option<String>>) -> Option<SpanContext> {
+    extract(&Archived(headers))
+}
+
+fn extract(carrier: &dyn Extractor) -> Option<SpanContext> {
+    let context = TraceContextPropagator::new().extract(carrier);
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// Reads W3C headers from an archived record's headers.
+struct Archived<'h>(&'h BTreeMap<String, Option<String>>);
+
+impl Extractor for Archived<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Option::as_deref)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// Reads W3C headers from a request's headers; values that are not text are absent.
+struct Headers<'h>(&'h HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+/// The span context of `span`, just created with no span of the connector's
+/// above it, as a child of `remote` (a request's incoming context, an archived
+/// record's) when given: exported when the OpenTelemetry layer is installed and
+/// samples it. Without the layer, a context of its own: `remote`'s trace (or a
+/// new one) with a new span id. Its ids are kept for the log lines within it.
+pub fn start(span: &Span, remote: Option<&SpanContext>) -> SpanContext {
+    if let Some(remote) = remote {
+        let _ = span.set_parent(Context::new().with_remote_span_context(remote.clone()));
+    }
+    begin(span, remote)
+}
+
+/// [`start`] for a span created within the span of `parent`.
+pub fn start_child(span: &Span, parent: &SpanContext) -> SpanContext {
+    begin(span, Some(parent))
+}
+
+/// The context of `span`, exported or one of its own under `parent`, kept.
+fn begin(span: &Span, parent: Option<&SpanContext>) -> SpanContext {
+    let exported = span.context().span().span_context().clone();
+    let context = match exported.is_valid() {
+        true => exported,
+        false => unexported(parent),
+    };
+    keep_ids(span, &context);
+    context
+}
+
+/// A context in `parent`'s trace (or a new, sampled one) with a new span id.
+fn unexported(parent: Option<&SpanContext>) -> SpanContext {
+    let ids = RandomIdGenerator::default();
+    let (trace_id, flags, state) = match parent {
+        Some(parent) => (
+            parent.trace_id(),
+            parent.trace_flags(),
+            parent.trace_state().clone(),
+        ),
+        None => (ids.new_trace_id(), TraceFlags::SAMPLED, Default::default()),
+    };
+    SpanContext::new(trace_id, ids.new_span_id(), flags, false, state)
+}
+
+/// Keeps `context`'s ids, as logs show them, in `span`'s extensions.
+fn keep_ids(span: &Span, context: &SpanContext) {
+    span.with_subscriber(|(id, dispatch)| {
+        let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
+            return;
+        };
+        if let Some(span) = registry.span(id) {
+            span.extensions_mut().replace(TraceIds {
+                trace_id: context.trace_id().to_string(),
+                span_id: context.span_id().to_string(),
+            });
+        }
+    });
+}
+
+/// The trace headers of records produced within the span of `context`.
+pub fn record_headers(context: &SpanContext) -> TraceHeaders {
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    );
+    TraceHeaders::new(traceparent, &context.trace_state().header())
+}
+
+/// The installed exporter; [`Exporter::shutdown`] sends what is queued.
+pub struct Exporter(SdkTracerProvider);
+
+impl Exporter {
+    /// Exports the queued spans, waiting at most a second (a stopping replica
+    /// must stay within its grace period), and stops.
+    pub fn shutdown(self) {
+        let _ = self.0.shutdown_with_timeout(Duration::from_secs(1));
+    }
+}
+
+/// The layer exporting spans as `export` says, and the exporter behind it.
+pub(super) fn layer<S>(
+    export: &Export,
+) -> Result<(OpenTelemetryLayer<S, SdkTracer>, Exporter), String>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(&export.traces_url)
+        .build()
+        .map_err(|err| {
+            format!(
+                "the OTLP exporter cannot be made for {}: {err}",
+                redact(&export.traces_url)
+            )
+        })?;
+    let pending = Arc::new(AtomicUsize::new(0));
+    let batch = BatchConfigBuilder::default()
+        // Never full: Bounded keeps fewer than this waiting.
+        .with_max_queue_size(export.max_queued_spans + BATCH_SPANS)
+        .with_max_export_batch_size(BATCH_SPANS)
+        .build();
+    let processor = BatchSpanProcessor::builder(Counted {
+        inner: exporter,
+        pending: Arc::clone(&pending),
+    })
+    .with_batch_config(batch)
+    .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(Bounded {
+            inner: processor,
+            pending,
+            limit: export.max_queued_spans,
+        })
+        .with_sampler(sampler(export.sampler))
+        .with_resource(resource(export))
+        .build();
+    let tracer = provider.tracer("webhook-connector");
+    EXPORTING.store(true, Ordering::Relaxed);
+    Ok((
+        tracing_opentelemetry::layer().with_tracer(tracer),
+        Exporter(provider),
+    ))
+}
+
+/// Spans per export request.
+const BATCH_SPANS: usize = 512;
+
+/// `url` without the user and password it may hold, for a message.
+fn redact(url: &str) -> &str {
+    match url.contains('@') {
+        true => "the configured endpoint",
+        false => url,
+    }
+}
+
+fn sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler as Sdk;
+    let root = |root: Root| match root {
+        Root::AlwaysOn => Sdk::AlwaysOn,
+        Root::AlwaysOff => Sdk::AlwaysOff,
+        Root::Ratio(ratio) => Sdk::TraceIdRatioBased(ratio),
+    };
+    match sampler {
+        Sampler::AlwaysOn => Sdk::AlwaysOn,
+        Sampler::AlwaysOff => Sdk::AlwaysOff,
+        Sampler::Ratio(ratio) => Sdk::TraceIdRatioBased(ratio),
+        Sampler::ParentBased(inner) => Sdk::ParentBased(Box::new(root(inner))),
+    }
+}
+
+/// The settings' attributes, then `OTEL_RESOURCE_ATTRIBUTES`', then
+/// `OTEL_SERVICE_NAME`, each over the ones before; and the SDK's own.
+fn resource(export: &Export) -> Resource {
+    let settings =
+        (export.resource_attributes.iter()).map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+    let detectors: [Box<dyn ResourceDetector>; 2] = [
+        Box::new(EnvResourceDetector::new()),
+        Box::new(TelemetryResourceDetector),
+    ];
+    let builder = Resource::builder_empty()
+        .with_attributes(settings)
+        .with_detectors(&detectors);
+    match &export.service_name {
+        Some(name) => builder.with_service_name(name.clone()),
+        None => builder,
+    }
+    .build()
+}
+
+/// The span processor in front of the SDK's batch processor: it keeps at most
+/// `limit` spans waiting for export, dropping (and counting) the rest.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    /// Spans handed on and not yet given to the exporter.
+    pending: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            SPANS.dropped(QUEUE_FULL, 1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting what it exported and what it could not.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        self.pending.fetch_sub(spans, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        match result {
+            Ok(()) => drop(SPANS.exported.inc_by(spans as u64)),
+            Err(_) => SPANS.dropped(EXPORT_FAILED, spans),
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
