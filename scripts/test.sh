@@ -3,6 +3,8 @@
 # installs HAProxy (Debian's package) for the replica test when it is missing,
 # installs (once) the official AsyncAPI parser the tests validate the generated
 # AsyncAPI document with (scripts/validate-asyncapi.cjs, needs Node.js and npm),
+# and the official OTLP decoder (PyPI's opentelemetry-proto, in a venv) of the
+# receiver the trace tests export to (tests/fixtures/otlp_receiver.py),
 # checks the links of README.md and docs/ (scripts/check-links.sh; a broken one
 # fails the command before any test runs), checks the deployment files of
 # deploy/ and docker/Dockerfile with kubernetes-validate, checkov, hadolint and
@@ -82,6 +84,7 @@ ensure_system_packages nodejs npm
 # The load balancer of the replica test (tests/replicas.rs).
 ensure_system_packages haproxy
 ensure_asyncapi_parser
+ensure_otlp_receiver
 ensure_link_checker
 log "Checking the links of README.md, docs/ and bench/HISTORY.md (scripts/check-links.sh)"
 if ! bash scripts/check-links.sh; then

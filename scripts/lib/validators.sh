@@ -153,3 +153,31 @@ ensure_promtool() {
   ensure_system_packages prometheus && command -v promtool >/dev/null ||
     { echo "error: promtool is missing: install Debian's prometheus package (sudo apt-get install -y prometheus)" >&2; return 1; }
 }
+
+# The decoder of the OTLP receiver the trace tests export to
+# (tests/fixtures/otlp_receiver.py): the official opentelemetry-proto package,
+# pinned, with its protobuf runtime, in a venv of its own in the cache.
+OTLP_PROTO_VERSION=1.45.2
+PROTOBUF_VERSION=6.33.6
+OTLP_RECEIVER_DIR="$CACHE_DIR/otlp-receiver-proto-$OTLP_PROTO_VERSION-protobuf-$PROTOBUF_VERSION"
+
+ensure_otlp_receiver() {
+  local packages=("opentelemetry-proto==$OTLP_PROTO_VERSION" "protobuf==$PROTOBUF_VERSION")
+  if [ ! -e "$OTLP_RECEIVER_DIR/installed" ]; then
+    if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      echo "error: python3 with its venv module is missing; it runs the OTLP receiver of the trace tests" >&2
+      echo "  install it with: sudo apt-get install -y python3 python3-venv" >&2
+      return 1
+    fi
+    install_once "$OTLP_RECEIVER_DIR" installed "$OTLP_RECEIVER_DIR.lock" \
+      "Installing the OTLP decoder (${packages[*]}) into $CACHE_DIR (once)" \
+      deploy_tools_install "${packages[@]}" || {
+      echo "error: installing the OTLP decoder (pip install ${packages[*]}) failed" >&2
+      echo "  see pip's messages above; pip must reach the Python package index" >&2
+      return 1
+    }
+  fi
+  "$OTLP_RECEIVER_DIR/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' ||
+    { echo "error: the OTLP decoder in $OTLP_RECEIVER_DIR does not load; delete it to reinstall" >&2; return 1; }
+  export WEBHOOK_CONNECTOR_OTLP_PYTHON="$OTLP_RECEIVER_DIR/bin/python"
+}

@@ -222,6 +222,7 @@ fn state_channel(state: &StateTopic) -> Value {
         },
         "bindings": {"kafka": {"key": id_key(entity), "bindingVersion": BINDING_VERSION}},
     });
+    let message = with_trace_headers(message, false);
     json!({
         "address": topic,
         "title": topic,
@@ -264,7 +265,7 @@ fn erasure_channel(kafka: &KafkaSettings, topic: &str) -> Value {
                 },
                 "bindings": {"kafka": {"key": id_key(entity), "bindingVersion": BINDING_VERSION}},
             });
-            (name, message)
+            (name, with_trace_headers(message, true))
         })
         .collect();
     json!({
@@ -316,6 +317,7 @@ fn raw_channel(topic: &str, refused: bool) -> Value {
         "headers": {"type": "object", "properties": headers, "required": required},
         "bindings": {"kafka": {"key": {"type": "string", "description": key}, "bindingVersion": BINDING_VERSION}},
     });
+    let message = with_trace_headers(message, false);
     json!({
         "address": topic,
         "title": topic,
@@ -341,6 +343,27 @@ fn draft_07(mut schema: Value) -> Value {
     json!({"schemaFormat": "application/schema+json;version=draft-07", "schema": schema})
 }
 
+/// `message` with the W3C trace context among its headers (docs/tracing.md),
+/// and for CloudEvents (`cloudevents`) its distributed-tracing extension too.
+/// Optional: records written before the connector carried trace context have none.
+fn with_trace_headers(mut message: Value, cloudevents: bool) -> Value {
+    let traceparent = "W3C Trace Context traceparent: the trace of the request that produced the record, and the connector's span that wrote it (docs/tracing.md).";
+    let tracestate =
+        "W3C Trace Context tracestate: the request's, when it had one (at most 512 bytes).";
+    let properties = &mut message["headers"]["properties"];
+    properties["traceparent"] =
+        json!({"type": "string", "pattern": TRACEPARENT_PATTERN, "description": traceparent});
+    properties["tracestate"] = json!({"type": "string", "description": tracestate});
+    if cloudevents {
+        properties["ce_traceparent"] = json!({"type": "string", "pattern": TRACEPARENT_PATTERN, "description": "CloudEvents distributed-tracing extension: the traceparent header's value."});
+        properties["ce_tracestate"] = json!({"type": "string", "description": "CloudEvents distributed-tracing extension: the tracestate header's value."});
+    }
+    message
+}
+
+/// A version-00 `traceparent`: version, trace id, parent (span) id, flags.
+const TRACEPARENT_PATTERN: &str = "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$";
+
 /// `entity`'s flat event as a message (shaped by `rules`): payload, key, headers.
 fn event_message(kafka: &KafkaSettings, entity: &Entity, rules: Option<&FieldRules>) -> Value {
     let (name, body) = (entity.name, entity.body_key);
@@ -352,7 +375,7 @@ fn event_message(kafka: &KafkaSettings, entity: &Entity, rules: Option<&FieldRul
             rules.summary()
         ),
     };
-    json!({
+    let message = json!({
         "name": message_name(entity),
         "title": format!("Flat {name} event"),
         "summary": summary,
@@ -376,7 +399,8 @@ fn event_message(kafka: &KafkaSettings, entity: &Entity, rules: Option<&FieldRul
             "required": ["event_id", "entity", "schema_version", "content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"],
         },
         "bindings": {"kafka": {"key": id_key(entity), "bindingVersion": BINDING_VERSION}},
-    })
+    });
+    with_trace_headers(message, true)
 }
 
 #[cfg(test)]

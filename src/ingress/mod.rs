@@ -368,8 +368,9 @@ async fn accept_or_keep<'t>(
     match &accepted {
         Ok(accepted) => {
             let changes = accepted.events.iter().filter(|e| e.change_type.is_some());
-            span.record("webhook.events", accepted.events.len());
-            span.record("webhook.changes", changes.count());
+            // As i64: exported as numbers (u64 and usize would be text).
+            span.record("webhook.events", accepted.events.len() as i64);
+            span.record("webhook.changes", changes.count() as i64);
         }
         Err(refusal) => spans::refused(&span, refusal.code(), refusal.status().is_server_error()),
     }

@@ -8,7 +8,7 @@ pub mod traces;
 use std::borrow::Cow;
 
 use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -29,6 +29,11 @@ pub fn init(log: &LogSettings, export: Option<&Export>) -> Result<Option<Exporte
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The connector's spans whatever the level, so that every line logged within
+    // a request has its trace ids.
+    let filter = filter.or(filter_fn(|meta| {
+        meta.is_span() && meta.target().starts_with("webhook_connector")
+    }));
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match log.format {
         LogFormat::Pretty => logs.with_filter(filter).boxed(),

@@ -8,6 +8,7 @@
 //! - [`contract`]: the committed JSON Schema every event read back must match;
 //! - [`fixtures`]: request bodies and routing files;
 //! - [`load`]: a steady load of notifications, its outcomes and their checks;
+//! - [`otlp`]: a real OTLP receiver, for the spans the connector exports;
 //! - [`process`]: free ports, signals and child processes;
 //! - [`turns`]: which tests run alone and which beside each other.
 //!
@@ -24,6 +25,7 @@ pub mod fixtures;
 pub mod http;
 pub mod kafka;
 pub mod load;
+pub mod otlp;
 pub mod process;
 pub mod turns;
 
@@ -34,5 +36,6 @@ pub use fixtures::*;
 pub use http::*;
 pub use kafka::*;
 pub use load::*;
+pub use otlp::*;
 pub use process::*;
 pub use turns::*;
