@@ -25,6 +25,11 @@
 //!   come in the order they were written; records of different partitions or topics
 //!   have no order between them.
 //!
+//! - **The trace goes on**: the connector writes each record with a W3C `traceparent`
+//!   header (docs/tracing.md). Handling a record is a consumer span, a child of the
+//!   connector's span that wrote it; its ids are logged for each new event, and the
+//!   span is exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
 //! `--exit-when-idle-ms N` exits (0) once no record came for N ms since the group
 //! gave this member its partitions, for scripts and tests; otherwise it runs until
 //! Ctrl-C.
@@ -42,7 +47,13 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -168,6 +179,33 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     consumer.subscribe(&subscription)?;
     eprintln!("subscribed to {subscription:?} as group {:?}", args.group);
 
+    let (provider, tracer) = tracing()?;
+    let result = consume(&args, &consumer, &tracer).await;
+    // Sends the spans still queued.
+    let _ = provider.shutdown();
+    result
+}
+
+/// The tracer of the consumer spans: exported over OTLP/HTTP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, only logged otherwise.
+fn tracing() -> Result<(SdkTracerProvider, SdkTracer), Box<dyn Error>> {
+    let mut provider = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name("example-consumer").build());
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer("example-consumer");
+    Ok((provider, tracer))
+}
+
+/// Reads, handles and commits records until interrupted or idle.
+async fn consume(
+    args: &Args,
+    consumer: &StreamConsumer<LogRebalances>,
+    tracer: &SdkTracer,
+) -> Result<(), Box<dyn Error>> {
     let mut recent = RecentIds::new(args.dedup_capacity);
     let idle = args.exit_when_idle_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
@@ -178,7 +216,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 eprintln!("interrupted: leaving the group");
                 return Ok(()); // dropping the consumer leaves the group
             }
-            received = next(&consumer, idle.map(|idle| last_record + idle)) => received,
+            received = next(consumer, idle.map(|idle| last_record + idle)) => received,
         };
         let message = match received {
             // Idle time counts once the group has given this member its partitions.
@@ -199,7 +237,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         };
         last_record = Instant::now();
         // If printing fails, exit without committing: the record is read again.
-        handle(&message, &mut recent)?;
+        let (mut span, trace) = consumer_span(tracer, &message);
+        handle(&message, &mut recent, &trace)?;
+        span.end();
         // At-least-once: commit only now that the record is handled. This commits
         // offset + 1 (the next record to read) and waits for the broker's answer, so
         // a restart or a rebalance resumes right after this record, and a failed
@@ -227,8 +267,48 @@ async fn next(
         .ok()
 }
 
-/// Prints a new event of a known schema; logs and skips anything else.
-fn handle(message: &BorrowedMessage<'_>, recent: &mut RecentIds) -> std::io::Result<()> {
+/// The span of handling `message`: a child of the span whose context the record
+/// carries (a new trace when it carries none), as the messaging conventions say;
+/// and where it is, for the log.
+fn consumer_span(tracer: &SdkTracer, message: &BorrowedMessage<'_>) -> (opentelemetry_sdk::trace::Span, String) {
+    let parent = TraceContextPropagator::new().extract(&RecordHeaders(message));
+    let parent_span = parent.span().span_context().clone();
+    let span = tracer
+        .span_builder(format!("process {}", message.topic()))
+        .with_kind(SpanKind::Consumer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", message.topic().to_string()),
+            KeyValue::new("messaging.kafka.offset", message.offset()),
+        ])
+        .start_with_context(tracer, &parent);
+    let context = span.span_context();
+    let parent = match parent_span.is_valid() {
+        true => format!("child of span {}", parent_span.span_id()),
+        false => "a new trace".to_string(),
+    };
+    let trace = format!("in trace {} as span {}, {parent}", context.trace_id(), context.span_id());
+    (span, trace)
+}
+
+/// A record's headers, for the W3C propagator.
+struct RecordHeaders<'m, 'r>(&'r BorrowedMessage<'m>);
+
+impl Extractor for RecordHeaders<'_, '_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let header = self.0.headers()?.iter().find(|h| h.key == key)?;
+        std::str::from_utf8(header.value?).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        (self.0.headers()).map_or(Vec::new(), |h| h.iter().map(|h| h.key).collect())
+    }
+}
+
+/// Prints a new event of a known schema; logs and skips anything else. `trace`:
+/// where its handling is in its trace, logged with a new event.
+fn handle(message: &BorrowedMessage<'_>, recent: &mut RecentIds, trace: &str) -> std::io::Result<()> {
     let value = message.payload().unwrap_or_default();
     let event = match serde_json::from_slice::<Value>(value) {
         Ok(Value::Object(event)) => event,
@@ -251,6 +331,7 @@ fn handle(message: &BorrowedMessage<'_>, recent: &mut RecentIds) -> std::io::Res
         eprintln!("{}: duplicate of event {id}: skipped", place(message));
         return Ok(());
     }
+    eprintln!("{}: event {id} handled {trace}", place(message));
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(value)?;
     stdout.write_all(b"\n")?;

@@ -180,6 +180,18 @@ async fn the_example_consumer_prints_each_event_once_when_a_notification_is_post
     for (line, record) in run.lines.iter().zip(&records) {
         assert_eq!(serde_json::from_str::<Value>(line).unwrap(), record.value);
     }
+    // Each new event's handling continues the trace of the span that wrote it.
+    for record in &records[..4] {
+        let traceparent = record.headers["traceparent"].clone().unwrap();
+        let [_, trace, span, _] = traceparent.split('-').collect::<Vec<_>>()[..] else {
+            panic!("{traceparent}")
+        };
+        let id = record.value["event_id"].as_str().unwrap();
+        let handled = format!("event {id} handled in trace {trace} as span ");
+        let line = (run.log.lines()).find(|line| line.contains(&handled));
+        let line = line.unwrap_or_else(|| panic!("no {handled:?} in the log:\n{}", run.log));
+        assert!(line.ends_with(&format!(", child of span {span}")), "{line}");
+    }
     assert_eq!(run.logged("duplicate of event"), 4, "log:\n{}", run.log);
     assert_eq!(
         run.logged("skipped: not a JSON object"),
