@@ -168,12 +168,48 @@ fn by_event_id(records: &[Record]) -> BTreeMap<String, Content> {
             let id = r.value["event_id"].as_str().expect("an event id");
             (
                 id.to_string(),
-                (r.key.clone(), r.value.clone(), r.headers.clone()),
+                (r.key.clone(), r.value.clone(), trace_ids_only(&r.headers)),
             )
         })
         .collect();
     assert_eq!(by_id.len(), records.len(), "ids repeat: {records:#?}");
     by_id
+}
+
+/// `headers` with the span ids of their trace context left out: a replayed
+/// record is in the trace of the notification it comes from, written by a span
+/// of its own.
+fn trace_ids_only(headers: &BTreeMap<String, Option<String>>) -> BTreeMap<String, Option<String>> {
+    let mut headers = headers.clone();
+    for name in ["traceparent", "ce_traceparent"] {
+        if let Some(Some(value)) = headers.get_mut(name) {
+            let parts: Vec<&str> = value.split('-').collect();
+            assert_eq!(parts.len(), 4, "{name}: {value}");
+            *value = format!("{}-{}-(span)-{}", parts[0], parts[1], parts[3]);
+        }
+    }
+    headers
+}
+
+/// `headers` without their trace context, which must be there: every record
+/// carries the trace of the request it comes from (tests/traces.rs checks it).
+fn without_trace(headers: &BTreeMap<String, Option<String>>) -> BTreeMap<String, Option<String>> {
+    let mut headers = headers.clone();
+    trace_id_of(&headers);
+    headers.retain(|name, _| !name.contains("trace"));
+    headers
+}
+
+/// The trace id of a record's `traceparent`.
+fn trace_id_of(headers: &BTreeMap<String, Option<String>>) -> String {
+    let traceparent = headers
+        .get("traceparent")
+        .cloned()
+        .flatten()
+        .expect("a traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert!(parts.len() == 4 && parts[0] == "00", "{traceparent}");
+    parts[1].to_string()
 }
 
 /// The ids of several answers, as a set.
@@ -322,7 +358,7 @@ async fn every_refusal_for_the_content_is_kept_byte_for_byte_with_why_and_then_a
             *content_type,
             Some(answer),
         );
-        assert_eq!(record.headers, expected, "{error}");
+        assert_eq!(without_trace(&record.headers), expected, "{error}");
     }
     assert!(read_exactly(&routed, 0).is_empty());
 
@@ -617,7 +653,7 @@ async fn an_accepted_notification_is_archived_raw_beside_its_events() {
         assert_eq!(record.key.as_deref(), Some(key), "{entity}");
         let received_at = received_at(record, before, after);
         let expected = raw_headers(entity, request_id, &received_at, content_type, None);
-        assert_eq!(record.headers, expected, "{entity}");
+        assert_eq!(without_trace(&record.headers), expected, "{entity}");
         // Its events, received when the raw record says.
         let ids: Vec<&str> = events
             .iter()
@@ -724,7 +760,15 @@ async fn a_notification_refused_for_too_many_changes_is_replayed_once_the_limit_
         value["received_at"] = expected.value["received_at"].clone();
         assert_eq!(value, expected.value);
         assert_eq!(replayed.key, expected.key);
-        assert_eq!(replayed.headers, expected.headers);
+        assert_eq!(
+            without_trace(&replayed.headers),
+            without_trace(&expected.headers)
+        );
+        // In the trace of the request whose dead letter it comes from.
+        assert_eq!(
+            trace_id_of(&replayed.headers),
+            trace_id_of(&kept[0].headers)
+        );
     }
     // Replayed, not moved: the dead letter is where it was.
     assert_eq!(read_raw_exactly(&dead, 1), kept);
@@ -769,7 +813,11 @@ async fn a_dead_letter_accepted_by_replay_is_archived_raw_as_a_live_notification
         Some("application/json"),
         None,
     );
-    assert_eq!(archived[0].headers, expected);
+    assert_eq!(without_trace(&archived[0].headers), expected);
+    assert_eq!(
+        trace_id_of(&archived[0].headers),
+        trace_id_of(&kept[0].headers)
+    );
     read_exactly(&customers, 4);
     connector.stop().await;
 }
@@ -899,6 +947,67 @@ async fn archiving() -> Archiving {
         config,
         _dir,
     }
+}
+
+#[tokio::test]
+async fn replay_keeps_the_archived_trace_and_links_its_span_to_the_archived_one() {
+    let Archiving {
+        raw,
+        added,
+        connector,
+        config,
+        _dir,
+    } = archiving().await;
+    let collector = Collector::start();
+    let _turn = shared().await;
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let incoming = format!("00-{trace}-00f067aa0ba902b7-01");
+    let answer = post(
+        &connector.endpoint(),
+        seed_sample(),
+        &[("traceparent", &incoming)],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let archived = read_raw_exactly(&raw, 1);
+    let archived = archived[0].headers["traceparent"].clone().unwrap();
+    let live_span = archived.split('-').nth(2).unwrap().to_string();
+    assert!(archived.starts_with(&format!("00-{trace}-")), "{archived}");
+
+    let env = exporting_to(&collector, "replay");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = [
+        "replay",
+        "--config",
+        &config,
+        "--from",
+        &raw,
+        "--only-topic",
+        &added,
+    ];
+    exited(&run_binary(&args, &env), 0);
+    let spans = collector.wait_for("the replay span", |spans| {
+        spans.iter().any(|s| s["name"] == "replay")
+    });
+    let replay = spans.iter().find(|s| s["name"] == "replay").unwrap();
+    assert_eq!(replay["trace_id"], trace, "{replay:#}");
+    assert_eq!(replay["parent_span_id"], live_span.as_str(), "{replay:#}");
+    assert_eq!(
+        replay["links"],
+        serde_json::json!([{"trace_id": trace, "span_id": live_span}])
+    );
+    let written = format!("00-{trace}-{}-01", replay["span_id"].as_str().unwrap());
+    for record in read_exactly(&added, 4) {
+        assert_eq!(
+            record.headers["traceparent"].as_deref(),
+            Some(written.as_str())
+        );
+        assert_eq!(
+            record.headers["ce_traceparent"].as_deref(),
+            Some(written.as_str())
+        );
+    }
+    connector.stop().await;
 }
 
 #[tokio::test]
