@@ -12,11 +12,16 @@
 //!    `ratio = connector events/s / baseline events/s` and
 //!    `cpu_ratio = connector CPU per event / baseline CPU per event`.
 //!
+//! This build is measured three times at every level: with no trace export (the
+//! default), and exporting spans over OTLP to a collector that discards them
+//! ([`collector`]) at sampling 1.0 and 0.01 (`--no-traces`: only the first).
+//!
 //! `--compare LABEL=BINARY[,CONFIG]` measures other builds (an earlier commit) or
 //! settings at every concurrency level too, interleaved with this one, so before and
 //! after come from the same run. Writes the results as JSON and prints a table.
 
 mod baseline;
+mod collector;
 mod corpus;
 mod process;
 
@@ -82,6 +87,9 @@ struct Args {
     /// turn; the table shows medians (peak RSS: the highest; failures: the sum).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Measure this build without trace export only (no exporting variants).
+    #[arg(long)]
+    no_traces: bool,
 }
 
 /// A connector binary and settings file under a label.
@@ -90,6 +98,8 @@ struct Variant {
     label: String,
     binary: PathBuf,
     config: PathBuf,
+    /// More environment for the connector (trace export).
+    env: Vec<(String, String)>,
 }
 
 fn parse_variant(text: &str) -> Result<Variant, String> {
@@ -105,6 +115,7 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
         binary: binary.into(),
         // Empty: filled in with `--config` once the arguments are parsed.
         config: config.map(PathBuf::from).unwrap_or_default(),
+        env: Vec::new(),
     })
 }
 
@@ -273,6 +284,7 @@ fn start_connector(variant: &Variant, kafka: &str) -> Connector {
         .env("CONNECTOR__KAFKA__BOOTSTRAP_SERVERS", kafka)
         .env("CONNECTOR__WEBHOOK__SECRETS", SECRET)
         .env("CONNECTOR__LOG__LEVEL", "warn")
+        .envs(variant.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .spawn()
         .expect("the connector starts");
@@ -357,6 +369,14 @@ async fn run() {
         return;
     };
     let (runs, baseline_runs) = bench.rounds().await;
+    let exported = bench
+        .collector
+        .bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "the exporting variants sent {:.1} MiB of spans",
+        exported as f64 / 1048576.0
+    );
     let baseline = baseline::Baseline::median(&baseline_runs);
     let mut levels = medians(&runs);
     let best = levels
@@ -410,6 +430,8 @@ struct Bench<'a> {
     _work: tempfile::TempDir,
     /// This build, then the `--compare` ones.
     variants: Vec<Variant>,
+    /// Where the exporting variants send their spans.
+    collector: collector::Collector,
 }
 
 impl<'a> Bench<'a> {
@@ -438,6 +460,7 @@ impl<'a> Bench<'a> {
             corpus.mean_bytes(),
             corpus.mean_events
         );
+        let collector = collector::start(free_port());
         Some(Bench {
             args,
             loaded,
@@ -445,7 +468,8 @@ impl<'a> Bench<'a> {
             corpus,
             script,
             _work: work,
-            variants: variants(args),
+            variants: variants(args, &collector.endpoint),
+            collector,
         })
     }
 
@@ -631,14 +655,28 @@ impl<'a> Bench<'a> {
     }
 }
 
-/// This build, then each `--compare` one (with `--config` unless it names its own).
-fn variants(args: &Args) -> Vec<Variant> {
+/// This build, this build exporting spans to `collector` (unless `--no-traces`),
+/// then each `--compare` one (with `--config` unless it names its own).
+fn variants(args: &Args, collector: &str) -> Vec<Variant> {
     let this_build = Variant {
         label: "this build".into(),
         binary: args.connector.clone(),
         config: args.config.clone(),
+        env: Vec::new(),
     };
-    let mut variants = vec![this_build];
+    let mut variants = vec![this_build.clone()];
+    for ratio in ["1.0", "0.01"].into_iter().filter(|_| !args.no_traces) {
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", ratio),
+        ];
+        variants.push(Variant {
+            label: format!("export {ratio}"),
+            env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec(),
+            ..this_build.clone()
+        });
+    }
     for variant in &args.compare {
         let mut variant = variant.clone();
         if variant.config.as_os_str().is_empty() {
