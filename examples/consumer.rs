@@ -43,16 +43,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::KafkaResult;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use serde_json::Value;
@@ -189,10 +191,15 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
 /// The tracer of the consumer spans: exported over OTLP/HTTP when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, only logged otherwise.
 fn tracing() -> Result<(SdkTracerProvider, SdkTracer), Box<dyn Error>> {
-    let mut provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name("example-consumer").build());
+    let mut provider = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name("example-consumer")
+            .build(),
+    );
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?;
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
@@ -270,7 +277,10 @@ async fn next(
 /// The span of handling `message`: a child of the span whose context the record
 /// carries (a new trace when it carries none), as the messaging conventions say;
 /// and where it is, for the log.
-fn consumer_span(tracer: &SdkTracer, message: &BorrowedMessage<'_>) -> (opentelemetry_sdk::trace::Span, String) {
+fn consumer_span(
+    tracer: &SdkTracer,
+    message: &BorrowedMessage<'_>,
+) -> (opentelemetry_sdk::trace::Span, String) {
     let parent = TraceContextPropagator::new().extract(&RecordHeaders(message));
     let parent_span = parent.span().span_context().clone();
     let span = tracer
@@ -288,7 +298,11 @@ fn consumer_span(tracer: &SdkTracer, message: &BorrowedMessage<'_>) -> (opentele
         true => format!("child of span {}", parent_span.span_id()),
         false => "a new trace".to_string(),
     };
-    let trace = format!("in trace {} as span {}, {parent}", context.trace_id(), context.span_id());
+    let trace = format!(
+        "in trace {} as span {}, {parent}",
+        context.trace_id(),
+        context.span_id()
+    );
     (span, trace)
 }
 
@@ -308,7 +322,11 @@ impl Extractor for RecordHeaders<'_, '_> {
 
 /// Prints a new event of a known schema; logs and skips anything else. `trace`:
 /// where its handling is in its trace, logged with a new event.
-fn handle(message: &BorrowedMessage<'_>, recent: &mut RecentIds, trace: &str) -> std::io::Result<()> {
+fn handle(
+    message: &BorrowedMessage<'_>,
+    recent: &mut RecentIds,
+    trace: &str,
+) -> std::io::Result<()> {
     let value = message.payload().unwrap_or_default();
     let event = match serde_json::from_slice::<Value>(value) {
         Ok(Value::Object(event)) => event,

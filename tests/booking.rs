@@ -77,7 +77,13 @@ async fn the_signed_booking_sample_reaches_kafka_with_its_key_every_header_and_e
         assert_eq!(keys(&record.value), keys(&expected), "event {i}");
 
         assert_eq!(record.key.as_deref(), Some("51234"), "event {i}");
+        // A request without trace context: a new trace, sampled.
+        let traceparent = record.headers["traceparent"].clone().unwrap();
+        let pattern = regex::Regex::new("^00-[0-9a-f]{32}-[0-9a-f]{16}-01$").unwrap();
+        assert!(pattern.is_match(&traceparent), "{traceparent}");
         let headers: BTreeMap<String, Option<String>> = [
+            ("traceparent", traceparent.as_str()),
+            ("ce_traceparent", &traceparent),
             ("event_id", ids[i]),
             ("entity", "booking"),
             ("change_type", change_types[i]),

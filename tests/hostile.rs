@@ -555,11 +555,11 @@ async fn a_client_leaving_mid_delivery_frees_its_slot_and_its_records_stay_count
 #[tokio::test]
 async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413() {
     let _turn = shared().await;
-    // A quarter for bodies arriving, 18,000 bytes for requests being processed:
-    // one seed sample (about 13 KB of body and records) at a time.
+    // A quarter for bodies arriving, 24,000 bytes for requests being processed:
+    // one seed sample (about 19 KB of body and records) at a time.
     let (broker, _topic, connector) = connector_on_own_broker("budget", |s| {
         s.server.max_body_bytes = 4_000;
-        s.server.max_in_flight_bytes = 24_000;
+        s.server.max_in_flight_bytes = 32_000;
     })
     .await;
     let held = hold_requests(&connector, &broker, 1).await.remove(0);
@@ -573,7 +573,7 @@ async fn the_byte_budget_refuses_at_once_and_a_request_larger_than_it_gets_413()
         .contains("server.max_in_flight_bytes"));
     assert_eq!(refused.headers["retry-after"], "1");
 
-    // 10 changes of a 1 KB customer: over 20 KB of records, more than the whole
+    // 10 changes of a 1 KB customer: over 30 KB of records, more than the whole
     // budget: 413 whether or not the budget is in use.
     let too_big = post(&connector.endpoint(), padded_body(10, 1000), &[]).await;
     assert_eq!(too_big.status, 413, "{:?}", too_big.json);

@@ -75,7 +75,9 @@ async fn seed_sample_reaches_the_routed_topics_with_key_headers_and_every_field(
     assert_eq!(ce("ce_time"), sms.value["change_date_time"].as_str());
     assert_eq!(ce("ce_subject"), Some("862"));
     assert_eq!(sms.headers["entity"].as_deref(), Some("customer"));
-    assert_eq!(sms.headers.len(), 11);
+    // And the trace context, twice (tests/traces.rs checks it).
+    assert_eq!(ce("ce_traceparent"), sms.headers["traceparent"].as_deref());
+    assert_eq!(sms.headers.len(), 13);
 
     let received_at = sms.value["received_at"].as_str().unwrap().to_string();
     let received = chrono::DateTime::parse_from_rfc3339(&received_at).unwrap();

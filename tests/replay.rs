@@ -191,27 +191,6 @@ fn trace_ids_only(headers: &BTreeMap<String, Option<String>>) -> BTreeMap<String
     headers
 }
 
-/// `headers` without their trace context, which must be there: every record
-/// carries the trace of the request it comes from (tests/traces.rs checks it).
-fn without_trace(headers: &BTreeMap<String, Option<String>>) -> BTreeMap<String, Option<String>> {
-    let mut headers = headers.clone();
-    trace_id_of(&headers);
-    headers.retain(|name, _| !name.contains("trace"));
-    headers
-}
-
-/// The trace id of a record's `traceparent`.
-fn trace_id_of(headers: &BTreeMap<String, Option<String>>) -> String {
-    let traceparent = headers
-        .get("traceparent")
-        .cloned()
-        .flatten()
-        .expect("a traceparent");
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    assert!(parts.len() == 4 && parts[0] == "00", "{traceparent}");
-    parts[1].to_string()
-}
-
 /// The ids of several answers, as a set.
 fn ids_of(answers: &[&Answer]) -> BTreeSet<String> {
     answers.iter().flat_map(|a| event_ids(a)).collect()

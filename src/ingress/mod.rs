@@ -616,3 +616,4 @@ fn log_refusal(err: &ApiError, unsigned: &Throttle) {
         _ => warn!(status = status.as_u16(), error = err.code(), %reason, "request refused"),
     }
 }
+

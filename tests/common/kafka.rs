@@ -523,3 +523,24 @@ fn to_record(message: &impl Message, check: &Check) -> Record {
         headers,
     }
 }
+
+/// `headers` without their trace context, which must be there: every record
+/// carries the trace of the request it comes from (tests/traces.rs checks it).
+pub fn without_trace(headers: &BTreeMap<String, Option<String>>) -> BTreeMap<String, Option<String>> {
+    let mut headers = headers.clone();
+    trace_id_of(&headers);
+    headers.retain(|name, _| !name.contains("trace"));
+    headers
+}
+
+/// The trace id of a record's `traceparent`.
+pub fn trace_id_of(headers: &BTreeMap<String, Option<String>>) -> String {
+    let traceparent = headers
+        .get("traceparent")
+        .cloned()
+        .flatten()
+        .expect("a traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert!(parts.len() == 4 && parts[0] == "00", "{traceparent}");
+    parts[1].to_string()
+}
