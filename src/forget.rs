@@ -67,7 +67,7 @@ pub async fn forget(
         .acquire_owned()
         .await
         .expect("the semaphore is open");
-    let span = tracing::info_span!("forget", otel.kind = "producer", entity = entity.name);
+    let span = traces::forget_span(entity.name);
     let context = traces::start(&span, None);
     records.trace = Some(traces::record_headers(&context));
     sink.deliver(records, held).instrument(span).await?;

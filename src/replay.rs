@@ -382,7 +382,7 @@ async fn deliver_traced(
     held: OwnedSemaphorePermit,
     archived: Option<&SpanContext>,
 ) -> Result<(), DeliveryError> {
-    let span = tracing::info_span!("replay", otel.kind = "producer");
+    let span = traces::replay_span();
     let context = traces::start(&span, archived);
     if let Some(archived) = archived {
         span.add_link(archived.clone());

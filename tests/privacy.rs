@@ -506,7 +506,10 @@ async fn forget_writes_a_tombstone_and_an_erasure_event_without_personal_data() 
         headers(&[("entity", "customer"), ("schema_version", "1")])
     );
     // The tombstone and the customer's erasure event: one forget, one trace.
-    assert_eq!(trace_id_of(&tombstones[0].headers), trace_id_of(&records[0].headers));
+    assert_eq!(
+        trace_id_of(&tombstones[0].headers),
+        trace_id_of(&records[0].headers)
+    );
 
     for (record, (entity, id_key, id, erasure_id, state_topic)) in records.iter().zip([
         (

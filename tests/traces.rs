@@ -142,14 +142,19 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     );
 
     // The refusal's log line, logged within the server span, names it.
-    let lines = std::fs::read_to_string(log.path()).unwrap();
-    let line: Value = (lines.lines())
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|line| line["message"] == "request refused")
-        .unwrap_or_else(|| panic!("no refusal logged: {lines}"));
+    let line = refusal_logged(log.path());
     assert_eq!(line["trace_id"], REFUSED_TRACE, "{line}");
     assert_eq!(line["span_id"], server["span_id"], "{line}");
     drop(process);
+}
+
+/// The JSON log line of a refused request in the log at `path`.
+fn refusal_logged(path: &std::path::Path) -> Value {
+    let lines = std::fs::read_to_string(path).unwrap();
+    (lines.lines())
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "request refused")
+        .unwrap_or_else(|| panic!("no refusal logged: {lines}"))
 }
 
 /// The trace headers of a record are `expected`, and nothing else.
@@ -204,8 +209,12 @@ async fn without_otlp_settings_nothing_is_exported_and_records_still_carry_the_t
     let env = [
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("OTEL_SERVICE_NAME", "quiet"),
+        ("CONNECTOR__LOG__FORMAT", "json"),
+        ("CONNECTOR__LOG__LEVEL", "info"),
     ];
-    let process = spawn_connector(&kafka(), &routes_toml(&topic, &[]), &env).await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let routes = routes_toml(&topic, &[]);
+    let process = spawn_connector_logging(&kafka(), &routes, &env, log.reopen().unwrap()).await;
     let incoming = traceparent(TRACE, PARENT);
     let answer = post(
         &process.endpoint(),
@@ -216,6 +225,18 @@ async fn without_otlp_settings_nothing_is_exported_and_records_still_carry_the_t
     assert_eq!(answer.status, 200, "{:?}", answer.json);
     let answer = post(&process.endpoint(), seed_sample(), &[]).await;
     assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let refused = traceparent(REFUSED_TRACE, PARENT);
+    let answer = post(
+        &process.endpoint(),
+        "{not json",
+        &[("traceparent", &refused)],
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{:?}", answer.json);
+    // At level info, the refusal's line has its trace ids, exported or not.
+    let line = refusal_logged(log.path());
+    assert_eq!(line["trace_id"], REFUSED_TRACE, "{line}");
+    assert_ne!(line["span_id"], PARENT, "{line}");
 
     // Four events per request, each request's with one context.
     let records = read_all_before_now_on(&kafka(), &topic);

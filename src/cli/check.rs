@@ -7,7 +7,7 @@ use webhook_connector::explain;
 use webhook_connector::routing::RoutingTable;
 use webhook_connector::sink::admin;
 
-use super::{describe_source, load, out, runtime, ConfigArg, Failure};
+use super::{describe_source, load, out, runtime, trace_export, ConfigArg, Failure};
 
 #[derive(clap::Args)]
 pub(super) struct Args {
@@ -21,6 +21,10 @@ pub(super) struct Args {
 pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let (settings, RoutingFile { table, .. }) = load(&args.config)?;
     settings.check_serving().map_err(Failure::NotServable)?;
+    let traces = match trace_export(&settings)? {
+        Some(export) => export.traces_url,
+        None => "off".into(),
+    };
     let source = describe_source(&args.config);
     let file = settings.routing.file.display();
     let kafka_servers = &settings.kafka.bootstrap_servers;
@@ -30,7 +34,7 @@ pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let raw = archive(settings.archive.raw());
     out(&format!(
         "settings: {source}\nrouting file: {file}\nkafka: {kafka_servers}\n\
-         dead-letter topic: {dead_letter}\nraw topic: {raw}\n\n{route_table}"
+         dead-letter topic: {dead_letter}\nraw topic: {raw}\ntraces: {traces}\n\n{route_table}"
     ))?;
     if args.kafka {
         check_topics(&settings, &table)?;

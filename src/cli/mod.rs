@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use rdkafka::producer::BaseProducer;
 use webhook_connector::config::routing_file::{self, RoutingFile};
+use webhook_connector::config::traces::Export;
 use webhook_connector::config::Settings;
 use webhook_connector::entity::{self, Entity};
 use webhook_connector::{sink, telemetry};
@@ -154,10 +155,15 @@ fn load(arg: &ConfigArg) -> Result<(Settings, RoutingFile), Failure> {
 /// Installs logging and, when `[traces]` or the `OTEL_*` variables name an OTLP
 /// endpoint, trace export; the exporter to shut down before exiting, if any.
 fn init_telemetry(settings: &Settings) -> Result<Option<telemetry::traces::Exporter>, Failure> {
-    let export = (settings.traces)
-        .export(|name| std::env::var(name).ok())
-        .map_err(|err| Failure::Traces(err.to_string()))?;
+    let export = trace_export(settings)?;
     telemetry::init(&settings.log, export.as_ref()).map_err(Failure::Traces)
+}
+
+/// Where spans are exported, from `[traces]` and the `OTEL_*` variables; `None`: off.
+fn trace_export(settings: &Settings) -> Result<Option<Export>, Failure> {
+    (settings.traces)
+        .export(|name| std::env::var(name).ok())
+        .map_err(|err| Failure::Traces(err.to_string()))
 }
 
 /// [`load`] for `explain`: without a privacy key set, a placeholder keys what

@@ -135,20 +135,15 @@ impl TracesSettings {
             }
         }
         let base = |url: &str| format!("{}/v1/traces", url.trim().trim_end_matches('/'));
-        let traces_url = match (
-            env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            env("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        ) {
-            (Some(url), _) => url.trim().to_string(),
-            (None, Some(url)) => base(&url),
+        let signal = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let (traces_url, from) = match (signal, env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(url), _) => (url.trim().to_string(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            (None, Some(url)) => (base(&url), "OTEL_EXPORTER_OTLP_ENDPOINT"),
             (None, None) if self.endpoint.trim().is_empty() => return Ok(None),
-            (None, None) => base(&self.endpoint),
+            (None, None) => (base(&self.endpoint), "traces.endpoint"),
         };
         if !(traces_url.starts_with("http://") || traces_url.starts_with("https://")) {
-            return invalid_var(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "not an http:// or https:// URL",
-            );
+            return invalid_var(from, "not an http:// or https:// URL");
         }
         Ok(Some(Export {
             traces_url,

@@ -278,15 +278,6 @@ where
     // The routing table in force when the request started, whatever reloads happen meanwhile.
     let routing = ingress.live.current();
     let body = receive(ingress, headers, body).await?;
-    // The body moves from the receiving pool (freed by now) to the processing one.
-    let mut held = ingress.bytes.processing.empty();
-    ingress.bytes.processing.take(&mut held, body.len())?;
-    let _permit = ingress
-        .in_flight
-        .try_acquire()
-        .map_err(|_| ApiError::Overloaded(Overload::Requests))?;
-    let _in_flight = ingress.metrics.webhook_in_flight();
-    spans::verify().in_scope(|| authenticate(ingress, headers, &body))?;
     let request = Request {
         entity,
         headers,
@@ -294,8 +285,32 @@ where
         received_at,
         trace,
     };
-    let (accepted, held) = accept_or_keep(ingress, &request, &routing, held).await?;
-    deliver_and_count(ingress, &request, accepted, held).await
+    // Boxed: until its body is in, a request holds only the future above (a
+    // thousand slow senders hold a thousand of those, not of the whole pipeline).
+    Box::pin(process(ingress, &request, &routing)).await
+}
+
+/// A received notification: its processing bytes and slot, the signature, then
+/// accept or keep, deliver and count.
+async fn process(
+    ingress: &Ingress,
+    request: &Request<'_>,
+    routing: &RoutingTable,
+) -> Result<Delivered, ApiError> {
+    // The body moves from the receiving pool (freed by now) to the processing one.
+    let mut held = ingress.bytes.processing.empty();
+    ingress
+        .bytes
+        .processing
+        .take(&mut held, request.body.len())?;
+    let _permit = ingress
+        .in_flight
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded(Overload::Requests))?;
+    let _in_flight = ingress.metrics.webhook_in_flight();
+    spans::verify().in_scope(|| authenticate(ingress, request.headers, request.body))?;
+    let (accepted, held) = accept_or_keep(ingress, request, routing, held).await?;
+    deliver_and_count(ingress, request, accepted, held).await
 }
 
 /// Reads the body within a receiving slot, the byte budget and
@@ -440,11 +455,7 @@ async fn deliver(
         .instrument(span.clone())
         .await;
     if let Err(err) = &result {
-        let reason = failure_reason(err);
-        traces::set_attributes(&span, || {
-            vec![opentelemetry::KeyValue::new("error.type", reason)]
-        });
-        spans::refused(&span, "delivery_failed", true);
+        spans::failed(&span, failure_reason(err));
     }
     result
 }
@@ -616,4 +627,3 @@ fn log_refusal(err: &ApiError, unsigned: &Throttle) {
         _ => warn!(status = status.as_u16(), error = err.code(), %reason, "request refused"),
     }
 }
-

@@ -20,10 +20,15 @@ use crate::telemetry::traces;
 pub(super) fn server(entity: &'static Entity, remote: Option<&SpanContext>) -> (Span, SpanContext) {
     let span = tracing::info_span!(
         "webhook",
-        otel.name = %format_args!("POST /webhooks/{}", entity.name),
-        otel.kind = "server",
+        otel.name = Empty,
+        otel.kind = Empty,
         entity = entity.name,
         entity_id = Empty,
+    );
+    traces::name_and_kind(
+        &span,
+        || format!("POST /webhooks/{}", entity.name),
+        "server",
     );
     let context = traces::start(&span, remote);
     traces::set_attributes(&span, || {
@@ -58,6 +63,14 @@ pub(super) fn refused(span: &Span, code: &'static str, fault: bool) {
     }
 }
 
+/// Records why a delivery failed (its `reason` label) on its span, an error.
+pub(super) fn failed(span: &Span, reason: String) {
+    if traces::exporting() {
+        span.set_attribute("error.type", reason.clone());
+        span.set_status(Status::error(reason));
+    }
+}
+
 /// The body's size, on the server span.
 pub(super) fn body_size(bytes: usize) {
     let size = bytes as i64;
@@ -84,7 +97,8 @@ pub(super) fn accept(entity: &'static Entity) -> Span {
 /// The producer span delivering `records`, a child of the span of `parent`,
 /// whose context the records then carry.
 pub(super) fn deliver(records: &mut Records<'_>, parent: &SpanContext) -> Span {
-    let span = tracing::info_span!("deliver", otel.name = "send", otel.kind = "producer");
+    let span = tracing::info_span!("deliver", otel.name = Empty, otel.kind = Empty);
+    traces::name_and_kind(&span, || "send".into(), "producer");
     let context = traces::start_child(&span, parent);
     records.trace = Some(traces::record_headers(&context));
     traces::set_attributes(&span, || {

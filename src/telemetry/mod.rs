@@ -8,10 +8,11 @@ pub mod traces;
 use std::borrow::Cow;
 
 use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -29,37 +30,50 @@ pub fn init(log: &LogSettings, export: Option<&Export>) -> Result<Option<Exporte
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // The connector's spans whatever the level, so that every line logged within
-    // a request has its trace ids.
-    let filter = filter.or(filter_fn(|meta| {
-        meta.is_span() && meta.target().starts_with("webhook_connector")
-    }));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match log.format {
-        LogFormat::Pretty => logs.with_filter(filter).boxed(),
-        LogFormat::Json => logs
+    let Some(export) = export else {
+        // One filter for everything, as cheap as logging gets: lines within a
+        // request have its trace ids when the level lets its (info) spans in. An
+        // error: a subscriber is installed already, and stays.
+        let _ = registry()
+            .with(filter)
+            .with(log_lines(log.format))
+            .try_init();
+        return Ok(None);
+    };
+    // Exported, the connector's spans are made whatever the level (their modules
+    // log nothing), and every line logged within a request has its trace ids.
+    let filter = traces::SPAN_TARGETS.iter().fold(filter, |filter, target| {
+        filter.add_directive(format!("{target}=info").parse().expect("a valid directive"))
+    });
+    let (traces, exporter) = traces::layer(export)?;
+    // The exporter takes only the connector's spans.
+    let spans = filter_fn(|meta| meta.is_span() && traces::SPAN_TARGETS.contains(&meta.target()));
+    let installed = registry()
+        .with(filter)
+        .with(log_lines(log.format))
+        .with(traces.with_filter(spans))
+        .try_init();
+    if installed.is_err() {
+        exporter.shutdown();
+        return Ok(None);
+    }
+    Ok(Some(exporter))
+}
+
+/// The log layer: lines on stderr, pretty or JSON with trace ids.
+fn log_lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => lines.boxed(),
+        LogFormat::Json => lines
             .fmt_fields(JsonFields::new())
             .event_format(WithTraceIds(
                 tracing_subscriber::fmt::format().json().flatten_event(true),
             ))
-            .with_filter(filter)
             .boxed(),
-    };
-    let mut layers = vec![logs];
-    let mut exporter = None;
-    if let Some(export) = export {
-        let (layer, installed) = traces::layer(export)?;
-        // The connector's spans, whatever the log level.
-        let ours = Targets::new().with_target("webhook_connector", tracing::Level::INFO);
-        layers.push(layer.with_filter(ours).boxed());
-        exporter = Some(installed);
-    }
-    match tracing_subscriber::registry().with(layers).try_init() {
-        Ok(()) => Ok(exporter),
-        Err(_) => {
-            exporter.map(Exporter::shutdown);
-            Ok(None)
-        }
     }
 }
 

@@ -32,6 +32,7 @@ use opentelemetry_sdk::Resource;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -86,6 +87,30 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
+/// Names `span`'s exported span (`make`) and gives its kind (`server`,
+/// `producer`), when spans are exported; `span` declares `otel.name` and
+/// `otel.kind` empty, so logs never show them. Before [`start`].
+pub fn name_and_kind(span: &Span, make: impl FnOnce() -> String, kind: &'static str) {
+    if exporting() {
+        span.record("otel.name", make());
+        span.record("otel.kind", kind);
+    }
+}
+
+/// The span of one notification `replay` writes again (a producer).
+pub fn replay_span() -> Span {
+    let span = tracing::info_span!("replay", otel.name = Empty, otel.kind = Empty);
+    name_and_kind(&span, || "replay".into(), "producer");
+    span
+}
+
+/// The span of `forget` erasing one `entity` (a producer).
+pub fn forget_span(entity: &'static str) -> Span {
+    let span = tracing::info_span!("forget", otel.name = Empty, otel.kind = Empty, entity);
+    name_and_kind(&span, || "forget".into(), "producer");
+    span
+}
+
 /// Sets the attributes `make` returns on `span`'s exported span, when spans are exported.
 pub fn set_attributes(span: &Span, make: impl FnOnce() -> Vec<KeyValue>) {
     if exporting() {
@@ -94,6 +119,15 @@ pub fn set_attributes(span: &Span, make: impl FnOnce() -> Vec<KeyValue>) {
         }
     }
 }
+
+/// Where the connector's exported spans are made: a webhook request's
+/// ([`crate::ingress`]'s spans module), and `replay`'s and `forget`'s (here).
+/// Not the `request` span every HTTP request has (probes and scrapes
+/// included). Neither module logs: these targets name spans only.
+pub const SPAN_TARGETS: [&str; 2] = [
+    "webhook_connector::ingress::spans",
+    "webhook_connector::telemetry::traces",
+];
 
 /// The ids of a span as logs show them (`trace_id`, `span_id`), kept in the
 /// span's extensions by [`start`].

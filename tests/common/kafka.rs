@@ -526,7 +526,9 @@ fn to_record(message: &impl Message, check: &Check) -> Record {
 
 /// `headers` without their trace context, which must be there: every record
 /// carries the trace of the request it comes from (tests/traces.rs checks it).
-pub fn without_trace(headers: &BTreeMap<String, Option<String>>) -> BTreeMap<String, Option<String>> {
+pub fn without_trace(
+    headers: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, Option<String>> {
     let mut headers = headers.clone();
     trace_id_of(&headers);
     headers.retain(|name, _| !name.contains("trace"));
