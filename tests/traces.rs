@@ -73,10 +73,36 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     )
     .await;
     assert_eq!(answer.status, 400, "{:?}", answer.json);
+    // And one without trace context, after a probe and a scrape.
+    get_text(&format!("{}/readyz", process.url)).await;
+    metrics_text(&process.url).await;
+    let answer = post(&process.endpoint(), seed_sample(), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    let new_trace = |spans: &[Value]| -> Option<String> {
+        let server = spans.iter().find(|s| {
+            s["kind"] == "SPAN_KIND_SERVER"
+                && s["trace_id"] != TRACE
+                && s["trace_id"] != REFUSED_TRACE
+        });
+        server.map(|s| s["trace_id"].as_str().unwrap().to_string())
+    };
 
-    let spans = collector.wait_for("both requests' spans", |spans| {
-        served(spans, TRACE) && served(spans, REFUSED_TRACE)
+    let spans = collector.wait_for("the three requests' spans", |spans| {
+        let third = new_trace(spans).is_some_and(|trace| served(spans, &trace));
+        served(spans, TRACE) && served(spans, REFUSED_TRACE) && third
     });
+    // A new trace starts at the server span: the connector's own HTTP `request`
+    // span (probes and scrapes have one too) is not exported.
+    let started = of_trace(&spans, &new_trace(&spans).unwrap());
+    assert_eq!(
+        named(&started, "POST /webhooks/customer")["parent_span_id"],
+        ""
+    );
+    assert_eq!(
+        spans.len(),
+        12,
+        "four spans per request, no more: {spans:#?}"
+    );
     let traced = of_trace(&spans, TRACE);
     let server = named(&traced, "POST /webhooks/customer");
     assert_eq!(server["kind"], "SPAN_KIND_SERVER");
@@ -106,18 +132,19 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     assert_eq!(send["attributes"]["messaging.batch.message_count"], 5);
 
     let produced = traceparent(TRACE, send["span_id"].as_str().unwrap());
+    // The first request's four, then the third's.
     let records = read_all_before_now_on(&kafka(), &events);
-    assert_eq!(records.len(), 4);
+    assert_eq!(records.len(), 8);
     let expected = BTreeMap::from([
         ("traceparent", produced.as_str()),
         ("tracestate", "vendor=abc"),
         ("ce_traceparent", produced.as_str()),
         ("ce_tracestate", "vendor=abc"),
     ]);
-    for record in &records {
+    for record in &records[..4] {
         assert_trace_headers(&record.headers, &expected);
     }
-    let raw = read_raw_exactly(&raw, 1);
+    let raw = read_raw_exactly(&raw, 2);
     let expected = BTreeMap::from([
         ("traceparent", produced.as_str()),
         ("tracestate", "vendor=abc"),
@@ -321,4 +348,43 @@ async fn malformed_trace_context_is_ignored() {
         );
     }
     connector.stop().await;
+}
+
+#[tokio::test]
+async fn forget_is_a_span_whose_context_its_records_carry() {
+    let collector = Collector::start();
+    let [unrouted, erasures] = new_topics(["forget-traced", "forget-erasures"]).await;
+    let routes = format!(
+        "{}\n[erasure]\ntopic = {erasures:?}\n",
+        routes_toml(&unrouted, &[])
+    );
+    let (_dir, settings) = settings_file_with(&kafka(), &routes, "");
+    let env = exporting_to(&collector, "forgetting");
+    let output = run_forget(&settings, "customer", "862", &pairs(&env));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let spans = collector.wait_for("the forget span", |spans| !spans.is_empty());
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let forget = &spans[0];
+    assert_eq!(
+        (forget["name"].as_str(), forget["kind"].as_str()),
+        (Some("forget"), Some("SPAN_KIND_PRODUCER"))
+    );
+    assert_eq!(forget["parent_span_id"], "", "a trace of its own");
+    let written = traceparent(
+        forget["trace_id"].as_str().unwrap(),
+        forget["span_id"].as_str().unwrap(),
+    );
+    let records = read_raw_exactly(&erasures, 1);
+    assert_eq!(
+        records[0].headers["traceparent"].as_deref(),
+        Some(written.as_str())
+    );
+    assert_eq!(
+        records[0].headers["ce_traceparent"].as_deref(),
+        Some(written.as_str())
+    );
 }

@@ -48,9 +48,10 @@ pub fn init(log: &LogSettings, export: Option<&Export>) -> Result<Option<Exporte
     let (traces, exporter) = traces::layer(export)?;
     // The exporter takes only the connector's spans.
     let spans = filter_fn(|meta| meta.is_span() && traces::SPAN_TARGETS.contains(&meta.target()));
+    // Filters per layer (a global filter beside a filtered layer hides spans
+    // from it, made outside a span of the connector's).
     let installed = registry()
-        .with(filter)
-        .with(log_lines(log.format))
+        .with(log_lines(log.format).with_filter(filter))
         .with(traces.with_filter(spans))
         .try_init();
     if installed.is_err() {

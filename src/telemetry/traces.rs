@@ -301,10 +301,14 @@ where
         .build();
     let tracer = provider.tracer("webhook-connector");
     EXPORTING.store(true, Ordering::Relaxed);
-    Ok((
-        tracing_opentelemetry::layer().with_tracer(tracer),
-        Exporter(provider),
-    ))
+    // Only what the connector sets on its spans: no source locations, threads,
+    // targets or busy and idle times.
+    let layer = (tracing_opentelemetry::layer().with_tracer(tracer))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false);
+    Ok((layer, Exporter(provider)))
 }
 
 /// Spans per export request.
