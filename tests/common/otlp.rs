@@ -89,6 +89,11 @@ impl Collector {
     }
 }
 
+/// Owned `env` pairs as a spawned connector or command takes them.
+pub fn as_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// The OTLP settings of a connector exporting to `collector` at once (a
 /// 100 ms batch delay), as `service_name`.
 pub fn exporting_to(collector: &Collector, service_name: &str) -> Vec<(String, String)> {
