@@ -5,7 +5,10 @@
 # concurrency 64, and compares with a baseline producing the same records straight to
 # Kafka in the same run (the cheapest way: pre-built, a ThreadedProducer, a counting
 # delivery callback): events/s and CPU seconds per 10k events of both, and their
-# ratios, as medians of three rounds. Prints a table and writes bench/results.json.
+# ratios, as medians of three rounds. Every level is measured three times: with no
+# trace export, and exporting spans over OTLP to a collector that discards them at
+# sampling 1.0 and 0.01 (--no-traces: only the first). Prints a table and writes
+# bench/results.json.
 # Further arguments go to the bench, e.g. --compare before=/path/to/an/older/webhook-connector
 # (measured at every level in the same run) or --rounds 1.
 # First it runs the adversarial-body benchmark (examples/adversarial.rs: the CPU work
@@ -15,7 +18,7 @@
 # hundred milliseconds per shape are noisier, fails only past 15 times). The bench
 # exits 1 when any run had a failed request or no throughput, so a broken
 # connector fails the smoke run (and CI) too.
-#   scripts/bench.sh           the full run (about 12 minutes once built)
+#   scripts/bench.sh           the full run (about 20 minutes once built)
 #   scripts/bench.sh --smoke   a few seconds, results in target/bench/smoke.json and
 #                              target/bench/adversarial-smoke.json
 set -euo pipefail

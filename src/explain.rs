@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::config::Settings;
 use crate::entity::{self, Entity, ENTITIES};
 use crate::pipeline::{self, AcceptError, Accepted, Limits};
-use crate::records::RawMeta;
+use crate::records::{RawMeta, TraceHeaders};
 use crate::routing::RoutingTable;
 use crate::sink::{first_oversized, DeliveryError};
 
@@ -104,7 +104,7 @@ pub fn explain_as_run(
         (topic, meta)
     });
     let limits = Limits::of(settings);
-    let accepted = pipeline::accept_within(
+    let mut accepted = pipeline::accept_within(
         pipeline::Input {
             body,
             entity,
@@ -115,6 +115,8 @@ pub fn explain_as_run(
         raw,
         &mut |_| true,
     )?;
+    // Sized with the largest trace context a request may bring.
+    accepted.records.trace = Some(TraceHeaders::largest());
     if let Some(refusal) = first_oversized(&accepted.records, &settings.kafka) {
         return Err(ExplainError::Kafka(refusal));
     }

@@ -176,26 +176,39 @@ impl TraceHeaders {
     /// `traceparent` with the `tracestate` entries (comma-separated) that fit in
     /// [`MAX_TRACESTATE_BYTES`]; none: no `tracestate`.
     pub fn new(traceparent: String, tracestate: &str) -> Self {
-        let mut kept = String::new();
-        for entry in tracestate
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        {
-            let separator = usize::from(!kept.is_empty());
-            if kept.len() + separator + entry.len() > MAX_TRACESTATE_BYTES {
-                break;
-            }
-            if separator == 1 {
-                kept.push(',');
-            }
-            kept.push_str(entry);
-        }
         TraceHeaders {
             traceparent,
-            tracestate: (!kept.is_empty()).then_some(kept),
+            tracestate: bounded_tracestate(tracestate),
         }
     }
+
+    /// The largest trace context a record may carry, for sizes checked before
+    /// the span that writes them exists (`explain`).
+    pub fn largest() -> Self {
+        let tracestate = format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES - 2));
+        TraceHeaders::new("0".repeat(TRACEPARENT_BYTES), &tracestate)
+    }
+}
+
+/// The `tracestate` entries (comma-separated) that fit in
+/// [`MAX_TRACESTATE_BYTES`], from the first; `None`: none.
+pub fn bounded_tracestate(tracestate: &str) -> Option<String> {
+    let mut kept = String::new();
+    for entry in tracestate
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let separator = usize::from(!kept.is_empty());
+        if kept.len() + separator + entry.len() > MAX_TRACESTATE_BYTES {
+            break;
+        }
+        if separator == 1 {
+            kept.push(',');
+        }
+        kept.push_str(entry);
+    }
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// The records [`Records::build_within`] keeps while `reserve` grants their bytes,

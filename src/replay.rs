@@ -271,7 +271,7 @@ pub async fn replay(
         progress(summary.read as u64, reader.expected());
         let (mut deliveries, mut held) = (Vec::new(), 0);
         for record in &batch {
-            match plan(record, table, &limits, options) {
+            match traced(plan(record, table, &limits, options), record) {
                 Plan::Skipped => summary.skipped += 1,
                 Plan::Refused(code) => *summary.refused.entry(code).or_default() += 1,
                 // The check the sink makes before enqueuing anything.
@@ -302,6 +302,18 @@ pub async fn replay(
         summary.delivered(deliver_all(&sink, deliveries).await);
     }
     Ok(summary)
+}
+
+/// `plan` with the trace context its records will carry (that of `raw`, or a
+/// new trace's; the span id comes when they are delivered), so that a dry run
+/// checks their size as the sink will.
+fn traced<'t>(plan: Plan<'t>, raw: &RawRecord) -> Plan<'t> {
+    let Plan::Write(mut records) = plan else {
+        return plan;
+    };
+    let archived = traces::archived(&raw.headers).unwrap_or(SpanContext::empty_context());
+    records.trace = Some(traces::record_headers(&archived));
+    Plan::Write(records)
 }
 
 /// Records read, planned and delivered at once.

@@ -13,8 +13,8 @@ pub struct Collector {
     pub bytes: Arc<AtomicU64>,
 }
 
-/// Starts the collector on a free loopback port, on the current runtime.
-pub fn start(port: u16) -> Collector {
+/// Starts the collector on a loopback port of its own, on the current runtime.
+pub async fn start() -> Collector {
     let bytes = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&bytes);
     let traces = warp::post()
@@ -25,7 +25,11 @@ pub fn start(port: u16) -> Collector {
             // An empty ExportTraceServiceResponse: everything accepted.
             warp::reply::with_header(Vec::new(), "content-type", "application/x-protobuf")
         });
-    tokio::spawn(warp::serve(traces).run(([127, 0, 0, 1], port)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(warp::serve(traces).incoming(listener).run());
     Collector {
         endpoint: format!("http://127.0.0.1:{port}"),
         bytes,

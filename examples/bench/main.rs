@@ -365,7 +365,7 @@ fn main() {
 
 async fn run() {
     let args = Args::parse();
-    let Some(bench) = Bench::prepare(&args) else {
+    let Some(bench) = Bench::prepare(&args).await else {
         return;
     };
     let (runs, baseline_runs) = bench.rounds().await;
@@ -437,7 +437,7 @@ struct Bench<'a> {
 impl<'a> Bench<'a> {
     /// Loads the settings and routes and generates the corpus; `None` when
     /// `--write-script` asks only for the corpus's wrk script.
-    fn prepare(args: &'a Args) -> Option<Bench<'a>> {
+    async fn prepare(args: &'a Args) -> Option<Bench<'a>> {
         // The baseline uses the connector's producer settings, routes and ids.
         let loaded = Settings::load(Some(&args.config)).expect("the settings file loads");
         let routing = routing_file::load(
@@ -460,7 +460,7 @@ impl<'a> Bench<'a> {
             corpus.mean_bytes(),
             corpus.mean_events
         );
-        let collector = collector::start(free_port());
+        let collector = collector::start().await;
         Some(Bench {
             args,
             loaded,

@@ -2,6 +2,7 @@
 //! with `--kafka`, also that every topic exists and the state topics are compacted.
 
 use webhook_connector::config::routing_file::RoutingFile;
+use webhook_connector::config::traces::redacted;
 use webhook_connector::config::Settings;
 use webhook_connector::explain;
 use webhook_connector::routing::RoutingTable;
@@ -22,7 +23,7 @@ pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let (settings, RoutingFile { table, .. }) = load(&args.config)?;
     settings.check_serving().map_err(Failure::NotServable)?;
     let traces = match trace_export(&settings)? {
-        Some(export) => export.traces_url,
+        Some(export) => redacted(&export.traces_url),
         None => "off".into(),
     };
     let source = describe_source(&args.config);

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use super::{invalid, SettingsError};
 
 /// `[traces]`. Export is off unless an endpoint is set, here or in the environment.
-#[derive(Debug, Clone, Deserialize)]
+/// Its `Debug` shows the endpoint without user, password or query.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesSettings {
     /// The collector's OTLP/HTTP base URL (`http://collector:4318`); `/v1/traces`
@@ -28,6 +29,53 @@ pub struct TracesSettings {
     /// The most finished spans waiting for export; more are dropped and counted
     /// (`webhook_connector_trace_spans_dropped_total{reason="queue_full"}`).
     pub max_queued_spans: usize,
+}
+
+impl std::fmt::Debug for TracesSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracesSettings")
+            .field("endpoint", &redacted(&self.endpoint))
+            .field("service_name", &self.service_name)
+            .field("sampler", &self.sampler)
+            .field("sampler_arg", &self.sampler_arg)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("max_queued_spans", &self.max_queued_spans)
+            .finish()
+    }
+}
+
+/// The most spans `traces.max_queued_spans` may keep waiting (the queue's
+/// slots are set aside at start).
+pub const MAX_QUEUED_SPANS: usize = 1_000_000;
+
+/// The time between two exports when `OTEL_BSP_SCHEDULE_DELAY` does not say.
+const SCHEDULE_DELAY_MS: u64 = 5000;
+
+/// `url` as it may be shown: scheme, host, port and path, without a user,
+/// password or query that could hold a secret.
+pub fn redacted(url: &str) -> String {
+    match url.trim().parse::<hyper::Uri>() {
+        Ok(uri) if uri.authority().is_some() => {
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port().map_or(String::new(), |p| format!(":{p}"));
+            let scheme = uri.scheme_str().unwrap_or_default();
+            format!("{scheme}://{host}{port}{}", uri.path())
+        }
+        _ if url.trim().is_empty() => String::new(),
+        _ => "(not a URL)".into(),
+    }
+}
+
+/// Whether `url` is an absolute http:// or https:// URL.
+fn usable(url: &str) -> bool {
+    let parsed = url.parse::<hyper::Uri>();
+    parsed
+        .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some())
+}
+
+/// Where spans of the base URL `url` are posted.
+fn traces_path(url: &str) -> String {
+    format!("{}/v1/traces", url.trim().trim_end_matches('/'))
 }
 
 impl Default for TracesSettings {
@@ -77,8 +125,9 @@ impl Sampler {
     }
 }
 
-/// Where and how spans are exported, settings and environment combined.
-#[derive(Debug, Clone, PartialEq)]
+/// Where and how spans are exported, settings and environment combined. Its
+/// `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq)]
 pub struct Export {
     /// The full URL spans are posted to.
     pub traces_url: String,
@@ -89,6 +138,18 @@ pub struct Export {
     /// `OTEL_RESOURCE_ATTRIBUTES` are added over them when the exporter is made.
     pub resource_attributes: BTreeMap<String, String>,
     pub max_queued_spans: usize,
+    /// The time between two exports: `OTEL_BSP_SCHEDULE_DELAY`, 5 s by default.
+    pub schedule_delay: std::time::Duration,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("traces_url", &redacted(&self.traces_url))
+            .field("sampler", &self.sampler)
+            .field("max_queued_spans", &self.max_queued_spans)
+            .finish_non_exhaustive()
+    }
 }
 
 const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio";
@@ -96,10 +157,7 @@ const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_
 impl TracesSettings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         let endpoint = self.endpoint.trim();
-        if !(endpoint.is_empty()
-            || endpoint.starts_with("http://")
-            || endpoint.starts_with("https://"))
-        {
+        if !(endpoint.is_empty() || usable(&traces_path(endpoint))) {
             return invalid("traces.endpoint", "not an http:// or https:// URL");
         }
         if Sampler::parse(&self.sampler, self.sampler_arg).is_none() {
@@ -108,8 +166,8 @@ impl TracesSettings {
         if !(0.0..=1.0).contains(&self.sampler_arg) {
             return invalid("traces.sampler_arg", "not a ratio from 0 to 1");
         }
-        if self.max_queued_spans == 0 {
-            return invalid("traces.max_queued_spans", "must be at least 1");
+        if !(1..=MAX_QUEUED_SPANS).contains(&self.max_queued_spans) {
+            return invalid("traces.max_queued_spans", "must be from 1 to 1000000");
         }
         Ok(())
     }
@@ -134,7 +192,7 @@ impl TracesSettings {
                 return invalid_var("OTEL_TRACES_EXPORTER", "only otlp and none are supported")
             }
         }
-        let base = |url: &str| format!("{}/v1/traces", url.trim().trim_end_matches('/'));
+        let base = traces_path;
         let signal = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         let (traces_url, from) = match (signal, env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(url), _) => (url.trim().to_string(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
@@ -142,13 +200,14 @@ impl TracesSettings {
             (None, None) if self.endpoint.trim().is_empty() => return Ok(None),
             (None, None) => (base(&self.endpoint), "traces.endpoint"),
         };
-        if !(traces_url.starts_with("http://") || traces_url.starts_with("https://")) {
+        if !usable(&traces_url) {
             return invalid_var(from, "not an http:// or https:// URL");
         }
         Ok(Some(Export {
             traces_url,
             service_name: env("OTEL_SERVICE_NAME"),
             sampler: self.sampler(&env)?,
+            schedule_delay: schedule_delay(&env)?,
             resource_attributes: self.resource(),
             max_queued_spans: self.max_queued_spans,
         }))
@@ -180,6 +239,23 @@ impl TracesSettings {
                 ),
             },
         }
+    }
+}
+
+/// `OTEL_BSP_SCHEDULE_DELAY`: milliseconds, at least 1 (0 would keep the
+/// exporter's thread spinning).
+fn schedule_delay(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<std::time::Duration, SettingsError> {
+    let Some(text) = env("OTEL_BSP_SCHEDULE_DELAY") else {
+        return Ok(std::time::Duration::from_millis(SCHEDULE_DELAY_MS));
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms >= 1 => Ok(std::time::Duration::from_millis(ms)),
+        _ => invalid_var(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            "not a whole number of milliseconds of at least 1",
+        ),
     }
 }
 
@@ -308,6 +384,37 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_shown_without_user_password_or_query() {
+        let secret = "https://user:s3cret@otel.example:4318/v1/traces?api_key=k3y";
+        assert_eq!(redacted(secret), "https://otel.example:4318/v1/traces");
+        assert_eq!(redacted("http://c/"), "http://c/");
+        assert_eq!(redacted("http://u:p|w@c:4318"), "(not a URL)");
+        assert_eq!(redacted(""), "");
+        let settings = TracesSettings {
+            endpoint: secret.into(),
+            ..TracesSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        let exported = export(&settings, &[]).unwrap().unwrap();
+        let shown = format!("{exported:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert_eq!(exported.schedule_delay, std::time::Duration::from_secs(5));
+        let every_100_ms = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+        let exported = export(&settings, &every_100_ms).unwrap().unwrap();
+        assert_eq!(
+            exported.schedule_delay,
+            std::time::Duration::from_millis(100)
+        );
+    }
+
+    #[test]
     fn unusable_values_are_named() {
         for (vars, named) in [
             (
@@ -325,6 +432,22 @@ mod tests {
             (
                 &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:43 18")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "c:4318/v1/traces")],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (
+                &[("OTEL_BSP_SCHEDULE_DELAY", "0")],
+                "OTEL_BSP_SCHEDULE_DELAY",
+            ),
+            (
+                &[("OTEL_BSP_SCHEDULE_DELAY", "soon")],
+                "OTEL_BSP_SCHEDULE_DELAY",
             ),
         ] {
             let err = export(&with_endpoint(), vars).unwrap_err().to_string();
@@ -355,6 +478,13 @@ mod tests {
             (
                 TracesSettings {
                     max_queued_spans: 0,
+                    ..Default::default()
+                },
+                "traces.max_queued_spans",
+            ),
+            (
+                TracesSettings {
+                    max_queued_spans: MAX_QUEUED_SPANS + 1,
                     ..Default::default()
                 },
                 "traces.max_queued_spans",

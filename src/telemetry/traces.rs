@@ -38,8 +38,8 @@ use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::registry::LookupSpan;
 use warp::http::HeaderMap;
 
-use crate::config::traces::{Export, Root, Sampler};
-use crate::records::TraceHeaders;
+use crate::config::traces::{redacted, Export, Root, Sampler};
+use crate::records::{bounded_tracestate, TraceHeaders};
 
 /// Spans handed to the collector, and spans dropped (process-wide, as the
 /// exporter is): served as `webhook_connector_trace_spans_exported_total` and
@@ -137,47 +137,77 @@ pub(crate) struct TraceIds {
     pub span_id: String,
 }
 
-/// The W3C trace context of a request's `traceparent` and `tracestate`, when it
-/// has a valid one; a malformed one is ignored (a new trace starts).
+/// The W3C trace context of a request's `traceparent` and `tracestate` (its
+/// `tracestate` fields joined, and cut to what records carry), when it has a
+/// well-formed one; anything else is ignored (a new trace starts).
 pub fn incoming(headers: &HeaderMap) -> Option<SpanContext> {
-    extract(&Headers(headers))
+    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let states = headers
+        .get_all("tracestate")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    extract(text("traceparent")?, &states.collect::<Vec<_>>().join(","))
 }
 
 /// The trace context an archived record carries (its `traceparent` and
-/// `tracestate` headers), when it has a valid one.
+/// `tracestate` headers), when it has a well-formed one.
 pub fn archived(headers: &BTreeMap<String, Option<String>>) -> Option<SpanContext> {
-    extract(&Archived(headers))
+    let text = |name| headers.get(name).and_then(Option::as_deref);
+    extract(text("traceparent")?, text("tracestate").unwrap_or_default())
 }
 
-fn extract(carrier: &dyn Extractor) -> Option<SpanContext> {
-    let context = TraceContextPropagator::new().extract(carrier);
+/// The context of a `traceparent` and `tracestate`, read by the OpenTelemetry
+/// propagator once the `traceparent` is known to be well formed (the
+/// propagator takes `00-1-2-01`, say).
+fn extract(traceparent: &str, tracestate: &str) -> Option<SpanContext> {
+    if !well_formed(traceparent) {
+        return None;
+    }
+    let carrier = W3c {
+        traceparent,
+        tracestate: bounded_tracestate(tracestate),
+    };
+    let context = TraceContextPropagator::new().extract(&carrier);
     let span = context.span().span_context().clone();
     span.is_valid().then_some(span)
 }
 
-/// Reads W3C headers from an archived record's headers.
-struct Archived<'h>(&'h BTreeMap<String, Option<String>>);
-
-impl Extractor for Archived<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Option::as_deref)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
+/// Whether `value` is a `traceparent` as W3C Trace Context writes it: lowercase
+/// hex fields of 2, 32, 16 and 2 digits, dash-separated, the version not `ff`;
+/// a version after `00` may add fields after another dash.
+fn well_formed(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let hex = |at: std::ops::Range<usize>| {
+        (bytes.get(at))
+            .is_some_and(|field| field.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    };
+    let fields = hex(0..2) && hex(3..35) && hex(36..52) && hex(53..55);
+    let dashes = [2, 35, 52].iter().all(|&at| bytes.get(at) == Some(&b'-'));
+    let version = bytes.get(..2);
+    let ends = match version {
+        Some(b"00") => bytes.len() == 55,
+        _ => bytes.len() == 55 || bytes.get(55) == Some(&b'-'),
+    };
+    fields && dashes && version != Some(b"ff") && ends
 }
 
-/// Reads W3C headers from a request's headers; values that are not text are absent.
-struct Headers<'h>(&'h HeaderMap);
+/// W3C headers, for the propagator.
+struct W3c<'h> {
+    traceparent: &'h str,
+    tracestate: Option<String>,
+}
 
-impl Extractor for Headers<'_> {
+impl Extractor for W3c<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        match key {
+            "traceparent" => Some(self.traceparent),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|name| name.as_str()).collect()
+        vec!["traceparent", "tracestate"]
     }
 }
 
@@ -273,16 +303,17 @@ where
         .with_endpoint(&export.traces_url)
         .build()
         .map_err(|err| {
-            format!(
-                "the OTLP exporter cannot be made for {}: {err}",
-                redact(&export.traces_url)
-            )
+            // Its text may quote the URL, user and password included.
+            let shown = redacted(&export.traces_url);
+            let err = err.to_string().replace(&export.traces_url, &shown);
+            format!("the OTLP exporter cannot be made for {shown}: {err}")
         })?;
     let pending = Arc::new(AtomicUsize::new(0));
     let batch = BatchConfigBuilder::default()
         // Never full: Bounded keeps fewer than this waiting.
         .with_max_queue_size(export.max_queued_spans + BATCH_SPANS)
         .with_max_export_batch_size(BATCH_SPANS)
+        .with_scheduled_delay(export.schedule_delay)
         .build();
     let processor = BatchSpanProcessor::builder(Counted {
         inner: exporter,
@@ -313,14 +344,6 @@ where
 
 /// Spans per export request.
 const BATCH_SPANS: usize = 512;
-
-/// `url` without the user and password it may hold, for a message.
-fn redact(url: &str) -> &str {
-    match url.contains('@') {
-        true => "the configured endpoint",
-        false => url,
-    }
-}
 
 fn sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
     use opentelemetry_sdk::trace::Sampler as Sdk;
@@ -422,5 +445,66 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT: &str = "00f067aa0ba902b7";
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_continued() {
+        let valid = format!("00-{TRACE}-{PARENT}-01");
+        assert!(well_formed(&valid));
+        assert!(well_formed(&format!("01-{TRACE}-{PARENT}-00-later-fields")));
+        for malformed in [
+            "00-1-2-01".to_string(),
+            format!("00-+{}-{PARENT}-01", &TRACE[1..]),
+            format!("00-0{TRACE}-{PARENT}-01"),
+            format!("00-{}-{PARENT}-01", TRACE.to_uppercase()),
+            format!("0-{TRACE}-{PARENT}-01"),
+            format!("00-{TRACE}-{PARENT}-1"),
+            format!("00-{TRACE}-{PARENT}-01-"),
+            format!("00-{TRACE}-{PARENT}-01-x"),
+            format!("ff-{TRACE}-{PARENT}-01"),
+            format!("00_{TRACE}-{PARENT}-01"),
+            format!("00-{TRACE}-{PARENT}"),
+            String::new(),
+        ] {
+            assert!(!well_formed(&malformed), "{malformed}");
+            assert_eq!(extract(&malformed, ""), None, "{malformed}");
+        }
+        // Well formed, but invalid: all-zero ids.
+        assert_eq!(
+            extract(&format!("00-{}-{PARENT}-01", "0".repeat(32)), ""),
+            None
+        );
+        let context = extract(&valid, "a=1, b=2").unwrap();
+        assert_eq!(context.trace_state().header(), "a=1,b=2");
+        assert_eq!(record_headers(&context).traceparent.len(), 55);
+    }
+
+    #[test]
+    fn a_request_s_tracestate_fields_are_joined_and_cut() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            format!("00-{TRACE}-{PARENT}-01").parse().unwrap(),
+        );
+        headers.append("tracestate", "a=1".parse().unwrap());
+        headers.append("tracestate", "b=2".parse().unwrap());
+        assert_eq!(
+            incoming(&headers).unwrap().trace_state().header(),
+            "a=1,b=2"
+        );
+        let long = format!("z={}", "v".repeat(600));
+        headers.append("tracestate", long.parse().unwrap());
+        assert_eq!(
+            incoming(&headers).unwrap().trace_state().header(),
+            "a=1,b=2"
+        );
     }
 }

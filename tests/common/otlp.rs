@@ -59,10 +59,11 @@ impl Collector {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Every span received so far.
+    /// Every span received so far (whole lines: one may be being written).
     pub fn spans(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.spans_file).unwrap_or_default();
-        text.lines()
+        (text.split_inclusive('\n'))
+            .filter(|line| line.ends_with('\n'))
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     }
