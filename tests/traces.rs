@@ -15,6 +15,7 @@ use serde_json::Value;
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 const REFUSED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const UNSAMPLED_TRACE: &str = "1af7651916cd43dd8448eb211c80319c";
 
 fn traceparent(trace: &str, span: &str) -> String {
     format!("00-{trace}-{span}-01")
@@ -71,6 +72,15 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     let request: Vec<(&str, &str)> = request.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let body = seed_sample();
     let answer = post(&process.endpoint(), body.clone(), &request).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json);
+    // A parent that did not sample: nothing exported, the flag passed on.
+    let unsampled = format!("00-{UNSAMPLED_TRACE}-{PARENT}-00");
+    let answer = post(
+        &process.endpoint(),
+        seed_sample(),
+        &[("traceparent", &unsampled)],
+    )
+    .await;
     assert_eq!(answer.status, 200, "{:?}", answer.json);
     post_refused(&process).await;
     // And one without trace context, after a probe and a scrape.
@@ -132,9 +142,20 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     assert_eq!(send["attributes"]["messaging.batch.message_count"], 5);
 
     let produced = traceparent(TRACE, send["span_id"].as_str().unwrap());
-    // The first request's four, then the third's.
+    // The first request's four, the unsampled one's, then the last one's.
     let records = read_all_before_now_on(&kafka(), &events);
-    assert_eq!(records.len(), 8);
+    assert_eq!(records.len(), 12);
+    for record in &records[4..8] {
+        let traceparent = record.headers["traceparent"].as_deref().unwrap();
+        assert!(
+            traceparent.starts_with(&format!("00-{UNSAMPLED_TRACE}-")),
+            "{traceparent}"
+        );
+        assert!(
+            traceparent.ends_with("-00") && !traceparent.contains(PARENT),
+            "{traceparent}"
+        );
+    }
     let expected = BTreeMap::from([
         ("traceparent", produced.as_str()),
         ("tracestate", "vendor=abc"),
@@ -144,7 +165,7 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
     for record in &records[..4] {
         assert_trace_headers(&record.headers, &expected);
     }
-    let raw = read_raw_exactly(&raw, 2);
+    let raw = read_raw_exactly(&raw, 3);
     let expected = BTreeMap::from([
         ("traceparent", produced.as_str()),
         ("tracestate", "vendor=abc"),

@@ -4,11 +4,10 @@
 //! needs are set on it directly, and only when spans are exported: logs, and
 //! requests when nothing is exported, stay as they were.
 
-use opentelemetry::trace::{SpanContext, Status};
+use opentelemetry::trace::SpanContext;
 use opentelemetry::KeyValue;
 use tracing::field::Empty;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use warp::http::StatusCode;
 
 use crate::entity::Entity;
@@ -58,17 +57,15 @@ pub(super) fn answered(span: &Span, status: StatusCode, refusal: Option<&'static
 /// Records a refusal's `error` code on `span`, with an error status when `fault`.
 pub(super) fn refused(span: &Span, code: &'static str, fault: bool) {
     traces::set_attributes(span, || vec![KeyValue::new("error.type", code)]);
-    if fault && traces::exporting() {
-        span.set_status(Status::error(code));
+    if fault {
+        traces::set_error(span, code);
     }
 }
 
 /// Records why a delivery failed (its `reason` label) on its span, an error.
 pub(super) fn failed(span: &Span, reason: String) {
-    if traces::exporting() {
-        span.set_attribute("error.type", reason.clone());
-        span.set_status(Status::error(reason));
-    }
+    traces::set_attributes(span, || vec![KeyValue::new("error.type", reason.clone())]);
+    traces::set_error(span, reason);
 }
 
 /// The body's size, on the server span.

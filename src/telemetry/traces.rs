@@ -111,13 +111,35 @@ pub fn forget_span(entity: &'static str) -> Span {
     span
 }
 
-/// Sets the attributes `make` returns on `span`'s exported span, when spans are exported.
+/// Sets the attributes `make` returns on `span`'s exported span, when it is
+/// recorded (exported, and sampled): nothing is made for the others.
 pub fn set_attributes(span: &Span, make: impl FnOnce() -> Vec<KeyValue>) {
-    if exporting() {
+    if recorded(span) {
         for attribute in make() {
             span.set_attribute(attribute.key, attribute.value);
         }
     }
+}
+
+/// Sets an error status on `span`'s exported span, when it is recorded.
+pub fn set_error(span: &Span, description: impl Into<std::borrow::Cow<'static, str>>) {
+    if recorded(span) {
+        span.set_status(opentelemetry::trace::Status::error(description));
+    }
+}
+
+/// Whether `span`'s exported span is recorded: spans are exported, and its
+/// context (or that of the nearest span above it that [`start`] began) is sampled.
+fn recorded(span: &Span) -> bool {
+    if !exporting() {
+        return false;
+    }
+    let sampled = span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let mut scope = registry.span(id)?.scope();
+        scope.find_map(|span| span.extensions().get::<TraceIds>().map(|ids| ids.sampled))
+    });
+    sampled.flatten().unwrap_or(false)
 }
 
 /// Where the connector's exported spans are made: a webhook request's
@@ -135,6 +157,8 @@ pub const SPAN_TARGETS: [&str; 2] = [
 pub(crate) struct TraceIds {
     pub trace_id: String,
     pub span_id: String,
+    /// Whether the span is sampled (recorded, when spans are exported).
+    pub sampled: bool,
 }
 
 /// The W3C trace context of a request's `traceparent` and `tracestate` (its
@@ -263,6 +287,7 @@ fn keep_ids(span: &Span, context: &SpanContext) {
             span.extensions_mut().replace(TraceIds {
                 trace_id: context.trace_id().to_string(),
                 span_id: context.span_id().to_string(),
+                sampled: context.is_sampled(),
             });
         }
     });
