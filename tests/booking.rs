@@ -68,6 +68,7 @@ async fn the_signed_booking_sample_reaches_kafka_with_its_key_every_header_and_e
     let expected = expected.as_array().unwrap();
     assert_eq!(records.len(), expected.len());
     let change_types = ["BookingStatusChanged", "BookingTablesChanged"];
+    let pattern = regex::Regex::new("^00-[0-9a-f]{32}-[0-9a-f]{16}-01$").unwrap();
     for (i, (record, expected)) in records.iter().zip(expected).enumerate() {
         let mut expected = expected.clone();
         expected["received_at"] = json!(received_at);
@@ -79,7 +80,6 @@ async fn the_signed_booking_sample_reaches_kafka_with_its_key_every_header_and_e
         assert_eq!(record.key.as_deref(), Some("51234"), "event {i}");
         // A request without trace context: a new trace, sampled.
         let traceparent = record.headers["traceparent"].clone().unwrap();
-        let pattern = regex::Regex::new("^00-[0-9a-f]{32}-[0-9a-f]{16}-01$").unwrap();
         assert!(pattern.is_match(&traceparent), "{traceparent}");
         let headers: BTreeMap<String, Option<String>> = [
             ("traceparent", traceparent.as_str()),

@@ -5,8 +5,6 @@ use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::entity::Entity;
 use webhook_connector::forget;
 
-use webhook_connector::telemetry::traces::Exporter;
-
 use super::{init_telemetry, load, out, parse_entity, runtime, ConfigArg, Failure};
 
 #[derive(clap::Args)]
@@ -27,7 +25,9 @@ pub(super) fn run(args: &Args) -> Result<(), Failure> {
     let (entity, id) = (args.entity, args.id);
     let now = chrono::Utc::now();
     let done = runtime()?.block_on(forget::forget(&settings, &table, entity, id, now));
-    exporter.map(Exporter::shutdown);
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
     let done = done?;
     let name = entity.name;
     match &done.state_topic {

@@ -5,8 +5,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::replay::{self, Summary};
 
-use webhook_connector::telemetry::traces::Exporter;
-
 use super::{init_telemetry, load, out, parse_time, runtime, ConfigArg, Failure};
 
 type Time = chrono::DateTime<chrono::Utc>;
@@ -61,7 +59,9 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         })
     };
     let summary = runtime.block_on(replay::replay(&settings, &table, &options, progress, print));
-    exporter.map(Exporter::shutdown);
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
     let summary = summary?;
     bar.finish_and_clear();
     out(&summary.render(options.dry_run))?;

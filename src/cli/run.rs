@@ -9,7 +9,6 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 use webhook_connector::config::routing_file::RoutingFile;
 use webhook_connector::config::Settings;
-use webhook_connector::telemetry::traces::Exporter;
 use webhook_connector::{app, entity, reload};
 
 use super::{init_telemetry, load, runtime, ConfigArg, Failure};
@@ -26,7 +25,9 @@ pub(super) fn run(config: &ConfigArg) -> Result<(), Failure> {
     // Work still running (a readiness probe, an acknowledgement wait) may not
     // hold the process past its grace period.
     runtime.shutdown_timeout(SHUTDOWN_LEFTOVER);
-    exporter.map(Exporter::shutdown);
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
     result
 }
 
