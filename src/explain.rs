@@ -84,7 +84,9 @@ fn entity_of(
 /// `None`) and their topics, exactly as `run` with `settings` would produce them;
 /// refused exactly when the endpoint `POST /webhooks/<entity>` would refuse the
 /// body: by the acceptance step (with the raw topic's copy counted when it is
-/// on), or for a record larger than `message.max.bytes`.
+/// on), or for a record larger than `message.max.bytes` with the largest trace
+/// context a request may bring (a 512-byte `tracestate`: a body within about
+/// 1 KB of the limit is refused although a request without one would pass).
 pub fn explain_as_run(
     body: &[u8],
     entity: Option<&'static Entity>,

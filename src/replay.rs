@@ -271,7 +271,14 @@ pub async fn replay(
         progress(summary.read as u64, reader.expected());
         let (mut deliveries, mut held) = (Vec::new(), 0);
         for record in &batch {
-            match traced(plan(record, table, &limits, options), record) {
+            let planned = plan(record, table, &limits, options);
+            // A dry run checks sizes with the context the records would carry.
+            let planned = if options.dry_run {
+                traced(planned, record)
+            } else {
+                planned
+            };
+            match planned {
                 Plan::Skipped => summary.skipped += 1,
                 Plan::Refused(code) => *summary.refused.entry(code).or_default() += 1,
                 // The check the sink makes before enqueuing anything.

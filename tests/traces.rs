@@ -93,6 +93,7 @@ async fn a_notification_is_one_trace_from_the_request_to_every_record_and_log_li
             s["kind"] == "SPAN_KIND_SERVER"
                 && s["trace_id"] != TRACE
                 && s["trace_id"] != REFUSED_TRACE
+                && s["trace_id"] != UNSAMPLED_TRACE
         });
         server.map(|s| s["trace_id"].as_str().unwrap().to_string())
     };

@@ -46,7 +46,7 @@ impl std::fmt::Debug for TracesSettings {
 
 /// The most spans `traces.max_queued_spans` may keep waiting (the queue's
 /// slots are set aside at start).
-pub const MAX_QUEUED_SPANS: usize = 1_000_000;
+pub const MAX_QUEUED_SPANS: usize = 100_000;
 
 /// The time between two exports when `OTEL_BSP_SCHEDULE_DELAY` does not say.
 const SCHEDULE_DELAY_MS: u64 = 5000;
@@ -76,6 +76,12 @@ fn usable(url: &str) -> bool {
 /// Where spans of the base URL `url` are posted.
 fn traces_path(url: &str) -> String {
     format!("{}/v1/traces", url.trim().trim_end_matches('/'))
+}
+
+/// Whether `url` is a usable base URL: `/v1/traces` is appended to it, so it
+/// has no query or fragment for the path to land in.
+fn usable_base(url: &str) -> bool {
+    !url.contains(['?', '#']) && usable(&traces_path(url))
 }
 
 impl Default for TracesSettings {
@@ -157,8 +163,11 @@ const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_
 impl TracesSettings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         let endpoint = self.endpoint.trim();
-        if !(endpoint.is_empty() || usable(&traces_path(endpoint))) {
-            return invalid("traces.endpoint", "not an http:// or https:// URL");
+        if !(endpoint.is_empty() || usable_base(endpoint)) {
+            return invalid(
+                "traces.endpoint",
+                "not an http:// or https:// URL without a query",
+            );
         }
         if Sampler::parse(&self.sampler, self.sampler_arg).is_none() {
             return invalid("traces.sampler", &format!("not a sampler: use {SAMPLERS}"));
@@ -167,7 +176,7 @@ impl TracesSettings {
             return invalid("traces.sampler_arg", "not a ratio from 0 to 1");
         }
         if !(1..=MAX_QUEUED_SPANS).contains(&self.max_queued_spans) {
-            return invalid("traces.max_queued_spans", "must be from 1 to 1000000");
+            return invalid("traces.max_queued_spans", "must be from 1 to 100000");
         }
         Ok(())
     }
@@ -194,14 +203,27 @@ impl TracesSettings {
         }
         let base = traces_path;
         let signal = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-        let (traces_url, from) = match (signal, env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-            (Some(url), _) => (url.trim().to_string(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            (None, Some(url)) => (base(&url), "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        // A base URL gets `/v1/traces` appended: no query for it to land in.
+        let no_query = |url: &str| !url.contains(['?', '#']);
+        let (traces_url, from, fits) = match (signal, env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(url), _) => (
+                url.trim().to_string(),
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                true,
+            ),
+            (None, Some(url)) => (base(&url), "OTEL_EXPORTER_OTLP_ENDPOINT", no_query(&url)),
             (None, None) if self.endpoint.trim().is_empty() => return Ok(None),
-            (None, None) => (base(&self.endpoint), "traces.endpoint"),
+            (None, None) => (
+                base(&self.endpoint),
+                "traces.endpoint",
+                no_query(&self.endpoint),
+            ),
         };
-        if !usable(&traces_url) {
-            return invalid_var(from, "not an http:// or https:// URL");
+        if !(fits && usable(&traces_url)) {
+            return invalid_var(
+                from,
+                "not an http:// or https:// URL (a base URL without a query)",
+            );
         }
         Ok(Some(Export {
             traces_url,
@@ -399,7 +421,14 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("k3y"),
             "{shown}"
         );
-        let exported = export(&settings, &[]).unwrap().unwrap();
+        // A base URL with a query is refused; a signal URL may have one.
+        assert!(export(&settings, &[]).is_err());
+        let exported = export(
+            &TracesSettings::default(),
+            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", secret)],
+        );
+        let exported = exported.unwrap().unwrap();
+        assert_eq!(exported.traces_url, secret);
         let shown = format!("{exported:?}");
         assert!(
             !shown.contains("s3cret") && !shown.contains("k3y"),
@@ -407,7 +436,7 @@ mod tests {
         );
         assert_eq!(exported.schedule_delay, std::time::Duration::from_secs(5));
         let every_100_ms = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
-        let exported = export(&settings, &every_100_ms).unwrap().unwrap();
+        let exported = export(&with_endpoint(), &every_100_ms).unwrap().unwrap();
         assert_eq!(
             exported.schedule_delay,
             std::time::Duration::from_millis(100)
@@ -438,6 +467,10 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
             ),
             (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318?tenant=a")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
                 &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "c:4318/v1/traces")],
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             ),
@@ -457,6 +490,13 @@ mod tests {
             (
                 TracesSettings {
                     endpoint: "collector".into(),
+                    ..Default::default()
+                },
+                "traces.endpoint",
+            ),
+            (
+                TracesSettings {
+                    endpoint: "http://c:4318/?tenant=a".into(),
                     ..Default::default()
                 },
                 "traces.endpoint",
