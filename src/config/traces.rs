@@ -444,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn unusable_values_are_named() {
+    fn unusable_variables_are_named() {
         for (vars, named) in [
             (
                 &[("OTEL_TRACES_SAMPLER", "sometimes")][..],
@@ -486,6 +486,10 @@ mod tests {
             let err = export(&with_endpoint(), vars).unwrap_err().to_string();
             assert!(err.contains(named), "{err}");
         }
+    }
+
+    #[test]
+    fn unusable_settings_are_named() {
         for (settings, key) in [
             (
                 TracesSettings {
