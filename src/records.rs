@@ -897,6 +897,10 @@ mod tests {
         let over = format!("{exact}v,k2=x");
         assert_eq!(TraceHeaders::new(String::new(), &over).tracestate, None);
         assert_eq!(TraceHeaders::new(String::new(), " , ").tracestate, None);
+        // The comma counts: 3 + 1 + 508 bytes fit, 3 + 1 + 509 do not.
+        let with = |entry: usize| format!("a=1,k={}", "v".repeat(entry - 2));
+        assert_eq!(bounded_tracestate(&with(508)), Some(with(508)));
+        assert_eq!(bounded_tracestate(&with(509)).as_deref(), Some("a=1"));
     }
 
     #[test]

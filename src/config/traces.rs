@@ -411,6 +411,7 @@ mod tests {
         assert_eq!(redacted(secret), "https://otel.example:4318/v1/traces");
         assert_eq!(redacted("http://c/"), "http://c/");
         assert_eq!(redacted("http://u:p|w@c:4318"), "(not a URL)");
+        assert_eq!(redacted("/v1/traces"), "(not a URL)");
         assert_eq!(redacted(""), "");
         let settings = TracesSettings {
             endpoint: secret.into(),
@@ -419,6 +420,10 @@ mod tests {
         let shown = format!("{settings:?}");
         assert!(
             !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\"https://otel.example:4318/v1/traces\""),
             "{shown}"
         );
         // A base URL with a query is refused; a signal URL may have one.
@@ -432,6 +437,10 @@ mod tests {
         let shown = format!("{exported:?}");
         assert!(
             !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\"https://otel.example:4318/v1/traces\""),
             "{shown}"
         );
         assert_eq!(exported.schedule_delay, std::time::Duration::from_secs(5));
@@ -481,6 +490,13 @@ mod tests {
             (
                 &[("OTEL_BSP_SCHEDULE_DELAY", "soon")],
                 "OTEL_BSP_SCHEDULE_DELAY",
+            ),
+            (
+                &[(
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "ftp://c:4318/v1/traces",
+                )],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             ),
         ] {
             let err = export(&with_endpoint(), vars).unwrap_err().to_string();
