@@ -454,99 +454,52 @@ mod tests {
 
     #[test]
     fn unusable_variables_are_named() {
-        for (vars, named) in [
+        for (name, value) in [
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+            ("OTEL_TRACES_SAMPLER_ARG", "half"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:43 18"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318?tenant=a"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "c:4318/v1/traces"),
             (
-                &[("OTEL_TRACES_SAMPLER", "sometimes")][..],
-                "OTEL_TRACES_SAMPLER",
-            ),
-            (
-                &[("OTEL_TRACES_SAMPLER_ARG", "1.5")],
-                "OTEL_TRACES_SAMPLER_ARG",
-            ),
-            (
-                &[("OTEL_TRACES_SAMPLER_ARG", "half")],
-                "OTEL_TRACES_SAMPLER_ARG",
-            ),
-            (
-                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:43 18")],
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318?tenant=a")],
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "c:4318/v1/traces")],
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "ftp://c:4318/v1/traces",
             ),
-            (
-                &[("OTEL_BSP_SCHEDULE_DELAY", "0")],
-                "OTEL_BSP_SCHEDULE_DELAY",
-            ),
-            (
-                &[("OTEL_BSP_SCHEDULE_DELAY", "soon")],
-                "OTEL_BSP_SCHEDULE_DELAY",
-            ),
-            (
-                &[(
-                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                    "ftp://c:4318/v1/traces",
-                )],
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
         ] {
-            let err = export(&with_endpoint(), vars).unwrap_err().to_string();
-            assert!(err.contains(named), "{err}");
+            let err = export(&with_endpoint(), &[(name, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
         }
     }
 
     #[test]
     fn unusable_settings_are_named() {
+        let changed = |change: fn(&mut TracesSettings)| {
+            let mut settings = TracesSettings::default();
+            change(&mut settings);
+            settings
+        };
         for (settings, key) in [
             (
-                TracesSettings {
-                    endpoint: "collector".into(),
-                    ..Default::default()
-                },
+                changed(|s| s.endpoint = "collector".into()),
                 "traces.endpoint",
             ),
             (
-                TracesSettings {
-                    endpoint: "http://c:4318/?tenant=a".into(),
-                    ..Default::default()
-                },
+                changed(|s| s.endpoint = "http://c:4318/?tenant=a".into()),
                 "traces.endpoint",
             ),
+            (changed(|s| s.sampler = "x".into()), "traces.sampler"),
+            (changed(|s| s.sampler_arg = -0.1), "traces.sampler_arg"),
             (
-                TracesSettings {
-                    sampler: "x".into(),
-                    ..Default::default()
-                },
-                "traces.sampler",
-            ),
-            (
-                TracesSettings {
-                    sampler_arg: -0.1,
-                    ..Default::default()
-                },
-                "traces.sampler_arg",
-            ),
-            (
-                TracesSettings {
-                    max_queued_spans: 0,
-                    ..Default::default()
-                },
+                changed(|s| s.max_queued_spans = 0),
                 "traces.max_queued_spans",
             ),
             (
-                TracesSettings {
-                    max_queued_spans: MAX_QUEUED_SPANS + 1,
-                    ..Default::default()
-                },
+                changed(|s| s.max_queued_spans = MAX_QUEUED_SPANS + 1),
                 "traces.max_queued_spans",
             ),
         ] {
