@@ -95,7 +95,7 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let ids = ctx.event_scope().and_then(|scope| {
-            (scope.into_iter()).find_map(|span| span.extensions().get::<TraceIds>().cloned())
+            (scope.into_iter()).find_map(|span| span.extensions().get::<TraceIds>().copied())
         });
         let Some(ids) = ids else {
             return self.0.format_event(ctx, writer, event);

@@ -16,7 +16,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -151,12 +153,12 @@ pub const SPAN_TARGETS: [&str; 2] = [
     "webhook_connector::telemetry::traces",
 ];
 
-/// The ids of a span as logs show them (`trace_id`, `span_id`), kept in the
-/// span's extensions by [`start`].
-#[derive(Debug, Clone)]
+/// The ids of a span, for the logs (`trace_id`, `span_id`, written as hex only
+/// when a line is), kept in the span's extensions by [`start`].
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct TraceIds {
-    pub trace_id: String,
-    pub span_id: String,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
     /// Whether the span is sampled (recorded, when spans are exported).
     pub sampled: bool,
 }
@@ -285,8 +287,8 @@ fn keep_ids(span: &Span, context: &SpanContext) {
         };
         if let Some(span) = registry.span(id) {
             span.extensions_mut().replace(TraceIds {
-                trace_id: context.trace_id().to_string(),
-                span_id: context.span_id().to_string(),
+                trace_id: context.trace_id(),
+                span_id: context.span_id(),
                 sampled: context.is_sampled(),
             });
         }
