@@ -380,7 +380,7 @@ async fn a_key_with_a_newline_cannot_forge_a_log_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_while_kafka_is_away_peaks_at_one_and_a_half_budgets_and_64_mib() {
+async fn a_flood_while_kafka_is_away_peaks_at_one_and_a_half_budgets_and_72_mib() {
     // Kafka answers nothing while paused: requests wait 3 s for it (then 503), so
     // their slots and bytes keep changing hands during the flood. Half the default
     // byte budget: two requests' records fill its processing share.
@@ -460,8 +460,11 @@ async fn a_flood_while_kafka_is_away_peaks_at_one_and_a_half_budgets_and_64_mib(
     // The budget; beside it, librdkafka's copy of the records of a request being
     // handed over (each event's own buffer is freed once its records are in), the
     // allocator's slack under the churn of refused bodies, and the process itself
-    // (about 22 MiB). Measured: 144 to 154 MiB.
-    let bound_mib = budget_mib * 3 / 2 + 64;
+    // (about 22 MiB; a few more since the OpenTelemetry exporter and its TLS client
+    // are linked in). Measured before tracing: 140 to 154 MiB; with it, 151 to 163 MiB
+    // over three runs and one of 161 in CI, where the same load was answered ten times
+    // as fast (more refused bodies churned). Not explained further yet.
+    let bound_mib = budget_mib * 3 / 2 + 72;
     assert!(
         peak_mib <= bound_mib,
         "peak RSS {peak_mib} MiB > {bound_mib} MiB"
